@@ -1,0 +1,13 @@
+//! cloudpop: a POP3 mailbox retrieval service built from stateless frontends.
+//!
+//! Layout:
+//! - [`protocol`]: POP3 as pure logic (parser, state machine, encoders); no IO
+//! - [`protocol`]-driving IO lives in [`session`] (one connection) and [`server`] (listeners)
+//! - [`store`]: the narrow storage traits and their backends (messages, accounts)
+//! - [`lock`]: maildrop leases and their backends
+//! - [`accounts`]: names, password hashing, login checks
+//! - [`delivery`]: storing new mail with CRLF normalisation
+//! - [`tls`]: rustls configuration and the self-signed default certificate
+//! - [`config`]: the one configuration struct, its sources and validation
+
+pub mod protocol;

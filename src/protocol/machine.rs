@@ -1,0 +1,405 @@
+//! The POP3 state machine: AUTHORIZATION -> TRANSACTION -> UPDATE (RFC 1939 section 3).
+//!
+//! It is fed lines and the outcomes of the IO it asked for, and answers with [`Step`]s. This is
+//! the one place that says which command is legal in which state. It does no IO and reads no
+//! clock, so every behaviour here is unit-tested without a socket.
+
+use super::command::{self, Command};
+use super::maildrop::{Listing, MaildropView};
+use super::response::{self, Code};
+use super::sasl::{self, Credentials};
+
+/// Facts about the connection that decide what is offered on it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The connection is encrypted (implicit TLS, or after STLS).
+    pub tls_active: bool,
+    /// STLS can be offered: TLS is configured and not yet active.
+    pub stls_available: bool,
+    /// USER/PASS and AUTH PLAIN/LOGIN may be used on this connection.
+    pub plaintext_allowed: bool,
+    /// Failed logins tolerated before the connection is closed.
+    pub max_auth_failures: u32,
+    /// Overlong lines tolerated before the connection is closed.
+    pub max_line_violations: u32,
+    /// Value of the IMPLEMENTATION capability.
+    pub implementation: String,
+    /// Value of the EXPIRE capability ("NEVER" or days).
+    pub expire: String,
+    /// Value of the LOGIN-DELAY capability, in seconds.
+    pub login_delay_secs: u64,
+}
+
+/// What the driver must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send these bytes and read the next line.
+    Reply(Vec<u8>),
+    /// Verify the credentials and lock the maildrop, then call [`Machine::login_finished`].
+    Login(Credentials),
+    /// Send the reply, discard anything buffered, and run the TLS handshake.
+    StartTls(Vec<u8>),
+    /// Send `header`, then the message `uid` dot-stuffed, cut after `top` body lines when set.
+    Send { header: Vec<u8>, uid: String, top: Option<u64> },
+    /// Enter UPDATE: remove these messages, then call [`Machine::update_finished`].
+    Update(Vec<String>),
+    /// Wait the failed-login delay, send the reply, and close the connection if `close`.
+    AuthFailed { reply: Vec<u8>, close: bool },
+    /// Send the reply and close the connection.
+    Close(Vec<u8>),
+}
+
+/// The result of a [`Step::Login`].
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// Credentials good, maildrop locked; this is the snapshot.
+    LoggedIn(Vec<Listing>),
+    BadCredentials,
+    /// Another session holds the maildrop.
+    InUse,
+    /// Logged in again before the account's minimum delay passed.
+    TooSoon,
+    /// A dependency failed; the text says which, without secrets.
+    Unavailable(String),
+}
+
+/// The result of a [`Step::Update`].
+#[derive(Debug)]
+pub enum UpdateOutcome {
+    Applied,
+    /// Some deletions were not applied (RFC 1939 allows `-ERR` from QUIT).
+    Failed(String),
+}
+
+#[derive(Debug)]
+enum Phase {
+    Authorization { user: Option<String> },
+    SaslPlain,
+    SaslLoginUser,
+    SaslLoginPass { user: String },
+    /// Waiting for the driver to finish a login.
+    Authenticating,
+    Transaction(MaildropView),
+    /// QUIT seen; nothing more is read.
+    Closed,
+}
+
+/// Protocol state of one POP3 connection.
+#[derive(Debug)]
+pub struct Machine {
+    settings: Settings,
+    phase: Phase,
+    utf8: bool,
+    auth_failures: u32,
+    line_violations: u32,
+}
+
+impl Machine {
+    pub fn new(settings: Settings) -> Self {
+        Self { settings, phase: Phase::Authorization { user: None }, utf8: false, auth_failures: 0, line_violations: 0 }
+    }
+
+    /// The greeting. It carries no APOP timestamp: APOP is not offered.
+    pub fn greeting(&self) -> Vec<u8> {
+        response::ok("cloudpop POP3 server ready")
+    }
+
+    /// Whether the session is in TRANSACTION state (it holds a maildrop lock).
+    pub fn in_transaction(&self) -> bool {
+        matches!(self.phase, Phase::Transaction(_))
+    }
+
+    /// Whether the client switched to UTF-8 mode (RFC 6856).
+    pub fn utf8(&self) -> bool {
+        self.utf8
+    }
+
+    /// Handles one complete line from the client.
+    pub fn on_line(&mut self, line: &[u8]) -> Step {
+        match &self.phase {
+            Phase::SaslPlain | Phase::SaslLoginUser | Phase::SaslLoginPass { .. } => self.on_sasl_line(line),
+            Phase::Authenticating | Phase::Closed => Step::Close(response::err(None, "Unexpected input")),
+            _ => match command::parse(line) {
+                Ok(cmd) => self.on_command(cmd),
+                Err(e) => Step::Reply(response::err(None, &e.to_string())),
+            },
+        }
+    }
+
+    /// Handles a line that exceeded the length limit.
+    pub fn on_line_too_long(&mut self) -> Step {
+        if matches!(self.phase, Phase::SaslPlain | Phase::SaslLoginUser | Phase::SaslLoginPass { .. }) {
+            self.phase = Phase::Authorization { user: None };
+        }
+        self.line_violations += 1;
+        if self.line_violations >= self.settings.max_line_violations {
+            Step::Close(response::err(None, "Too many overlong lines, closing connection"))
+        } else {
+            Step::Reply(response::err(None, "Line too long"))
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) -> Step {
+        if let Command::Capa = cmd {
+            return Step::Reply(self.capabilities());
+        }
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Authorization { user } => self.authorization(cmd, user),
+            Phase::Transaction(view) => self.transaction(cmd, view),
+            other => {
+                self.phase = other;
+                Step::Close(response::err(None, "Unexpected command"))
+            }
+        }
+    }
+
+    fn authorization(&mut self, cmd: Command, user: Option<String>) -> Step {
+        let plaintext_refused = || {
+            Step::Reply(response::err(
+                Some(Code::Auth),
+                "Plaintext authentication disallowed on non-secure connections; use STLS or port 995",
+            ))
+        };
+        self.phase = Phase::Authorization { user: None };
+        match cmd {
+            Command::User(_) | Command::Pass(_) | Command::Auth { mechanism: Some(_), .. }
+                if !self.settings.plaintext_allowed =>
+            {
+                plaintext_refused()
+            }
+            Command::User(name) => {
+                self.phase = Phase::Authorization { user: Some(name) };
+                Step::Reply(response::ok("Send your password"))
+            }
+            Command::Pass(password) => match user {
+                Some(user) => self.begin_login(Credentials { user, password }),
+                None => Step::Reply(response::err(None, "Send USER first")),
+            },
+            Command::Auth { mechanism: None, .. } => {
+                let mechs: &[&str] = if self.settings.plaintext_allowed { &sasl::MECHANISMS } else { &[] };
+                Step::Reply(response::multiline("Supported SASL mechanisms follow", mechs))
+            }
+            Command::Auth { mechanism: Some(mech), initial_response } => self.begin_sasl(&mech, initial_response),
+            Command::Apop => Step::Reply(response::err(
+                None,
+                "APOP is not supported: passwords are stored only as hashes; use USER/PASS or AUTH over TLS",
+            )),
+            Command::Stls if self.settings.tls_active => Step::Reply(response::err(None, "TLS already active")),
+            Command::Stls if !self.settings.stls_available => Step::Reply(response::err(None, "STLS not available")),
+            Command::Stls => Step::StartTls(response::ok("Begin TLS negotiation")),
+            Command::Utf8 => {
+                self.utf8 = true;
+                self.phase = Phase::Authorization { user };
+                Step::Reply(response::ok("UTF8 enabled"))
+            }
+            Command::Quit => {
+                self.phase = Phase::Closed;
+                Step::Close(response::ok("cloudpop signing off"))
+            }
+            _ => {
+                self.phase = Phase::Authorization { user };
+                Step::Reply(response::err(None, "Command not valid before login"))
+            }
+        }
+    }
+
+    fn begin_sasl(&mut self, mech: &str, initial_response: Option<String>) -> Step {
+        match (mech, initial_response) {
+            ("PLAIN", Some(ir)) => self.finish_plain(&ir),
+            ("PLAIN", None) => {
+                self.phase = Phase::SaslPlain;
+                Step::Reply(response::continuation(""))
+            }
+            ("LOGIN", Some(ir)) => match sasl::login_field(&ir) {
+                Ok(user) => {
+                    self.phase = Phase::SaslLoginPass { user };
+                    Step::Reply(response::continuation(sasl::LOGIN_PASS_CHALLENGE))
+                }
+                Err(e) => Step::Reply(response::err(None, &e.to_string())),
+            },
+            ("LOGIN", None) => {
+                self.phase = Phase::SaslLoginUser;
+                Step::Reply(response::continuation(sasl::LOGIN_USER_CHALLENGE))
+            }
+            _ => Step::Reply(response::err(None, "Unsupported authentication mechanism")),
+        }
+    }
+
+    fn on_sasl_line(&mut self, line: &[u8]) -> Step {
+        let phase = std::mem::replace(&mut self.phase, Phase::Authorization { user: None });
+        let Ok(text) = std::str::from_utf8(line) else {
+            return Step::Reply(response::err(None, &sasl::SaslError::Base64.to_string()));
+        };
+        if text.trim() == "*" {
+            return Step::Reply(response::err(None, "Authentication cancelled"));
+        }
+        match phase {
+            Phase::SaslPlain => self.finish_plain(text),
+            Phase::SaslLoginUser => match sasl::login_field(text) {
+                Ok(user) => {
+                    self.phase = Phase::SaslLoginPass { user };
+                    Step::Reply(response::continuation(sasl::LOGIN_PASS_CHALLENGE))
+                }
+                Err(e) => Step::Reply(response::err(None, &e.to_string())),
+            },
+            Phase::SaslLoginPass { user } => match sasl::login_field(text) {
+                Ok(password) => self.begin_login(Credentials { user, password }),
+                Err(e) => Step::Reply(response::err(None, &e.to_string())),
+            },
+            _ => unreachable_phase(),
+        }
+    }
+
+    fn finish_plain(&mut self, b64: &str) -> Step {
+        match sasl::plain(b64) {
+            Ok(creds) => self.begin_login(creds),
+            Err(e) => Step::Reply(response::err(None, &e.to_string())),
+        }
+    }
+
+    fn begin_login(&mut self, creds: Credentials) -> Step {
+        self.phase = Phase::Authenticating;
+        Step::Login(creds)
+    }
+
+    /// Continues after a [`Step::Login`].
+    pub fn login_finished(&mut self, outcome: LoginOutcome) -> Step {
+        self.phase = Phase::Authorization { user: None };
+        match outcome {
+            LoginOutcome::LoggedIn(listing) => {
+                let view = MaildropView::new(listing);
+                let (count, octets) = view.stat();
+                self.phase = Phase::Transaction(view);
+                Step::Reply(response::ok(&format!("Logged in, maildrop has {count} messages ({octets} octets)")))
+            }
+            LoginOutcome::BadCredentials => {
+                self.auth_failures += 1;
+                let close = self.auth_failures >= self.settings.max_auth_failures;
+                if close {
+                    self.phase = Phase::Closed;
+                }
+                Step::AuthFailed { reply: response::err(Some(Code::Auth), "Authentication failed"), close }
+            }
+            LoginOutcome::InUse => {
+                Step::Reply(response::err(Some(Code::InUse), "Maildrop is locked by another session, try again later"))
+            }
+            LoginOutcome::TooSoon => Step::Reply(response::err(
+                Some(Code::LoginDelay),
+                &format!("Minimum time between logins is {} seconds", self.settings.login_delay_secs),
+            )),
+            LoginOutcome::Unavailable(why) => {
+                Step::Reply(response::err(Some(Code::SysTemp), &format!("Temporary server failure ({why}), try again later")))
+            }
+        }
+    }
+
+    fn transaction(&mut self, cmd: Command, mut view: MaildropView) -> Step {
+        let step = match cmd {
+            Command::Stat => {
+                let (count, octets) = view.stat();
+                Step::Reply(response::ok(&format!("{count} {octets}")))
+            }
+            Command::List(None) => {
+                let (count, octets) = view.stat();
+                let lines = view.live().map(|(n, m)| format!("{n} {}", m.size));
+                Step::Reply(response::multiline(&format!("{count} messages ({octets} octets)"), lines))
+            }
+            Command::List(Some(n)) => lookup(&view, n, |m| response::ok(&format!("{n} {}", m.size))),
+            Command::Uidl(None) => {
+                let lines = view.live().map(|(n, m)| format!("{n} {}", m.uid));
+                Step::Reply(response::multiline("Unique-ID listing follows", lines))
+            }
+            Command::Uidl(Some(n)) => lookup(&view, n, |m| response::ok(&format!("{n} {}", m.uid))),
+            Command::Retr(n) => match view.get(n) {
+                Ok(m) => Step::Send {
+                    header: response::ok(&format!("{} octets", m.size)),
+                    uid: m.uid.clone(),
+                    top: None,
+                },
+                Err(e) => Step::Reply(response::err(None, e.text())),
+            },
+            Command::Top(n, lines) => match view.get(n) {
+                Ok(m) => Step::Send { header: response::ok("Top of message follows"), uid: m.uid.clone(), top: Some(lines) },
+                Err(e) => Step::Reply(response::err(None, e.text())),
+            },
+            Command::Dele(n) => match view.delete(n) {
+                Ok(()) => Step::Reply(response::ok(&format!("Message {n} deleted"))),
+                Err(e) => Step::Reply(response::err(None, e.text())),
+            },
+            Command::Noop => Step::Reply(response::ok("")),
+            Command::Rset => {
+                view.reset();
+                let (count, octets) = view.stat();
+                Step::Reply(response::ok(&format!("Maildrop has {count} messages ({octets} octets)")))
+            }
+            Command::Quit => {
+                let doomed = view.deleted_uids();
+                self.phase = Phase::Closed;
+                return Step::Update(doomed);
+            }
+            _ => Step::Reply(response::err(None, "Command not valid after login")),
+        };
+        self.phase = Phase::Transaction(view);
+        step
+    }
+
+    /// Finishes QUIT after a [`Step::Update`].
+    pub fn update_finished(&mut self, outcome: UpdateOutcome) -> Step {
+        self.phase = Phase::Closed;
+        match outcome {
+            UpdateOutcome::Applied => Step::Close(response::ok("cloudpop signing off")),
+            UpdateOutcome::Failed(why) => Step::Close(response::err(
+                Some(Code::SysTemp),
+                &format!("Some deleted messages were not removed ({why})"),
+            )),
+        }
+    }
+
+    /// The CAPA response: exactly what works on this connection in its current state.
+    pub fn capabilities(&self) -> Vec<u8> {
+        let s = &self.settings;
+        let before_login = !self.in_transaction();
+        let mut caps: Vec<String> = vec!["TOP".into(), "UIDL".into()];
+        if before_login && s.plaintext_allowed {
+            caps.push("USER".into());
+            caps.push(format!("SASL {}", sasl::MECHANISMS.join(" ")));
+        }
+        caps.extend(["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"].map(String::from));
+        if before_login && s.stls_available && !s.tls_active {
+            caps.push("STLS".into());
+        }
+        caps.push(format!("EXPIRE {}", s.expire));
+        caps.push(format!("LOGIN-DELAY {}", s.login_delay_secs));
+        if before_login {
+            caps.push("UTF8".into());
+        }
+        caps.push(format!("IMPLEMENTATION {}", s.implementation));
+        response::multiline("Capability list follows", caps)
+    }
+}
+
+fn lookup(view: &MaildropView, n: u64, found: impl FnOnce(&Listing) -> Vec<u8>) -> Step {
+    Step::Reply(match view.get(n) {
+        Ok(m) => found(m),
+        Err(e) => response::err(None, e.text()),
+    })
+}
+
+#[cold]
+fn unreachable_phase() -> Step {
+    Step::Close(response::err(Some(Code::SysPerm), "Internal state error"))
+}
+
+/// The line sent before closing an idle connection.
+pub fn idle_timeout_reply() -> Vec<u8> {
+    response::err(None, "Disconnected for inactivity")
+}
+
+/// The line sent to sessions still open when the server shuts down.
+pub fn shutdown_reply() -> Vec<u8> {
+    response::err(Some(Code::SysTemp), "Server shutting down, try again later")
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

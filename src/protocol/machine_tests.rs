@@ -1,0 +1,205 @@
+//! Scripted sessions against the pure machine, with a stand-in driver: no sockets, no clock.
+
+use super::*;
+use crate::protocol::dotstuff::{DotStuffer, TopCut};
+use crate::protocol::framing::{Frame, LineFramer};
+
+fn settings() -> Settings {
+    Settings {
+        tls_active: false,
+        stls_available: true,
+        plaintext_allowed: true,
+        max_auth_failures: 3,
+        max_line_violations: 3,
+        implementation: "cloudpop-test".into(),
+        expire: "NEVER".into(),
+        login_delay_secs: 0,
+    }
+}
+
+const MESSAGES: [(&str, &[u8]); 2] =
+    [("uid-a", b"Subject: a\r\n\r\n.dot line\r\nbody a\r\n"), ("uid-b", b"Subject: b\r\n\r\nbody b\r\n")];
+
+/// Plays the driver's part: answers logins for alice/secret, streams the fixed messages.
+fn drive(machine: &mut Machine, mut step: Step, out: &mut Vec<u8>, log: &mut Vec<String>) -> bool {
+    loop {
+        step = match step {
+            Step::Reply(r) => {
+                out.extend(r);
+                return true;
+            }
+            Step::Login(c) => machine.login_finished(match (c.user.as_str(), c.password.as_str()) {
+                ("alice", "secret") => LoginOutcome::LoggedIn(
+                    MESSAGES.iter().map(|(u, b)| Listing { uid: u.to_string(), size: b.len() as u64 }).collect(),
+                ),
+                ("locked", _) => LoginOutcome::InUse,
+                _ => LoginOutcome::BadCredentials,
+            }),
+            Step::StartTls(r) => {
+                out.extend(r);
+                log.push("starttls".into());
+                return false;
+            }
+            Step::Send { header, uid, top } => {
+                out.extend(header);
+                let body = MESSAGES.iter().find(|(u, _)| *u == uid).unwrap().1;
+                let mut stuffer = DotStuffer::new();
+                let body = match top {
+                    Some(k) => TopCut::new(k).take(body),
+                    None => body,
+                };
+                stuffer.encode(body, out);
+                stuffer.finish(out);
+                return true;
+            }
+            Step::Update(uids) => {
+                log.push(format!("update {uids:?}"));
+                machine.update_finished(UpdateOutcome::Applied)
+            }
+            Step::AuthFailed { reply, close } => {
+                out.extend(reply);
+                return !close;
+            }
+            Step::Close(r) => {
+                out.extend(r);
+                return false;
+            }
+        }
+    }
+}
+
+/// Runs a whole client script, fed to the framer in `chunk`-byte pieces.
+fn run(script: &[u8], chunk: usize) -> (String, Vec<String>) {
+    let mut machine = Machine::new(settings());
+    let mut framer = LineFramer::new(64);
+    let mut out = machine.greeting();
+    let mut log = Vec::new();
+    let mut buf = Vec::new();
+    'feed: for piece in script.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        loop {
+            let (used, frame) = framer.next_frame(&buf);
+            let step = match frame {
+                Frame::Line(line) => Some(machine.on_line(line)),
+                Frame::TooLong => Some(machine.on_line_too_long()),
+                Frame::NeedMore => None,
+            };
+            buf.drain(..used);
+            match step {
+                Some(step) => {
+                    if !drive(&mut machine, step, &mut out, &mut log) {
+                        break 'feed;
+                    }
+                }
+                None if used == 0 || buf.is_empty() => break,
+                None => {}
+            }
+        }
+    }
+    (String::from_utf8(out).unwrap(), log)
+}
+
+fn transcript(script: &str) -> (String, Vec<String>) {
+    let (out, log) = run(script.as_bytes(), script.len());
+    for chunk in [1, 2, 3, 7, 64] {
+        assert_eq!(run(script.as_bytes(), chunk), (out.clone(), log.clone()), "chunk size {chunk}");
+    }
+    (out, log)
+}
+
+#[test]
+fn full_session_is_the_same_in_any_chunking() {
+    let (out, log) = transcript(
+        "CAPA\r\nuser alice\r\nPASS secret\r\nSTAT\r\nLIST\r\nUIDL 2\r\nRETR 1\r\nTOP 2 0\r\nDELE 1\r\nLIST 1\r\n\
+         RETR 1\r\nSTAT\r\nRSET\r\nDELE 2\r\nQUIT\r\nNOOP\r\n",
+    );
+    let a_len = MESSAGES[0].1.len();
+    let b_len = MESSAGES[1].1.len();
+    let expected = [
+        "+OK cloudpop POP3 server ready".to_string(),
+        "+OK Capability list follows".into(),
+        "TOP\r\nUIDL\r\nUSER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\nEXPIRE NEVER\r\n\
+         LOGIN-DELAY 0\r\nUTF8\r\nIMPLEMENTATION cloudpop-test\r\n."
+            .into(),
+        "+OK Send your password".into(),
+        format!("+OK Logged in, maildrop has 2 messages ({} octets)", a_len + b_len),
+        format!("+OK 2 {}", a_len + b_len),
+        format!("+OK 2 messages ({} octets)\r\n1 {a_len}\r\n2 {b_len}\r\n.", a_len + b_len),
+        "+OK 2 uid-b".into(),
+        format!("+OK {a_len} octets\r\nSubject: a\r\n\r\n..dot line\r\nbody a\r\n."),
+        "+OK Top of message follows\r\nSubject: b\r\n\r\n.".into(),
+        "+OK Message 1 deleted".into(),
+        "-ERR Message already deleted".into(),
+        "-ERR Message already deleted".into(),
+        format!("+OK 1 {b_len}"),
+        format!("+OK Maildrop has 2 messages ({} octets)", a_len + b_len),
+        "+OK Message 2 deleted".into(),
+        "+OK cloudpop signing off".into(),
+    ]
+    .join("\r\n")
+        + "\r\n";
+    assert_eq!(out, expected);
+    assert_eq!(log, ["update [\"uid-b\"]"]);
+}
+
+#[test]
+fn state_rules_and_bad_arguments() {
+    let (out, log) = transcript(
+        "STAT\r\nNOOP\r\nPASS x\r\nRETR 1\r\nAPOP a b\r\nUSER alice\r\nPASS secret\r\nUSER bob\r\nRETR 0\r\nRETR 3\r\n\
+         RETR -1\r\nRETR one\r\nTOP 1\r\nSTLS\r\nAUTH PLAIN\r\nFOO\r\nLIST 99999999999999999999999\r\nQUIT\r\n",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[1..6].iter().map(|l| &l[..4]).collect::<Vec<_>>(), &["-ERR"; 5]);
+    assert!(lines[5].contains("APOP is not supported"), "{}", lines[5]);
+    assert!(lines[6].starts_with("+OK") && lines[7].starts_with("+OK Logged in"));
+    assert!(lines[8..18].iter().all(|l| l.starts_with("-ERR")), "{lines:#?}");
+    assert_eq!(lines[18], "+OK cloudpop signing off");
+    assert_eq!(log, ["update []"]);
+}
+
+#[test]
+fn sasl_plain_login_cancel_and_bad_base64() {
+    // \0alice\0secret and "alice" / "secret" in base64.
+    let (out, _) = transcript(
+        "AUTH\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\nQUIT\r\n",
+    );
+    let total = MESSAGES[0].1.len() + MESSAGES[1].1.len();
+    let expected = format!(
+        "+OK cloudpop POP3 server ready\r\n+OK Supported SASL mechanisms follow\r\nPLAIN\r\nLOGIN\r\n.\r\n\
+        + \r\n-ERR Authentication cancelled\r\n-ERR Invalid base64 data\r\n+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n\
+        +OK Logged in, maildrop has 2 messages ({total} octets)\r\n+OK cloudpop signing off\r\n"
+    );
+    assert_eq!(out, expected);
+    let (out, _) = transcript("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nSTAT\r\n");
+    assert!(out.ends_with(&format!("+OK 2 {total}\r\n")), "{out}");
+}
+
+#[test]
+fn failed_logins_close_after_the_limit_and_in_use_is_coded() {
+    let (out, _) = transcript("USER locked\r\nPASS x\r\nUSER a\r\nPASS b\r\nUSER a\r\nPASS c\r\nUSER a\r\nPASS d\r\nNOOP\r\n");
+    assert!(out.contains("-ERR [IN-USE] "), "{out}");
+    assert_eq!(out.matches("-ERR [AUTH] Authentication failed").count(), 3, "{out}");
+    assert!(!out.contains("NOOP") && out.ends_with("-ERR [AUTH] Authentication failed\r\n"));
+}
+
+#[test]
+fn stls_stops_reading_and_overlong_lines_are_refused() {
+    let (out, log) = transcript("STLS\r\nUSER evil\r\n");
+    assert_eq!(out, "+OK cloudpop POP3 server ready\r\n+OK Begin TLS negotiation\r\n");
+    assert_eq!(log, ["starttls"]);
+    let long = "X".repeat(100);
+    let (out, _) = transcript(&format!("{long}\r\nNOOP\r\n{long}\r\n{long}\r\nNOOP\r\n"));
+    assert_eq!(out.matches("-ERR Line too long").count(), 2, "{out}");
+    assert!(out.ends_with("-ERR Too many overlong lines, closing connection\r\n"), "{out}");
+}
+
+#[test]
+fn plaintext_refused_where_not_allowed() {
+    let mut m = Machine::new(Settings { plaintext_allowed: false, ..settings() });
+    let caps = String::from_utf8(m.capabilities()).unwrap();
+    assert!(!caps.contains("USER") && !caps.contains("SASL") && caps.contains("STLS"), "{caps}");
+    for line in ["USER a", "PASS b", "AUTH PLAIN AGEAYg=="] {
+        let Step::Reply(r) = m.on_line(line.as_bytes()) else { panic!("{line}") };
+        assert!(r.starts_with(b"-ERR [AUTH] Plaintext"), "{line}");
+    }
+}

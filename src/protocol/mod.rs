@@ -1,0 +1,18 @@
+//! POP3 as pure logic: no tokio, no sockets, no clock.
+//!
+//! Layout:
+//! - [`framing`]: bytes -> command lines, with the line-length cap
+//! - [`command`]: a line -> [`command::Command`]
+//! - [`machine`]: the state machine; says what IO the driver must do next
+//! - [`maildrop`]: the snapshot taken at login and its DELE marks
+//! - [`sasl`]: PLAIN and LOGIN client responses
+//! - [`dotstuff`]: streaming dot-stuffing and the `TOP` cut
+//! - [`response`]: response lines and codes
+
+pub mod command;
+pub mod dotstuff;
+pub mod framing;
+pub mod machine;
+pub mod maildrop;
+pub mod response;
+pub mod sasl;
