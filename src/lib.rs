@@ -11,3 +11,9 @@
 //! - [`config`]: the one configuration struct, its sources and validation
 
 pub mod protocol;
+pub mod accounts;
+pub mod delivery;
+pub mod lock;
+pub mod names;
+pub mod store;
+pub mod config;

@@ -1,0 +1,165 @@
+//! Accounts: creating them, changing passwords, and checking logins against argon2id hashes.
+//!
+//! Passwords exist in memory only while being hashed or verified; hashing runs on the blocking
+//! pool so a burst of logins cannot stall the network tasks.
+
+use crate::names::{AccountName, InvalidName};
+use crate::store::{AccountRecord, AccountStore, MessageStore, StoreError};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Longest accepted password, in bytes.
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Account management failures, mapped to CLI messages and (later) gRPC status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    #[error("invalid password: {0}")]
+    InvalidPassword(&'static str),
+    #[error("account {0} already exists")]
+    AlreadyExists(AccountName),
+    #[error("account {0} does not exist")]
+    NotFound(AccountName),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Argon2id with OWASP's recommended minimum cost (19 MiB, 2 passes, 1 lane).
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("valid argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a password into a PHC string with a fresh random salt.
+pub fn hash_password(password: &str) -> Result<String, AccountError> {
+    check_password(password)?;
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| AccountError::InvalidPassword("could not be hashed"))
+}
+
+/// Checks a password against a PHC string; a malformed hash never matches.
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|hash| argon2().verify_password(password.as_bytes(), &hash).is_ok())
+}
+
+fn check_password(password: &str) -> Result<(), AccountError> {
+    if password.is_empty() {
+        return Err(AccountError::InvalidPassword("empty"));
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(AccountError::InvalidPassword("longer than 1024 bytes"));
+    }
+    if password.contains(['\r', '\n', '\0']) {
+        // POP3 cannot carry these in PASS, and NUL would break SASL PLAIN.
+        return Err(AccountError::InvalidPassword("contains CR, LF or NUL"));
+    }
+    Ok(())
+}
+
+/// A hash of nothing in particular, verified for unknown users so that a login for a name that
+/// does not exist takes as long as one with a wrong password.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password("decoy password for unknown users").expect("decoy hash"))
+}
+
+/// Account operations over any [`AccountStore`].
+#[derive(Clone)]
+pub struct Accounts {
+    store: Arc<dyn AccountStore>,
+}
+
+impl Accounts {
+    pub fn new(store: Arc<dyn AccountStore>) -> Self {
+        Self { store }
+    }
+
+    pub async fn create(&self, name: &str, password: &str) -> Result<AccountName, AccountError> {
+        let name = AccountName::parse(name)?;
+        let password_hash = hash_blocking(password.to_owned()).await?;
+        if self.store.get(&name).await?.is_some() {
+            return Err(AccountError::AlreadyExists(name));
+        }
+        let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let record = AccountRecord { name: name.to_string(), password_hash, disabled: false, created_at };
+        self.store.put(&record).await?;
+        Ok(name)
+    }
+
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<(), AccountError> {
+        let name = AccountName::parse(name)?;
+        let mut record = self.store.get(&name).await?.ok_or(AccountError::NotFound(name))?;
+        record.password_hash = hash_blocking(password.to_owned()).await?;
+        Ok(self.store.put(&record).await?)
+    }
+
+    /// Deletes the account and its whole maildrop.
+    pub async fn delete(&self, name: &str, messages: &dyn MessageStore) -> Result<(), AccountError> {
+        let name = AccountName::parse(name)?;
+        if !self.store.delete(&name).await? {
+            return Err(AccountError::NotFound(name));
+        }
+        Ok(messages.remove_maildrop(&name).await?)
+    }
+
+    pub async fn list(&self) -> Result<Vec<AccountName>, AccountError> {
+        Ok(self.store.list().await?)
+    }
+
+    /// Whether the account exists and is enabled (the condition for accepting mail).
+    pub async fn exists(&self, name: &AccountName) -> Result<bool, StoreError> {
+        Ok(self.store.get(name).await?.is_some_and(|r| !r.disabled))
+    }
+
+    /// Checks a login. `Ok(None)` for any bad credential, unknown or disabled account alike.
+    pub async fn authenticate(&self, user: &str, password: &str) -> Result<Option<AccountName>, StoreError> {
+        let name = AccountName::parse(user).ok();
+        let record = match &name {
+            Some(name) => self.store.get(name).await?.filter(|r| !r.disabled),
+            None => None,
+        };
+        let phc = record.as_ref().map_or_else(|| decoy_hash().to_owned(), |r| r.password_hash.clone());
+        let password = password.to_owned();
+        let matches = tokio::task::spawn_blocking(move || verify_password(&phc, &password))
+            .await
+            .map_err(|e| StoreError::Failed(e.to_string()))?;
+        Ok(if matches && record.is_some() { name } else { None })
+    }
+}
+
+async fn hash_blocking(password: String) -> Result<String, AccountError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| AccountError::Store(StoreError::Failed(e.to_string())))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_salted_argon2id_and_verify() {
+        let a = hash_password("correct horse").unwrap();
+        let b = hash_password("correct horse").unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
+        assert_ne!(a, b);
+        assert!(verify_password(&a, "correct horse"));
+        assert!(!verify_password(&a, "correct horsE"));
+        assert!(!verify_password("not a hash", "x"));
+    }
+
+    #[test]
+    fn passwords_pop3_cannot_carry_are_refused() {
+        for bad in ["", "a\r\nb", "nul\0"] {
+            assert!(hash_password(bad).is_err(), "{bad:?}");
+        }
+        assert!(hash_password(&"x".repeat(MAX_PASSWORD_LEN + 1)).is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! The one configuration struct: defaults, then the TOML file, then `CLOUDPOP_*` environment
+//! variables, then command-line flags; validated before anything starts.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of the environment variables that set configuration keys (`CLOUDPOP_DATA_DIR`, ...).
+pub const ENV_PREFIX: &str = "CLOUDPOP_";
+
+/// Environment variables with the prefix that are not configuration keys.
+const ENV_NOT_KEYS: [&str; 1] = ["CLOUDPOP_CONFIG"];
+
+/// Every setting of the service. Each field is also a TOML key and a `CLOUDPOP_<KEY>` variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the embedded store: messages, accounts, the generated TLS certificate.
+    pub data_dir: PathBuf,
+    /// Address of the POP3 listener with STLS (production: `0.0.0.0:110`). Empty disables it.
+    pub pop3_listen: String,
+    /// Address of the implicit-TLS POP3 listener (production: `0.0.0.0:995`). Empty disables it.
+    pub pop3s_listen: String,
+    /// PEM certificate chain. Without it (and `tls_key`) a self-signed certificate is generated
+    /// once into `data_dir/tls/` and reused.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Allow USER/PASS and AUTH PLAIN/LOGIN on unencrypted connections from non-loopback
+    /// addresses. Off by default: passwords would cross the network in clear text.
+    pub allow_plaintext_auth: bool,
+    /// Most simultaneous POP3 connections per process; more are refused with `[SYS/TEMP]`.
+    pub max_connections: usize,
+    /// Longest accepted command line in octets, CRLF included (RFC 2449 requires 255 at least).
+    pub max_line_length: usize,
+    /// Overlong lines tolerated on one connection before it is closed.
+    pub max_line_violations: u32,
+    /// Idle time allowed before login, in seconds.
+    pub login_timeout_secs: u64,
+    /// Idle time allowed after login, in seconds; RFC 1939 requires at least 600.
+    pub idle_timeout_secs: u64,
+    /// Pause before answering a failed login, in milliseconds (slows down password guessing).
+    pub auth_failure_delay_ms: u64,
+    /// Failed logins allowed on one connection before it is closed.
+    pub max_auth_failures: u32,
+    /// Lifetime of a maildrop lock lease in seconds; renewed every third of it while the session
+    /// lives. A crashed server's locks free themselves after this long.
+    pub lock_lease_secs: u64,
+    /// Largest message accepted for delivery, in octets after CRLF normalisation.
+    pub max_message_size: u64,
+    /// Time given to open sessions to finish after SIGTERM, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// Log filter in `tracing` syntax, e.g. `info` or `cloudpop=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("cloudpop-data"),
+            pop3_listen: "127.0.0.1:1110".into(),
+            pop3s_listen: "127.0.0.1:1995".into(),
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext_auth: false,
+            max_connections: 1024,
+            max_line_length: 1024,
+            max_line_violations: 3,
+            login_timeout_secs: 60,
+            idle_timeout_secs: 600,
+            auth_failure_delay_ms: 2000,
+            max_auth_failures: 3,
+            lock_lease_secs: 120,
+            max_message_size: 512 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+            log: "info".into(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded or is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, overlaid by `file` (if any) and then by `CLOUDPOP_*` variables from `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            Self::deserialize(table.clone())
+                .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        }
+        for (var, raw) in env {
+            let Some(key) = var.strip_prefix(ENV_PREFIX) else { continue };
+            if ENV_NOT_KEYS.contains(&var.as_str()) {
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            let value = env_value(&raw);
+            let mut single = toml::Table::new();
+            single.insert(key.clone(), value.clone());
+            if let Err(e) = Self::deserialize(single.clone()) {
+                // A number-looking text may be meant as a string, and the other way round.
+                let as_string = toml::Table::from_iter([(key.clone(), toml::Value::String(raw.clone()))]);
+                if Self::deserialize(as_string).is_err() {
+                    return Err(ConfigError::Env { var, message: e.to_string() });
+                }
+                table.insert(key, toml::Value::String(raw));
+                continue;
+            }
+            table.insert(key, value);
+        }
+        Self::deserialize(table).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// Checks every setting; nothing starts with a configuration that fails here.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: String| Err(ConfigError::Invalid(msg));
+        for (key, value) in [("pop3_listen", &self.pop3_listen), ("pop3s_listen", &self.pop3s_listen)] {
+            if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
+                return fail(format!("{key} = {value:?} is not an address like 127.0.0.1:110 or [::]:995"));
+            }
+        }
+        if self.pop3_listen.is_empty() && self.pop3s_listen.is_empty() {
+            return fail("pop3_listen and pop3s_listen are both empty: nothing to serve".into());
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => return fail("tls_cert and tls_key must be given together".into()),
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("tls_cert", cert), ("tls_key", key)] {
+                    if !path.is_file() {
+                        return fail(format!("{name} = {} is not a readable file", path.display()));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        let ranges: [(&str, u64, u64, u64); 9] = [
+            ("max_connections", self.max_connections as u64, 1, 1_000_000),
+            ("max_line_length", self.max_line_length as u64, 512, 65_536),
+            ("max_line_violations", self.max_line_violations.into(), 1, 1000),
+            ("login_timeout_secs", self.login_timeout_secs, 1, 3600),
+            ("idle_timeout_secs", self.idle_timeout_secs, 600, 86_400),
+            ("auth_failure_delay_ms", self.auth_failure_delay_ms, 0, 60_000),
+            ("max_auth_failures", self.max_auth_failures.into(), 1, 100),
+            ("lock_lease_secs", self.lock_lease_secs, 3, 3600),
+            ("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3600),
+        ];
+        for (key, value, min, max) in ranges {
+            if value < min || value > max {
+                return fail(format!("{key} = {value} is outside {min}..={max}"));
+            }
+        }
+        if self.max_message_size < 1024 {
+            return fail(format!("max_message_size = {} is below 1024 octets", self.max_message_size));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
+            return fail(format!("log = {:?} is not a valid filter", self.log));
+        }
+        Ok(())
+    }
+
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(self.login_timeout_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn lock_lease(&self) -> Duration {
+        Duration::from_secs(self.lock_lease_secs)
+    }
+}
+
+/// Reads an environment value as TOML (numbers, booleans) when it parses, else as a string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "max_connections = 5\npop3_listen = \"127.0.0.1:2110\"\n").unwrap();
+        let cfg = Config::load(
+            Some(&path),
+            env(&[("CLOUDPOP_MAX_CONNECTIONS", "7"), ("CLOUDPOP_DATA_DIR", "/srv/x"), ("HOME", "/root"), ("CLOUDPOP_CONFIG", "y")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.max_connections, 7);
+        assert_eq!(cfg.pop3_listen, "127.0.0.1:2110");
+        assert_eq!(cfg.data_dir, PathBuf::from("/srv/x"));
+        let cfg = Config::load(None, env(&[("CLOUDPOP_LOG", "123")])).unwrap();
+        assert_eq!(cfg.log, "123");
+    }
+
+    #[test]
+    fn mistakes_are_reported_clearly() {
+        let err = Config::load(None, env(&[("CLOUDPOP_MAX_CONECTIONS", "7")])).unwrap_err().to_string();
+        assert!(err.contains("CLOUDPOP_MAX_CONECTIONS"), "{err}");
+        let err = Config::load(None, env(&[("CLOUDPOP_MAX_CONNECTIONS", "lots")])).unwrap_err().to_string();
+        assert!(err.contains("CLOUDPOP_MAX_CONNECTIONS"), "{err}");
+        let bad = Config { idle_timeout_secs: 30, ..Config::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("idle_timeout_secs"));
+        let bad = Config { pop3_listen: "nowhere".into(), ..Config::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("pop3_listen"));
+        let bad = Config { tls_cert: Some("/nonexistent.pem".into()), ..Config::default() };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! In-process maildrop leases for the embedded default (one server process).
+
+use super::{LeaseToken, LockError, MaildropLocks};
+use crate::names::AccountName;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Leases in a map guarded by a mutex; expired entries are replaced on acquire.
+#[derive(Debug, Default)]
+pub struct MemoryLocks {
+    leases: Mutex<HashMap<AccountName, (LeaseToken, Instant)>>,
+}
+
+impl MemoryLocks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<AccountName, (LeaseToken, Instant)>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl MaildropLocks for MemoryLocks {
+    async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+        let now = Instant::now();
+        let mut leases = self.leases();
+        if leases.get(maildrop).is_some_and(|(_, expiry)| *expiry > now) {
+            return Ok(None);
+        }
+        let token = LeaseToken::generate();
+        leases.insert(maildrop.clone(), (token.clone(), now + ttl));
+        Ok(Some(token))
+    }
+
+    async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, LockError> {
+        let now = Instant::now();
+        match self.leases().get_mut(maildrop) {
+            Some((held, expiry)) if held == token && *expiry > now => {
+                *expiry = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, maildrop: &AccountName, token: &LeaseToken) -> Result<(), LockError> {
+        let mut leases = self.leases();
+        if leases.get(maildrop).is_some_and(|(held, _)| held == token) {
+            leases.remove(maildrop);
+        }
+        Ok(())
+    }
+}

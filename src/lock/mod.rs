@@ -1,0 +1,50 @@
+//! Maildrop locks as leases (RFC 1939 exclusive access), in domain terms.
+//!
+//! A lease has an owner token and an expiry. The holder renews it while its session lives and
+//! releases it with compare-and-delete, so a crashed holder's lease frees itself in time and a
+//! holder that lost its lease can never release someone else's.
+
+pub mod memory;
+
+use crate::names::AccountName;
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// Proof of holding a maildrop lock; opaque to everyone but the backend that issued it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LeaseToken(pub String);
+
+impl std::fmt::Debug for LeaseToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseToken(..)")
+    }
+}
+
+impl LeaseToken {
+    /// A fresh random token.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("operating system random source");
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// Lock service failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("lock service unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Cluster-wide (or process-wide) exclusive access to maildrops.
+#[async_trait]
+pub trait MaildropLocks: Send + Sync + 'static {
+    /// Takes the lock for `ttl` if nobody holds it; `None` if it is held.
+    async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError>;
+
+    /// Extends a lease we hold; `false` if it is no longer ours (expired and maybe taken).
+    async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, LockError>;
+
+    /// Releases a lease if it is still ours.
+    async fn release(&self, maildrop: &AccountName, token: &LeaseToken) -> Result<(), LockError>;
+}

@@ -1,0 +1,229 @@
+//! The embedded backend: messages and accounts as files under one data directory.
+//!
+//! Layout (every name is an [`AccountName`], so nothing can point outside the directory):
+//! ```text
+//! DATA/accounts/<name>.json          account record, replaced atomically
+//! DATA/maildrops/<name>/cur/<id>     committed messages, CRLF line endings
+//! DATA/maildrops/<name>/tmp/<id>     messages being written, invisible to `list`
+//! ```
+//! A message becomes visible by a hard link from `tmp/` into `cur/`, which never replaces an
+//! existing file and is atomic, after the data has been fsynced.
+
+use super::ids::{is_message_id, new_message_id};
+use super::{AccountRecord, AccountStore, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError, StoredMessage};
+use crate::names::AccountName;
+use async_trait::async_trait;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use tokio::fs;
+use tokio::io::AsyncWriteExt;
+
+/// Messages and accounts in a directory tree.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    /// Uses `root`, creating it if needed.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for dir in ["accounts", "maildrops"] {
+            fs::create_dir_all(root.join(dir)).await?;
+        }
+        Ok(Self { root })
+    }
+
+    fn maildrop_dir(&self, maildrop: &AccountName) -> PathBuf {
+        self.root.join("maildrops").join(maildrop.as_str())
+    }
+
+    fn account_path(&self, name: &AccountName) -> PathBuf {
+        self.root.join("accounts").join(format!("{name}.json"))
+    }
+}
+
+#[async_trait]
+impl MessageStore for FsStore {
+    async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut entries = match fs::read_dir(self.maildrop_dir(maildrop).join("cur")).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut messages = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let Some(id) = entry.file_name().to_str().filter(|n| is_message_id(n)).map(str::to_owned) else {
+                continue;
+            };
+            match entry.metadata().await {
+                Ok(meta) => messages.push(StoredMessage { id, size: meta.len() }),
+                // Removed between readdir and stat by a concurrent QUIT or admin call.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        messages.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(messages)
+    }
+
+    async fn open(&self, maildrop: &AccountName, id: &str) -> Result<MessageBody, StoreError> {
+        if !is_message_id(id) {
+            return Err(StoreError::NotFound);
+        }
+        let file = fs::File::open(self.maildrop_dir(maildrop).join("cur").join(id)).await?;
+        Ok(Box::pin(file))
+    }
+
+    async fn create(&self, maildrop: &AccountName) -> Result<Box<dyn NewMessage>, StoreError> {
+        let dir = self.maildrop_dir(maildrop);
+        fs::create_dir_all(dir.join("tmp")).await?;
+        fs::create_dir_all(dir.join("cur")).await?;
+        let id = new_message_id();
+        let tmp = dir.join("tmp").join(&id);
+        let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
+        Ok(Box::new(FsNewMessage { dir, tmp: Some(tmp), file: Some(tokio::io::BufWriter::with_capacity(64 * 1024, file)), size: 0 }))
+    }
+
+    async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError> {
+        let cur = self.maildrop_dir(maildrop).join("cur");
+        let mut report = RemoveReport::default();
+        for id in ids {
+            if !is_message_id(id) {
+                report.removed += 1;
+                continue;
+            }
+            match fs::remove_file(cur.join(id)).await {
+                Ok(()) => report.removed += 1,
+                Err(e) if e.kind() == ErrorKind::NotFound => report.removed += 1,
+                Err(e) => report.failed.push((id.clone(), e.to_string())),
+            }
+        }
+        if report.removed > 0 {
+            sync_dir(&cur).await?;
+        }
+        Ok(report)
+    }
+
+    async fn remove_maildrop(&self, maildrop: &AccountName) -> Result<(), StoreError> {
+        match fs::remove_dir_all(self.maildrop_dir(maildrop)).await {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct FsNewMessage {
+    dir: PathBuf,
+    /// Set until the message is committed; the temporary file is removed on drop otherwise.
+    tmp: Option<PathBuf>,
+    file: Option<tokio::io::BufWriter<fs::File>>,
+    size: u64,
+}
+
+#[async_trait]
+impl NewMessage for FsNewMessage {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let file = self.file.as_mut().ok_or_else(|| StoreError::Failed("message already committed".into()))?;
+        file.write_all(chunk).await?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<StoredMessage, StoreError> {
+        let mut file = self.file.take().ok_or_else(|| StoreError::Failed("message already committed".into()))?;
+        file.flush().await?;
+        file.get_mut().sync_all().await?;
+        drop(file);
+        let tmp = self.tmp.clone().expect("temporary path is set until commit");
+        let cur = self.dir.join("cur");
+        // The tmp name is already unique in this maildrop; on the astronomically unlikely
+        // collision with a committed id, pick another name rather than replace a message.
+        let mut id = tmp.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        loop {
+            match fs::hard_link(&tmp, cur.join(&id)).await {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => id = new_message_id(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        sync_dir(&cur).await?;
+        let _ = fs::remove_file(&tmp).await;
+        self.tmp = None;
+        Ok(StoredMessage { id, size: self.size })
+    }
+}
+
+impl Drop for FsNewMessage {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Makes a directory's entries (new links, removals) durable.
+async fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(|e| StoreError::Failed(e.to_string()))?
+        .map_err(Into::into)
+}
+
+#[async_trait]
+impl AccountStore for FsStore {
+    async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
+        match fs::read(self.account_path(name)).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Failed(format!("account record for {name} is corrupt: {e}"))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn put(&self, record: &AccountRecord) -> Result<(), StoreError> {
+        let name = AccountName::parse(&record.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let path = self.account_path(&name);
+        let tmp = path.with_extension(format!("json.{}.tmp", new_message_id()));
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Failed(e.to_string()))?;
+        let result = async {
+            let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
+            file.write_all(&bytes).await?;
+            file.sync_all().await?;
+            fs::rename(&tmp, &path).await?;
+            sync_dir(&self.root.join("accounts")).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn delete(&self, name: &AccountName) -> Result<bool, StoreError> {
+        match fs::remove_file(self.account_path(name)).await {
+            Ok(()) => {
+                sync_dir(&self.root.join("accounts")).await?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<AccountName>, StoreError> {
+        let mut entries = fs::read_dir(self.root.join("accounts")).await?;
+        let mut names = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let file_name = entry.file_name();
+            let Some(stem) = file_name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+            if let Ok(name) = AccountName::parse(stem) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}

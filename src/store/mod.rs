@@ -1,0 +1,133 @@
+//! Storage in domain terms: maildrops of messages, and account records.
+//!
+//! Backends implement [`MessageStore`] and [`AccountStore`]; the POP3 layer cannot tell them
+//! apart. Every backend passes the same conformance suite (`tests/backend_conformance.rs`).
+
+pub mod fs;
+pub mod ids;
+
+use crate::names::AccountName;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::pin::Pin;
+use tokio::io::AsyncRead;
+
+/// A message as listed at login: its id (the UIDL) and exact size in octets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: String,
+    pub size: u64,
+}
+
+/// A message body being read, chunk by chunk.
+pub type MessageBody = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Storage failures, each knowing whether retrying later can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such message")]
+    NotFound,
+    #[error("storage temporarily unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage failure: {0}")]
+    Failed(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later (`[SYS/TEMP]` rather than `[SYS/PERM]`).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            NotFound => StoreError::NotFound,
+            // Disk full and similar conditions can clear up; corruption-like ones cannot.
+            StorageFull | QuotaExceeded | TimedOut | Interrupted | WouldBlock | ResourceBusy => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// What removing a batch of messages achieved.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RemoveReport {
+    /// Messages gone now (including ones that were already gone).
+    pub removed: usize,
+    /// Messages still present, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Where messages live. Ids are made by the store, unique within a maildrop forever.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Every committed message of the maildrop, oldest first. Never reads bodies.
+    async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Opens a message for streaming.
+    async fn open(&self, maildrop: &AccountName, id: &str) -> Result<MessageBody, StoreError>;
+
+    /// Starts a new message. Nothing is visible to `list` until [`NewMessage::commit`].
+    async fn create(&self, maildrop: &AccountName) -> Result<Box<dyn NewMessage>, StoreError>;
+
+    /// Removes messages; ids that are already gone count as removed.
+    async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError>;
+
+    /// Removes the maildrop and every message in it.
+    async fn remove_maildrop(&self, maildrop: &AccountName) -> Result<(), StoreError>;
+}
+
+/// A message being written. Dropping it without `commit` discards it.
+#[async_trait]
+pub trait NewMessage: Send {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError>;
+
+    /// Makes the message durable and visible, all at once.
+    async fn commit(self: Box<Self>) -> Result<StoredMessage, StoreError>;
+}
+
+/// One account as stored durably.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub name: String,
+    /// Argon2id PHC string; never the password itself.
+    pub password_hash: String,
+    #[serde(default)]
+    pub disabled: bool,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+impl fmt::Debug for AccountRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountRecord")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// Where account records live.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError>;
+
+    /// Creates or replaces the record, atomically.
+    async fn put(&self, record: &AccountRecord) -> Result<(), StoreError>;
+
+    /// Deletes the record; returns whether it existed.
+    async fn delete(&self, name: &AccountName) -> Result<bool, StoreError>;
+
+    /// Every account name, sorted.
+    async fn list(&self) -> Result<Vec<AccountName>, StoreError>;
+}
