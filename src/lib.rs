@@ -17,3 +17,6 @@ pub mod lock;
 pub mod names;
 pub mod store;
 pub mod config;
+pub mod tls;
+pub mod session;
+pub mod server;

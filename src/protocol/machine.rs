@@ -109,6 +109,11 @@ impl Machine {
         matches!(self.phase, Phase::Transaction(_))
     }
 
+    /// Whether the next line is a command (not a SASL response, which may be a secret).
+    pub fn expects_command(&self) -> bool {
+        matches!(self.phase, Phase::Authorization { .. } | Phase::Transaction(_))
+    }
+
     /// Whether the client switched to UTF-8 mode (RFC 6856).
     pub fn utf8(&self) -> bool {
         self.utf8

@@ -1,0 +1,158 @@
+//! Listeners and the accept loops: builds the backends from configuration, serves POP3 on the
+//! plain (STLS) and implicit-TLS listeners, and shuts down gracefully.
+
+use crate::accounts::Accounts;
+use crate::config::Config;
+use crate::lock::memory::MemoryLocks;
+use crate::session::{self, Context, Listener};
+use crate::store::StoreError;
+use crate::store::fs::FsStore;
+use crate::tls::{self, TlsError};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// How to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGTERM: stop accepting, let sessions finish within `shutdown_grace_secs`.
+    Graceful,
+    /// SIGINT: stop now; sessions end without entering UPDATE.
+    Fast,
+}
+
+/// The backends of the embedded default: files under `data_dir`, locks in this process.
+pub async fn embedded_backends(config: &Config) -> Result<(Arc<FsStore>, Accounts), StoreError> {
+    let store = Arc::new(FsStore::open(&config.data_dir).await?);
+    let accounts = Accounts::new(store.clone());
+    Ok((store, accounts))
+}
+
+/// Runs the POP3 service until `stop` resolves.
+pub async fn run(config: Config, stop: impl Future<Output = Shutdown>) -> Result<(), ServerError> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let (store, accounts) = embedded_backends(&config).await?;
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => tls::self_signed_paths(&config.data_dir)?,
+    };
+    let acceptor = tls::acceptor_from_pem(&cert, &key)?;
+    let ctx = Arc::new(Context {
+        config: config.clone(),
+        messages: store,
+        accounts,
+        locks: Arc::new(MemoryLocks::new()),
+        tls: Some(acceptor),
+        shutdown: CancellationToken::new(),
+    });
+
+    let mut listeners = Vec::new();
+    for (addr, role, name) in
+        [(&config.pop3_listen, Listener::Plain, "pop3"), (&config.pop3s_listen, Listener::ImplicitTls, "pop3s")]
+    {
+        if addr.is_empty() {
+            continue;
+        }
+        let listener =
+            TcpListener::bind(addr.as_str()).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
+        let local = listener.local_addr().map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
+        info!(%local, listener = name, "listening");
+        // Machine-readable readiness line on stdout, for scripts and tests that bind port 0.
+        println!("cloudpop: {name} listening on {local}");
+        listeners.push((listener, role));
+    }
+    let _ = std::io::stdout().flush();
+
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let stop_accepting = CancellationToken::new();
+    for (listener, role) in listeners {
+        tracker.spawn(accept_loop(listener, role, ctx.clone(), slots.clone(), tracker.clone(), stop_accepting.clone()));
+    }
+
+    let how = stop.await;
+    info!(?how, "shutting down");
+    stop_accepting.cancel();
+    ctx.shutdown.cancel();
+    tracker.close();
+    let grace = match how {
+        Shutdown::Graceful => Duration::from_secs(config.shutdown_grace_secs),
+        Shutdown::Fast => Duration::from_millis(200),
+    };
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!(open = tracker.len(), "sessions still open after the grace period; cutting them off");
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    role: Listener,
+    ctx: Arc<Context>,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Typically EMFILE; back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let ctx = ctx.clone();
+                tracker.spawn(async move {
+                    session::serve(stream, peer, role, ctx).await;
+                    drop(permit);
+                });
+            }
+            // On the implicit-TLS port a plaintext reply would be noise: just close.
+            Err(_) if role == Listener::ImplicitTls => warn!(%peer, "connection limit reached; refusing"),
+            Err(_) => {
+                tracker.spawn(refuse(stream, peer));
+            }
+        }
+    }
+}
+
+/// Tells a client over the connection cap to come back later.
+async fn refuse(mut stream: TcpStream, peer: SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    warn!(%peer, "connection limit reached; refusing");
+    let reply = crate::protocol::response::err(
+        Some(crate::protocol::response::Code::SysTemp),
+        "Too many connections, try again later",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&reply)).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,91 @@
+//! TLS for both POP3 roles: implicit TLS (995) and STLS (110). TLS 1.2 and 1.3 only.
+//!
+//! Certificates come from PEM files; without them a self-signed certificate for localhost is
+//! generated once into the data directory, so the embedded default works out of the box.
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {message}")]
+    Pem { path: PathBuf, message: String },
+    #[error("cannot write the self-signed certificate to {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Builds the acceptor from PEM files.
+pub fn acceptor_from_pem(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let pem_err = |path: &Path| {
+        let path = path.to_owned();
+        move |e: rustls::pki_types::pem::Error| TlsError::Pem { path, message: e.to_string() }
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(pem_err(cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err(cert))?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem { path: cert.into(), message: "no certificate found".into() });
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // No ALPN list: a server that sets one rejects clients offering other protocols, and POP3
+    // clients in the field offer none or odd ones.
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The self-signed certificate and key paths under `data_dir`, generating them on first use.
+pub fn self_signed_paths(data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
+    let dir = data_dir.join("tls");
+    let cert = dir.join("selfsigned-cert.pem");
+    let key = dir.join("selfsigned-key.pem");
+    if cert.is_file() && key.is_file() {
+        return Ok((cert, key));
+    }
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let write = |path: &Path, text: String, mode: u32| -> Result<(), TlsError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |source| TlsError::Write { path: path.to_owned(), source };
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let tmp = path.with_extension("tmp");
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(err)?;
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    };
+    write(&key, generated.signing_key.serialize_pem(), 0o600)?;
+    write(&cert, generated.cert.pem(), 0o644)?;
+    Ok((cert, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_is_generated_once_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed_paths(dir.path()).unwrap();
+        let first = std::fs::read(&cert).unwrap();
+        assert_eq!(self_signed_paths(dir.path()).unwrap(), (cert.clone(), key.clone()));
+        assert_eq!(std::fs::read(&cert).unwrap(), first);
+        acceptor_from_pem(&cert, &key).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
