@@ -1,0 +1,269 @@
+//! Test support: the real `cloudpop` binary on port 0 with a throwaway data directory, and a
+//! small blocking POP3 client (plain, STLS and implicit TLS) that shows the raw protocol.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cloudpop");
+
+/// A running `cloudpop serve`, killed (by PID) when dropped.
+pub struct Server {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub pop3: SocketAddr,
+    pub pop3s: SocketAddr,
+}
+
+impl Server {
+    /// Starts with test-friendly settings (short failed-login delay); `env` adds or overrides.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, env)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env("CLOUDPOP_AUTH_FAILURE_DELAY_MS", "50")
+            .env("CLOUDPOP_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("server.log")).unwrap()));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start cloudpop");
+        // Readiness: the server prints one line per bound listener on stdout.
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let (mut pop3, mut pop3s) = (None, None);
+        while pop3.is_none() || pop3s.is_none() {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                panic!("server exited before listening:\n{log}");
+            }
+            let addr = || line.trim().rsplit(' ').next().unwrap().parse::<SocketAddr>().unwrap();
+            if line.starts_with("cloudpop: pop3 listening on") {
+                pop3 = Some(addr());
+            } else if line.starts_with("cloudpop: pop3s listening on") {
+                pop3s = Some(addr());
+            }
+        }
+        Self { child, dir, pop3: pop3.unwrap(), pop3s: pop3s.unwrap() }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.data_dir().join("tls/selfsigned-cert.pem")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn add_account(&self, name: &str, password: &str) {
+        cli(&self.data_dir(), &["account", "add", name, "--password-stdin"], format!("{password}\n").as_bytes());
+    }
+
+    /// Delivers one message through `cloudpop deliver`; returns its id.
+    pub fn deliver(&self, name: &str, message: &[u8]) -> String {
+        let out = cli(&self.data_dir(), &["deliver", name], message);
+        out.split_whitespace().nth(1).unwrap().to_owned()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the server process and waits for it to exit.
+    pub fn stop(mut self, signal: &str) -> std::process::ExitStatus {
+        Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a `cloudpop` subcommand against `data_dir` and returns its stdout; panics on failure.
+pub fn cli(data_dir: &Path, args: &[&str], stdin: &[u8]) -> String {
+    let (ok, out, err) = cli_result(data_dir, args, stdin);
+    assert!(ok, "cloudpop {args:?} failed: {err}");
+    out
+}
+
+/// Runs a `cloudpop` subcommand; returns (success, stdout, stderr).
+pub fn cli_result(data_dir: &Path, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// A blocking POP3 client that exposes raw lines.
+pub struct Client {
+    reader: BufReader<Box<dyn Stream>>,
+    pub greeting: String,
+}
+
+pub fn tls_config(cert: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+fn tls_wrap(tcp: TcpStream, cert: &Path) -> Box<dyn Stream> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(tls_config(cert), name).unwrap();
+    Box::new(rustls::StreamOwned::new(conn, tcp))
+}
+
+fn tcp(addr: SocketAddr) -> TcpStream {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Self {
+        Self::over(Box::new(tcp(addr)))
+    }
+
+    pub fn connect_tls(addr: SocketAddr, cert: &Path) -> Self {
+        Self::over(tls_wrap(tcp(addr), cert))
+    }
+
+    /// Connects to the plain listener and upgrades with STLS.
+    pub fn connect_stls(addr: SocketAddr, cert: &Path) -> Self {
+        let mut raw = tcp(addr);
+        let mut plain = BufReader::new(raw.try_clone().unwrap());
+        let mut greeting = String::new();
+        plain.read_line(&mut greeting).unwrap();
+        raw.write_all(b"STLS\r\n").unwrap();
+        let mut reply = String::new();
+        plain.read_line(&mut reply).unwrap();
+        assert!(reply.starts_with("+OK"), "{reply}");
+        assert!(plain.buffer().is_empty());
+        Self { reader: BufReader::new(tls_wrap(raw, cert)), greeting }
+    }
+
+    fn over(stream: Box<dyn Stream>) -> Self {
+        let mut client = Self { reader: BufReader::new(stream), greeting: String::new() };
+        client.greeting = client.line();
+        client
+    }
+
+    /// Connects and logs in with USER/PASS, asserting success.
+    pub fn login(addr: SocketAddr, user: &str, password: &str) -> Self {
+        let mut c = Self::connect(addr);
+        assert!(c.cmd(&format!("USER {user}")).starts_with("+OK"));
+        let reply = c.cmd(&format!("PASS {password}"));
+        assert!(reply.starts_with("+OK"), "{reply}");
+        c
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        let stream = self.reader.get_mut();
+        stream.write_all(raw).unwrap();
+        stream.flush().unwrap();
+    }
+
+    /// Reads one line, without its CRLF ("" at end of stream).
+    pub fn line(&mut self) -> String {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return String::new(),
+            Err(e) => panic!("read failed: {e}"),
+        }
+        assert!(line.is_empty() || line.ends_with(b"\r\n"), "line not CRLF-terminated: {line:?}");
+        String::from_utf8_lossy(&line).trim_end_matches("\r\n").to_owned()
+    }
+
+    /// Sends a command and returns the single-line reply.
+    pub fn cmd(&mut self, command: &str) -> String {
+        self.send(format!("{command}\r\n").as_bytes());
+        self.line()
+    }
+
+    /// Reads the body of a multi-line response, un-dot-stuffed, up to the terminating dot.
+    pub fn body(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            self.reader.read_until(b'\n', &mut line).unwrap();
+            assert!(line.ends_with(b"\r\n"), "unterminated multi-line response: {line:?}");
+            if line == b".\r\n" {
+                return body;
+            }
+            body.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
+        }
+    }
+
+    /// Sends a multi-line command; returns the status line and the body (empty on -ERR).
+    pub fn multi(&mut self, command: &str) -> (String, Vec<u8>) {
+        let status = self.cmd(command);
+        if status.starts_with("+OK") { (status, self.body()) } else { (status, Vec::new()) }
+    }
+
+    /// The lines of a multi-line response as text.
+    pub fn lines(&mut self, command: &str) -> Vec<String> {
+        let (status, body) = self.multi(command);
+        assert!(status.starts_with("+OK"), "{command}: {status}");
+        String::from_utf8(body).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    /// Whether the server closed the connection.
+    pub fn is_closed(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.reader.read(&mut probe), Ok(0) | Err(_))
+    }
+}
+
+/// A message with CRLF line endings, a given subject and `lines` body lines.
+pub fn message(subject: &str, lines: usize) -> Vec<u8> {
+    let mut m = format!("From: sender@example.com\r\nTo: rcpt@example.com\r\nSubject: {subject}\r\n\r\n").into_bytes();
+    for i in 0..lines {
+        m.extend_from_slice(format!("line {i} of {subject}\r\n").as_bytes());
+    }
+    m
+}
