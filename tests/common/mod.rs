@@ -84,10 +84,17 @@ impl Server {
         self.child.id()
     }
 
-    /// Sends a signal to the server process and waits for it to exit.
-    pub fn stop(mut self, signal: &str) -> std::process::ExitStatus {
-        Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        self.child.wait().unwrap()
+    /// Sends a signal (`-TERM`, `-INT`, `-KILL`) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the server to exit; returns its status and its directory, kept for inspection.
+    pub fn wait(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        let status = self.child.wait().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (status, dir)
     }
 }
 

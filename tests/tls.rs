@@ -1,0 +1,110 @@
+//! STLS (RFC 2595) and implicit TLS (RFC 8314) with real rustls clients.
+
+mod common;
+use common::{Client, Server, message, tls_config};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+
+#[test]
+fn implicit_tls_session() {
+    let server = Server::start(&[]);
+    server.add_account("alice", "secret");
+    let m = message("over tls", 5);
+    server.deliver("alice", &m);
+    let mut c = Client::connect_tls(server.pop3s, &server.cert());
+    assert!(c.greeting.starts_with("+OK"));
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    assert!(c.cmd("PASS secret").starts_with("+OK"));
+    assert_eq!(c.multi("RETR 1").1, m);
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+}
+
+#[test]
+fn stls_upgrade_then_login() {
+    let server = Server::start(&[]);
+    server.add_account("alice", "secret");
+    let mut c = Client::connect_stls(server.pop3, &server.cert());
+    let caps = c.lines("CAPA");
+    assert!(!caps.iter().any(|l| l == "STLS"), "STLS offered again after TLS: {caps:?}");
+    assert!(c.cmd("STLS").starts_with("-ERR"));
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    assert!(c.cmd("PASS secret").starts_with("+OK"));
+    assert!(c.cmd("STAT").starts_with("+OK 0 0"));
+}
+
+/// Commands pipelined after STLS in the same packet must be discarded, never run after the
+/// handshake (the STARTTLS command-injection attack, CVE-2011-0411 style).
+#[test]
+fn bytes_after_stls_are_discarded() {
+    let server = Server::start(&[]);
+    server.add_account("alice", "secret");
+    let mut raw = TcpStream::connect(server.pop3).unwrap();
+    let mut reader = BufReader::new(raw.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    raw.write_all(b"STLS\r\nUSER alice\r\nPASS secret\r\n").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("+OK"), "{line}");
+    // Give the injected bytes time to arrive with the STLS line: they are in one packet anyway.
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(tls_config(&server.cert()), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, raw);
+    tls.write_all(b"STAT\r\n").unwrap();
+    let mut reader = BufReader::new(tls);
+    let mut reply = String::new();
+    reader.read_line(&mut reply).unwrap();
+    assert!(reply.starts_with("-ERR"), "injected USER/PASS took effect: {reply}");
+}
+
+#[test]
+fn only_tls_12_and_13_are_accepted() {
+    let server = Server::start(&[]);
+    let script = format!(
+        r#"
+import socket, ssl, sys
+def attempt(lo, hi):
+    ctx = ssl.create_default_context(cafile={cert:?})
+    ctx.minimum_version, ctx.maximum_version = lo, hi
+    try:
+        with socket.create_connection(("127.0.0.1", {port})) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                return t.version()
+    except (ssl.SSLError, OSError):
+        return "refused"
+V = ssl.TLSVersion
+print(attempt(V.TLSv1_3, V.TLSv1_3), attempt(V.TLSv1_2, V.TLSv1_2))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.set_ciphers("ALL:@SECLEVEL=0")
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+try:
+    ctx.minimum_version, ctx.maximum_version = V.TLSv1_1, V.TLSv1_1
+    with socket.create_connection(("127.0.0.1", {port})) as s:
+        with ctx.wrap_socket(s) as t:
+            print(t.version())
+except (ssl.SSLError, OSError, ValueError):
+    print("refused")
+"#,
+        cert = server.cert().to_str().unwrap(),
+        port = server.pop3s.port()
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(script).output().expect("python3");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["TLSv1.3", "TLSv1.2", "refused"], "{out}");
+}
+
+#[test]
+fn configured_certificate_is_used() {
+    // Start once to generate a certificate, then hand it to a second server as configured files.
+    let first = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::copy(first.cert(), &cert).unwrap();
+    std::fs::copy(first.data_dir().join("tls/selfsigned-key.pem"), &key).unwrap();
+    drop(first);
+    let server = Server::start(&[("CLOUDPOP_TLS_CERT", cert.to_str().unwrap()), ("CLOUDPOP_TLS_KEY", key.to_str().unwrap())]);
+    assert!(!server.cert().exists(), "generated a certificate although one was configured");
+    let c = Client::connect_tls(server.pop3s, &cert);
+    assert!(c.greeting.starts_with("+OK"));
+}
