@@ -88,18 +88,22 @@ impl MessageStore for FsStore {
     async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError> {
         let cur = self.maildrop_dir(maildrop).join("cur");
         let mut report = RemoveReport::default();
+        let mut unlinked = false;
         for id in ids {
             if !is_message_id(id) {
                 report.removed += 1;
                 continue;
             }
             match fs::remove_file(cur.join(id)).await {
-                Ok(()) => report.removed += 1,
+                Ok(()) => {
+                    report.removed += 1;
+                    unlinked = true;
+                }
                 Err(e) if e.kind() == ErrorKind::NotFound => report.removed += 1,
                 Err(e) => report.failed.push((id.clone(), e.to_string())),
             }
         }
-        if report.removed > 0 {
+        if unlinked {
             sync_dir(&cur).await?;
         }
         Ok(report)

@@ -1,0 +1,122 @@
+//! The command line: account management, delivery, configuration errors.
+
+mod common;
+use common::{BIN, Client, Server, cli, cli_result};
+use std::process::Command;
+
+#[test]
+fn account_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    assert_eq!(cli(data, &["account", "add", "Bob@Example.com", "--password-stdin"], b"pw one\n").trim(), "created account bob@example.com");
+    let (ok, _, err) = cli_result(data, &["account", "add", "bob@example.com", "--password-stdin"], b"x\n");
+    assert!(!ok && err.contains("already exists"), "{err}");
+    cli(data, &["account", "add", "carol", "--password-stdin"], b"pw\r\n");
+    assert_eq!(cli(data, &["account", "list"], b""), "bob@example.com\ncarol\n");
+    let record = std::fs::read_to_string(data.join("accounts/carol.json")).unwrap();
+    assert!(record.contains("$argon2id$") && !record.contains("\"pw\""), "{record}");
+    cli(data, &["account", "passwd", "carol", "--password-stdin"], b"new pw\n");
+    let (ok, _, err) = cli_result(data, &["account", "passwd", "nobody", "--password-stdin"], b"x\n");
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let (ok, _, err) = cli_result(data, &["account", "add", "dave", "--password-stdin"], b"");
+    assert!(!ok && err.contains("no password"), "{err}");
+    cli(data, &["deliver", "carol"], b"Subject: x\n\nbody\n");
+    cli(data, &["account", "del", "carol"], b"");
+    assert_eq!(cli(data, &["account", "list"], b""), "bob@example.com\n");
+    assert!(!data.join("maildrops/carol").exists(), "maildrop left behind");
+    let (ok, _, _) = cli_result(data, &["account", "del", "carol"], b"");
+    assert!(!ok);
+}
+
+#[test]
+fn password_change_takes_effect_for_the_running_server() {
+    let server = Server::start(&[]);
+    server.add_account("alice", "old");
+    cli(&server.data_dir(), &["account", "passwd", "alice", "--password-stdin"], b"new\n");
+    let mut c = Client::connect(server.pop3);
+    c.cmd("USER alice");
+    assert!(c.cmd("PASS old").starts_with("-ERR [AUTH]"));
+    c.cmd("USER alice");
+    assert!(c.cmd("PASS new").starts_with("+OK"));
+}
+
+#[test]
+fn deliver_files_stdin_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    cli(&data, &["account", "add", "alice", "--password-stdin"], b"pw\n");
+    let f1 = dir.path().join("one.eml");
+    let f2 = dir.path().join("two.eml");
+    std::fs::write(&f1, b"Subject: one\n\nbody\n").unwrap();
+    std::fs::write(&f2, b"Subject: two\r\n\r\nbody\r\n").unwrap();
+    let out = cli(&data, &["deliver", "alice", f1.to_str().unwrap(), f2.to_str().unwrap()], b"");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (ok, _, err) = cli_result(&data, &["deliver", "nobody"], b"Subject: x\n\nx\n");
+    assert!(!ok && err.contains("unknown mailbox"), "{err}");
+    let (ok, _, err) = cli_result(&data, &["deliver", "alice"], b"");
+    assert!(!ok && err.contains("empty"), "{err}");
+    let (ok, _, err) = cli_result(&data, &["deliver", "alice", "/nonexistent/file"], b"");
+    assert!(!ok && err.contains("/nonexistent/file"), "{err}");
+    // Oversize: refused, and nothing half-written is left visible or behind.
+    let big = vec![b'x'; 4096];
+    let out = Command::new(BIN)
+        .args(["deliver", "alice", "--data-dir"])
+        .arg(&data)
+        .env("CLOUDPOP_MAX_MESSAGE_SIZE", "2048")
+        .stdin(std::fs::File::open({
+            let p = dir.path().join("big");
+            std::fs::write(&p, &big).unwrap();
+            p
+        })
+        .unwrap())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("maximum size"));
+    assert_eq!(std::fs::read_dir(data.join("maildrops/alice/cur")).unwrap().count(), 2);
+    assert_eq!(std::fs::read_dir(data.join("maildrops/alice/tmp")).unwrap().count(), 0, "temporary file left behind");
+}
+
+#[test]
+fn bad_configuration_is_refused_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("CLOUDPOP_IDLE_TIMEOUT_SECS", "30")], "idle_timeout_secs"),
+        (&[("CLOUDPOP_POP3_LISTEN", "not-an-address")], "pop3_listen"),
+        (&[("CLOUDPOP_NO_SUCH_SETTING", "1")], "CLOUDPOP_NO_SUCH_SETTING"),
+        (&[("CLOUDPOP_TLS_CERT", "/nonexistent.pem")], "tls_cert"),
+    ];
+    for (env, expect) in cases {
+        let out = Command::new(BIN).args(["serve", "--data-dir"]).arg(dir.path()).envs(env.iter().copied()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(expect), "{env:?}: {err}");
+    }
+    let conf = dir.path().join("bad.toml");
+    std::fs::write(&conf, "max_connections = \"many\"\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&conf).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.toml") && err.contains("max_connections"), "{err}");
+}
+
+#[test]
+fn config_file_sets_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("cloudpop.toml");
+    std::fs::write(
+        &conf,
+        format!("data_dir = {:?}\npop3_listen = \"127.0.0.1:0\"\npop3s_listen = \"\"\n", dir.path().join("data").to_str().unwrap()),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.starts_with("cloudpop: pop3 listening on 127.0.0.1:"), "{line}");
+    assert!(dir.path().join("data/tls/selfsigned-cert.pem").exists());
+}

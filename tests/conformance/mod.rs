@@ -1,0 +1,153 @@
+//! One conformance suite for every storage and lock backend: the POP3 layer relies on exactly
+//! these behaviours, so every backend must show them.
+#![allow(dead_code)]
+
+use cloudpop::lock::MaildropLocks;
+use cloudpop::names::AccountName;
+use cloudpop::store::{AccountRecord, AccountStore, MessageStore, StoreError};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+fn name(s: &str) -> AccountName {
+    AccountName::parse(s).unwrap()
+}
+
+async fn put(store: &dyn MessageStore, maildrop: &AccountName, chunks: &[&[u8]]) -> String {
+    let mut m = store.create(maildrop).await.unwrap();
+    for chunk in chunks {
+        m.write(chunk).await.unwrap();
+    }
+    m.commit().await.unwrap().id
+}
+
+async fn read_all(store: &dyn MessageStore, maildrop: &AccountName, id: &str) -> Vec<u8> {
+    let mut body = store.open(maildrop, id).await.unwrap();
+    let mut out = Vec::new();
+    body.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+pub async fn messages_round_trip(store: &dyn MessageStore) {
+    let md = name("conf-roundtrip");
+    assert!(store.list(&md).await.unwrap().is_empty(), "a new maildrop is empty");
+    let id = put(store, &md, &[b"Subject: a\r\n", b"\r\n", b"body\r\n"]).await;
+    let listed = store.list(&md).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id.as_str(), listed[0].size), (id.as_str(), 20));
+    assert_eq!(read_all(store, &md, &id).await, b"Subject: a\r\n\r\nbody\r\n");
+    assert!(matches!(store.open(&md, "0000000000000000000000000000").await, Err(StoreError::NotFound)));
+    assert!(matches!(store.open(&md, "../../etc/passwd").await, Err(StoreError::NotFound)));
+}
+
+pub async fn uncommitted_messages_are_invisible(store: &dyn MessageStore) {
+    let md = name("conf-uncommitted");
+    let mut m = store.create(&md).await.unwrap();
+    m.write(b"Subject: half\r\n").await.unwrap();
+    assert!(store.list(&md).await.unwrap().is_empty(), "a half-written message is visible");
+    drop(m);
+    assert!(store.list(&md).await.unwrap().is_empty(), "an abandoned message became visible");
+}
+
+pub async fn ids_are_unique_ordered_and_well_formed(store: &dyn MessageStore) {
+    let md = name("conf-ids");
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(put(store, &md, &[format!("Subject: {i}\r\n\r\n").as_bytes()]).await);
+    }
+    let listed: Vec<String> = store.list(&md).await.unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(listed, ids, "listing is not in delivery order");
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len());
+    assert!(ids.iter().all(|id| (1..=70).contains(&id.len()) && id.bytes().all(|b| (0x21..=0x7e).contains(&b))));
+}
+
+pub async fn removal(store: &dyn MessageStore) {
+    let md = name("conf-remove");
+    let a = put(store, &md, &[b"a\r\n"]).await;
+    let b = put(store, &md, &[b"b\r\n"]).await;
+    let c = put(store, &md, &[b"c\r\n"]).await;
+    let report = store.remove(&md, &[a.clone(), c.clone(), "0000000000000000000000000000".into()]).await.unwrap();
+    assert_eq!((report.removed, report.failed.len()), (3, 0), "missing ids count as removed");
+    let left: Vec<String> = store.list(&md).await.unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(left, [b.clone()]);
+    assert!(matches!(store.open(&md, &a).await, Err(StoreError::NotFound)));
+    store.remove_maildrop(&md).await.unwrap();
+    assert!(store.list(&md).await.unwrap().is_empty());
+    store.remove_maildrop(&md).await.unwrap();
+}
+
+pub async fn maildrops_are_isolated(store: &dyn MessageStore) {
+    let (a, b) = (name("conf-iso"), name("conf-iso2"));
+    let id = put(store, &a, &[b"private\r\n"]).await;
+    assert!(store.list(&b).await.unwrap().is_empty(), "a maildrop sees another's mail");
+    assert!(matches!(store.open(&b, &id).await, Err(StoreError::NotFound)));
+    store.remove(&b, std::slice::from_ref(&id)).await.unwrap();
+    assert_eq!(store.list(&a).await.unwrap().len(), 1, "removal crossed maildrops");
+}
+
+pub async fn large_messages_stream(store: &dyn MessageStore) {
+    let md = name("conf-large");
+    let chunk = vec![b'z'; 1 << 20];
+    let mut m = store.create(&md).await.unwrap();
+    for _ in 0..12 {
+        m.write(&chunk).await.unwrap();
+    }
+    let stored = m.commit().await.unwrap();
+    assert_eq!(stored.size, 12 << 20);
+    let mut body = store.open(&md, &stored.id).await.unwrap();
+    let (mut total, mut buf) = (0usize, vec![0u8; 64 * 1024]);
+    loop {
+        let n = body.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().all(|&b| b == b'z'));
+        total += n;
+    }
+    assert_eq!(total, 12 << 20);
+}
+
+pub async fn accounts(store: &dyn AccountStore) {
+    let n = name("conf-account");
+    assert!(store.get(&n).await.unwrap().is_none());
+    let mut record = AccountRecord { name: n.to_string(), password_hash: "$argon2id$x".into(), disabled: false, created_at: 1 };
+    store.put(&record).await.unwrap();
+    assert_eq!(store.get(&n).await.unwrap().as_ref(), Some(&record));
+    record.disabled = true;
+    store.put(&record).await.unwrap();
+    assert!(store.get(&n).await.unwrap().unwrap().disabled, "put replaces");
+    assert!(store.list().await.unwrap().contains(&n));
+    assert!(store.delete(&n).await.unwrap());
+    assert!(!store.delete(&n).await.unwrap());
+    assert!(store.get(&n).await.unwrap().is_none());
+    let bad = AccountRecord { name: "../escape".into(), ..record };
+    assert!(store.put(&bad).await.is_err(), "an invalid name was stored");
+}
+
+pub async fn locks_are_exclusive_leases(locks: &dyn MaildropLocks) {
+    let md = name("conf-lock");
+    let ttl = Duration::from_secs(30);
+    let token = locks.acquire(&md, ttl).await.unwrap().expect("free lock");
+    assert!(locks.acquire(&md, ttl).await.unwrap().is_none(), "lock taken twice");
+    assert!(locks.acquire(&name("conf-lock2"), ttl).await.unwrap().is_some(), "locks are per maildrop");
+    assert!(locks.renew(&md, &token, ttl).await.unwrap());
+    let stranger = cloudpop::lock::LeaseToken::generate();
+    assert!(!locks.renew(&md, &stranger, ttl).await.unwrap());
+    locks.release(&md, &stranger).await.unwrap();
+    assert!(locks.acquire(&md, ttl).await.unwrap().is_none(), "a stranger released our lock");
+    locks.release(&md, &token).await.unwrap();
+    let again = locks.acquire(&md, ttl).await.unwrap().expect("released lock is free");
+    locks.release(&md, &again).await.unwrap();
+}
+
+pub async fn expired_leases_free_themselves(locks: &dyn MaildropLocks) {
+    let md = name("conf-expiry");
+    let old = locks.acquire(&md, Duration::from_millis(300)).await.unwrap().unwrap();
+    // Wait out the lease (this sleep is the behaviour under test, not a readiness guess).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let new = locks.acquire(&md, Duration::from_secs(30)).await.unwrap().expect("expired lease still held");
+    assert!(!locks.renew(&md, &old, Duration::from_secs(30)).await.unwrap(), "old holder renewed a lost lease");
+    locks.release(&md, &old).await.unwrap();
+    assert!(locks.acquire(&md, Duration::from_secs(30)).await.unwrap().is_none(), "old holder released the new lease");
+    locks.release(&md, &new).await.unwrap();
+}
