@@ -97,8 +97,11 @@ impl Config {
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let mut table = toml::Table::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-            table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
             Self::deserialize(table.clone())
                 .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         }
@@ -214,7 +217,12 @@ mod tests {
         std::fs::write(&path, "max_connections = 5\npop3_listen = \"127.0.0.1:2110\"\n").unwrap();
         let cfg = Config::load(
             Some(&path),
-            env(&[("CLOUDPOP_MAX_CONNECTIONS", "7"), ("CLOUDPOP_DATA_DIR", "/srv/x"), ("HOME", "/root"), ("CLOUDPOP_CONFIG", "y")]),
+            env(&[
+                ("CLOUDPOP_MAX_CONNECTIONS", "7"),
+                ("CLOUDPOP_DATA_DIR", "/srv/x"),
+                ("HOME", "/root"),
+                ("CLOUDPOP_CONFIG", "y"),
+            ]),
         )
         .unwrap();
         assert_eq!(cfg.max_connections, 7);

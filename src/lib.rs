@@ -10,13 +10,13 @@
 //! - [`tls`]: rustls configuration and the self-signed default certificate
 //! - [`config`]: the one configuration struct, its sources and validation
 
-pub mod protocol;
 pub mod accounts;
+pub mod config;
 pub mod delivery;
 pub mod lock;
 pub mod names;
-pub mod store;
-pub mod config;
-pub mod tls;
-pub mod session;
+pub mod protocol;
 pub mod server;
+pub mod session;
+pub mod store;
+pub mod tls;

@@ -190,7 +190,8 @@ async fn deliver(name: &str, files: &[PathBuf], common: &CommonArgs) -> anyhow::
     config.validate()?;
     let (store, accounts) = server::embedded_backends(&config).await?;
     if files.is_empty() {
-        let stored = delivery::deliver(store.as_ref(), &accounts, name, tokio::io::stdin(), config.max_message_size).await?;
+        let stored =
+            delivery::deliver(store.as_ref(), &accounts, name, tokio::io::stdin(), config.max_message_size).await?;
         println!("delivered {} ({} octets)", stored.id, stored.size);
     }
     for file in files {

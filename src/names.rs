@@ -63,7 +63,9 @@ mod tests {
 
     #[test]
     fn refuses_anything_that_could_escape() {
-        for bad in ["", "..", ".hidden", "a/b", "a\\b", "../etc", "a..b", "a.", "-x", "a b", "a\0b", "é", "a%2fb", "a:b"] {
+        for bad in
+            ["", "..", ".hidden", "a/b", "a\\b", "../etc", "a..b", "a.", "-x", "a b", "a\0b", "é", "a%2fb", "a:b"]
+        {
             assert!(AccountName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(AccountName::parse(&"a".repeat(129)).is_err());

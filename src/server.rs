@@ -73,8 +73,9 @@ pub async fn run(config: Config, stop: impl Future<Output = Shutdown>) -> Result
         if addr.is_empty() {
             continue;
         }
-        let listener =
-            TcpListener::bind(addr.as_str()).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
+        let listener = TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
         let local = listener.local_addr().map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
         info!(%local, listener = name, "listening");
         // Machine-readable readiness line on stdout, for scripts and tests that bind port 0.

@@ -135,11 +135,10 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     fn new(ctx: &'a Context, peer: SocketAddr, tls_active: bool) -> Self {
         let cfg = &ctx.config;
-        let loopback = peer.ip().to_canonical().is_loopback();
         let settings = Settings {
             tls_active,
             stls_available: ctx.tls.is_some() && !tls_active,
-            plaintext_allowed: tls_active || loopback || cfg.allow_plaintext_auth,
+            plaintext_allowed: plaintext_allowed(peer, tls_active, cfg.allow_plaintext_auth),
             max_auth_failures: cfg.max_auth_failures,
             max_line_violations: cfg.max_line_violations,
             implementation: format!("cloudpop-{}", env!("CARGO_PKG_VERSION")),
@@ -216,7 +215,11 @@ impl<'a> Session<'a> {
             if self.lease.is_some() && renew_at.is_none() {
                 renew_at = Some(tokio::time::Instant::now() + lease_period);
             }
-            let idle = if self.machine.in_transaction() { self.ctx.config.idle_timeout() } else { self.ctx.config.login_timeout() };
+            let idle = if self.machine.in_transaction() {
+                self.ctx.config.idle_timeout()
+            } else {
+                self.ctx.config.login_timeout()
+            };
             tokio::select! {
                 read = tokio::time::timeout(idle, stream.read(&mut chunk)) => match read {
                     Ok(Ok(0)) => return Ok(false),
@@ -450,13 +453,45 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// The command keyword for traces; arguments never reach a log (PASS carries a password).
 fn verb_of(line: &[u8]) -> &'static str {
     let word = line.split(|&b| b == b' ').next().unwrap_or_default();
-    const VERBS: [&str; 16] =
-        ["USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "UTF8", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL", "QUIT"];
+    const VERBS: [&str; 16] = [
+        "USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "UTF8", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP",
+        "UIDL", "QUIT",
+    ];
     VERBS.into_iter().find(|v| v.as_bytes().eq_ignore_ascii_case(word)).unwrap_or("(unknown)")
+}
+
+/// Passwords may travel only over TLS or loopback, unless the operator explicitly allows more
+/// (for example behind a TLS-terminating load balancer on a private network).
+fn plaintext_allowed(peer: SocketAddr, tls_active: bool, allow_configured: bool) -> bool {
+    tls_active || allow_configured || peer.ip().to_canonical().is_loopback()
 }
 
 fn session_id() -> String {
     let mut bytes = [0u8; 6];
     let _ = getrandom::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_only_over_tls_loopback_or_when_configured() {
+        let remote: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        assert!(!plaintext_allowed(remote, false, false));
+        assert!(plaintext_allowed(remote, true, false));
+        assert!(plaintext_allowed(remote, false, true));
+        for local in ["127.0.0.1:1", "127.8.9.10:1", "[::1]:1"] {
+            assert!(plaintext_allowed(local.parse().unwrap(), false, false), "{local}");
+        }
+        assert!(plaintext_allowed(mapped, false, false));
+    }
+
+    #[test]
+    fn verbs_never_include_arguments() {
+        assert_eq!(verb_of(b"pass hunter2"), "PASS");
+        assert_eq!(verb_of(b"AGFsaWNlAHNlY3JldA=="), "(unknown)");
+    }
 }

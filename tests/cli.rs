@@ -8,7 +8,10 @@ use std::process::Command;
 fn account_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    assert_eq!(cli(data, &["account", "add", "Bob@Example.com", "--password-stdin"], b"pw one\n").trim(), "created account bob@example.com");
+    assert_eq!(
+        cli(data, &["account", "add", "Bob@Example.com", "--password-stdin"], b"pw one\n").trim(),
+        "created account bob@example.com"
+    );
     let (ok, _, err) = cli_result(data, &["account", "add", "bob@example.com", "--password-stdin"], b"x\n");
     assert!(!ok && err.contains("already exists"), "{err}");
     cli(data, &["account", "add", "carol", "--password-stdin"], b"pw\r\n");
@@ -63,12 +66,14 @@ fn deliver_files_stdin_and_refusals() {
         .args(["deliver", "alice", "--data-dir"])
         .arg(&data)
         .env("CLOUDPOP_MAX_MESSAGE_SIZE", "2048")
-        .stdin(std::fs::File::open({
-            let p = dir.path().join("big");
-            std::fs::write(&p, &big).unwrap();
-            p
-        })
-        .unwrap())
+        .stdin(
+            std::fs::File::open({
+                let p = dir.path().join("big");
+                std::fs::write(&p, &big).unwrap();
+                p
+            })
+            .unwrap(),
+        )
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("maximum size"));
@@ -86,7 +91,8 @@ fn bad_configuration_is_refused_before_starting() {
         (&[("CLOUDPOP_TLS_CERT", "/nonexistent.pem")], "tls_cert"),
     ];
     for (env, expect) in cases {
-        let out = Command::new(BIN).args(["serve", "--data-dir"]).arg(dir.path()).envs(env.iter().copied()).output().unwrap();
+        let out =
+            Command::new(BIN).args(["serve", "--data-dir"]).arg(dir.path()).envs(env.iter().copied()).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(expect), "{env:?}: {err}");
     }
@@ -103,7 +109,10 @@ fn config_file_sets_listeners() {
     let conf = dir.path().join("cloudpop.toml");
     std::fs::write(
         &conf,
-        format!("data_dir = {:?}\npop3_listen = \"127.0.0.1:0\"\npop3s_listen = \"\"\n", dir.path().join("data").to_str().unwrap()),
+        format!(
+            "data_dir = {:?}\npop3_listen = \"127.0.0.1:0\"\npop3s_listen = \"\"\n",
+            dir.path().join("data").to_str().unwrap()
+        ),
     )
     .unwrap();
     let mut child = Command::new(BIN)

@@ -11,8 +11,10 @@ use std::process::Command;
 /// Three messages that exercise dot-stuffing, long bodies and many lines.
 fn corpus() -> Vec<Vec<u8>> {
     let mut big = b"From: a@example.com\r\nSubject: big\r\n\r\n".to_vec();
-    for i in 0..6000 {
-        big.extend_from_slice(format!("{}line {i} {}\r\n", if i % 5 == 0 { "." } else { "" }, "y".repeat(i % 70)).as_bytes());
+    for i in 0..6000usize {
+        big.extend_from_slice(
+            format!("{}line {i} {}\r\n", if i.is_multiple_of(5) { "." } else { "" }, "y".repeat(i % 70)).as_bytes(),
+        );
     }
     vec![
         b"From: a@example.com\r\nSubject: first\r\n\r\n.leading dot\r\n.\r\n..two dots\r\nend\r\n".to_vec(),
@@ -32,7 +34,8 @@ fn server_with_corpus() -> (Server, Vec<Vec<u8>>) {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run the README test command to install it)"));
+    let out =
+        cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run the README test command to install it)"));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{cmd:?} failed: {text}");
     text
@@ -80,11 +83,16 @@ stls = poplib.POP3("localhost", port); stls.stls(ctx)
 implicit = poplib.POP3_SSL("localhost", sport, context=ctx)
 print(json.dumps([fetch(plain), fetch(stls), fetch(implicit)]))
 "#;
-    let out = run(Command::new("python3").args(["-c", script]).arg(server.pop3.port().to_string()).arg(server.pop3s.port().to_string()).arg(server.cert()));
+    let out = run(Command::new("python3")
+        .args(["-c", script])
+        .arg(server.pop3.port().to_string())
+        .arg(server.pop3s.port().to_string())
+        .arg(server.cert()));
     let results: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap();
     let want: Vec<String> = corpus.iter().map(|m| m.iter().map(|b| format!("{b:02x}")).collect()).collect();
     for (mode, result) in ["plain", "stls", "pop3_ssl"].iter().zip(&results) {
-        let got: Vec<String> = result["msgs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+        let got: Vec<String> =
+            result["msgs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
         assert!(got == want, "poplib {mode}: messages differ");
     }
 }
@@ -94,8 +102,10 @@ fn curl_pop3_with_stls_and_pop3s() {
     let (server, corpus) = server_with_corpus();
     let cert = server.cert();
     for (i, m) in corpus.iter().enumerate() {
-        for url in [format!("pop3://127.0.0.1:{}/{}", server.pop3.port(), i + 1), format!("pop3s://127.0.0.1:{}/{}", server.pop3s.port(), i + 1)]
-        {
+        for url in [
+            format!("pop3://127.0.0.1:{}/{}", server.pop3.port(), i + 1),
+            format!("pop3s://127.0.0.1:{}/{}", server.pop3s.port(), i + 1),
+        ] {
             let out = Command::new("curl")
                 .args(["-sS", "--ssl-reqd", "--cacert"])
                 .arg(&cert)
@@ -165,7 +175,9 @@ fn getmail6_over_implicit_tls() {
         ),
     )
     .unwrap();
-    run(Command::new("getmail").arg(format!("--getmaildir={}", out.path().display())).arg(format!("--rcfile={}", rc.display())));
+    run(Command::new("getmail")
+        .arg(format!("--getmaildir={}", out.path().display()))
+        .arg(format!("--rcfile={}", rc.display())));
     // getmail adds a Return-Path header of its own.
     assert_eq!(delivered(&inbox, b"Return-Path: <unknown>\n"), sorted_lf(&corpus));
     // delete = true: getmail sent DELE and QUIT, so the maildrop is empty now.

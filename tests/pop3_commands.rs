@@ -69,9 +69,32 @@ fn bad_arguments_and_wrong_states_get_err() {
     }
     let mut c = Client::login(server.pop3, "alice", "secret");
     for cmd in [
-        "RETR 0", "RETR 3", "RETR -1", "RETR +1", "RETR x", "RETR", "RETR 1 2", "DELE 0", "DELE 99", "LIST 0",
-        "LIST 3", "LIST one", "UIDL 0", "TOP 1", "TOP 1 -1", "TOP 0 1", "TOP x 1", "RETR 18446744073709551616",
-        "USER alice", "PASS secret", "AUTH PLAIN", "STLS", "UTF8", "APOP a b", "STAT 1", "XYZZY",
+        "RETR 0",
+        "RETR 3",
+        "RETR -1",
+        "RETR +1",
+        "RETR x",
+        "RETR",
+        "RETR 1 2",
+        "DELE 0",
+        "DELE 99",
+        "LIST 0",
+        "LIST 3",
+        "LIST one",
+        "UIDL 0",
+        "TOP 1",
+        "TOP 1 -1",
+        "TOP 0 1",
+        "TOP x 1",
+        "RETR 18446744073709551616",
+        "USER alice",
+        "PASS secret",
+        "AUTH PLAIN",
+        "STLS",
+        "UTF8",
+        "APOP a b",
+        "STAT 1",
+        "XYZZY",
     ] {
         let reply = c.cmd(cmd);
         assert!(reply.starts_with("-ERR"), "{cmd:?} -> {reply}");
@@ -113,7 +136,8 @@ fn capa_lists_exactly_what_works_in_each_state() {
     let (server, _) = server_with_mail(0);
     let mut c = Client::connect(server.pop3);
     let before = c.lines("CAPA");
-    for cap in ["TOP", "UIDL", "USER", "SASL PLAIN LOGIN", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "STLS", "UTF8"] {
+    for cap in ["TOP", "UIDL", "USER", "SASL PLAIN LOGIN", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "STLS", "UTF8"]
+    {
         assert!(before.iter().any(|l| l == cap), "{cap} missing from {before:?}");
     }
     for prefix in ["EXPIRE ", "LOGIN-DELAY ", "IMPLEMENTATION cloudpop"] {
@@ -284,7 +308,7 @@ fn connection_cap_refuses_with_sys_temp() {
     let server = Server::start(&[("CLOUDPOP_MAX_CONNECTIONS", "2")]);
     let _a = Client::connect(server.pop3);
     let _b = Client::connect(server.pop3);
-    let mut c = Client::connect(server.pop3);
+    let c = Client::connect(server.pop3);
     assert!(c.greeting.starts_with("-ERR [SYS/TEMP]"), "{}", c.greeting);
     drop(_a);
     let mut ok = false;

@@ -4,7 +4,6 @@
 mod common;
 use common::{Client, Server, cli_result, message};
 
-
 fn uids(c: &mut Client) -> Vec<String> {
     c.lines("UIDL").iter().map(|l| l.split(' ').nth(1).unwrap().to_owned()).collect()
 }
@@ -126,7 +125,10 @@ fn twenty_megabyte_message_is_retrieved_byte_exact() {
     let mut i = 0u64;
     while big.len() < 20 * 1024 * 1024 {
         // Include lines starting with dots so stuffing is exercised throughout.
-        big.extend_from_slice(format!("{}line {i} {}\r\n", if i % 7 == 0 { "." } else { "" }, "x".repeat((i % 90) as usize)).as_bytes());
+        big.extend_from_slice(
+            format!("{}line {i} {}\r\n", if i.is_multiple_of(7) { "." } else { "" }, "x".repeat((i % 90) as usize))
+                .as_bytes(),
+        );
         i += 1;
     }
     server.deliver("alice", &big);

@@ -103,7 +103,8 @@ fn configured_certificate_is_used() {
     std::fs::copy(first.cert(), &cert).unwrap();
     std::fs::copy(first.data_dir().join("tls/selfsigned-key.pem"), &key).unwrap();
     drop(first);
-    let server = Server::start(&[("CLOUDPOP_TLS_CERT", cert.to_str().unwrap()), ("CLOUDPOP_TLS_KEY", key.to_str().unwrap())]);
+    let server =
+        Server::start(&[("CLOUDPOP_TLS_CERT", cert.to_str().unwrap()), ("CLOUDPOP_TLS_KEY", key.to_str().unwrap())]);
     assert!(!server.cert().exists(), "generated a certificate although one was configured");
     let c = Client::connect_tls(server.pop3s, &cert);
     assert!(c.greeting.starts_with("+OK"));

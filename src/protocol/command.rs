@@ -14,7 +14,10 @@ pub enum Command {
     /// The whole rest of the line: RFC 1939 allows spaces inside a password.
     Pass(String),
     Apop,
-    Auth { mechanism: Option<String>, initial_response: Option<String> },
+    Auth {
+        mechanism: Option<String>,
+        initial_response: Option<String>,
+    },
     Capa,
     Stls,
     Utf8,
@@ -95,10 +98,9 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         "AUTH" => match args.as_slice() {
             [] => Command::Auth { mechanism: None, initial_response: None },
             [mech] => Command::Auth { mechanism: Some(mech.to_ascii_uppercase()), initial_response: None },
-            [mech, ir] => Command::Auth {
-                mechanism: Some(mech.to_ascii_uppercase()),
-                initial_response: Some((*ir).to_owned()),
-            },
+            [mech, ir] => {
+                Command::Auth { mechanism: Some(mech.to_ascii_uppercase()), initial_response: Some((*ir).to_owned()) }
+            }
             _ => return Err(ParseError::Syntax("AUTH takes a mechanism and an optional initial response")),
         },
         "CAPA" => no_args(&args, Command::Capa)?,

@@ -73,10 +73,14 @@ pub enum UpdateOutcome {
 
 #[derive(Debug)]
 enum Phase {
-    Authorization { user: Option<String> },
+    Authorization {
+        user: Option<String>,
+    },
     SaslPlain,
     SaslLoginUser,
-    SaslLoginPass { user: String },
+    SaslLoginPass {
+        user: String,
+    },
     /// Waiting for the driver to finish a login.
     Authenticating,
     Transaction(MaildropView),
@@ -292,9 +296,10 @@ impl Machine {
                 Some(Code::LoginDelay),
                 &format!("Minimum time between logins is {} seconds", self.settings.login_delay_secs),
             )),
-            LoginOutcome::Unavailable(why) => {
-                Step::Reply(response::err(Some(Code::SysTemp), &format!("Temporary server failure ({why}), try again later")))
-            }
+            LoginOutcome::Unavailable(why) => Step::Reply(response::err(
+                Some(Code::SysTemp),
+                &format!("Temporary server failure ({why}), try again later"),
+            )),
         }
     }
 
@@ -316,15 +321,15 @@ impl Machine {
             }
             Command::Uidl(Some(n)) => lookup(&view, n, |m| response::ok(&format!("{n} {}", m.uid))),
             Command::Retr(n) => match view.get(n) {
-                Ok(m) => Step::Send {
-                    header: response::ok(&format!("{} octets", m.size)),
-                    uid: m.uid.clone(),
-                    top: None,
-                },
+                Ok(m) => {
+                    Step::Send { header: response::ok(&format!("{} octets", m.size)), uid: m.uid.clone(), top: None }
+                }
                 Err(e) => Step::Reply(response::err(None, e.text())),
             },
             Command::Top(n, lines) => match view.get(n) {
-                Ok(m) => Step::Send { header: response::ok("Top of message follows"), uid: m.uid.clone(), top: Some(lines) },
+                Ok(m) => {
+                    Step::Send { header: response::ok("Top of message follows"), uid: m.uid.clone(), top: Some(lines) }
+                }
                 Err(e) => Step::Reply(response::err(None, e.text())),
             },
             Command::Dele(n) => match view.delete(n) {

@@ -85,12 +85,9 @@ fn run(script: &[u8], chunk: usize) -> (String, Vec<String>) {
                 Frame::NeedMore => None,
             };
             buf.drain(..used);
-            match step {
-                Some(step) => {
-                    if !drive(&mut machine, step, &mut out, &mut log) {
-                        break 'feed;
-                    }
-                }
+            match step.map(|step| drive(&mut machine, step, &mut out, &mut log)) {
+                Some(false) => break 'feed,
+                Some(true) => {}
                 None if used == 0 || buf.is_empty() => break,
                 None => {}
             }
@@ -160,9 +157,8 @@ fn state_rules_and_bad_arguments() {
 #[test]
 fn sasl_plain_login_cancel_and_bad_base64() {
     // \0alice\0secret and "alice" / "secret" in base64.
-    let (out, _) = transcript(
-        "AUTH\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\nQUIT\r\n",
-    );
+    let (out, _) =
+        transcript("AUTH\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\nQUIT\r\n");
     let total = MESSAGES[0].1.len() + MESSAGES[1].1.len();
     let expected = format!(
         "+OK cloudpop POP3 server ready\r\n+OK Supported SASL mechanisms follow\r\nPLAIN\r\nLOGIN\r\n.\r\n\
@@ -176,7 +172,8 @@ fn sasl_plain_login_cancel_and_bad_base64() {
 
 #[test]
 fn failed_logins_close_after_the_limit_and_in_use_is_coded() {
-    let (out, _) = transcript("USER locked\r\nPASS x\r\nUSER a\r\nPASS b\r\nUSER a\r\nPASS c\r\nUSER a\r\nPASS d\r\nNOOP\r\n");
+    let (out, _) =
+        transcript("USER locked\r\nPASS x\r\nUSER a\r\nPASS b\r\nUSER a\r\nPASS c\r\nUSER a\r\nPASS d\r\nNOOP\r\n");
     assert!(out.contains("-ERR [IN-USE] "), "{out}");
     assert_eq!(out.matches("-ERR [AUTH] Authentication failed").count(), 3, "{out}");
     assert!(!out.contains("NOOP") && out.ends_with("-ERR [AUTH] Authentication failed\r\n"));

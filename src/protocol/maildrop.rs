@@ -47,7 +47,12 @@ impl MaildropView {
 
     /// The messages not marked deleted, with their 1-based numbers.
     pub fn live(&self) -> impl Iterator<Item = (u64, &Listing)> {
-        self.messages.iter().zip(&self.deleted).enumerate().filter(|(_, (_, d))| !**d).map(|(i, (m, _))| (i as u64 + 1, m))
+        self.messages
+            .iter()
+            .zip(&self.deleted)
+            .enumerate()
+            .filter(|(_, (_, d))| !**d)
+            .map(|(i, (m, _))| (i as u64 + 1, m))
     }
 
     pub fn get(&self, number: u64) -> Result<&Listing, Lookup> {

@@ -83,11 +83,7 @@ where
 
 /// A response line must never contain a line break, whatever text it was built from.
 fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains(['\r', '\n']) {
-        text.replace(['\r', '\n'], " ").into()
-    } else {
-        text.into()
-    }
+    if text.contains(['\r', '\n']) { text.replace(['\r', '\n'], " ").into() } else { text.into() }
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //! existing file and is atomic, after the data has been fsynced.
 
 use super::ids::{is_message_id, new_message_id};
-use super::{AccountRecord, AccountStore, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError, StoredMessage};
+use super::{
+    AccountRecord, AccountStore, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError, StoredMessage,
+};
 use crate::names::AccountName;
 use async_trait::async_trait;
 use std::io::ErrorKind;
@@ -82,7 +84,12 @@ impl MessageStore for FsStore {
         let id = new_message_id();
         let tmp = dir.join("tmp").join(&id);
         let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
-        Ok(Box::new(FsNewMessage { dir, tmp: Some(tmp), file: Some(tokio::io::BufWriter::with_capacity(64 * 1024, file)), size: 0 }))
+        Ok(Box::new(FsNewMessage {
+            dir,
+            tmp: Some(tmp),
+            file: Some(tokio::io::BufWriter::with_capacity(64 * 1024, file)),
+            size: 0,
+        }))
     }
 
     async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError> {

@@ -69,7 +69,7 @@ pub async fn removal(store: &dyn MessageStore) {
     let report = store.remove(&md, &[a.clone(), c.clone(), "0000000000000000000000000000".into()]).await.unwrap();
     assert_eq!((report.removed, report.failed.len()), (3, 0), "missing ids count as removed");
     let left: Vec<String> = store.list(&md).await.unwrap().into_iter().map(|m| m.id).collect();
-    assert_eq!(left, [b.clone()]);
+    assert_eq!(left, std::slice::from_ref(&b));
     assert!(matches!(store.open(&md, &a).await, Err(StoreError::NotFound)));
     store.remove_maildrop(&md).await.unwrap();
     assert!(store.list(&md).await.unwrap().is_empty());
@@ -110,7 +110,8 @@ pub async fn large_messages_stream(store: &dyn MessageStore) {
 pub async fn accounts(store: &dyn AccountStore) {
     let n = name("conf-account");
     assert!(store.get(&n).await.unwrap().is_none());
-    let mut record = AccountRecord { name: n.to_string(), password_hash: "$argon2id$x".into(), disabled: false, created_at: 1 };
+    let mut record =
+        AccountRecord { name: n.to_string(), password_hash: "$argon2id$x".into(), disabled: false, created_at: 1 };
     store.put(&record).await.unwrap();
     assert_eq!(store.get(&n).await.unwrap().as_ref(), Some(&record));
     record.disabled = true;
