@@ -28,9 +28,10 @@ pub enum AccountError {
     Store(#[from] StoreError),
 }
 
-/// Argon2id with OWASP's recommended minimum cost (19 MiB, 2 passes, 1 lane).
+/// Argon2id at one of OWASP's equivalent minimum costs: 7 MiB and 5 passes rather than 19 MiB
+/// and 2, so that a burst of logins costs CPU time, not a burst of resident memory.
 fn argon2() -> Argon2<'static> {
-    let params = Params::new(19 * 1024, 2, 1, None).expect("valid argon2 parameters");
+    let params = Params::new(7 * 1024, 5, 1, None).expect("valid argon2 parameters");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -74,11 +75,14 @@ fn decoy_hash() -> &'static str {
 #[derive(Clone)]
 pub struct Accounts {
     store: Arc<dyn AccountStore>,
+    /// Bounds simultaneous hash computations, and with them CPU and memory under a login storm.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Accounts {
     pub fn new(store: Arc<dyn AccountStore>) -> Self {
-        Self { store }
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        Self { store, hashing: Arc::new(tokio::sync::Semaphore::new(parallel)) }
     }
 
     pub async fn create(&self, name: &str, password: &str) -> Result<AccountName, AccountError> {
@@ -127,6 +131,7 @@ impl Accounts {
         };
         let phc = record.as_ref().map_or_else(|| decoy_hash().to_owned(), |r| r.password_hash.clone());
         let password = password.to_owned();
+        let _slot = self.hashing.acquire().await.map_err(|e| StoreError::Failed(e.to_string()))?;
         let matches = tokio::task::spawn_blocking(move || verify_password(&phc, &password))
             .await
             .map_err(|e| StoreError::Failed(e.to_string()))?;
@@ -148,7 +153,7 @@ mod tests {
     fn hashes_are_salted_argon2id_and_verify() {
         let a = hash_password("correct horse").unwrap();
         let b = hash_password("correct horse").unwrap();
-        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
+        assert!(a.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{a}");
         assert_ne!(a, b);
         assert!(verify_password(&a, "correct horse"));
         assert!(!verify_password(&a, "correct horsE"));
