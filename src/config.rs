@@ -36,6 +36,8 @@ pub struct Config {
     pub max_line_length: usize,
     /// Overlong lines tolerated on one connection before it is closed.
     pub max_line_violations: u32,
+    /// Unknown or malformed commands tolerated on one connection before it is closed.
+    pub max_bad_commands: u32,
     /// Idle time allowed before login, in seconds.
     pub login_timeout_secs: u64,
     /// Idle time allowed after login, in seconds; RFC 1939 requires at least 600.
@@ -67,6 +69,7 @@ impl Default for Config {
             max_connections: 1024,
             max_line_length: 1024,
             max_line_violations: 3,
+            max_bad_commands: 20,
             login_timeout_secs: 60,
             idle_timeout_secs: 600,
             auth_failure_delay_ms: 2000,
@@ -150,7 +153,8 @@ impl Config {
             }
             (None, None) => {}
         }
-        let ranges: [(&str, u64, u64, u64); 9] = [
+        let ranges: [(&str, u64, u64, u64); 10] = [
+            ("max_bad_commands", self.max_bad_commands.into(), 1, 1000),
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("max_line_length", self.max_line_length as u64, 512, 65_536),
             ("max_line_violations", self.max_line_violations.into(), 1, 1000),

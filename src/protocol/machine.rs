@@ -22,6 +22,8 @@ pub struct Settings {
     pub max_auth_failures: u32,
     /// Overlong lines tolerated before the connection is closed.
     pub max_line_violations: u32,
+    /// Unparseable commands tolerated before the connection is closed.
+    pub max_bad_commands: u32,
     /// Value of the IMPLEMENTATION capability.
     pub implementation: String,
     /// Value of the EXPIRE capability ("NEVER" or days).
@@ -96,11 +98,19 @@ pub struct Machine {
     utf8: bool,
     auth_failures: u32,
     line_violations: u32,
+    bad_commands: u32,
 }
 
 impl Machine {
     pub fn new(settings: Settings) -> Self {
-        Self { settings, phase: Phase::Authorization { user: None }, utf8: false, auth_failures: 0, line_violations: 0 }
+        Self {
+            settings,
+            phase: Phase::Authorization { user: None },
+            utf8: false,
+            auth_failures: 0,
+            line_violations: 0,
+            bad_commands: 0,
+        }
     }
 
     /// The greeting. It carries no APOP timestamp: APOP is not offered.
@@ -130,7 +140,14 @@ impl Machine {
             Phase::Authenticating | Phase::Closed => Step::Close(response::err(None, "Unexpected input")),
             _ => match command::parse(line) {
                 Ok(cmd) => self.on_command(cmd),
-                Err(e) => Step::Reply(response::err(None, &e.to_string())),
+                Err(e) => {
+                    self.bad_commands += 1;
+                    if self.bad_commands >= self.settings.max_bad_commands {
+                        Step::Close(response::err(None, "Too many bad commands, closing connection"))
+                    } else {
+                        Step::Reply(response::err(None, &e.to_string()))
+                    }
+                }
             },
         }
     }

@@ -11,6 +11,7 @@ fn settings() -> Settings {
         plaintext_allowed: true,
         max_auth_failures: 3,
         max_line_violations: 3,
+        max_bad_commands: 20,
         implementation: "cloudpop-test".into(),
         expire: "NEVER".into(),
         login_delay_secs: 0,
@@ -199,4 +200,12 @@ fn plaintext_refused_where_not_allowed() {
         let Step::Reply(r) = m.on_line(line.as_bytes()) else { panic!("{line}") };
         assert!(r.starts_with(b"-ERR [AUTH] Plaintext"), "{line}");
     }
+}
+
+#[test]
+fn garbage_floods_are_cut_off() {
+    let script = "XYZZY\r\n".repeat(25);
+    let (out, _) = transcript(&script);
+    assert_eq!(out.matches("-ERR Unknown command").count(), 19, "{out}");
+    assert!(out.ends_with("-ERR Too many bad commands, closing connection\r\n"));
 }

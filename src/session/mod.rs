@@ -4,10 +4,11 @@
 //! connections share one code path. After STLS the loop starts again over the TLS stream with a
 //! fresh parser: nothing read before the handshake survives it.
 
+mod lease;
+
 use crate::accounts::Accounts;
 use crate::config::Config;
-use crate::lock::{LeaseToken, MaildropLocks};
-use crate::names::AccountName;
+use crate::lock::MaildropLocks;
 use crate::protocol::dotstuff::{DotStuffer, TopCut};
 use crate::protocol::framing::{Frame, LineFramer};
 use crate::protocol::machine::{self, LoginOutcome, Machine, Settings, Step, UpdateOutcome};
@@ -15,6 +16,7 @@ use crate::protocol::maildrop::Listing;
 use crate::protocol::response::{self, Code};
 use crate::protocol::sasl::Credentials;
 use crate::store::{MessageStore, StoreError};
+use lease::HeldLease;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,36 +96,6 @@ where
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
-/// A held maildrop lock, released when the session ends however it ends.
-struct HeldLease {
-    maildrop: AccountName,
-    token: LeaseToken,
-    locks: Arc<dyn MaildropLocks>,
-    released: bool,
-}
-
-impl HeldLease {
-    async fn release(mut self) {
-        self.released = true;
-        if let Err(e) = self.locks.release(&self.maildrop, &self.token).await {
-            warn!(error = %e, "releasing maildrop lock failed; it expires by itself");
-        }
-    }
-}
-
-impl Drop for HeldLease {
-    fn drop(&mut self) {
-        if !self.released {
-            let (locks, maildrop, token) = (self.locks.clone(), self.maildrop.clone(), self.token.clone());
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = locks.release(&maildrop, &token).await;
-                });
-            }
-        }
-    }
-}
-
 /// The protocol state of one stream (a connection has two after STLS).
 struct Session<'a> {
     ctx: &'a Context,
@@ -141,6 +113,7 @@ impl<'a> Session<'a> {
             plaintext_allowed: plaintext_allowed(peer, tls_active, cfg.allow_plaintext_auth),
             max_auth_failures: cfg.max_auth_failures,
             max_line_violations: cfg.max_line_violations,
+            max_bad_commands: cfg.max_bad_commands,
             implementation: format!("cloudpop-{}", env!("CARGO_PKG_VERSION")),
             expire: "NEVER".into(),
             login_delay_secs: 0,
@@ -179,8 +152,6 @@ impl<'a> Session<'a> {
         let mut framer = LineFramer::new(self.ctx.config.max_line_length);
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 16 * 1024];
-        let lease_period = self.ctx.config.lock_lease() / 3;
-        let mut renew_at: Option<tokio::time::Instant> = None;
         loop {
             // Answer every complete command already buffered (pipelining), in order.
             loop {
@@ -212,9 +183,6 @@ impl<'a> Session<'a> {
                 }
             }
             self.flush(stream).await?;
-            if self.lease.is_some() && renew_at.is_none() {
-                renew_at = Some(tokio::time::Instant::now() + lease_period);
-            }
             let idle = if self.machine.in_transaction() {
                 self.ctx.config.idle_timeout()
             } else {
@@ -237,13 +205,10 @@ impl<'a> Session<'a> {
                     self.flush(stream).await?;
                     return Ok(false);
                 }
-                () = sleep_until(renew_at) => {
-                    renew_at = Some(tokio::time::Instant::now() + lease_period);
-                    if !self.renew_lease().await {
-                        self.out.extend(response::err(Some(Code::SysTemp), "Lost the maildrop lock; closing without changes"));
-                        self.flush(stream).await?;
-                        return Ok(false);
-                    }
+                () = lease_lost(self.lease.as_ref()) => {
+                    self.out.extend(response::err(Some(Code::SysTemp), "Lost the maildrop lock; closing without changes"));
+                    self.flush(stream).await?;
+                    return Ok(false);
                 }
             }
         }
@@ -314,7 +279,7 @@ impl<'a> Session<'a> {
                 return LoginOutcome::Unavailable("lock service unavailable".into());
             }
         };
-        let lease = HeldLease { maildrop: name.clone(), token, locks: ctx.locks.clone(), released: false };
+        let lease = HeldLease::hold(ctx.locks.clone(), name.clone(), token, ctx.config.lock_lease());
         match ctx.messages.list(&name).await {
             Ok(list) => {
                 info!(user = %name, messages = list.len(), "logged in");
@@ -329,31 +294,16 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn renew_lease(&self) -> bool {
-        let Some(lease) = &self.lease else { return true };
-        match self.ctx.locks.renew(&lease.maildrop, &lease.token, self.ctx.config.lock_lease()).await {
-            Ok(true) => true,
-            Ok(false) => {
-                warn!("maildrop lease lost");
-                false
-            }
-            Err(e) => {
-                warn!(error = %e, "maildrop lease renewal failed");
-                false
-            }
-        }
-    }
-
     /// UPDATE state: confirm the lease is still ours, then remove the marked messages.
     async fn update(&mut self, uids: &[String]) -> UpdateOutcome {
         let Some(lease) = &self.lease else { return UpdateOutcome::Applied };
         if uids.is_empty() {
             return UpdateOutcome::Applied;
         }
-        if !self.renew_lease().await {
+        if !lease.confirm().await {
             return UpdateOutcome::Failed("the maildrop lock was lost; nothing was removed".into());
         }
-        match self.ctx.messages.remove(&lease.maildrop, uids).await {
+        match self.ctx.messages.remove(lease.maildrop(), uids).await {
             Ok(report) if report.failed.is_empty() => {
                 info!(removed = report.removed, "update applied");
                 UpdateOutcome::Applied
@@ -375,7 +325,7 @@ impl<'a> Session<'a> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let Some(lease) = &self.lease else { return Ok(()) };
-        let mut body = match self.ctx.messages.open(&lease.maildrop, uid).await {
+        let mut body = match self.ctx.messages.open(lease.maildrop(), uid).await {
             Ok(body) => body,
             Err(StoreError::NotFound) => {
                 self.out.extend(response::err(None, "Message was removed by another process"));
@@ -443,9 +393,9 @@ enum Flow {
     StartTls,
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+async fn lease_lost(lease: Option<&HeldLease>) {
+    match lease {
+        Some(lease) => lease.lost().await,
         None => std::future::pending().await,
     }
 }
