@@ -37,7 +37,7 @@ pub fn acceptor_from_pem(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsErro
         return Err(TlsError::Pem { path: cert.into(), message: "no certificate found".into() });
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     // No ALPN list: a server that sets one rejects clients offering other protocols, and POP3
     // clients in the field offer none or odd ones.
     let config = ServerConfig::builder_with_provider(provider)

@@ -148,7 +148,7 @@ pub fn tls_config(cert: &Path) -> Arc<rustls::ClientConfig> {
     for cert in CertificateDer::pem_file_iter(cert).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
