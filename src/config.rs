@@ -1,7 +1,8 @@
 //! The one configuration struct: defaults, then the TOML file, then `CLOUDPOP_*` environment
 //! variables, then command-line flags; validated before anything starts.
 
-use serde::{Deserialize, Serialize};
+use crate::secret::Secret;
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,9 +14,14 @@ pub const ENV_PREFIX: &str = "CLOUDPOP_";
 const ENV_NOT_KEYS: [&str; 1] = ["CLOUDPOP_CONFIG"];
 
 /// Every setting of the service. Each field is also a TOML key and a `CLOUDPOP_<KEY>` variable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Where messages and accounts live: `fs` (the embedded default, under `data_dir`) or `s3`.
+    pub store: StoreKind,
+    /// Where maildrop locks and login throttles live: `memory` (this process only) or `redis`
+    /// (shared by every frontend of a pool).
+    pub locks: LocksKind,
     /// Directory of the embedded store: messages, accounts, the generated TLS certificate.
     pub data_dir: PathBuf,
     /// Address of the POP3 listener with STLS (production: `0.0.0.0:110`). Empty disables it.
@@ -55,11 +61,72 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Log filter in `tracing` syntax, e.g. `info` or `cloudpop=debug`.
     pub log: String,
+
+    /// S3 endpoint URL; empty means AWS itself (then `s3_region` picks the endpoint).
+    pub s3_endpoint: String,
+    /// S3 region (any non-empty value works for most self-hosted stores).
+    pub s3_region: String,
+    /// Bucket holding messages and accounts; required with `store = "s3"`.
+    pub s3_bucket: String,
+    /// Key prefix inside the bucket, so several deployments can share one bucket.
+    pub s3_prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO, Garage, Ceph RGW setups
+    /// without wildcard DNS.
+    pub s3_path_style: bool,
+    /// Access key id. Without it the standard AWS chain is used: environment, profile, web
+    /// identity (IRSA), container and instance metadata.
+    pub s3_access_key_id: Option<String>,
+    /// Secret access key; prefer `CLOUDPOP_S3_SECRET_ACCESS_KEY` or the `_file` form.
+    pub s3_secret_access_key: Option<Secret>,
+    /// File holding the secret access key.
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    /// Time allowed for one S3 call attempt, and for each chunk of a body being read, in seconds.
+    pub s3_timeout_secs: u64,
+    /// Attempts per S3 call (with exponential backoff) before giving up with `[SYS/TEMP]`.
+    pub s3_max_attempts: u32,
+
+    /// Redis URL, `redis://host:port/db` or `rediss://` for TLS.
+    pub redis_url: String,
+    /// Redis ACL user name.
+    pub redis_username: Option<String>,
+    /// Redis password; prefer `CLOUDPOP_REDIS_PASSWORD` or the `_file` form.
+    pub redis_password: Option<Secret>,
+    /// File holding the Redis password.
+    pub redis_password_file: Option<PathBuf>,
+    /// Prefix of every key cloudpop writes in Redis.
+    pub redis_key_prefix: String,
+    /// Time allowed for one Redis command or connection attempt, in milliseconds.
+    pub redis_timeout_ms: u64,
+
+    /// Window over which failed logins are counted, in seconds.
+    pub throttle_window_secs: u64,
+    /// Failed logins per account within the window before further logins are refused.
+    pub throttle_account_failures: u32,
+    /// Failed logins per client address within the window before its logins are refused.
+    pub throttle_address_failures: u32,
+}
+
+/// The message and account store backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Fs,
+    S3,
+}
+
+/// The lock and throttle backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocksKind {
+    Memory,
+    Redis,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
+            store: StoreKind::Fs,
+            locks: LocksKind::Memory,
             data_dir: PathBuf::from("cloudpop-data"),
             pop3_listen: "127.0.0.1:1110".into(),
             pop3s_listen: "127.0.0.1:1995".into(),
@@ -78,6 +145,25 @@ impl Default for Config {
             max_message_size: 512 * 1024 * 1024,
             shutdown_grace_secs: 30,
             log: "info".into(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_bucket: String::new(),
+            s3_prefix: String::new(),
+            s3_path_style: false,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_secret_access_key_file: None,
+            s3_timeout_secs: 10,
+            s3_max_attempts: 3,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_username: None,
+            redis_password: None,
+            redis_password_file: None,
+            redis_key_prefix: "cloudpop:".into(),
+            redis_timeout_ms: 2000,
+            throttle_window_secs: 900,
+            throttle_account_failures: 10,
+            throttle_address_failures: 30,
         }
     }
 }
@@ -153,7 +239,13 @@ impl Config {
             }
             (None, None) => {}
         }
-        let ranges: [(&str, u64, u64, u64); 10] = [
+        let ranges: [(&str, u64, u64, u64); 16] = [
+            ("s3_timeout_secs", self.s3_timeout_secs, 1, 600),
+            ("s3_max_attempts", self.s3_max_attempts.into(), 1, 20),
+            ("redis_timeout_ms", self.redis_timeout_ms, 50, 60_000),
+            ("throttle_window_secs", self.throttle_window_secs, 1, 86_400),
+            ("throttle_account_failures", self.throttle_account_failures.into(), 1, 1_000_000),
+            ("throttle_address_failures", self.throttle_address_failures.into(), 1, 1_000_000),
             ("max_bad_commands", self.max_bad_commands.into(), 1, 1000),
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("max_line_length", self.max_line_length as u64, 512, 65_536),
@@ -172,6 +264,41 @@ impl Config {
         }
         if self.max_message_size < 1024 {
             return fail(format!("max_message_size = {} is below 1024 octets", self.max_message_size));
+        }
+        if self.store == StoreKind::S3 {
+            if self.s3_bucket.is_empty() {
+                return fail("store = \"s3\" needs s3_bucket".into());
+            }
+            if !self.s3_endpoint.is_empty()
+                && !self.s3_endpoint.starts_with("http://")
+                && !self.s3_endpoint.starts_with("https://")
+            {
+                return fail(format!("s3_endpoint = {:?} must start with http:// or https://", self.s3_endpoint));
+            }
+            let key_given = self.s3_secret_access_key.is_some() || self.s3_secret_access_key_file.is_some();
+            if self.s3_access_key_id.is_some() != key_given {
+                return fail("s3_access_key_id and a secret access key (inline or _file) go together".into());
+            }
+            if let Some(file) = &self.s3_secret_access_key_file {
+                if !file.is_file() {
+                    return fail(format!("s3_secret_access_key_file = {} is not a readable file", file.display()));
+                }
+            }
+            if !self.s3_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
+                return fail(format!("s3_prefix = {:?} may only hold letters, digits and - _ . /", self.s3_prefix));
+            }
+        }
+        if self.locks == LocksKind::Redis {
+            let url_ok =
+                redis::parse_redis_url(&self.redis_url).is_some_and(|u| matches!(u.scheme(), "redis" | "rediss"));
+            if !url_ok {
+                return fail("redis_url must look like redis://host:port/db or rediss://host:port/db".into());
+            }
+            if let Some(file) = &self.redis_password_file {
+                if !file.is_file() {
+                    return fail(format!("redis_password_file = {} is not a readable file", file.display()));
+                }
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
             return fail(format!("log = {:?} is not a valid filter", self.log));

@@ -11,12 +11,16 @@
 //! - [`config`]: the one configuration struct, its sources and validation
 
 pub mod accounts;
+pub mod backends;
 pub mod config;
 pub mod delivery;
 pub mod lock;
 pub mod names;
 pub mod protocol;
+pub mod redis_conn;
+pub mod secret;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod throttle;
 pub mod tls;

@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use cloudpop::backends::Backends;
 use cloudpop::config::Config;
 use cloudpop::delivery;
 use cloudpop::server::{self, Shutdown};
@@ -162,7 +163,7 @@ async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
     };
     let config = load_config(common)?;
     config.validate()?;
-    let (store, accounts) = server::embedded_backends(&config).await?;
+    let Backends { messages, accounts, .. } = Backends::from_config(&config).await?;
     match cmd {
         AccountCommand::Add(a) => {
             let name = accounts.create(&a.name, &read_password()?).await?;
@@ -173,7 +174,7 @@ async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
             println!("password changed for {}", a.name.to_ascii_lowercase());
         }
         AccountCommand::Del { name, .. } => {
-            accounts.delete(&name, store.as_ref()).await?;
+            accounts.delete(&name, messages.as_ref()).await?;
             println!("deleted account {} and its messages", name.to_ascii_lowercase());
         }
         AccountCommand::List { .. } => {
@@ -188,15 +189,15 @@ async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
 async fn deliver(name: &str, files: &[PathBuf], common: &CommonArgs) -> anyhow::Result<()> {
     let config = load_config(common)?;
     config.validate()?;
-    let (store, accounts) = server::embedded_backends(&config).await?;
+    let Backends { messages, accounts, .. } = Backends::from_config(&config).await?;
+    let store = messages.as_ref();
     if files.is_empty() {
-        let stored =
-            delivery::deliver(store.as_ref(), &accounts, name, tokio::io::stdin(), config.max_message_size).await?;
+        let stored = delivery::deliver(store, &accounts, name, tokio::io::stdin(), config.max_message_size).await?;
         println!("delivered {} ({} octets)", stored.id, stored.size);
     }
     for file in files {
         let input = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
-        let stored = delivery::deliver(store.as_ref(), &accounts, name, input, config.max_message_size)
+        let stored = delivery::deliver(store, &accounts, name, input, config.max_message_size)
             .await
             .with_context(|| format!("delivering {}", file.display()))?;
         println!("delivered {} ({} octets) from {}", stored.id, stored.size, file.display());

@@ -1,12 +1,9 @@
 //! Listeners and the accept loops: builds the backends from configuration, serves POP3 on the
 //! plain (STLS) and implicit-TLS listeners, and shuts down gracefully.
 
-use crate::accounts::Accounts;
+use crate::backends::{BackendError, Backends};
 use crate::config::Config;
-use crate::lock::memory::MemoryLocks;
 use crate::session::{self, Context, Listener};
-use crate::store::StoreError;
-use crate::store::fs::FsStore;
 use crate::tls::{self, TlsError};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -25,8 +22,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot open the data directory: {0}")]
-    Store(#[from] StoreError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -40,31 +37,19 @@ pub enum Shutdown {
     Fast,
 }
 
-/// The backends of the embedded default: files under `data_dir`, locks in this process.
-pub async fn embedded_backends(config: &Config) -> Result<(Arc<FsStore>, Accounts), StoreError> {
-    let store = Arc::new(FsStore::open(&config.data_dir).await?);
-    let accounts = Accounts::new(store.clone());
-    Ok((store, accounts))
-}
-
 /// Runs the POP3 service until `stop` resolves.
 pub async fn run(config: Config, stop: impl Future<Output = Shutdown>) -> Result<(), ServerError> {
     config.validate()?;
     let config = Arc::new(config);
-    let (store, accounts) = embedded_backends(&config).await?;
+    let backends = Backends::from_config(&config).await?;
+    info!(store = ?config.store, locks = ?config.locks, "backends ready");
     let (cert, key) = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         _ => tls::self_signed_paths(&config.data_dir)?,
     };
     let acceptor = tls::acceptor_from_pem(&cert, &key)?;
-    let ctx = Arc::new(Context {
-        config: config.clone(),
-        messages: store,
-        accounts,
-        locks: Arc::new(MemoryLocks::new()),
-        tls: Some(acceptor),
-        shutdown: CancellationToken::new(),
-    });
+    let ctx =
+        Arc::new(Context { config: config.clone(), backends, tls: Some(acceptor), shutdown: CancellationToken::new() });
 
     let mut listeners = Vec::new();
     for (addr, role, name) in

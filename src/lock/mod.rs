@@ -5,6 +5,7 @@
 //! holder that lost its lease can never release someone else's.
 
 pub mod memory;
+pub mod redis;
 
 use crate::names::AccountName;
 use async_trait::async_trait;

@@ -57,6 +57,8 @@ pub enum LoginOutcome {
     /// Credentials good, maildrop locked; this is the snapshot.
     LoggedIn(Vec<Listing>),
     BadCredentials,
+    /// Too many recent failures for this account or client address.
+    Throttled,
     /// Another session holds the maildrop.
     InUse,
     /// Logged in again before the account's minimum delay passed.
@@ -298,14 +300,9 @@ impl Machine {
                 self.phase = Phase::Transaction(view);
                 Step::Reply(response::ok(&format!("Logged in, maildrop has {count} messages ({octets} octets)")))
             }
-            LoginOutcome::BadCredentials => {
-                self.auth_failures += 1;
-                let close = self.auth_failures >= self.settings.max_auth_failures;
-                if close {
-                    self.phase = Phase::Closed;
-                }
-                Step::AuthFailed { reply: response::err(Some(Code::Auth), "Authentication failed"), close }
-            }
+            LoginOutcome::BadCredentials => self.auth_failed(Code::Auth, "Authentication failed"),
+            // Temporary, so that clients retry later instead of asking the user for a password.
+            LoginOutcome::Throttled => self.auth_failed(Code::SysTemp, "Too many failed logins, try again later"),
             LoginOutcome::InUse => {
                 Step::Reply(response::err(Some(Code::InUse), "Maildrop is locked by another session, try again later"))
             }
@@ -318,6 +315,15 @@ impl Machine {
                 &format!("Temporary server failure ({why}), try again later"),
             )),
         }
+    }
+
+    fn auth_failed(&mut self, code: Code, text: &str) -> Step {
+        self.auth_failures += 1;
+        let close = self.auth_failures >= self.settings.max_auth_failures;
+        if close {
+            self.phase = Phase::Closed;
+        }
+        Step::AuthFailed { reply: response::err(Some(code), text), close }
     }
 
     fn transaction(&mut self, cmd: Command, mut view: MaildropView) -> Step {

@@ -6,16 +6,16 @@
 
 mod lease;
 
-use crate::accounts::Accounts;
+use crate::backends::Backends;
 use crate::config::Config;
-use crate::lock::MaildropLocks;
+use crate::names::AccountName;
 use crate::protocol::dotstuff::{DotStuffer, TopCut};
 use crate::protocol::framing::{Frame, LineFramer};
 use crate::protocol::machine::{self, LoginOutcome, Machine, Settings, Step, UpdateOutcome};
 use crate::protocol::maildrop::Listing;
 use crate::protocol::response::{self, Code};
 use crate::protocol::sasl::Credentials;
-use crate::store::{MessageStore, StoreError};
+use crate::store::StoreError;
 use lease::HeldLease;
 use std::io;
 use std::net::SocketAddr;
@@ -32,9 +32,7 @@ const WRITE_CHUNK: usize = 64 * 1024;
 /// Everything a session needs, shared by all sessions of a process.
 pub struct Context {
     pub config: Arc<Config>,
-    pub messages: Arc<dyn MessageStore>,
-    pub accounts: Accounts,
-    pub locks: Arc<dyn MaildropLocks>,
+    pub backends: Backends,
     /// Present when TLS is configured (always, with the self-signed default).
     pub tls: Option<TlsAcceptor>,
     /// Cancelled when the server shuts down.
@@ -99,6 +97,7 @@ where
 /// The protocol state of one stream (a connection has two after STLS).
 struct Session<'a> {
     ctx: &'a Context,
+    peer: SocketAddr,
     machine: Machine,
     lease: Option<HeldLease>,
     out: Vec<u8>,
@@ -118,7 +117,7 @@ impl<'a> Session<'a> {
             expire: "NEVER".into(),
             login_delay_secs: 0,
         };
-        Self { ctx, machine: Machine::new(settings), lease: None, out: Vec::with_capacity(4096) }
+        Self { ctx, peer, machine: Machine::new(settings), lease: None, out: Vec::with_capacity(4096) }
     }
 
     /// Runs until the connection ends; returns the stream when the client asked for STLS.
@@ -257,10 +256,27 @@ impl<'a> Session<'a> {
 
     async fn login(&mut self, creds: Credentials) -> LoginOutcome {
         let ctx = self.ctx;
-        let name = match ctx.accounts.authenticate(&creds.user, &creds.password).await {
+        let claimed = AccountName::parse(&creds.user).ok();
+        let addr = self.peer.ip();
+        let throttle = &ctx.backends.throttle;
+        match throttle.allowed(claimed.as_ref(), addr).await {
+            Ok(true) => {}
+            Ok(false) => {
+                info!(user = %creds.user.escape_debug(), "login refused: too many recent failures");
+                return LoginOutcome::Throttled;
+            }
+            Err(e) => {
+                warn!(error = %e, "login throttle unavailable");
+                return LoginOutcome::Unavailable("coordination service unavailable".into());
+            }
+        }
+        let name = match ctx.backends.accounts.authenticate(&creds.user, &creds.password).await {
             Ok(Some(name)) => name,
             Ok(None) => {
                 info!(user = %creds.user.escape_debug(), "login failed");
+                if let Err(e) = throttle.failed(claimed.as_ref(), addr).await {
+                    warn!(error = %e, "cannot count a failed login");
+                }
                 return LoginOutcome::BadCredentials;
             }
             Err(e) => {
@@ -268,7 +284,7 @@ impl<'a> Session<'a> {
                 return LoginOutcome::Unavailable("account store unavailable".into());
             }
         };
-        let token = match ctx.locks.acquire(&name, ctx.config.lock_lease()).await {
+        let token = match ctx.backends.locks.acquire(&name, ctx.config.lock_lease()).await {
             Ok(Some(token)) => token,
             Ok(None) => {
                 info!(user = %name, "maildrop in use");
@@ -279,8 +295,8 @@ impl<'a> Session<'a> {
                 return LoginOutcome::Unavailable("lock service unavailable".into());
             }
         };
-        let lease = HeldLease::hold(ctx.locks.clone(), name.clone(), token, ctx.config.lock_lease());
-        match ctx.messages.list(&name).await {
+        let lease = HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.config.lock_lease());
+        match ctx.backends.messages.list(&name).await {
             Ok(list) => {
                 info!(user = %name, messages = list.len(), "logged in");
                 self.lease = Some(lease);
@@ -303,7 +319,7 @@ impl<'a> Session<'a> {
         if !lease.confirm().await {
             return UpdateOutcome::Failed("the maildrop lock was lost; nothing was removed".into());
         }
-        match self.ctx.messages.remove(lease.maildrop(), uids).await {
+        match self.ctx.backends.messages.remove(lease.maildrop(), uids).await {
             Ok(report) if report.failed.is_empty() => {
                 info!(removed = report.removed, "update applied");
                 UpdateOutcome::Applied
@@ -325,7 +341,7 @@ impl<'a> Session<'a> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let Some(lease) = &self.lease else { return Ok(()) };
-        let mut body = match self.ctx.messages.open(lease.maildrop(), uid).await {
+        let mut body = match self.ctx.backends.messages.open(lease.maildrop(), uid).await {
             Ok(body) => body,
             Err(StoreError::NotFound) => {
                 self.out.extend(response::err(None, "Message was removed by another process"));

@@ -5,6 +5,7 @@
 
 pub mod fs;
 pub mod ids;
+pub mod s3;
 
 use crate::names::AccountName;
 use async_trait::async_trait;

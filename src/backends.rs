@@ -1,0 +1,71 @@
+//! Builds the storage and coordination backends the configuration asks for. The rest of the
+//! service sees only the traits, so the embedded and the cloud deployment share every other line.
+
+use crate::accounts::Accounts;
+use crate::config::{Config, LocksKind, StoreKind};
+use crate::lock::MaildropLocks;
+use crate::lock::memory::MemoryLocks;
+use crate::lock::redis::RedisLocks;
+use crate::redis_conn::{self, RedisSetupError};
+use crate::store::fs::FsStore;
+use crate::store::s3::{S3Settings, S3Store};
+use crate::store::{MessageStore, StoreError};
+use crate::throttle::memory::MemoryThrottle;
+use crate::throttle::redis::RedisThrottle;
+use crate::throttle::{Limits, LoginThrottle};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the backends could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot read s3_secret_access_key_file: {0}")]
+    S3Secret(std::io::Error),
+    #[error(transparent)]
+    Redis(#[from] RedisSetupError),
+}
+
+/// Every backend of one process.
+#[derive(Clone)]
+pub struct Backends {
+    pub messages: Arc<dyn MessageStore>,
+    pub accounts: Accounts,
+    pub locks: Arc<dyn MaildropLocks>,
+    pub throttle: Arc<dyn LoginThrottle>,
+}
+
+impl Backends {
+    /// Sets up the configured backends. Remote ones connect lazily: a store or Redis that is
+    /// down now gives `[SYS/TEMP]` until it comes back, rather than stopping the process.
+    pub async fn from_config(config: &Config) -> Result<Self, BackendError> {
+        let (messages, accounts): (Arc<dyn MessageStore>, Accounts) = match config.store {
+            StoreKind::Fs => {
+                let store = Arc::new(FsStore::open(&config.data_dir).await?);
+                (store.clone(), Accounts::new(store))
+            }
+            StoreKind::S3 => {
+                let settings = S3Settings::from_config(config).map_err(BackendError::S3Secret)?;
+                let store = Arc::new(S3Store::new(&settings).await);
+                (store.clone(), Accounts::new(store))
+            }
+        };
+        let limits = Limits {
+            window: Duration::from_secs(config.throttle_window_secs),
+            per_account: config.throttle_account_failures,
+            per_address: config.throttle_address_failures,
+        };
+        let (locks, throttle): (Arc<dyn MaildropLocks>, Arc<dyn LoginThrottle>) = match config.locks {
+            LocksKind::Memory => (Arc::new(MemoryLocks::new()), Arc::new(MemoryThrottle::new(limits))),
+            LocksKind::Redis => {
+                let conn = redis_conn::connect(config)?;
+                (
+                    Arc::new(RedisLocks::new(conn.clone(), &config.redis_key_prefix)),
+                    Arc::new(RedisThrottle::new(conn, &config.redis_key_prefix, limits)),
+                )
+            }
+        };
+        Ok(Self { messages, accounts, locks, throttle })
+    }
+}

@@ -1,0 +1,94 @@
+//! Maildrop leases in Redis, shared by every frontend of a pool.
+//!
+//! A lease is the key `{prefix}lock:{maildrop}` holding the owner's random token, with a PX
+//! expiry. Acquire is `SET NX PX`; renew and release are Lua scripts that act only while the key
+//! still holds our token, so a frontend that lost its lease can never extend or delete the next
+//! holder's.
+
+use super::{LeaseToken, LockError, MaildropLocks};
+use crate::names::AccountName;
+use async_trait::async_trait;
+use redis::Script;
+use redis::aio::ConnectionManager;
+use std::sync::LazyLock;
+use std::time::Duration;
+use tracing::{Instrument, debug_span};
+
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+    )
+});
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
+});
+
+/// Leases in Redis.
+#[derive(Clone)]
+pub struct RedisLocks {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisLocks {
+    pub fn new(conn: ConnectionManager, key_prefix: &str) -> Self {
+        Self { conn, prefix: key_prefix.to_owned() }
+    }
+
+    fn key(&self, maildrop: &AccountName) -> String {
+        format!("{}lock:{maildrop}", self.prefix)
+    }
+}
+
+pub(crate) fn unavailable(e: redis::RedisError) -> LockError {
+    LockError::Unavailable(format!("redis: {}", e.category()))
+}
+
+fn millis(ttl: Duration) -> u64 {
+    ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+}
+
+#[async_trait]
+impl MaildropLocks for RedisLocks {
+    async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+        let token = LeaseToken::generate();
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(maildrop))
+            .arg(&token.0)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async(&mut conn)
+            .instrument(debug_span!("redis.lock.acquire", maildrop = %maildrop))
+            .await
+            .map_err(unavailable)?;
+        Ok(set.map(|_| token))
+    }
+
+    async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, LockError> {
+        let mut conn = self.conn.clone();
+        let renewed: i64 = RENEW
+            .key(self.key(maildrop))
+            .arg(&token.0)
+            .arg(millis(ttl))
+            .invoke_async(&mut conn)
+            .instrument(debug_span!("redis.lock.renew", maildrop = %maildrop))
+            .await
+            .map_err(unavailable)?;
+        Ok(renewed == 1)
+    }
+
+    async fn release(&self, maildrop: &AccountName, token: &LeaseToken) -> Result<(), LockError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = RELEASE
+            .key(self.key(maildrop))
+            .arg(&token.0)
+            .invoke_async(&mut conn)
+            .instrument(debug_span!("redis.lock.release", maildrop = %maildrop))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,41 @@
+//! The shared Redis connection of a frontend: one multiplexed connection that reconnects by
+//! itself, with timeouts on every command so a dead Redis gives an error, never a hang.
+
+use crate::config::Config;
+use crate::secret::Secret;
+use redis::IntoConnectionInfo;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+/// Redis failures, for every user of the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    #[error("invalid redis_url: {0}")]
+    Url(String),
+    #[error("cannot read redis_password_file: {0}")]
+    PasswordFile(std::io::Error),
+}
+
+/// Builds a lazily connecting, self-healing connection from the configuration.
+pub fn connect(config: &Config) -> Result<ConnectionManager, RedisSetupError> {
+    let mut info = config.redis_url.as_str().into_connection_info().map_err(|e| RedisSetupError::Url(e.to_string()))?;
+    let password = Secret::inline_or_file(config.redis_password.as_ref(), config.redis_password_file.as_deref())
+        .map_err(RedisSetupError::PasswordFile)?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &config.redis_username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = password {
+        settings = settings.set_password(password.expose());
+    }
+    info = info.set_redis_settings(settings);
+    let client = redis::Client::open(info).map_err(|e| RedisSetupError::Url(e.to_string()))?;
+    let timeout = Duration::from_millis(config.redis_timeout_ms);
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| RedisSetupError::Url(e.to_string()))
+}

@@ -1,0 +1,92 @@
+//! The object key layout of the S3 backend.
+//!
+//! ```text
+//! {prefix}accounts/{shard}/{name}.json     account record
+//! {prefix}mail/{shard}/{name}/{id}         one message, CRLF line endings, exact POP3 size
+//! ```
+//! `shard` is two hex digits of a hash of the account name. S3 scales request rates per key
+//! prefix, so 256 shards spread a busy pool's load instead of piling it on one prefix. Names are
+//! [`AccountName`]s, which contain no `/`, so a maildrop prefix (with its trailing `/`) can never
+//! reach another account's keys, and `alice` never lists `alice2`'s mail.
+
+use crate::names::AccountName;
+
+/// Builds and parses keys under one prefix.
+#[derive(Debug, Clone)]
+pub struct KeyLayout {
+    prefix: String,
+}
+
+impl KeyLayout {
+    /// `prefix` gets a trailing `/` if it has none (an empty prefix stays empty).
+    pub fn new(prefix: &str) -> Self {
+        let prefix = prefix.trim_start_matches('/');
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
+        Self { prefix }
+    }
+
+    /// The prefix under which all of a maildrop's messages live (ends with `/`).
+    pub fn maildrop(&self, name: &AccountName) -> String {
+        format!("{}mail/{}/{name}/", self.prefix, shard(name))
+    }
+
+    pub fn message(&self, name: &AccountName, id: &str) -> String {
+        format!("{}{id}", self.maildrop(name))
+    }
+
+    pub fn account(&self, name: &AccountName) -> String {
+        format!("{}accounts/{}/{name}.json", self.prefix, shard(name))
+    }
+
+    /// The prefix under which every account record lives.
+    pub fn accounts(&self) -> String {
+        format!("{}accounts/", self.prefix)
+    }
+
+    /// The account name of an account record key, if it is one.
+    pub fn account_of(&self, key: &str) -> Option<AccountName> {
+        let rest = key.strip_prefix(&self.accounts())?;
+        let (_, file) = rest.split_once('/')?;
+        AccountName::parse(file.strip_suffix(".json")?).ok()
+    }
+}
+
+/// FNV-1a of the name, folded to one byte: stable across versions and platforms.
+fn shard(name: &AccountName) -> String {
+    let hash =
+        name.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{:02x}", (hash ^ (hash >> 32) ^ (hash >> 16) ^ (hash >> 8)) & 0xff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> AccountName {
+        AccountName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn layout_is_stable_and_prefixed() {
+        let k = KeyLayout::new("tenant1");
+        assert_eq!(k.account(&n("alice")), format!("tenant1/accounts/{}/alice.json", shard(&n("alice"))));
+        assert!(k.message(&n("alice"), "01ab").starts_with("tenant1/mail/"));
+        assert_eq!(k.account_of(&k.account(&n("bob@example.com"))), Some(n("bob@example.com")));
+        assert_eq!(k.account_of("tenant1/accounts/00/x/../y.json"), None);
+        assert_eq!(KeyLayout::new("").accounts(), "accounts/");
+        assert_eq!(KeyLayout::new("a/b/").accounts(), "a/b/accounts/");
+    }
+
+    #[test]
+    fn maildrop_prefixes_never_overlap() {
+        let k = KeyLayout::new("");
+        let (a, b) = (k.maildrop(&n("alice")), k.maildrop(&n("alice2")));
+        assert!(!b.starts_with(&a) && !a.starts_with(&b));
+    }
+
+    #[test]
+    fn shards_spread() {
+        let shards: std::collections::HashSet<String> = (0..2000).map(|i| shard(&n(&format!("user{i}")))).collect();
+        assert!(shards.len() > 200, "only {} shards used", shards.len());
+    }
+}

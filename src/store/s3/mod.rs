@@ -1,0 +1,346 @@
+//! The cloud backend: messages and accounts as objects in an S3-compatible store.
+//!
+//! Login lists keys and sizes (ListObjectsV2, paginated) and never reads a body. RETR streams
+//! the object body. New messages become visible all at once: one PutObject for small ones, a
+//! multipart upload (invisible until completed) for large ones, so memory per delivery is bounded
+//! by one part. Nothing relies on conditional writes, which some stores (Garage) ignore: ids
+//! carry 48 random bits besides the time, so two deliveries never pick the same key.
+
+mod keys;
+mod upload;
+
+pub use keys::KeyLayout;
+
+use super::{
+    AccountRecord, AccountStore, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError, StoredMessage,
+};
+use crate::config::Config;
+use crate::names::AccountName;
+use crate::secret::Secret;
+use crate::store::ids::{is_message_id, new_message_id};
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use std::time::Duration;
+use tokio::io::AsyncRead;
+use tracing::{Instrument, debug_span};
+
+/// DeleteObjects accepts at most this many keys per call.
+const DELETE_BATCH: usize = 1000;
+
+/// Connection settings, taken from [`Config`].
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub path_style: bool,
+    pub access_key: Option<(String, Secret)>,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+}
+
+impl S3Settings {
+    pub fn from_config(config: &Config) -> std::io::Result<Self> {
+        let secret =
+            Secret::inline_or_file(config.s3_secret_access_key.as_ref(), config.s3_secret_access_key_file.as_deref())?;
+        Ok(Self {
+            endpoint: config.s3_endpoint.clone(),
+            region: config.s3_region.clone(),
+            bucket: config.s3_bucket.clone(),
+            prefix: config.s3_prefix.clone(),
+            path_style: config.s3_path_style,
+            access_key: config.s3_access_key_id.clone().zip(secret),
+            timeout: Duration::from_secs(config.s3_timeout_secs),
+            max_attempts: config.s3_max_attempts,
+        })
+    }
+}
+
+/// Messages and accounts in one bucket.
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    keys: KeyLayout,
+    /// Longest wait for one chunk of a body being read.
+    read_timeout: Duration,
+}
+
+impl S3Store {
+    /// Builds the client. No request is made: a store that is down now can come up later.
+    pub async fn new(settings: &S3Settings) -> Self {
+        use aws_config::retry::RetryConfig;
+        use aws_config::timeout::TimeoutConfig;
+        use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .operation_attempt_timeout(settings.timeout)
+            .operation_timeout(settings.timeout * settings.max_attempts + Duration::from_secs(2))
+            .build();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()))
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
+            .timeout_config(timeouts);
+        if let Some((id, secret)) = &settings.access_key {
+            let creds = aws_sdk_s3::config::Credentials::new(id, secret.expose(), None, None, "cloudpop-config");
+            loader = loader.credentials_provider(creds);
+        }
+        let shared = loader.load().await;
+        // Checksums only where S3 requires them: several compatible stores reject the newer
+        // streaming-checksum encodings.
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(settings.path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if !settings.endpoint.is_empty() {
+            builder = builder.endpoint_url(&settings.endpoint);
+        }
+        Self {
+            client: Client::from_conf(builder.build()),
+            bucket: settings.bucket.clone(),
+            keys: KeyLayout::new(&settings.prefix),
+            read_timeout: settings.timeout,
+        }
+    }
+
+    /// Every key and size under `prefix`, following ListObjectsV2 continuation tokens.
+    async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk_error)?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    out.push((key.to_owned(), object.size().unwrap_or(0).max(0) as u64));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => {
+                let body = tokio::time::timeout(self.read_timeout, out.body.collect())
+                    .await
+                    .map_err(|_| StoreError::Unavailable("timed out reading an object".into()))?
+                    .map_err(|e| StoreError::Unavailable(format!("reading an object failed: {e}")))?;
+                Ok(Some(body.into_bytes().to_vec()))
+            }
+            Err(e) => match sdk_error(e) {
+                StoreError::NotFound => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn delete_keys(&self, keys: &[String]) -> Result<RemoveReport, StoreError> {
+        let mut report = RemoveReport::default();
+        for batch in keys.chunks(DELETE_BATCH) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build().map_err(|e| StoreError::Failed(e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| StoreError::Failed(e.to_string()))?;
+            let out =
+                self.client.delete_objects().bucket(&self.bucket).delete(delete).send().await.map_err(sdk_error)?;
+            let failed: Vec<(String, String)> = out
+                .errors()
+                .iter()
+                .filter(|e| e.code() != Some("NoSuchKey"))
+                .map(|e| (e.key().unwrap_or_default().to_owned(), e.code().unwrap_or("error").to_owned()))
+                .collect();
+            report.removed += batch.len() - failed.len();
+            report.failed.extend(failed);
+        }
+        Ok(report)
+    }
+}
+
+#[async_trait]
+impl MessageStore for S3Store {
+    async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError> {
+        let prefix = self.keys.maildrop(maildrop);
+        let span = debug_span!("s3.list", maildrop = %maildrop);
+        let objects = self.list_prefix(&prefix).instrument(span).await?;
+        let mut messages: Vec<StoredMessage> = objects
+            .into_iter()
+            .filter_map(|(key, size)| {
+                let id = key.strip_prefix(&prefix)?;
+                is_message_id(id).then(|| StoredMessage { id: id.to_owned(), size })
+            })
+            .collect();
+        messages.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(messages)
+    }
+
+    async fn open(&self, maildrop: &AccountName, id: &str) -> Result<MessageBody, StoreError> {
+        if !is_message_id(id) {
+            return Err(StoreError::NotFound);
+        }
+        let span = debug_span!("s3.get", maildrop = %maildrop, id);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.keys.message(maildrop, id))
+            .send()
+            .instrument(span)
+            .await
+            .map_err(sdk_error)?;
+        Ok(Box::pin(TimedRead::new(out.body.into_async_read(), self.read_timeout)))
+    }
+
+    async fn create(&self, maildrop: &AccountName) -> Result<Box<dyn NewMessage>, StoreError> {
+        let id = new_message_id();
+        let key = self.keys.message(maildrop, &id);
+        Ok(Box::new(upload::S3NewMessage::new(self.client.clone(), self.bucket.clone(), key, id)))
+    }
+
+    async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError> {
+        let keys: Vec<String> =
+            ids.iter().filter(|id| is_message_id(id)).map(|id| self.keys.message(maildrop, id)).collect();
+        let skipped = ids.len() - keys.len();
+        let span = debug_span!("s3.delete", maildrop = %maildrop, count = keys.len());
+        let mut report = self.delete_keys(&keys).instrument(span).await?;
+        report.removed += skipped;
+        Ok(report)
+    }
+
+    async fn remove_maildrop(&self, maildrop: &AccountName) -> Result<(), StoreError> {
+        let keys: Vec<String> =
+            self.list_prefix(&self.keys.maildrop(maildrop)).await?.into_iter().map(|(k, _)| k).collect();
+        let report = self.delete_keys(&keys).await?;
+        match report.failed.first() {
+            None => Ok(()),
+            Some((key, code)) => Err(StoreError::Unavailable(format!("could not delete {key}: {code}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl AccountStore for S3Store {
+    async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
+        let Some(bytes) = self.get_small(&self.keys.account(name)).await? else { return Ok(None) };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Failed(format!("account record for {name} is corrupt: {e}")))
+    }
+
+    async fn put(&self, record: &AccountRecord) -> Result<(), StoreError> {
+        let name = AccountName::parse(&record.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let body = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Failed(e.to_string()))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.keys.account(&name))
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+
+    async fn delete(&self, name: &AccountName) -> Result<bool, StoreError> {
+        let key = self.keys.account(name);
+        if self.get_small(&key).await?.is_none() {
+            return Ok(false);
+        }
+        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(sdk_error)?;
+        Ok(true)
+    }
+
+    async fn list(&self) -> Result<Vec<AccountName>, StoreError> {
+        let mut names: Vec<AccountName> = self
+            .list_prefix(&self.keys.accounts())
+            .await?
+            .into_iter()
+            .filter_map(|(k, _)| self.keys.account_of(&k))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+}
+
+/// Maps SDK failures to what the POP3 layer needs to know: gone, retry later, or broken.
+pub(crate) fn sdk_error<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("unknown").to_owned();
+            match code.as_str() {
+                "NoSuchKey" | "NotFound" | "NoSuchUpload" => StoreError::NotFound,
+                "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" | "Throttling" => {
+                    StoreError::Unavailable(format!("object store answered {code}"))
+                }
+                "NoSuchBucket" | "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
+                    StoreError::Failed(format!("object store answered {code}"))
+                }
+                _ => StoreError::Unavailable(format!("object store answered {code}")),
+            }
+        }
+        SdkError::TimeoutError(_) => StoreError::Unavailable("object store timed out".into()),
+        SdkError::DispatchFailure(_) => StoreError::Unavailable("object store unreachable".into()),
+        SdkError::ResponseError(_) => StoreError::Unavailable("object store sent an unreadable response".into()),
+        _ => StoreError::Failed(format!(
+            "object store request failed: {}",
+            aws_smithy_types::error::display::DisplayErrorContext(&err)
+        )),
+    }
+}
+
+/// A body reader that fails instead of hanging when the store stops sending.
+struct TimedRead<R> {
+    inner: R,
+    timeout: Duration,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<R> TimedRead<R> {
+    fn new(inner: R, timeout: Duration) -> Self {
+        Self { inner, timeout, deadline: None }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for TimedRead<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.deadline = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "object store stopped sending the message",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
