@@ -231,11 +231,8 @@ impl Config {
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) | (None, Some(_)) => return fail("tls_cert and tls_key must be given together".into()),
             (Some(cert), Some(key)) => {
-                for (name, path) in [("tls_cert", cert), ("tls_key", key)] {
-                    if !path.is_file() {
-                        return fail(format!("{name} = {} is not a readable file", path.display()));
-                    }
-                }
+                readable_file("tls_cert", Some(cert))?;
+                readable_file("tls_key", Some(key))?;
             }
             (None, None) => {}
         }
@@ -279,11 +276,7 @@ impl Config {
             if self.s3_access_key_id.is_some() != key_given {
                 return fail("s3_access_key_id and a secret access key (inline or _file) go together".into());
             }
-            if let Some(file) = &self.s3_secret_access_key_file {
-                if !file.is_file() {
-                    return fail(format!("s3_secret_access_key_file = {} is not a readable file", file.display()));
-                }
-            }
+            readable_file("s3_secret_access_key_file", self.s3_secret_access_key_file.as_deref())?;
             if !self.s3_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
                 return fail(format!("s3_prefix = {:?} may only hold letters, digits and - _ . /", self.s3_prefix));
             }
@@ -294,11 +287,7 @@ impl Config {
             if !url_ok {
                 return fail("redis_url must look like redis://host:port/db or rediss://host:port/db".into());
             }
-            if let Some(file) = &self.redis_password_file {
-                if !file.is_file() {
-                    return fail(format!("redis_password_file = {} is not a readable file", file.display()));
-                }
-            }
+            readable_file("redis_password_file", self.redis_password_file.as_deref())?;
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
             return fail(format!("log = {:?} is not a valid filter", self.log));
@@ -316,6 +305,16 @@ impl Config {
 
     pub fn lock_lease(&self) -> Duration {
         Duration::from_secs(self.lock_lease_secs)
+    }
+}
+
+/// Checks that an optional file setting names a file.
+fn readable_file(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
+    match path {
+        Some(path) if !path.is_file() => {
+            Err(ConfigError::Invalid(format!("{key} = {} is not a readable file", path.display())))
+        }
+        _ => Ok(()),
     }
 }
 
