@@ -1,48 +1,118 @@
-//! Runs the shared conformance suite against the embedded backends (filesystem, in-process).
+//! Runs the one shared conformance suite against every backend: the embedded ones (filesystem,
+//! in-process locks) and the cloud ones (a real S3 server, a real Redis).
 
+mod common;
 mod conformance;
+
+use cloudpop::config::Config;
 use cloudpop::lock::memory::MemoryLocks;
+use cloudpop::lock::redis::RedisLocks;
 use cloudpop::store::fs::FsStore;
+use cloudpop::store::s3::{S3Settings, S3Store};
+use cloudpop::throttle::memory::MemoryThrottle;
+use cloudpop::throttle::redis::RedisThrottle;
+use common::cloud::{Redis, S3, S3_ACCESS_KEY, S3_SECRET_KEY};
+use std::time::Duration;
 
-async fn fs_store() -> (tempfile::TempDir, FsStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path()).await.unwrap();
-    (dir, store)
-}
-
-macro_rules! fs_cases {
-    ($($case:ident),* $(,)?) => {$(
+/// Runs each named case of the message and account suite against a store built by `$make`.
+macro_rules! store_cases {
+    ($make:path; $($case:ident),* $(,)?) => {$(
         #[tokio::test]
         async fn $case() {
-            let (_dir, store) = fs_store().await;
+            let (_guard, store) = $make().await;
             conformance::$case(&store).await;
         }
     )*};
 }
 
+macro_rules! lock_cases {
+    ($make:path) => {
+        #[tokio::test]
+        async fn locks_are_exclusive_leases() {
+            let (_guard, locks) = $make();
+            conformance::locks_are_exclusive_leases(&locks).await;
+        }
+
+        #[tokio::test]
+        async fn expired_leases_free_themselves() {
+            let (_guard, locks) = $make();
+            conformance::expired_leases_free_themselves(&locks).await;
+        }
+    };
+}
+
 mod fs {
     use super::*;
-    fs_cases!(
-        messages_round_trip,
-        uncommitted_messages_are_invisible,
-        ids_are_unique_ordered_and_well_formed,
-        removal,
-        maildrops_are_isolated,
-        large_messages_stream,
-        accounts,
-    );
+
+    async fn make() -> (tempfile::TempDir, FsStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        (dir, store)
+    }
+
+    store_cases!(make; messages_round_trip, uncommitted_messages_are_invisible, ids_are_unique_ordered_and_well_formed,
+        removal, maildrops_are_isolated, large_messages_stream, accounts, listing_pages_past_a_thousand);
+}
+
+mod s3 {
+    use super::*;
+
+    async fn make() -> (S3, S3Store) {
+        let server = S3::start();
+        let settings = S3Settings {
+            endpoint: server.endpoint(),
+            region: "us-east-1".into(),
+            bucket: server.bucket("conformance"),
+            prefix: "suite".into(),
+            path_style: true,
+            access_key: Some((S3_ACCESS_KEY.into(), cloudpop::secret::Secret::new(S3_SECRET_KEY))),
+            timeout: Duration::from_secs(5),
+            max_attempts: 3,
+        };
+        let store = S3Store::new(&settings).await;
+        (server, store)
+    }
+
+    store_cases!(make; messages_round_trip, uncommitted_messages_are_invisible, ids_are_unique_ordered_and_well_formed,
+        removal, maildrops_are_isolated, large_messages_stream, accounts, listing_pages_past_a_thousand);
 }
 
 mod memory_locks {
     use super::*;
 
-    #[tokio::test]
-    async fn locks_are_exclusive_leases() {
-        conformance::locks_are_exclusive_leases(&MemoryLocks::new()).await;
+    fn make() -> ((), MemoryLocks) {
+        ((), MemoryLocks::new())
     }
 
+    lock_cases!(make);
+
     #[tokio::test]
-    async fn expired_leases_free_themselves() {
-        conformance::expired_leases_free_themselves(&MemoryLocks::new()).await;
+    async fn throttle_counts_per_account_and_address() {
+        conformance::throttle_counts_per_account_and_address(&MemoryThrottle::new(conformance::throttle_limits()))
+            .await;
+    }
+}
+
+mod redis_locks {
+    use super::*;
+
+    fn config(redis: &Redis) -> Config {
+        Config { redis_url: redis.url(), ..Config::default() }
+    }
+
+    fn make() -> (Redis, RedisLocks) {
+        let redis = Redis::start();
+        let conn = cloudpop::redis_conn::connect(&config(&redis)).unwrap();
+        (redis, RedisLocks::new(conn, "conformance:"))
+    }
+
+    lock_cases!(make);
+
+    #[tokio::test]
+    async fn throttle_counts_per_account_and_address() {
+        let redis = Redis::start();
+        let conn = cloudpop::redis_conn::connect(&config(&redis)).unwrap();
+        let throttle = RedisThrottle::new(conn, "conformance:", conformance::throttle_limits());
+        conformance::throttle_counts_per_account_and_address(&throttle).await;
     }
 }

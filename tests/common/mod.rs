@@ -2,6 +2,8 @@
 //! small blocking POP3 client (plain, STLS and implicit TLS) that shows the raw protocol.
 #![allow(dead_code)]
 
+pub mod cloud;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cloudpop");
 pub struct Server {
     child: Child,
     pub dir: tempfile::TempDir,
+    /// Extra environment, also given to the `account` and `deliver` commands run for it.
+    pub env: Vec<(String, String)>,
     pub pop3: SocketAddr,
     pub pop3s: SocketAddr,
 }
@@ -27,6 +31,12 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::start_with(dir, env)
+    }
+
+    /// Starts in cloud mode (or any mode) with an owned environment.
+    pub fn start_with(dir: tempfile::TempDir, env: Vec<(String, String)>) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
@@ -35,9 +45,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("server.log")).unwrap()));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("start cloudpop");
         // Readiness: the server prints one line per bound listener on stdout.
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -55,7 +63,7 @@ impl Server {
                 pop3s = Some(addr());
             }
         }
-        Self { child, dir, pop3: pop3.unwrap(), pop3s: pop3s.unwrap() }
+        Self { child, dir, env, pop3: pop3.unwrap(), pop3s: pop3s.unwrap() }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -71,12 +79,15 @@ impl Server {
     }
 
     pub fn add_account(&self, name: &str, password: &str) {
-        cli(&self.data_dir(), &["account", "add", name, "--password-stdin"], format!("{password}\n").as_bytes());
+        let args = ["account", "add", name, "--password-stdin"];
+        let (ok, _, err) = cli_env(&self.data_dir(), &self.env, &args, format!("{password}\n").as_bytes());
+        assert!(ok, "account add failed: {err}");
     }
 
     /// Delivers one message through `cloudpop deliver`; returns its id.
     pub fn deliver(&self, name: &str, message: &[u8]) -> String {
-        let out = cli(&self.data_dir(), &["deliver", name], message);
+        let (ok, out, err) = cli_env(&self.data_dir(), &self.env, &["deliver", name], message);
+        assert!(ok, "deliver failed: {err}");
         out.split_whitespace().nth(1).unwrap().to_owned()
     }
 
@@ -114,10 +125,16 @@ pub fn cli(data_dir: &Path, args: &[&str], stdin: &[u8]) -> String {
 
 /// Runs a `cloudpop` subcommand; returns (success, stdout, stderr).
 pub fn cli_result(data_dir: &Path, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
+    cli_env(data_dir, &[], args, stdin)
+}
+
+/// Runs a `cloudpop` subcommand with extra environment; returns (success, stdout, stderr).
+pub fn cli_env(data_dir: &Path, env: &[(String, String)], args: &[&str], stdin: &[u8]) -> (bool, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

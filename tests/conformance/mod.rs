@@ -46,6 +46,29 @@ pub async fn uncommitted_messages_are_invisible(store: &dyn MessageStore) {
     assert!(store.list(&md).await.unwrap().is_empty(), "a half-written message is visible");
     drop(m);
     assert!(store.list(&md).await.unwrap().is_empty(), "an abandoned message became visible");
+    // Large enough to be written in parts (S3 multipart upload).
+    let mut big = store.create(&md).await.unwrap();
+    let chunk = vec![b'q'; 1 << 20];
+    for _ in 0..10 {
+        big.write(&chunk).await.unwrap();
+    }
+    assert!(store.list(&md).await.unwrap().is_empty(), "a half-written large message is visible");
+    drop(big);
+    assert!(store.list(&md).await.unwrap().is_empty(), "an abandoned large message became visible");
+}
+
+pub async fn listing_pages_past_a_thousand(store: &dyn MessageStore) {
+    let md = name("conf-many");
+    let mut ids = Vec::new();
+    for batch in 0..11 {
+        let bodies: Vec<String> = (0..100).map(|i| format!("Subject: {batch}-{i}\r\n\r\n")).collect();
+        let writes = bodies.iter().map(|body| async { put(store, &md, &[body.as_bytes()]).await });
+        ids.extend(futures::future::join_all(writes).await);
+    }
+    ids.sort();
+    let listed: Vec<String> = store.list(&md).await.unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(listed.len(), 1100, "listing stopped at a page boundary");
+    assert_eq!(listed, ids);
 }
 
 pub async fn ids_are_unique_ordered_and_well_formed(store: &dyn MessageStore) {
@@ -151,4 +174,26 @@ pub async fn expired_leases_free_themselves(locks: &dyn MaildropLocks) {
     locks.release(&md, &old).await.unwrap();
     assert!(locks.acquire(&md, Duration::from_secs(30)).await.unwrap().is_none(), "old holder released the new lease");
     locks.release(&md, &new).await.unwrap();
+}
+
+/// Limits the throttle cases are written for.
+pub fn throttle_limits() -> cloudpop::throttle::Limits {
+    cloudpop::throttle::Limits { window: Duration::from_secs(60), per_account: 3, per_address: 5 }
+}
+
+pub async fn throttle_counts_per_account_and_address(throttle: &dyn cloudpop::throttle::LoginThrottle) {
+    let victim = name("conf-victim");
+    let other = name("conf-other");
+    let ip = |last: u8| std::net::IpAddr::from([192, 0, 2, last]);
+    for i in 0..3 {
+        assert!(throttle.allowed(Some(&victim), ip(i)).await.unwrap());
+        throttle.failed(Some(&victim), ip(i)).await.unwrap();
+    }
+    assert!(!throttle.allowed(Some(&victim), ip(99)).await.unwrap(), "account limit not enforced from a new address");
+    assert!(throttle.allowed(Some(&other), ip(99)).await.unwrap(), "an unrelated account was blocked");
+    for _ in 0..5 {
+        throttle.failed(None, ip(50)).await.unwrap();
+    }
+    assert!(!throttle.allowed(Some(&other), ip(50)).await.unwrap(), "address limit not enforced");
+    assert!(throttle.allowed(Some(&other), ip(51)).await.unwrap());
 }
