@@ -1,0 +1,266 @@
+//! A pool of `cloudpop serve` processes sharing one real Redis and one real S3 server: the
+//! cluster-wide promises of DESIGN.md under contention, crashes and dependency outages.
+
+mod common;
+use common::cloud::{Redis, S3, cloud_env};
+use common::{Client, Server, message};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Pool {
+    redis: Redis,
+    s3: S3,
+    frontends: Vec<Server>,
+}
+
+fn pool(size: usize, extra: &[(&str, &str)]) -> Pool {
+    let redis = Redis::start();
+    let s3 = S3::start();
+    let bucket = s3.bucket("mail");
+    let mut env = cloud_env(&s3, &bucket, &redis);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let frontends = (0..size).map(|_| Server::start_with(tempfile::tempdir().unwrap(), env.clone())).collect();
+    Pool { redis, s3, frontends }
+}
+
+/// Connects and sends USER/PASS; returns the client and the reply to PASS.
+fn try_login(server: &Server, user: &str) -> (Client, String) {
+    let mut c = Client::connect(server.pop3);
+    c.cmd(&format!("USER {user}"));
+    let reply = c.cmd("PASS secret");
+    (c, reply)
+}
+
+fn uids(c: &mut Client) -> Vec<String> {
+    c.lines("UIDL").iter().map(|l| l.split(' ').nth(1).unwrap().to_owned()).collect()
+}
+
+/// Retries a login until it succeeds or `within` passes; returns the client and the time taken.
+fn login_within(server: &Server, user: &str, within: Duration) -> (Client, Duration) {
+    let started = Instant::now();
+    loop {
+        let (c, reply) = try_login(server, user);
+        if reply.starts_with("+OK") {
+            return (c, started.elapsed());
+        }
+        assert!(started.elapsed() < within, "no login within {within:?}; last reply: {reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_maildrop_is_locked_across_the_pool() {
+    let pool = pool(2, &[]);
+    let (a, b) = (&pool.frontends[0], &pool.frontends[1]);
+    a.add_account("alice", "secret");
+    a.deliver("alice", &message("hello", 3));
+    let (mut first, reply) = try_login(a, "alice");
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let (_, reply) = try_login(b, "alice");
+    assert!(reply.starts_with("-ERR [IN-USE]"), "second login elsewhere in the pool: {reply}");
+    assert!(first.cmd("QUIT").starts_with("+OK"));
+    let (mut second, reply) = try_login(b, "alice");
+    assert!(reply.starts_with("+OK"), "{reply}");
+    assert_eq!(second.cmd("STAT").split(' ').nth(1), Some("1"));
+}
+
+#[test]
+fn a_killed_frontend_frees_its_lock_within_the_lease_and_applies_nothing() {
+    let lease = Duration::from_secs(3);
+    let pool = pool(2, &[("CLOUDPOP_LOCK_LEASE_SECS", "3")]);
+    let (a, b) = (&pool.frontends[0], &pool.frontends[1]);
+    a.add_account("alice", "secret");
+    for i in 0..3 {
+        a.deliver("alice", &message(&format!("m{i}"), 2));
+    }
+    let (mut doomed, reply) = try_login(a, "alice");
+    assert!(reply.starts_with("+OK"));
+    let before = uids(&mut doomed);
+    assert!(doomed.cmd("DELE 1").starts_with("+OK") && doomed.cmd("DELE 3").starts_with("+OK"));
+    a.signal("-KILL");
+    let killed_at = Instant::now();
+    let (mut c, _) = login_within(b, "alice", lease + Duration::from_secs(3));
+    assert!(killed_at.elapsed() <= lease + Duration::from_secs(3));
+    assert_eq!(uids(&mut c), before, "the killed session's DELE marks were applied");
+}
+
+#[test]
+fn redis_outage_ends_sessions_safely_and_service_resumes() {
+    let mut pool = pool(2, &[("CLOUDPOP_LOCK_LEASE_SECS", "3")]);
+    let (a, b) = (&pool.frontends[0], &pool.frontends[1]);
+    a.add_account("alice", "secret");
+    a.add_account("bob", "secret");
+    a.deliver("alice", &message("keep me", 2));
+    a.deliver("bob", &message("keep me too", 2));
+    let (mut quitter, _) = login_within(a, "alice", Duration::from_secs(5));
+    let (mut idler, _) = login_within(b, "bob", Duration::from_secs(5));
+    assert!(quitter.cmd("DELE 1").starts_with("+OK"));
+    assert!(idler.cmd("DELE 1").starts_with("+OK"));
+
+    pool.redis.stop();
+    // QUIT cannot confirm the lease: nothing may be deleted.
+    let reply = quitter.cmd("QUIT");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "QUIT without Redis: {reply}");
+    // An idle session notices the lost lease by itself and ends.
+    let reply = idler.line();
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "idle session without Redis: {reply}");
+    assert!(idler.is_closed());
+    // New logins are refused as temporary failures.
+    let (_, reply) = try_login(&pool.frontends[0], "alice");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "login without Redis: {reply}");
+
+    pool.redis.restart();
+    for user in ["alice", "bob"] {
+        let (mut c, _) = login_within(&pool.frontends[1], user, Duration::from_secs(10));
+        assert_eq!(c.cmd("STAT").split(' ').nth(1), Some("1"), "{user} lost mail during the outage");
+        c.cmd("QUIT");
+    }
+}
+
+#[test]
+fn object_store_outage_gives_sys_temp_and_loses_nothing() {
+    let mut pool = pool(2, &[]);
+    let a = &pool.frontends[0];
+    a.add_account("alice", "secret");
+    let m = message("precious", 20);
+    a.deliver("alice", &m);
+    let (mut c, _) = login_within(a, "alice", Duration::from_secs(5));
+
+    pool.s3.stop();
+    let reply = c.cmd("RETR 1");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "RETR without S3: {reply}");
+    assert!(c.cmd("DELE 1").starts_with("+OK"));
+    let reply = c.cmd("QUIT");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "QUIT without S3: {reply}");
+    let (_, reply) = try_login(&pool.frontends[1], "alice");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "login without S3: {reply}");
+
+    pool.s3.restart();
+    let (mut c, _) = login_within(&pool.frontends[1], "alice", Duration::from_secs(10));
+    assert_eq!(c.multi("RETR 1").1, m, "message changed or lost across the outage");
+}
+
+#[test]
+fn mail_delivered_through_another_frontend_during_a_session() {
+    let pool = pool(2, &[]);
+    let (a, b) = (&pool.frontends[0], &pool.frontends[1]);
+    a.add_account("alice", "secret");
+    let old = a.deliver("alice", &message("old", 1));
+    let (mut c, _) = login_within(a, "alice", Duration::from_secs(5));
+    let new = b.deliver("alice", &message("new", 1));
+    assert_eq!(uids(&mut c), [old.clone()], "new mail leaked into the snapshot");
+    assert!(c.cmd("DELE 1").starts_with("+OK"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let (mut c, _) = login_within(b, "alice", Duration::from_secs(5));
+    assert_eq!(uids(&mut c), [new]);
+}
+
+/// What one hammering client saw.
+#[derive(Default)]
+struct Tally {
+    sessions: usize,
+    in_use: usize,
+    deleted: Vec<(String, String)>,
+    problems: Vec<String>,
+}
+
+#[test]
+fn fifty_clients_ten_mailboxes_three_frontends() {
+    let pool = pool(3, &[]);
+    let mailboxes: Vec<String> = (0..10).map(|i| format!("box{i}")).collect();
+    let mut delivered: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (i, mailbox) in mailboxes.iter().enumerate() {
+        pool.frontends[i % 3].add_account(mailbox, "secret");
+        for j in 0..6 {
+            let id = pool.frontends[j % 3].deliver(mailbox, &message(&format!("{mailbox} {j}"), 3));
+            delivered.entry(mailbox.clone()).or_default().insert(id);
+        }
+    }
+    let addrs: Vec<_> = pool.frontends.iter().map(|f| f.pop3).collect();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let threads: Vec<_> = (0..50)
+        .map(|client| {
+            let (addrs, mailboxes, tally) = (addrs.clone(), mailboxes.clone(), tally.clone());
+            std::thread::spawn(move || {
+                for round in 0..6 {
+                    let mailbox = &mailboxes[(client * 7 + round * 3) % mailboxes.len()];
+                    // A refused client waits a little and tries again, like a real one would.
+                    let mut attempt = 0;
+                    let mut c = loop {
+                        let mut c = Client::connect(addrs[(client + round + attempt) % addrs.len()]);
+                        c.cmd(&format!("USER {mailbox}"));
+                        let reply = c.cmd("PASS secret");
+                        if reply.starts_with("+OK") {
+                            break Some(c);
+                        }
+                        let mut tally = tally.lock().unwrap();
+                        if !reply.contains("[IN-USE]") {
+                            tally.problems.push(format!("login refused: {reply}"));
+                            break None;
+                        }
+                        tally.in_use += 1;
+                        attempt += 1;
+                        if attempt == 20 {
+                            break None;
+                        }
+                        drop(tally);
+                        std::thread::sleep(Duration::from_millis(25 * attempt as u64));
+                    };
+                    let Some(c) = c.as_mut() else { continue };
+                    let mut t = Vec::new();
+                    let ids = uids(c);
+                    for (n, id) in ids.iter().enumerate() {
+                        let (status, body) = c.multi(&format!("RETR {}", n + 1));
+                        if !status.starts_with("+OK") || !String::from_utf8_lossy(&body).contains(mailbox.as_str()) {
+                            tally.lock().unwrap().problems.push(format!("RETR {id} in {mailbox}: {status}"));
+                        }
+                        // Delete roughly one message in four.
+                        if (n + client + round) % 4 == 0 {
+                            assert!(c.cmd(&format!("DELE {}", n + 1)).starts_with("+OK"));
+                            t.push((mailbox.clone(), id.clone()));
+                        }
+                    }
+                    let bye = c.cmd("QUIT");
+                    let mut tally = tally.lock().unwrap();
+                    if bye.starts_with("+OK") {
+                        tally.deleted.extend(t);
+                    } else {
+                        tally.problems.push(format!("QUIT: {bye}"));
+                    }
+                    tally.sessions += 1;
+                }
+            })
+        })
+        .collect();
+    // More mail arrives while the clients hammer.
+    let mut late = HashMap::<String, BTreeSet<String>>::new();
+    for round in 0..3 {
+        for (i, mailbox) in mailboxes.iter().enumerate() {
+            let id = pool.frontends[(i + round) % 3].deliver(mailbox, &message(&format!("{mailbox} late {round}"), 2));
+            late.entry(mailbox.clone()).or_default().insert(id);
+        }
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let tally = tally.lock().unwrap();
+    assert!(tally.problems.is_empty(), "{:#?}", tally.problems);
+    assert!(tally.sessions >= 150, "only {} sessions got through ({} refused as in use)", tally.sessions, tally.in_use);
+
+    let mut deleted: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (mailbox, id) in &tally.deleted {
+        assert!(deleted.entry(mailbox.clone()).or_default().insert(id.clone()), "{id} deleted by two sessions");
+    }
+    for mailbox in &mailboxes {
+        let (mut c, _) = login_within(&pool.frontends[0], mailbox, Duration::from_secs(10));
+        let remaining: BTreeSet<String> = uids(&mut c).into_iter().collect();
+        let gone = deleted.get(mailbox).cloned().unwrap_or_default();
+        let mut all = delivered[mailbox].clone();
+        all.extend(late[mailbox].iter().cloned());
+        assert!(remaining.is_disjoint(&gone), "{mailbox}: a deleted message came back");
+        let accounted: BTreeSet<String> = remaining.union(&gone).cloned().collect();
+        assert_eq!(accounted, all, "{mailbox}: messages lost or invented");
+        c.cmd("QUIT");
+    }
+}
