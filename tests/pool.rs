@@ -264,3 +264,21 @@ fn fifty_clients_ten_mailboxes_three_frontends() {
         c.cmd("QUIT");
     }
 }
+
+#[test]
+fn failed_login_throttle_is_shared_by_the_pool() {
+    let pool = pool(2, &[("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "3"), ("CLOUDPOP_AUTH_FAILURE_DELAY_MS", "0")]);
+    let (a, b) = (&pool.frontends[0], &pool.frontends[1]);
+    a.add_account("alice", "secret");
+    // Three wrong guesses, each on a new connection, spread over the pool.
+    for server in [a, b, a] {
+        let mut c = Client::connect(server.pop3);
+        c.cmd("USER alice");
+        assert_eq!(c.cmd("PASS guess"), "-ERR [AUTH] Authentication failed");
+    }
+    // Now even the right password is refused, on every frontend, as a temporary condition.
+    for server in [b, a] {
+        let (_, reply) = try_login(server, "alice");
+        assert_eq!(reply, "-ERR [SYS/TEMP] Too many failed logins, try again later");
+    }
+}
