@@ -93,6 +93,8 @@ pub struct Config {
     pub redis_password: Option<Secret>,
     /// File holding the Redis password.
     pub redis_password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for `rediss://` instead of the system trust store.
+    pub redis_tls_ca_file: Option<PathBuf>,
     /// Prefix of every key cloudpop writes in Redis.
     pub redis_key_prefix: String,
     /// Time allowed for one Redis command or connection attempt, in milliseconds.
@@ -159,6 +161,7 @@ impl Default for Config {
             redis_username: None,
             redis_password: None,
             redis_password_file: None,
+            redis_tls_ca_file: None,
             redis_key_prefix: "cloudpop:".into(),
             redis_timeout_ms: 2000,
             throttle_window_secs: 900,
@@ -288,6 +291,7 @@ impl Config {
                 return fail("redis_url must look like redis://host:port/db or rediss://host:port/db".into());
             }
             readable_file("redis_password_file", self.redis_password_file.as_deref())?;
+            readable_file("redis_tls_ca_file", self.redis_tls_ca_file.as_deref())?;
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
             return fail(format!("log = {:?} is not a valid filter", self.log));

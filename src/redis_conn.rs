@@ -14,6 +14,8 @@ pub enum RedisSetupError {
     Url(String),
     #[error("cannot read redis_password_file: {0}")]
     PasswordFile(std::io::Error),
+    #[error("cannot read redis_tls_ca_file: {0}")]
+    CaFile(std::io::Error),
 }
 
 /// Builds a lazily connecting, self-healing connection from the configuration.
@@ -29,7 +31,15 @@ pub fn connect(config: &Config) -> Result<ConnectionManager, RedisSetupError> {
         settings = settings.set_password(password.expose());
     }
     info = info.set_redis_settings(settings);
-    let client = redis::Client::open(info).map_err(|e| RedisSetupError::Url(e.to_string()))?;
+    let client = match &config.redis_tls_ca_file {
+        // A private CA (the usual case inside a cluster) instead of the system trust store.
+        Some(ca) => {
+            let root_cert = Some(std::fs::read(ca).map_err(RedisSetupError::CaFile)?);
+            redis::Client::build_with_tls(info, redis::TlsCertificates { client_tls: None, root_cert })
+        }
+        None => redis::Client::open(info),
+    }
+    .map_err(|e| RedisSetupError::Url(e.to_string()))?;
     let timeout = Duration::from_millis(config.redis_timeout_ms);
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))

@@ -116,3 +116,29 @@ mod redis_locks {
         conformance::throttle_counts_per_account_and_address(&throttle).await;
     }
 }
+
+mod redis_tls {
+    use super::*;
+    use cloudpop::lock::MaildropLocks;
+
+    /// rediss:// with a private CA and a password: the locks work the same over TLS.
+    #[tokio::test]
+    async fn locks_over_tls_with_password() {
+        let certs = tempfile::tempdir().unwrap();
+        let (cert, key) = cloudpop::tls::self_signed_paths(certs.path()).unwrap();
+        let redis = Redis::start_tls(&cert, &key, "s3cret pass");
+        let config = Config {
+            redis_url: format!("rediss://localhost:{}", redis.port),
+            redis_password: Some(cloudpop::secret::Secret::new("s3cret pass")),
+            redis_tls_ca_file: Some(cert.clone()),
+            ..Config::default()
+        };
+        let locks = RedisLocks::new(cloudpop::redis_conn::connect(&config).unwrap(), "tls:");
+        conformance::locks_are_exclusive_leases(&locks).await;
+
+        let wrong = Config { redis_password: Some(cloudpop::secret::Secret::new("wrong")), ..config };
+        let locks = RedisLocks::new(cloudpop::redis_conn::connect(&wrong).unwrap(), "tls:");
+        let name = cloudpop::names::AccountName::parse("x").unwrap();
+        assert!(locks.acquire(&name, Duration::from_secs(1)).await.is_err(), "a wrong password was accepted");
+    }
+}

@@ -282,3 +282,32 @@ fn failed_login_throttle_is_shared_by_the_pool() {
         assert_eq!(reply, "-ERR [SYS/TEMP] Too many failed logins, try again later");
     }
 }
+
+#[test]
+fn a_store_that_hangs_gives_sys_temp_not_a_hang() {
+    // An "S3 server" that accepts connections and never answers.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", blackhole.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in blackhole.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let redis = Redis::start();
+    let s3 = S3::start();
+    let mut env = cloud_env(&s3, "mail", &redis);
+    env.retain(|(k, _)| k != "CLOUDPOP_S3_ENDPOINT" && k != "CLOUDPOP_S3_TIMEOUT_SECS");
+    env.extend([
+        ("CLOUDPOP_S3_ENDPOINT".to_string(), endpoint),
+        ("CLOUDPOP_S3_TIMEOUT_SECS".into(), "1".into()),
+        ("CLOUDPOP_S3_MAX_ATTEMPTS".into(), "2".into()),
+    ]);
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    let started = Instant::now();
+    let (_, reply) = try_login(&server, "alice");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(!held.lock().unwrap().is_empty(), "the store was never called");
+}

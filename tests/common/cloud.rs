@@ -55,11 +55,39 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Extra server arguments (TLS, passwords); with TLS, readiness is checked by the client.
+    extra: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Self {
-        let mut redis = Self { child: None, port: free_port(), dir: tempfile::tempdir().unwrap() };
+        let mut redis = Self { child: None, port: free_port(), dir: tempfile::tempdir().unwrap(), extra: Vec::new() };
+        redis.restart();
+        redis
+    }
+
+    /// A TLS-only Redis (`rediss://`) that requires `password`, using the given PEM files.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: &str) -> Self {
+        let port = free_port();
+        let extra = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut redis = Self { child: None, port, dir: tempfile::tempdir().unwrap(), extra };
         redis.restart();
         redis
     }
@@ -71,10 +99,16 @@ impl Redis {
     /// Starts it again on the same port (after [`Redis::stop`]).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let args = ["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            .map(String::from);
+        let mut args = ["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .map(String::from)
+            .to_vec();
+        args.extend(self.extra.iter().cloned());
         self.child = Some(spawn("redis-server", &args, self.dir.path().join("redis.log")));
-        wait_until("redis-server", || exchange(self.port, b"PING\r\n").is_some_and(|r| r.starts_with(b"+PONG")));
+        if self.extra.is_empty() {
+            wait_until("redis-server", || exchange(self.port, b"PING\r\n").is_some_and(|r| r.starts_with(b"+PONG")));
+        } else {
+            wait_until("redis-server", || TcpStream::connect(("127.0.0.1", self.port)).is_ok());
+        }
     }
 
     /// Kills it (SIGKILL: no goodbye to clients) and waits until the port is closed.
