@@ -8,7 +8,44 @@ Prints the server's RSS before, its peak during RETR, the growth, and the throug
 import os, socket, subprocess, sys, tempfile, threading, time
 
 BIN = os.environ.get("CLOUDPOP_BIN", "target/release/cloudpop")
-SIZE_MB = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+SIZE_MB = int(ARGS[0]) if ARGS else 200
+CLOUD = "--cloud" in sys.argv
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port):
+    for _ in range(1000):
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def start_cloud(root):
+    """Starts s3s-fs and redis-server; returns their processes and the environment for cloudpop."""
+    s3_port, redis_port = free_port(), free_port()
+    os.makedirs(f"{root}/s3/bench")
+    procs = [
+        subprocess.Popen(["s3s-fs", "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", "bench",
+                          "--secret-key", "bench-secret", f"{root}/s3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no"], stdout=subprocess.DEVNULL),
+    ]
+    wait_port(s3_port)
+    wait_port(redis_port)
+    env = dict(os.environ, CLOUDPOP_STORE="s3", CLOUDPOP_LOCKS="redis", CLOUDPOP_S3_BUCKET="bench",
+               CLOUDPOP_S3_ENDPOINT=f"http://127.0.0.1:{s3_port}", CLOUDPOP_S3_PATH_STYLE="true",
+               CLOUDPOP_S3_ACCESS_KEY_ID="bench", CLOUDPOP_S3_SECRET_ACCESS_KEY="bench-secret",
+               CLOUDPOP_REDIS_URL=f"redis://127.0.0.1:{redis_port}")
+    return procs, env
 
 
 def status(pid, field):
@@ -21,7 +58,8 @@ def status(pid, field):
 
 def main():
     data = tempfile.mkdtemp(prefix="cloudpop-bench-")
-    run = lambda *a, **kw: subprocess.run([BIN, *a, "--data-dir", data], check=True, capture_output=True, **kw)
+    helpers, env = start_cloud(data) if CLOUD else ([], dict(os.environ))
+    run = lambda *a, **kw: subprocess.run([BIN, *a, "--data-dir", data], check=True, capture_output=True, env=env, **kw)
     run("account", "add", "bench", "--password-stdin", input=b"benchpw\n")
     line = b"X" * 76 + b"\r\n"
     with tempfile.NamedTemporaryFile(dir=data, delete=False) as f:
@@ -33,7 +71,7 @@ def main():
     os.unlink(path)
 
     server = subprocess.Popen([BIN, "serve", "--data-dir", data, "--pop3", "127.0.0.1:0", "--pop3s", ""],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     port = int(server.stdout.readline().decode().rsplit(":", 1)[1])
     try:
         s = socket.create_connection(("127.0.0.1", port))
@@ -66,14 +104,15 @@ def main():
         peak = peak[0]
         s.sendall(b"QUIT\r\n")
         growth_mib = (peak - before) / 1024
-        print(f"message: {SIZE_MB} MB, {header.decode().strip()}")
+        print(f"mode: {'cloud (s3s-fs + redis)' if CLOUD else 'embedded'}; message: {SIZE_MB} MB, {header.decode().strip()}")
         print(f"server RSS before RETR: {before / 1024:.1f} MiB; peak during RETR: {peak / 1024:.1f} MiB")
         print(f"growth: {growth_mib:.1f} MiB (target < 16 MiB) -> {'PASS' if growth_mib < 16 else 'FAIL'}")
         print(f"throughput: {received / elapsed / 1e6:.0f} MB/s over loopback")
         sys.exit(0 if growth_mib < 16 else 1)
     finally:
-        server.kill()
-        server.wait()
+        for p in [server, *helpers]:
+            p.kill()
+            p.wait()
         subprocess.run(["rm", "-rf", data])
 
 
