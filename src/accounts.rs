@@ -92,7 +92,15 @@ impl Accounts {
             return Err(AccountError::AlreadyExists(name));
         }
         let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let record = AccountRecord { name: name.to_string(), password_hash, disabled: false, created_at };
+        let record = AccountRecord {
+            name: name.to_string(),
+            password_hash,
+            disabled: false,
+            created_at,
+            quota_bytes: 0,
+            quota_messages: 0,
+            login_delay_secs: 0,
+        };
         self.store.put(&record).await?;
         Ok(name)
     }

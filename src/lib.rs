@@ -11,6 +11,7 @@
 //! - [`config`]: the one configuration struct, its sources and validation
 
 pub mod accounts;
+pub mod api;
 pub mod backends;
 pub mod config;
 pub mod delivery;

@@ -51,7 +51,8 @@ mod fs {
     }
 
     store_cases!(make; messages_round_trip, uncommitted_messages_are_invisible, ids_are_unique_ordered_and_well_formed,
-        removal, maildrops_are_isolated, large_messages_stream, accounts, listing_pages_past_a_thousand);
+        removal, maildrops_are_isolated, large_messages_stream, accounts, listing_pages_past_a_thousand,
+        markers_and_fixed_ids);
 }
 
 mod s3 {
@@ -74,7 +75,8 @@ mod s3 {
     }
 
     store_cases!(make; messages_round_trip, uncommitted_messages_are_invisible, ids_are_unique_ordered_and_well_formed,
-        removal, maildrops_are_isolated, large_messages_stream, accounts, listing_pages_past_a_thousand);
+        removal, maildrops_are_isolated, large_messages_stream, accounts, listing_pages_past_a_thousand,
+        markers_and_fixed_ids);
 }
 
 mod memory_locks {

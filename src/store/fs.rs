@@ -5,13 +5,14 @@
 //! DATA/accounts/<name>.json          account record, replaced atomically
 //! DATA/maildrops/<name>/cur/<id>     committed messages, CRLF line endings
 //! DATA/maildrops/<name>/tmp/<id>     messages being written, invisible to `list`
+//! DATA/maildrops/<name>/markers/<k>  small markers (idempotency keys -> message ids)
 //! ```
 //! A message becomes visible by a hard link from `tmp/` into `cur/`, which never replaces an
 //! existing file and is atomic, after the data has been fsynced.
 
 use super::ids::{is_message_id, new_message_id};
 use super::{
-    AccountRecord, AccountStore, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError, StoredMessage,
+    AccountRecord, AccountStore, MarkerKey, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError, StoredMessage,
 };
 use crate::names::AccountName;
 use async_trait::async_trait;
@@ -77,15 +78,20 @@ impl MessageStore for FsStore {
         Ok(Box::pin(file))
     }
 
-    async fn create(&self, maildrop: &AccountName) -> Result<Box<dyn NewMessage>, StoreError> {
+    async fn create_with_id(&self, maildrop: &AccountName, id: &str) -> Result<Box<dyn NewMessage>, StoreError> {
+        if !is_message_id(id) {
+            return Err(StoreError::Invalid(format!("{id:?} is not a message id")));
+        }
         let dir = self.maildrop_dir(maildrop);
         fs::create_dir_all(dir.join("tmp")).await?;
         fs::create_dir_all(dir.join("cur")).await?;
-        let id = new_message_id();
-        let tmp = dir.join("tmp").join(&id);
+        // A unique suffix keeps two concurrent writers of one id (an idempotent retry racing
+        // the original) from sharing a temporary file.
+        let tmp = dir.join("tmp").join(format!("{id}.{}", new_message_id()));
         let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
         Ok(Box::new(FsNewMessage {
             dir,
+            id: id.to_owned(),
             tmp: Some(tmp),
             file: Some(tokio::io::BufWriter::with_capacity(64 * 1024, file)),
             size: 0,
@@ -122,10 +128,25 @@ impl MessageStore for FsStore {
             _ => Ok(()),
         }
     }
+
+    async fn get_marker(&self, maildrop: &AccountName, key: &MarkerKey) -> Result<Option<String>, StoreError> {
+        match fs::read_to_string(self.maildrop_dir(maildrop).join("markers").join(key.as_str())).await {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn put_marker(&self, maildrop: &AccountName, key: &MarkerKey, value: &str) -> Result<(), StoreError> {
+        let dir = self.maildrop_dir(maildrop).join("markers");
+        fs::create_dir_all(&dir).await?;
+        write_atomically(&dir, key.as_str(), value.as_bytes()).await
+    }
 }
 
 struct FsNewMessage {
     dir: PathBuf,
+    id: String,
     /// Set until the message is committed; the temporary file is removed on drop otherwise.
     tmp: Option<PathBuf>,
     file: Option<tokio::io::BufWriter<fs::File>>,
@@ -148,20 +169,17 @@ impl NewMessage for FsNewMessage {
         drop(file);
         let tmp = self.tmp.clone().expect("temporary path is set until commit");
         let cur = self.dir.join("cur");
-        // The tmp name is already unique in this maildrop; on the astronomically unlikely
-        // collision with a committed id, pick another name rather than replace a message.
-        let mut id = tmp.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        loop {
-            match fs::hard_link(&tmp, cur.join(&id)).await {
-                Ok(()) => break,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => id = new_message_id(),
-                Err(e) => return Err(e.into()),
-            }
+        // A link never replaces a file: if the id exists, an earlier attempt of the same
+        // idempotent delivery already stored this message, and that copy stays.
+        match fs::hard_link(&tmp, cur.join(&self.id)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
         }
         sync_dir(&cur).await?;
         let _ = fs::remove_file(&tmp).await;
         self.tmp = None;
-        Ok(StoredMessage { id, size: self.size })
+        Ok(StoredMessage { id: self.id.clone(), size: self.size })
     }
 }
 
@@ -171,6 +189,24 @@ impl Drop for FsNewMessage {
             let _ = std::fs::remove_file(tmp);
         }
     }
+}
+
+/// Replaces `dir/name` with `bytes` all at once: temporary file, fsync, rename, fsync the dir.
+async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", new_message_id()));
+    let result = async {
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
+        file.write_all(bytes).await?;
+        file.sync_all().await?;
+        fs::rename(&tmp, &path).await?;
+        sync_dir(dir).await
+    }
+    .await;
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp).await;
+    }
+    result
 }
 
 /// Makes a directory's entries (new links, removals) durable.
@@ -196,21 +232,8 @@ impl AccountStore for FsStore {
 
     async fn put(&self, record: &AccountRecord) -> Result<(), StoreError> {
         let name = AccountName::parse(&record.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let path = self.account_path(&name);
-        let tmp = path.with_extension(format!("json.{}.tmp", new_message_id()));
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Failed(e.to_string()))?;
-        let result = async {
-            let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
-            file.write_all(&bytes).await?;
-            file.sync_all().await?;
-            fs::rename(&tmp, &path).await?;
-            sync_dir(&self.root.join("accounts")).await
-        }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp).await;
-        }
-        result
+        write_atomically(&self.root.join("accounts"), &format!("{name}.json"), &bytes).await
     }
 
     async fn delete(&self, name: &AccountName) -> Result<bool, StoreError> {

@@ -58,6 +58,24 @@ impl From<std::io::Error> for StoreError {
     }
 }
 
+/// A validated marker name: 1-128 characters from `A-Z a-z 0-9 . _ - :`, not starting with a dot,
+/// so it is safe as a file name and an object key segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkerKey(String);
+
+impl MarkerKey {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let ok = (1..=128).contains(&raw.len())
+            && !raw.starts_with('.')
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+        ok.then(|| Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What removing a batch of messages achieved.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RemoveReport {
@@ -76,8 +94,30 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Opens a message for streaming.
     async fn open(&self, maildrop: &AccountName, id: &str) -> Result<MessageBody, StoreError>;
 
-    /// Starts a new message. Nothing is visible to `list` until [`NewMessage::commit`].
-    async fn create(&self, maildrop: &AccountName) -> Result<Box<dyn NewMessage>, StoreError>;
+    /// Starts a new message with a fresh id. Nothing is visible to `list` until
+    /// [`NewMessage::commit`].
+    async fn create(&self, maildrop: &AccountName) -> Result<Box<dyn NewMessage>, StoreError> {
+        self.create_with_id(maildrop, &ids::new_message_id()).await
+    }
+
+    /// Starts a new message with a given id (made by [`ids::new_message_id`] earlier, for an
+    /// idempotent retry). Committing over an existing message with that id leaves it as it is.
+    async fn create_with_id(&self, maildrop: &AccountName, id: &str) -> Result<Box<dyn NewMessage>, StoreError>;
+
+    /// Whether a committed message with this id exists.
+    async fn exists(&self, maildrop: &AccountName, id: &str) -> Result<bool, StoreError> {
+        match self.open(maildrop, id).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads a small marker stored beside a maildrop (idempotency keys map to message ids).
+    async fn get_marker(&self, maildrop: &AccountName, key: &MarkerKey) -> Result<Option<String>, StoreError>;
+
+    /// Stores a marker durably, replacing any earlier value.
+    async fn put_marker(&self, maildrop: &AccountName, key: &MarkerKey, value: &str) -> Result<(), StoreError>;
 
     /// Removes messages; ids that are already gone count as removed.
     async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError>;
@@ -96,7 +136,7 @@ pub trait NewMessage: Send {
 }
 
 /// One account as stored durably.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccountRecord {
     pub name: String,
     /// Argon2id PHC string; never the password itself.
@@ -105,6 +145,15 @@ pub struct AccountRecord {
     pub disabled: bool,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+    /// Largest total mailbox size accepted at delivery, in octets; 0 means unlimited.
+    #[serde(default)]
+    pub quota_bytes: u64,
+    /// Most messages accepted in the mailbox; 0 means unlimited.
+    #[serde(default)]
+    pub quota_messages: u64,
+    /// Minimum seconds between two logins (RFC 2449 LOGIN-DELAY); 0 means none.
+    #[serde(default)]
+    pub login_delay_secs: u64,
 }
 
 impl fmt::Debug for AccountRecord {
@@ -114,6 +163,9 @@ impl fmt::Debug for AccountRecord {
             .field("password_hash", &"<redacted>")
             .field("disabled", &self.disabled)
             .field("created_at", &self.created_at)
+            .field("quota_bytes", &self.quota_bytes)
+            .field("quota_messages", &self.quota_messages)
+            .field("login_delay_secs", &self.login_delay_secs)
             .finish()
     }
 }

@@ -130,11 +130,41 @@ pub async fn large_messages_stream(store: &dyn MessageStore) {
     assert_eq!(total, 12 << 20);
 }
 
+pub async fn markers_and_fixed_ids(store: &dyn MessageStore) {
+    use cloudpop::store::MarkerKey;
+    let md = name("conf-markers");
+    let key = MarkerKey::parse("delivery:42").unwrap();
+    assert_eq!(store.get_marker(&md, &key).await.unwrap(), None);
+    let id = cloudpop::store::ids::new_message_id();
+    store.put_marker(&md, &key, &id).await.unwrap();
+    assert_eq!(store.get_marker(&md, &key).await.unwrap().as_deref(), Some(id.as_str()));
+    assert!(store.get_marker(&name("conf-markers2"), &key).await.unwrap().is_none(), "markers crossed maildrops");
+    assert!(!store.exists(&md, &id).await.unwrap());
+    // Committing the same id twice (an idempotent retry) leaves exactly one message.
+    for _ in 0..2 {
+        let mut m = store.create_with_id(&md, &id).await.unwrap();
+        m.write(b"Subject: once\r\n\r\n").await.unwrap();
+        assert_eq!(m.commit().await.unwrap().id, id);
+    }
+    assert!(store.exists(&md, &id).await.unwrap());
+    assert_eq!(store.list(&md).await.unwrap().len(), 1);
+    assert!(store.create_with_id(&md, "../escape").await.is_err());
+    assert!(MarkerKey::parse("../x").is_none() && MarkerKey::parse("").is_none() && MarkerKey::parse("a/b").is_none());
+    store.remove_maildrop(&md).await.unwrap();
+    assert_eq!(store.get_marker(&md, &key).await.unwrap(), None, "markers outlived their maildrop");
+}
+
 pub async fn accounts(store: &dyn AccountStore) {
     let n = name("conf-account");
     assert!(store.get(&n).await.unwrap().is_none());
-    let mut record =
-        AccountRecord { name: n.to_string(), password_hash: "$argon2id$x".into(), disabled: false, created_at: 1 };
+    let mut record = AccountRecord {
+        name: n.to_string(),
+        password_hash: "$argon2id$x".into(),
+        created_at: 1,
+        quota_bytes: 10,
+        login_delay_secs: 5,
+        ..AccountRecord::default()
+    };
     store.put(&record).await.unwrap();
     assert_eq!(store.get(&n).await.unwrap().as_ref(), Some(&record));
     record.disabled = true;

@@ -3,6 +3,7 @@
 //! ```text
 //! {prefix}accounts/{shard}/{name}.json     account record
 //! {prefix}mail/{shard}/{name}/{id}         one message, CRLF line endings, exact POP3 size
+//! {prefix}markers/{shard}/{name}/{key}     small marker (idempotency key -> message id)
 //! ```
 //! `shard` is two hex digits of a hash of the account name. S3 scales request rates per key
 //! prefix, so 256 shards spread a busy pool's load instead of piling it on one prefix. Names are
@@ -32,6 +33,15 @@ impl KeyLayout {
 
     pub fn message(&self, name: &AccountName, id: &str) -> String {
         format!("{}{id}", self.maildrop(name))
+    }
+
+    /// The prefix of a maildrop's markers (ends with `/`).
+    pub fn markers(&self, name: &AccountName) -> String {
+        format!("{}markers/{}/{name}/", self.prefix, shard(name))
+    }
+
+    pub fn marker(&self, name: &AccountName, key: &str) -> String {
+        format!("{}{key}", self.markers(name))
     }
 
     pub fn account(&self, name: &AccountName) -> String {

@@ -12,12 +12,12 @@ mod upload;
 pub use keys::KeyLayout;
 
 use super::{
-    AccountRecord, AccountStore, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError, StoredMessage,
+    AccountRecord, AccountStore, MarkerKey, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError, StoredMessage,
 };
 use crate::config::Config;
 use crate::names::AccountName;
 use crate::secret::Secret;
-use crate::store::ids::{is_message_id, new_message_id};
+use crate::store::ids::is_message_id;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -200,10 +200,41 @@ impl MessageStore for S3Store {
         Ok(Box::pin(TimedRead::new(out.body.into_async_read(), self.read_timeout)))
     }
 
-    async fn create(&self, maildrop: &AccountName) -> Result<Box<dyn NewMessage>, StoreError> {
-        let id = new_message_id();
-        let key = self.keys.message(maildrop, &id);
-        Ok(Box::new(upload::S3NewMessage::new(self.client.clone(), self.bucket.clone(), key, id)))
+    async fn create_with_id(&self, maildrop: &AccountName, id: &str) -> Result<Box<dyn NewMessage>, StoreError> {
+        if !is_message_id(id) {
+            return Err(StoreError::Invalid(format!("{id:?} is not a message id")));
+        }
+        let key = self.keys.message(maildrop, id);
+        Ok(Box::new(upload::S3NewMessage::new(self.client.clone(), self.bucket.clone(), key, id.to_owned())))
+    }
+
+    async fn exists(&self, maildrop: &AccountName, id: &str) -> Result<bool, StoreError> {
+        if !is_message_id(id) {
+            return Ok(false);
+        }
+        let head = self.client.head_object().bucket(&self.bucket).key(self.keys.message(maildrop, id)).send().await;
+        match head.map_err(sdk_error) {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_marker(&self, maildrop: &AccountName, key: &MarkerKey) -> Result<Option<String>, StoreError> {
+        let bytes = self.get_small(&self.keys.marker(maildrop, key.as_str())).await?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    async fn put_marker(&self, maildrop: &AccountName, key: &MarkerKey, value: &str) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.keys.marker(maildrop, key.as_str()))
+            .body(ByteStream::from(value.as_bytes().to_vec()))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
     }
 
     async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError> {
@@ -217,8 +248,9 @@ impl MessageStore for S3Store {
     }
 
     async fn remove_maildrop(&self, maildrop: &AccountName) -> Result<(), StoreError> {
-        let keys: Vec<String> =
+        let mut keys: Vec<String> =
             self.list_prefix(&self.keys.maildrop(maildrop)).await?.into_iter().map(|(k, _)| k).collect();
+        keys.extend(self.list_prefix(&self.keys.markers(maildrop)).await?.into_iter().map(|(k, _)| k));
         let report = self.delete_keys(&keys).await?;
         match report.failed.first() {
             None => Ok(()),

@@ -1,0 +1,3 @@
+//! The gRPC management and ingest API.
+
+pub mod proto;
