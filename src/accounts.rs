@@ -105,11 +105,9 @@ impl Accounts {
         Ok(name)
     }
 
-    pub async fn set_password(&self, name: &str, password: &str) -> Result<(), AccountError> {
-        let name = AccountName::parse(name)?;
-        let mut record = self.store.get(&name).await?.ok_or(AccountError::NotFound(name))?;
-        record.password_hash = hash_blocking(password.to_owned()).await?;
-        Ok(self.store.put(&record).await?)
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<AccountRecord, AccountError> {
+        let hash = hash_blocking(password.to_owned()).await?;
+        self.update(name, |record| record.password_hash = hash).await
     }
 
     /// Deletes the account and its whole maildrop.
@@ -125,13 +123,26 @@ impl Accounts {
         Ok(self.store.list().await?)
     }
 
-    /// Whether the account exists and is enabled (the condition for accepting mail).
-    pub async fn exists(&self, name: &AccountName) -> Result<bool, StoreError> {
-        Ok(self.store.get(name).await?.is_some_and(|r| !r.disabled))
+    /// The stored record, if any.
+    pub async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
+        self.store.get(name).await
+    }
+
+    /// Changes a record with `change` and stores it; `NotFound` if there is none.
+    pub async fn update(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut AccountRecord),
+    ) -> Result<AccountRecord, AccountError> {
+        let name = AccountName::parse(name)?;
+        let mut record = self.store.get(&name).await?.ok_or(AccountError::NotFound(name))?;
+        change(&mut record);
+        self.store.put(&record).await?;
+        Ok(record)
     }
 
     /// Checks a login. `Ok(None)` for any bad credential, unknown or disabled account alike.
-    pub async fn authenticate(&self, user: &str, password: &str) -> Result<Option<AccountName>, StoreError> {
+    pub async fn authenticate(&self, user: &str, password: &str) -> Result<Option<AccountRecord>, StoreError> {
         let name = AccountName::parse(user).ok();
         let record = match &name {
             Some(name) => self.store.get(name).await?.filter(|r| !r.disabled),
@@ -143,7 +154,7 @@ impl Accounts {
         let matches = tokio::task::spawn_blocking(move || verify_password(&phc, &password))
             .await
             .map_err(|e| StoreError::Failed(e.to_string()))?;
-        Ok(if matches && record.is_some() { name } else { None })
+        Ok(if matches { record } else { None })
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Config {
     pub lock_lease_secs: u64,
     /// Largest message accepted for delivery, in octets after CRLF normalisation.
     pub max_message_size: u64,
+    /// Where incoming messages wait while they are received; default `data_dir/spool`.
+    pub spool_dir: Option<PathBuf>,
     /// Time given to open sessions to finish after SIGTERM, in seconds.
     pub shutdown_grace_secs: u64,
     /// Log filter in `tracing` syntax, e.g. `info` or `cloudpop=debug`.
@@ -145,6 +147,7 @@ impl Default for Config {
             max_auth_failures: 3,
             lock_lease_secs: 120,
             max_message_size: 512 * 1024 * 1024,
+            spool_dir: None,
             shutdown_grace_secs: 30,
             log: "info".into(),
             s3_endpoint: String::new(),
@@ -305,6 +308,10 @@ impl Config {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(|| self.data_dir.join("spool"))
     }
 
     pub fn lock_lease(&self) -> Duration {

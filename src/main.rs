@@ -191,15 +191,18 @@ async fn deliver(name: &str, files: &[PathBuf], common: &CommonArgs) -> anyhow::
     config.validate()?;
     let Backends { messages, accounts, .. } = Backends::from_config(&config).await?;
     let store = messages.as_ref();
+    let spool = config.spool_dir();
     if files.is_empty() {
-        let stored = delivery::deliver(store, &accounts, name, tokio::io::stdin(), config.max_message_size).await?;
+        let stored = delivery::deliver(store, &accounts, &spool, name, tokio::io::stdin(), config.max_message_size)
+            .await
+            .map_err(anyhow::Error::msg)?;
         println!("delivered {} ({} octets)", stored.id, stored.size);
     }
     for file in files {
         let input = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
-        let stored = delivery::deliver(store, &accounts, name, input, config.max_message_size)
+        let stored = delivery::deliver(store, &accounts, &spool, name, input, config.max_message_size)
             .await
-            .with_context(|| format!("delivering {}", file.display()))?;
+            .map_err(|e| anyhow::anyhow!("delivering {}: {e}", file.display()))?;
         println!("delivered {} ({} octets) from {}", stored.id, stored.size, file.display());
     }
     Ok(())

@@ -28,7 +28,7 @@ pub struct Settings {
     pub implementation: String,
     /// Value of the EXPIRE capability ("NEVER" or days).
     pub expire: String,
-    /// Value of the LOGIN-DELAY capability, in seconds.
+    /// The server-wide minimum of the LOGIN-DELAY capability, in seconds (accounts may set more).
     pub login_delay_secs: u64,
 }
 
@@ -54,15 +54,18 @@ pub enum Step {
 /// The result of a [`Step::Login`].
 #[derive(Debug)]
 pub enum LoginOutcome {
-    /// Credentials good, maildrop locked; this is the snapshot.
-    LoggedIn(Vec<Listing>),
+    /// Credentials good, maildrop locked; this is the snapshot and the account's LOGIN-DELAY.
+    LoggedIn {
+        listing: Vec<Listing>,
+        login_delay_secs: u64,
+    },
     BadCredentials,
     /// Too many recent failures for this account or client address.
     Throttled,
     /// Another session holds the maildrop.
     InUse,
-    /// Logged in again before the account's minimum delay passed.
-    TooSoon,
+    /// Logged in again before the account's minimum delay (in seconds) passed.
+    TooSoon(u64),
     /// A dependency failed; the text says which, without secrets.
     Unavailable(String),
 }
@@ -101,6 +104,8 @@ pub struct Machine {
     auth_failures: u32,
     line_violations: u32,
     bad_commands: u32,
+    /// The logged-in account's LOGIN-DELAY, for CAPA after login.
+    user_login_delay: Option<u64>,
 }
 
 impl Machine {
@@ -112,6 +117,7 @@ impl Machine {
             auth_failures: 0,
             line_violations: 0,
             bad_commands: 0,
+            user_login_delay: None,
         }
     }
 
@@ -294,7 +300,8 @@ impl Machine {
     pub fn login_finished(&mut self, outcome: LoginOutcome) -> Step {
         self.phase = Phase::Authorization { user: None };
         match outcome {
-            LoginOutcome::LoggedIn(listing) => {
+            LoginOutcome::LoggedIn { listing, login_delay_secs } => {
+                self.user_login_delay = Some(login_delay_secs);
                 let view = MaildropView::new(listing);
                 let (count, octets) = view.stat();
                 self.phase = Phase::Transaction(view);
@@ -306,9 +313,9 @@ impl Machine {
             LoginOutcome::InUse => {
                 Step::Reply(response::err(Some(Code::InUse), "Maildrop is locked by another session, try again later"))
             }
-            LoginOutcome::TooSoon => Step::Reply(response::err(
+            LoginOutcome::TooSoon(secs) => Step::Reply(response::err(
                 Some(Code::LoginDelay),
-                &format!("Minimum time between logins is {} seconds", self.settings.login_delay_secs),
+                &format!("Minimum time between logins is {secs} seconds"),
             )),
             LoginOutcome::Unavailable(why) => Step::Reply(response::err(
                 Some(Code::SysTemp),
@@ -402,7 +409,11 @@ impl Machine {
             caps.push("STLS".into());
         }
         caps.push(format!("EXPIRE {}", s.expire));
-        caps.push(format!("LOGIN-DELAY {}", s.login_delay_secs));
+        // Before login the delay can differ per account (RFC 2449 section 6.5: "USER").
+        match self.user_login_delay {
+            Some(secs) if !before_login => caps.push(format!("LOGIN-DELAY {secs}")),
+            _ => caps.push(format!("LOGIN-DELAY {} USER", s.login_delay_secs)),
+        }
         if before_login {
             caps.push("UTF8".into());
         }

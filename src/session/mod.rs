@@ -270,8 +270,8 @@ impl<'a> Session<'a> {
                 return LoginOutcome::Unavailable("coordination service unavailable".into());
             }
         }
-        let name = match ctx.backends.accounts.authenticate(&creds.user, &creds.password).await {
-            Ok(Some(name)) => name,
+        let account = match ctx.backends.accounts.authenticate(&creds.user, &creds.password).await {
+            Ok(Some(account)) => account,
             Ok(None) => {
                 info!(user = %creds.user.escape_debug(), "login failed");
                 if let Err(e) = throttle.failed(claimed.as_ref(), addr).await {
@@ -283,6 +283,9 @@ impl<'a> Session<'a> {
                 warn!(error = %e, "account lookup failed");
                 return LoginOutcome::Unavailable("account store unavailable".into());
             }
+        };
+        let Ok(name) = AccountName::parse(&account.name) else {
+            return LoginOutcome::Unavailable("corrupt account record".into());
         };
         let token = match ctx.backends.locks.acquire(&name, ctx.config.lock_lease()).await {
             Ok(Some(token)) => token,
@@ -296,11 +299,32 @@ impl<'a> Session<'a> {
             }
         };
         let lease = HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.config.lock_lease());
+        // LOGIN-DELAY is checked only once the maildrop is ours, so a refused `[IN-USE]` login
+        // does not count as a login.
+        let delay = Duration::from_secs(account.login_delay_secs);
+        if !delay.is_zero() {
+            match throttle.begin_login(&name, delay).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    info!(user = %name, "login refused: LOGIN-DELAY");
+                    lease.release().await;
+                    return LoginOutcome::TooSoon(account.login_delay_secs);
+                }
+                Err(e) => {
+                    warn!(error = %e, "login delay check failed");
+                    lease.release().await;
+                    return LoginOutcome::Unavailable("coordination service unavailable".into());
+                }
+            }
+        }
         match ctx.backends.messages.list(&name).await {
             Ok(list) => {
                 info!(user = %name, messages = list.len(), "logged in");
                 self.lease = Some(lease);
-                LoginOutcome::LoggedIn(list.into_iter().map(|m| Listing { uid: m.id, size: m.size }).collect())
+                LoginOutcome::LoggedIn {
+                    listing: list.into_iter().map(|m| Listing { uid: m.id, size: m.size }).collect(),
+                    login_delay_secs: account.login_delay_secs,
+                }
             }
             Err(e) => {
                 warn!(error = %e, "listing maildrop failed");

@@ -12,7 +12,8 @@
 
 use super::ids::{is_message_id, new_message_id};
 use super::{
-    AccountRecord, AccountStore, MarkerKey, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError, StoredMessage,
+    AccountRecord, AccountStore, MarkerKey, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError,
+    StoredMessage,
 };
 use crate::names::AccountName;
 use async_trait::async_trait;

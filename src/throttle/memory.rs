@@ -15,11 +15,13 @@ const PRUNE_AT: usize = 100_000;
 pub struct MemoryThrottle {
     limits: Limits,
     counts: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Last login per account and the interval it blocks.
+    logins: Mutex<HashMap<AccountName, (Instant, std::time::Duration)>>,
 }
 
 impl MemoryThrottle {
     pub fn new(limits: Limits) -> Self {
-        Self { limits, counts: Mutex::new(HashMap::new()) }
+        Self { limits, counts: Mutex::new(HashMap::new()), logins: Mutex::new(HashMap::new()) }
     }
 
     fn keys(account: Option<&AccountName>, addr: IpAddr) -> Vec<(String, bool)> {
@@ -56,5 +58,18 @@ impl LoginThrottle for MemoryThrottle {
             entry.0 += 1;
         }
         Ok(())
+    }
+
+    async fn begin_login(&self, account: &AccountName, min_interval: std::time::Duration) -> Result<bool, LockError> {
+        let mut logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if logins.len() > PRUNE_AT {
+            logins.retain(|_, (at, interval)| now.duration_since(*at) < *interval);
+        }
+        if logins.get(account).is_some_and(|(at, _)| now.duration_since(*at) < min_interval) {
+            return Ok(false);
+        }
+        logins.insert(account.clone(), (now, min_interval));
+        Ok(true)
     }
 }

@@ -28,6 +28,10 @@ pub trait LoginThrottle: Send + Sync + 'static {
 
     /// Counts a failed attempt.
     async fn failed(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<(), LockError>;
+
+    /// Records a login of `account` if its previous one is at least `min_interval` ago
+    /// (RFC 2449 LOGIN-DELAY); `false` means too soon, and nothing is recorded.
+    async fn begin_login(&self, account: &AccountName, min_interval: std::time::Duration) -> Result<bool, LockError>;
 }
 
 /// The key a client address is counted under.

@@ -58,4 +58,18 @@ impl LoginThrottle for RedisThrottle {
         }
         Ok(())
     }
+
+    async fn begin_login(&self, account: &AccountName, min_interval: std::time::Duration) -> Result<bool, LockError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{}login:{account}", self.prefix))
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(min_interval.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
 }

@@ -12,7 +12,8 @@ mod upload;
 pub use keys::KeyLayout;
 
 use super::{
-    AccountRecord, AccountStore, MarkerKey, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError, StoredMessage,
+    AccountRecord, AccountStore, MarkerKey, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError,
+    StoredMessage,
 };
 use crate::config::Config;
 use crate::names::AccountName;

@@ -1,27 +1,4 @@
-//! Storing new mail: line endings normalised to CRLF on the fly, size capped, committed
-//! atomically. Used by `cloudpop deliver` now and by the ingest API later.
-
-use crate::accounts::Accounts;
-use crate::names::{AccountName, InvalidName};
-use crate::store::{MessageStore, StoreError, StoredMessage};
-use tokio::io::{AsyncRead, AsyncReadExt};
-
-/// Why a delivery was refused or failed. Nothing is stored in any of these cases.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    #[error(transparent)]
-    InvalidName(#[from] InvalidName),
-    #[error("unknown mailbox {0}")]
-    UnknownMailbox(AccountName),
-    #[error("message is empty")]
-    Empty,
-    #[error("message exceeds the maximum size of {0} octets")]
-    TooLarge(u64),
-    #[error("reading the message failed: {0}")]
-    Read(std::io::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+//! Line-ending normalisation for stored messages: pure, chunk by chunk.
 
 /// Rewrites CR LF, lone LF and lone CR as CR LF, chunk by chunk.
 #[derive(Debug, Default)]
@@ -69,46 +46,6 @@ impl CrlfNormalizer {
         self.pending_cr = false;
         self.ends_with_newline = true;
     }
-}
-
-/// Reads a message from `input` and stores it in `mailbox`, in chunks of bounded size.
-pub async fn deliver(
-    store: &dyn MessageStore,
-    accounts: &Accounts,
-    mailbox: &str,
-    mut input: impl AsyncRead + Unpin,
-    max_size: u64,
-) -> Result<StoredMessage, DeliveryError> {
-    let mailbox = AccountName::parse(mailbox)?;
-    if !accounts.exists(&mailbox).await? {
-        return Err(DeliveryError::UnknownMailbox(mailbox));
-    }
-    let mut message = store.create(&mailbox).await?;
-    let mut normalizer = CrlfNormalizer::default();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut out = Vec::with_capacity(70 * 1024);
-    let mut written = 0u64;
-    loop {
-        let n = input.read(&mut chunk).await.map_err(DeliveryError::Read)?;
-        out.clear();
-        if n == 0 {
-            normalizer.finish(&mut out);
-        } else {
-            normalizer.push(&chunk[..n], &mut out);
-        }
-        written += out.len() as u64;
-        if written > max_size {
-            return Err(DeliveryError::TooLarge(max_size));
-        }
-        message.write(&out).await?;
-        if n == 0 {
-            break;
-        }
-    }
-    if written == 0 {
-        return Err(DeliveryError::Empty);
-    }
-    Ok(message.commit().await?)
 }
 
 #[cfg(test)]

@@ -1,0 +1,215 @@
+//! Storing new mail, for `cloudpop deliver` and the gRPC ingest API alike.
+//!
+//! A message is first normalised to CRLF, size-capped, sanity-checked and spooled to a local
+//! temporary file (bounded memory, whatever its size); then it is stored for each recipient
+//! from the spool. Idempotency: the message id is chosen and recorded under the caller's key
+//! *before* the message is stored, so a retry after a lost answer finds the id and stores
+//! nothing new, and a retry after a crash half-way stores the message under the same id.
+
+mod crlf;
+mod headers;
+
+pub use crlf::CrlfNormalizer;
+pub use headers::HeaderCheck;
+
+use crate::accounts::Accounts;
+use crate::names::{AccountName, InvalidName};
+use crate::store::{MarkerKey, MessageStore, StoreError, StoredMessage, ids};
+use std::path::Path;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Why a message could not be taken at all. Nothing is stored in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("message is empty")]
+    Empty,
+    #[error("message exceeds the maximum size of {0} octets")]
+    TooLarge(u64),
+    #[error("not an RFC 5322 message: {0}")]
+    Malformed(&'static str),
+    #[error("reading the message failed: {0}")]
+    Read(std::io::Error),
+    #[error("spooling the message failed: {0}")]
+    Spool(std::io::Error),
+}
+
+/// What happened for one recipient.
+#[derive(Debug)]
+pub enum Outcome {
+    Stored(StoredMessage),
+    /// An earlier delivery with the same idempotency key stored this id.
+    Duplicate(String),
+    UnknownMailbox,
+    InvalidName(InvalidName),
+    Disabled,
+    OverQuota(&'static str),
+    Failed(StoreError),
+}
+
+/// Receives a message chunk by chunk into a temporary file.
+pub struct Spooler {
+    file: tokio::fs::File,
+    path: tempfile::TempPath,
+    normalizer: CrlfNormalizer,
+    headers: HeaderCheck,
+    buf: Vec<u8>,
+    size: u64,
+    max_size: u64,
+}
+
+/// A complete, normalised, checked message waiting in the spool.
+pub struct Spooled {
+    path: tempfile::TempPath,
+    pub size: u64,
+}
+
+impl Spooler {
+    pub async fn new(spool_dir: &Path, max_size: u64) -> Result<Self, DeliveryError> {
+        tokio::fs::create_dir_all(spool_dir).await.map_err(DeliveryError::Spool)?;
+        let named = tempfile::Builder::new().prefix("msg-").tempfile_in(spool_dir).map_err(DeliveryError::Spool)?;
+        let (file, path) = named.into_parts();
+        Ok(Self {
+            file: tokio::fs::File::from_std(file),
+            path,
+            normalizer: CrlfNormalizer::default(),
+            headers: HeaderCheck::default(),
+            buf: Vec::with_capacity(70 * 1024),
+            size: 0,
+            max_size,
+        })
+    }
+
+    pub async fn push(&mut self, chunk: &[u8]) -> Result<(), DeliveryError> {
+        self.buf.clear();
+        self.normalizer.push(chunk, &mut self.buf);
+        self.write_buf().await
+    }
+
+    async fn write_buf(&mut self) -> Result<(), DeliveryError> {
+        self.size += self.buf.len() as u64;
+        if self.size > self.max_size {
+            return Err(DeliveryError::TooLarge(self.max_size));
+        }
+        self.headers.push(&self.buf);
+        self.file.write_all(&self.buf).await.map_err(DeliveryError::Spool)
+    }
+
+    /// Reads a whole stream into the spool.
+    pub async fn read_from(&mut self, mut input: impl AsyncRead + Unpin) -> Result<(), DeliveryError> {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = input.read(&mut chunk).await.map_err(DeliveryError::Read)?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.push(&chunk[..n]).await?;
+        }
+    }
+
+    pub async fn finish(mut self) -> Result<Spooled, DeliveryError> {
+        self.buf.clear();
+        self.normalizer.finish(&mut self.buf);
+        self.write_buf().await?;
+        if self.size == 0 {
+            return Err(DeliveryError::Empty);
+        }
+        self.headers.finish().map_err(DeliveryError::Malformed)?;
+        self.file.flush().await.map_err(DeliveryError::Spool)?;
+        Ok(Spooled { path: self.path, size: self.size })
+    }
+}
+
+/// Stores a spooled message for one recipient, honouring quota and idempotency.
+pub async fn store_for(
+    store: &dyn MessageStore,
+    accounts: &Accounts,
+    message: &Spooled,
+    recipient: &str,
+    idempotency_key: Option<&MarkerKey>,
+) -> Outcome {
+    let name = match AccountName::parse(recipient) {
+        Ok(name) => name,
+        Err(e) => return Outcome::InvalidName(e),
+    };
+    match store_checked(store, accounts, message, &name, idempotency_key).await {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+async fn store_checked(
+    store: &dyn MessageStore,
+    accounts: &Accounts,
+    message: &Spooled,
+    name: &AccountName,
+    key: Option<&MarkerKey>,
+) -> Result<Outcome, StoreError> {
+    let Some(account) = accounts.get(name).await? else { return Ok(Outcome::UnknownMailbox) };
+    if account.disabled {
+        return Ok(Outcome::Disabled);
+    }
+    let earlier = match key {
+        Some(key) => store.get_marker(name, key).await?,
+        None => None,
+    };
+    if let Some(id) = &earlier {
+        if store.exists(name, id).await? {
+            return Ok(Outcome::Duplicate(id.clone()));
+        }
+    }
+    if account.quota_bytes > 0 || account.quota_messages > 0 {
+        let present = store.list(name).await?;
+        let bytes: u64 = present.iter().map(|m| m.size).sum();
+        if account.quota_messages > 0 && present.len() as u64 >= account.quota_messages {
+            return Ok(Outcome::OverQuota("message count quota reached"));
+        }
+        if account.quota_bytes > 0 && bytes + message.size > account.quota_bytes {
+            return Ok(Outcome::OverQuota("byte quota would be exceeded"));
+        }
+    }
+    let id = match (earlier, key) {
+        // The earlier attempt recorded this id but never finished storing: finish it now.
+        (Some(id), _) => id,
+        (None, Some(key)) => {
+            let id = ids::new_message_id();
+            store.put_marker(name, key, &id).await?;
+            id
+        }
+        (None, None) => ids::new_message_id(),
+    };
+    let mut new = store.create_with_id(name, &id).await?;
+    let mut file = tokio::fs::File::open(&message.path).await?;
+    file.rewind().await?;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        new.write(&chunk[..n]).await?;
+    }
+    Ok(Outcome::Stored(new.commit().await?))
+}
+
+/// `cloudpop deliver`: one message from a stream to one mailbox.
+pub async fn deliver(
+    store: &dyn MessageStore,
+    accounts: &Accounts,
+    spool_dir: &Path,
+    mailbox: &str,
+    input: impl AsyncRead + Unpin,
+    max_size: u64,
+) -> Result<StoredMessage, String> {
+    let mut spooler = Spooler::new(spool_dir, max_size).await.map_err(|e| e.to_string())?;
+    spooler.read_from(input).await.map_err(|e| e.to_string())?;
+    let message = spooler.finish().await.map_err(|e| e.to_string())?;
+    match store_for(store, accounts, &message, mailbox, None).await {
+        Outcome::Stored(stored) => Ok(stored),
+        Outcome::Duplicate(id) => Err(format!("already delivered as {id}")),
+        Outcome::UnknownMailbox => Err(format!("unknown mailbox {}", mailbox.to_ascii_lowercase())),
+        Outcome::InvalidName(e) => Err(e.to_string()),
+        Outcome::Disabled => Err(format!("mailbox {} is disabled", mailbox.to_ascii_lowercase())),
+        Outcome::OverQuota(why) => Err(format!("over quota: {why}")),
+        Outcome::Failed(e) => Err(e.to_string()),
+    }
+}
