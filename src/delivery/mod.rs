@@ -152,10 +152,10 @@ async fn store_checked(
         Some(key) => store.get_marker(name, key).await?,
         None => None,
     };
-    if let Some(id) = &earlier {
-        if store.exists(name, id).await? {
-            return Ok(Outcome::Duplicate(id.clone()));
-        }
+    if let Some(id) = &earlier
+        && store.exists(name, id).await?
+    {
+        return Ok(Outcome::Duplicate(id.clone()));
     }
     if account.quota_bytes > 0 || account.quota_messages > 0 {
         let present = store.list(name).await?;
