@@ -68,4 +68,25 @@ impl Backends {
         };
         Ok(Self { messages, accounts, locks, throttle })
     }
+
+    /// Checks that the store and the lock service answer; the reason if not (no secrets).
+    pub async fn probe(&self) -> Result<(), String> {
+        let probe = crate::names::AccountName::parse("cloudpop-health-probe").expect("valid name");
+        let timeout = Duration::from_secs(5);
+        match tokio::time::timeout(timeout, self.messages.list(&probe)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("message store: {e}")),
+            Err(_) => return Err("message store: timed out".into()),
+        }
+        match tokio::time::timeout(timeout, self.locks.acquire(&probe, Duration::from_secs(5))).await {
+            Ok(Ok(Some(token))) => {
+                let _ = self.locks.release(&probe, &token).await;
+                Ok(())
+            }
+            // Another frontend's probe holds it right now: the service answered.
+            Ok(Ok(None)) => Ok(()),
+            Ok(Err(e)) => Err(format!("lock service: {e}")),
+            Err(_) => Err("lock service: timed out".into()),
+        }
+    }
 }

@@ -102,6 +102,23 @@ pub struct Config {
     /// Time allowed for one Redis command or connection attempt, in milliseconds.
     pub redis_timeout_ms: u64,
 
+    /// Address of the gRPC API (Admin, Ingest, health, reflection). Loopback by default; empty
+    /// disables it.
+    pub api_listen: String,
+    /// Admin-scope bearer tokens, comma- or newline-separated; prefer `CLOUDPOP_API_ADMIN_TOKENS`
+    /// or the `_file` form.
+    pub api_admin_tokens: Option<Secret>,
+    /// File with admin-scope tokens, one per line.
+    pub api_admin_tokens_file: Option<PathBuf>,
+    /// Ingest-scope bearer tokens, comma- or newline-separated.
+    pub api_ingest_tokens: Option<Secret>,
+    /// File with ingest-scope tokens, one per line.
+    pub api_ingest_tokens_file: Option<PathBuf>,
+    /// Serve the API over TLS, with `tls_cert`/`tls_key` (or the generated certificate).
+    pub api_tls: bool,
+    /// PEM CA whose client certificates the API requires (mutual TLS); needs `api_tls`.
+    pub api_client_ca: Option<PathBuf>,
+
     /// Window over which failed logins are counted, in seconds.
     pub throttle_window_secs: u64,
     /// Failed logins per account within the window before further logins are refused.
@@ -167,6 +184,13 @@ impl Default for Config {
             redis_tls_ca_file: None,
             redis_key_prefix: "cloudpop:".into(),
             redis_timeout_ms: 2000,
+            api_listen: "127.0.0.1:7110".into(),
+            api_admin_tokens: None,
+            api_admin_tokens_file: None,
+            api_ingest_tokens: None,
+            api_ingest_tokens_file: None,
+            api_tls: false,
+            api_client_ca: None,
             throttle_window_secs: 900,
             throttle_account_failures: 10,
             throttle_address_failures: 30,
@@ -230,6 +254,15 @@ impl Config {
             if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
                 return fail(format!("{key} = {value:?} is not an address like 127.0.0.1:110 or [::]:995"));
             }
+        }
+        if !self.api_listen.is_empty() && self.api_listen.parse::<SocketAddr>().is_err() {
+            return fail(format!("api_listen = {:?} is not an address like 127.0.0.1:7110", self.api_listen));
+        }
+        readable_file("api_admin_tokens_file", self.api_admin_tokens_file.as_deref())?;
+        readable_file("api_ingest_tokens_file", self.api_ingest_tokens_file.as_deref())?;
+        readable_file("api_client_ca", self.api_client_ca.as_deref())?;
+        if self.api_client_ca.is_some() && !self.api_tls {
+            return fail("api_client_ca (mutual TLS) needs api_tls = true".into());
         }
         if self.pop3_listen.is_empty() && self.pop3s_listen.is_empty() {
             return fail("pop3_listen and pop3s_listen are both empty: nothing to serve".into());

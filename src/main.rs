@@ -56,6 +56,9 @@ struct ServeArgs {
     /// Implicit-TLS POP3 listener, e.g. 0.0.0.0:995 ("" disables it).
     #[arg(long)]
     pop3s: Option<String>,
+    /// gRPC API listener, e.g. 127.0.0.1:7110 ("" disables it).
+    #[arg(long)]
+    api: Option<String>,
     /// PEM certificate chain.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -135,6 +138,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(addr) = args.pop3s {
         config.pop3s_listen = addr;
+    }
+    if let Some(addr) = args.api {
+        config.api_listen = addr;
     }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls_cert = Some(cert);

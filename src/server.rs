@@ -24,6 +24,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -48,8 +50,12 @@ pub async fn run(config: Config, stop: impl Future<Output = Shutdown>) -> Result
         _ => tls::self_signed_paths(&config.data_dir)?,
     };
     let acceptor = tls::acceptor_from_pem(&cert, &key)?;
-    let ctx =
-        Arc::new(Context { config: config.clone(), backends, tls: Some(acceptor), shutdown: CancellationToken::new() });
+    let ctx = Arc::new(Context {
+        config: config.clone(),
+        backends: backends.clone(),
+        tls: Some(acceptor),
+        shutdown: CancellationToken::new(),
+    });
 
     let mut listeners = Vec::new();
     for (addr, role, name) in
@@ -67,9 +73,23 @@ pub async fn run(config: Config, stop: impl Future<Output = Shutdown>) -> Result
         println!("cloudpop: {name} listening on {local}");
         listeners.push((listener, role));
     }
+    let api = crate::api::bind(&config).await?;
+    if let Some((_, local)) = &api {
+        info!(%local, listener = "api", "listening");
+        println!("cloudpop: api listening on {local}");
+    }
     let _ = std::io::stdout().flush();
 
     let tracker = TaskTracker::new();
+    if let Some((listener, _)) = api {
+        let (config, shutdown) = (config.clone(), ctx.shutdown.clone());
+        let tls_files = Some((cert.clone(), key.clone()));
+        tracker.spawn(async move {
+            if let Err(e) = crate::api::serve(listener, config, backends, tls_files, shutdown).await {
+                warn!(error = %e, "API stopped");
+            }
+        });
+    }
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let stop_accepting = CancellationToken::new();
     for (listener, role) in listeners {

@@ -1,3 +1,157 @@
-//! The gRPC management and ingest API.
+//! The gRPC management and ingest API: `cloudpop.v1.Admin`, `cloudpop.v1.Ingest`,
+//! `grpc.health.v1` (reflecting real readiness of the store and locks) and server reflection.
+//!
+//! Layout: [`proto`] (generated code only), [`auth`] (tokens and scopes), [`admin`],
+//! [`ingest`], [`status`] (domain errors to gRPC codes).
 
+pub mod admin;
+pub mod auth;
+pub mod ingest;
 pub mod proto;
+pub mod status;
+
+use crate::backends::Backends;
+use crate::config::Config;
+use crate::secret::Secret;
+use auth::{Scope, Tokens};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tracing::{info, warn};
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot read API tokens: {0}")]
+    Tokens(std::io::Error),
+    #[error("cannot read API TLS files: {0}")]
+    TlsFiles(std::io::Error),
+    #[error("cannot listen on {addr} for the API: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// Reads the tokens of both scopes from configuration, environment or files.
+pub fn tokens(config: &Config) -> Result<Tokens, ApiError> {
+    let read = |inline: Option<&Secret>, file| {
+        Secret::inline_or_file(inline, file).map(|s| s.map(|s| Tokens::parse_list(s.expose())).unwrap_or_default())
+    };
+    let admin =
+        read(config.api_admin_tokens.as_ref(), config.api_admin_tokens_file.as_deref()).map_err(ApiError::Tokens)?;
+    let ingest =
+        read(config.api_ingest_tokens.as_ref(), config.api_ingest_tokens_file.as_deref()).map_err(ApiError::Tokens)?;
+    Ok(Tokens::new(admin, ingest))
+}
+
+/// Binds the API listener; returns it with its address (for port 0).
+pub async fn bind(config: &Config) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, ApiError> {
+    if config.api_listen.is_empty() {
+        return Ok(None);
+    }
+    let bind_err = |source| ApiError::Bind { addr: config.api_listen.clone(), source };
+    let listener = tokio::net::TcpListener::bind(&config.api_listen).await.map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    Ok(Some((listener, addr)))
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Arc<Config>,
+    backends: Backends,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    shutdown: CancellationToken,
+) -> Result<(), ApiError> {
+    let tokens = tokens(&config)?;
+    if tokens.is_empty() {
+        warn!("no API tokens configured: every Admin and Ingest call will be refused");
+    }
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(watch_health(reporter, backends.clone(), shutdown.clone()));
+
+    let admin_tokens = tokens.clone();
+    let admin = proto::admin_server::AdminServer::with_interceptor(
+        admin::AdminService { backends: backends.clone(), config: config.clone() },
+        move |req| admin_tokens.check(&req, Scope::Admin).map(|()| req),
+    );
+    let ingest_tokens = tokens.clone();
+    let ingest = proto::ingest_server::IngestServer::with_interceptor(
+        ingest::IngestService {
+            backends: backends.clone(),
+            spool_dir: config.spool_dir(),
+            max_message_size: config.max_message_size,
+        },
+        move |req| ingest_tokens.check(&req, Scope::Ingest).map(|()| req),
+    );
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor sets are valid");
+    let reflection_tokens = tokens;
+    let reflection = tonic::service::interceptor::InterceptedService::new(reflection, move |req: tonic::Request<()>| {
+        reflection_tokens.check_any(&req).map(|()| req)
+    });
+
+    let mut builder = Server::builder().timeout(Duration::from_secs(600));
+    if config.api_tls {
+        let (cert, key) = tls.expect("TLS files are resolved before serving");
+        let identity = Identity::from_pem(
+            std::fs::read(cert).map_err(ApiError::TlsFiles)?,
+            std::fs::read(key).map_err(ApiError::TlsFiles)?,
+        );
+        let mut tls = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &config.api_client_ca {
+            tls = tls.client_ca_root(Certificate::from_pem(std::fs::read(ca).map_err(ApiError::TlsFiles)?));
+        }
+        builder = builder.tls_config(tls).expect("valid TLS configuration");
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    info!(tls = config.api_tls, mutual_tls = config.api_client_ca.is_some(), "API serving");
+    let result = builder
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(admin)
+        .add_service(ingest)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = result {
+        warn!(error = %e, "API server stopped");
+    }
+    Ok(())
+}
+
+/// Keeps `grpc.health.v1` in step with the real state of the store and the lock service.
+async fn watch_health(reporter: tonic_health::server::HealthReporter, backends: Backends, shutdown: CancellationToken) {
+    use tonic_health::ServingStatus::{NotServing, Serving};
+    let mut last = None;
+    loop {
+        let healthy = match backends.probe().await {
+            Ok(()) => true,
+            Err(why) => {
+                if last != Some(false) {
+                    warn!(%why, "not ready");
+                }
+                false
+            }
+        };
+        if last != Some(healthy) {
+            let status = if healthy { Serving } else { NotServing };
+            for service in ["", "cloudpop.v1.Admin", "cloudpop.v1.Ingest", "cloudpop.v1.Pop3"] {
+                reporter.set_service_status(service, status).await;
+            }
+            info!(healthy, "readiness changed");
+            last = Some(healthy);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = shutdown.cancelled() => {
+                for service in ["", "cloudpop.v1.Admin", "cloudpop.v1.Ingest", "cloudpop.v1.Pop3"] {
+                    reporter.set_service_status(service, NotServing).await;
+                }
+                return;
+            }
+        }
+    }
+}

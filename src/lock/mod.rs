@@ -48,4 +48,8 @@ pub trait MaildropLocks: Send + Sync + 'static {
 
     /// Releases a lease if it is still ours.
     async fn release(&self, maildrop: &AccountName, token: &LeaseToken) -> Result<(), LockError>;
+
+    /// Removes whatever lease is held (an operator freeing a stuck maildrop); whether one was.
+    /// The session that held it notices at its next renewal and ends without changes.
+    async fn force_release(&self, maildrop: &AccountName) -> Result<bool, LockError>;
 }

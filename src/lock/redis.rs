@@ -91,4 +91,11 @@ impl MaildropLocks for RedisLocks {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    async fn force_release(&self, maildrop: &AccountName) -> Result<bool, LockError> {
+        let mut conn = self.conn.clone();
+        let deleted: i64 =
+            redis::cmd("DEL").arg(self.key(maildrop)).query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(deleted == 1)
+    }
 }

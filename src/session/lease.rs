@@ -127,6 +127,9 @@ mod tests {
         async fn release(&self, m: &AccountName, t: &LeaseToken) -> Result<(), LockError> {
             self.0.release(m, t).await
         }
+        async fn force_release(&self, m: &AccountName) -> Result<bool, LockError> {
+            self.0.force_release(m).await
+        }
     }
 
     #[tokio::test]

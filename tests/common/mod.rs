@@ -21,6 +21,8 @@ pub struct Server {
     pub env: Vec<(String, String)>,
     pub pop3: SocketAddr,
     pub pop3s: SocketAddr,
+    /// The gRPC API, on a free port unless the test disabled it.
+    pub api: Option<SocketAddr>,
 }
 
 impl Server {
@@ -41,6 +43,7 @@ impl Server {
         cmd.args(["serve", "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .env("CLOUDPOP_AUTH_FAILURE_DELAY_MS", "50")
+            .env("CLOUDPOP_API_LISTEN", "127.0.0.1:0")
             .env("CLOUDPOP_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -49,8 +52,9 @@ impl Server {
         let mut child = cmd.spawn().expect("start cloudpop");
         // Readiness: the server prints one line per bound listener on stdout.
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let (mut pop3, mut pop3s) = (None, None);
-        while pop3.is_none() || pop3s.is_none() {
+        let want_api = env.iter().find(|(k, _)| k == "CLOUDPOP_API_LISTEN").is_none_or(|(_, v)| !v.is_empty());
+        let (mut pop3, mut pop3s, mut api) = (None, None, None);
+        while pop3.is_none() || pop3s.is_none() || (want_api && api.is_none()) {
             let mut line = String::new();
             if stdout.read_line(&mut line).unwrap() == 0 {
                 let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
@@ -61,9 +65,11 @@ impl Server {
                 pop3 = Some(addr());
             } else if line.starts_with("cloudpop: pop3s listening on") {
                 pop3s = Some(addr());
+            } else if line.starts_with("cloudpop: api listening on") {
+                api = Some(addr());
             }
         }
-        Self { child, dir, env, pop3: pop3.unwrap(), pop3s: pop3s.unwrap() }
+        Self { child, dir, env, pop3: pop3.unwrap(), pop3s: pop3s.unwrap(), api }
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -1,0 +1,243 @@
+//! The Admin service: accounts, quotas, policies, mailboxes, locks, server info.
+
+use super::proto::{self, *};
+use super::status;
+use crate::backends::Backends;
+use crate::config::Config;
+use crate::names::AccountName;
+use crate::store::AccountRecord;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+pub struct AdminService {
+    pub backends: Backends,
+    pub config: Arc<Config>,
+}
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+fn page_size(requested: u32) -> Result<usize, Status> {
+    match requested as usize {
+        0 => Ok(DEFAULT_PAGE),
+        n if n <= MAX_PAGE => Ok(n),
+        _ => Err(Status::invalid_argument(format!("page_size must be at most {MAX_PAGE}"))),
+    }
+}
+
+fn name(raw: &str) -> Result<AccountName, Status> {
+    AccountName::parse(raw).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The domain record as the API shows it (never with the hash).
+fn account(record: AccountRecord) -> Account {
+    Account {
+        name: record.name,
+        enabled: !record.disabled,
+        created_unix: record.created_at as i64,
+        quota: Some(Quota { max_bytes: record.quota_bytes, max_messages: record.quota_messages }),
+        policy: Some(Policy { login_delay_secs: record.login_delay_secs }),
+    }
+}
+
+/// Milliseconds since the epoch encoded at the front of every message id.
+fn received_ms(id: &str) -> i64 {
+    id.get(..12).and_then(|hex| i64::from_str_radix(hex, 16).ok()).unwrap_or(0)
+}
+
+impl AdminService {
+    async fn update(&self, raw: &str, change: impl FnOnce(&mut AccountRecord)) -> Result<Response<Account>, Status> {
+        let record = self.backends.accounts.update(raw, change).await.map_err(status::account)?;
+        Ok(Response::new(account(record)))
+    }
+
+    async fn existing(&self, raw: &str) -> Result<AccountName, Status> {
+        let name = name(raw)?;
+        match self.backends.accounts.get(&name).await.map_err(status::store)? {
+            Some(_) => Ok(name),
+            None => Err(Status::not_found(format!("account {name} does not exist"))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::admin_server::Admin for AdminService {
+    async fn create_account(&self, request: Request<CreateAccountRequest>) -> Result<Response<Account>, Status> {
+        let req = request.into_inner();
+        let accounts = &self.backends.accounts;
+        let created = accounts.create(&req.name, &req.password).await.map_err(status::account)?;
+        info!(account = %created, "account created");
+        let (quota, policy) = (req.quota.unwrap_or_default(), req.policy.unwrap_or_default());
+        self.update(created.as_str(), |r| {
+            r.quota_bytes = quota.max_bytes;
+            r.quota_messages = quota.max_messages;
+            r.login_delay_secs = policy.login_delay_secs;
+        })
+        .await
+    }
+
+    async fn get_account(&self, request: Request<GetAccountRequest>) -> Result<Response<Account>, Status> {
+        let name = name(&request.into_inner().name)?;
+        match self.backends.accounts.get(&name).await.map_err(status::store)? {
+            Some(record) => Ok(Response::new(account(record))),
+            None => Err(Status::not_found(format!("account {name} does not exist"))),
+        }
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<ListAccountsRequest>,
+    ) -> Result<Response<ListAccountsResponse>, Status> {
+        let req = request.into_inner();
+        let size = page_size(req.page_size)?;
+        let names = self.backends.accounts.list().await.map_err(status::account)?;
+        let page: Vec<AccountName> =
+            names.into_iter().filter(|n| n.as_str() > req.page_token.as_str()).take(size + 1).collect();
+        let more = page.len() > size;
+        let mut accounts = Vec::with_capacity(size);
+        for n in page.iter().take(size) {
+            // An account deleted between listing and reading is simply left out.
+            if let Some(record) = self.backends.accounts.get(n).await.map_err(status::store)? {
+                accounts.push(account(record));
+            }
+        }
+        let next_page_token = if more { page[size - 1].to_string() } else { String::new() };
+        Ok(Response::new(ListAccountsResponse { accounts, next_page_token }))
+    }
+
+    async fn set_password(&self, request: Request<SetPasswordRequest>) -> Result<Response<Account>, Status> {
+        let req = request.into_inner();
+        let record = self.backends.accounts.set_password(&req.name, &req.password).await.map_err(status::account)?;
+        info!(account = %record.name, "password changed");
+        Ok(Response::new(account(record)))
+    }
+
+    async fn set_enabled(&self, request: Request<SetEnabledRequest>) -> Result<Response<Account>, Status> {
+        let req = request.into_inner();
+        self.update(&req.name, |r| r.disabled = !req.enabled).await
+    }
+
+    async fn set_quota(&self, request: Request<SetQuotaRequest>) -> Result<Response<Account>, Status> {
+        let req = request.into_inner();
+        let quota = req.quota.unwrap_or_default();
+        self.update(&req.name, |r| {
+            r.quota_bytes = quota.max_bytes;
+            r.quota_messages = quota.max_messages;
+        })
+        .await
+    }
+
+    async fn set_policy(&self, request: Request<SetPolicyRequest>) -> Result<Response<Account>, Status> {
+        let req = request.into_inner();
+        let policy = req.policy.unwrap_or_default();
+        if policy.login_delay_secs > 86_400 {
+            return Err(Status::invalid_argument("login_delay_secs must be at most 86400"));
+        }
+        self.update(&req.name, |r| r.login_delay_secs = policy.login_delay_secs).await
+    }
+
+    async fn delete_account(
+        &self,
+        request: Request<DeleteAccountRequest>,
+    ) -> Result<Response<DeleteAccountResponse>, Status> {
+        let raw = request.into_inner().name;
+        self.backends.accounts.delete(&raw, self.backends.messages.as_ref()).await.map_err(status::account)?;
+        info!(account = %raw.to_ascii_lowercase(), "account deleted");
+        Ok(Response::new(DeleteAccountResponse {}))
+    }
+
+    async fn get_mailbox_stats(
+        &self,
+        request: Request<GetMailboxStatsRequest>,
+    ) -> Result<Response<MailboxStats>, Status> {
+        let name = self.existing(&request.into_inner().name).await?;
+        let messages = self.backends.messages.list(&name).await.map_err(status::store)?;
+        let bytes = messages.iter().map(|m| m.size).sum();
+        Ok(Response::new(MailboxStats { messages: messages.len() as u64, bytes }))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<ListMessagesRequest>,
+    ) -> Result<Response<ListMessagesResponse>, Status> {
+        let req = request.into_inner();
+        let size = page_size(req.page_size)?;
+        let name = self.existing(&req.name).await?;
+        let all = self.backends.messages.list(&name).await.map_err(status::store)?;
+        let page: Vec<_> = all.into_iter().filter(|m| m.id.as_str() > req.page_token.as_str()).take(size + 1).collect();
+        let more = page.len() > size;
+        let next_page_token = if more { page[size - 1].id.clone() } else { String::new() };
+        let messages = page
+            .into_iter()
+            .take(size)
+            .map(|m| MessageInfo { received_unix_ms: received_ms(&m.id), id: m.id, size: m.size })
+            .collect();
+        Ok(Response::new(ListMessagesResponse { messages, next_page_token }))
+    }
+
+    async fn delete_messages(
+        &self,
+        request: Request<DeleteMessagesRequest>,
+    ) -> Result<Response<DeleteMessagesResponse>, Status> {
+        let req = request.into_inner();
+        let name = self.existing(&req.name).await?;
+        let present: std::collections::HashSet<String> =
+            self.backends.messages.list(&name).await.map_err(status::store)?.into_iter().map(|m| m.id).collect();
+        let ids: Vec<String> = req.ids.into_iter().filter(|id| present.contains(id)).collect();
+        remove(&self.backends, &name, &ids).await
+    }
+
+    async fn purge_mailbox(
+        &self,
+        request: Request<PurgeMailboxRequest>,
+    ) -> Result<Response<DeleteMessagesResponse>, Status> {
+        let name = self.existing(&request.into_inner().name).await?;
+        let ids: Vec<String> =
+            self.backends.messages.list(&name).await.map_err(status::store)?.into_iter().map(|m| m.id).collect();
+        remove(&self.backends, &name, &ids).await
+    }
+
+    async fn release_lock(
+        &self,
+        request: Request<ReleaseLockRequest>,
+    ) -> Result<Response<ReleaseLockResponse>, Status> {
+        let name = name(&request.into_inner().name)?;
+        let released =
+            self.backends.locks.force_release(&name).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        info!(account = %name, released, "maildrop lock released by an operator");
+        Ok(Response::new(ReleaseLockResponse { released }))
+    }
+
+    async fn get_server_info(&self, _: Request<GetServerInfoRequest>) -> Result<Response<ServerInfo>, Status> {
+        let lower = |s: String| s.to_ascii_lowercase();
+        Ok(Response::new(ServerInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            store: lower(format!("{:?}", self.config.store)),
+            locks: lower(format!("{:?}", self.config.locks)),
+            build: format!(
+                "{}-{}{}",
+                std::env::consts::ARCH,
+                std::env::consts::OS,
+                if cfg!(debug_assertions) { " debug" } else { "" }
+            ),
+        }))
+    }
+}
+
+async fn remove(
+    backends: &Backends,
+    name: &AccountName,
+    ids: &[String],
+) -> Result<Response<DeleteMessagesResponse>, Status> {
+    let report = backends.messages.remove(name, ids).await.map_err(status::store)?;
+    if let Some((id, why)) = report.failed.first() {
+        return Err(Status::unavailable(format!(
+            "{} of {} messages not deleted (first: {id}: {why})",
+            report.failed.len(),
+            ids.len()
+        )));
+    }
+    info!(account = %name, deleted = report.removed, "messages deleted by an operator");
+    Ok(Response::new(DeleteMessagesResponse { deleted: report.removed as u64 }))
+}

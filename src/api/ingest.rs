@@ -1,0 +1,106 @@
+//! The Ingest service: streamed delivery to one or more mailboxes.
+
+use super::proto::{self, DeliverRequest, DeliverResponse, DeliveryStatus, RecipientResult, deliver_request::Frame};
+use super::status;
+use crate::backends::Backends;
+use crate::delivery::{self, Outcome, Spooler};
+use crate::store::MarkerKey;
+use std::path::PathBuf;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, info, info_span};
+
+/// Most recipients in one envelope.
+pub const MAX_RECIPIENTS: usize = 100;
+
+pub struct IngestService {
+    pub backends: Backends,
+    pub spool_dir: PathBuf,
+    pub max_message_size: u64,
+}
+
+#[tonic::async_trait]
+impl proto::ingest_server::Ingest for IngestService {
+    async fn deliver(&self, request: Request<Streaming<DeliverRequest>>) -> Result<Response<DeliverResponse>, Status> {
+        let traceparent = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut frames = request.into_inner();
+        let envelope = match frames.message().await?.and_then(|f| f.frame) {
+            Some(Frame::Envelope(envelope)) => envelope,
+            _ => return Err(Status::invalid_argument("the first frame must be the envelope")),
+        };
+        if envelope.recipients.is_empty() || envelope.recipients.len() > MAX_RECIPIENTS {
+            return Err(Status::invalid_argument(format!("an envelope needs 1 to {MAX_RECIPIENTS} recipients")));
+        }
+        let key = match envelope.idempotency_key.as_str() {
+            "" => None,
+            raw => Some(MarkerKey::parse(raw).ok_or_else(|| {
+                Status::invalid_argument("idempotency_key must be 1-128 characters from A-Z a-z 0-9 . _ - :")
+            })?),
+        };
+        // The caller's trace id joins this span, so retrieval logs can be tied to the delivery.
+        let span =
+            info_span!("ingest.deliver", recipients = envelope.recipients.len(), traceparent = traceparent.as_deref());
+        async move {
+            let mut spooler = Spooler::new(&self.spool_dir, self.max_message_size).await.map_err(status::delivery)?;
+            while let Some(frame) = frames.message().await? {
+                match frame.frame {
+                    Some(Frame::Chunk(bytes)) => spooler.push(&bytes).await.map_err(status::delivery)?,
+                    Some(Frame::Envelope(_)) => {
+                        return Err(Status::invalid_argument("only the first frame may be an envelope"));
+                    }
+                    None => return Err(Status::invalid_argument("empty frame")),
+                }
+            }
+            let message = spooler.finish().await.map_err(status::delivery)?;
+            let mut results = Vec::with_capacity(envelope.recipients.len());
+            for recipient in &envelope.recipients {
+                let outcome = delivery::store_for(
+                    self.backends.messages.as_ref(),
+                    &self.backends.accounts,
+                    &message,
+                    recipient,
+                    key.as_ref(),
+                )
+                .await;
+                results.push(result(recipient, outcome));
+            }
+            info!(
+                size = message.size,
+                stored = results.iter().filter(|r| r.status == DeliveryStatus::Stored as i32).count(),
+                "delivered"
+            );
+            whole_call_status(&results)?;
+            Ok(Response::new(DeliverResponse { results, size: message.size }))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn result(recipient: &str, outcome: Outcome) -> RecipientResult {
+    let (status, message_id, detail) = match outcome {
+        Outcome::Stored(stored) => (DeliveryStatus::Stored, stored.id, String::new()),
+        Outcome::Duplicate(id) => (DeliveryStatus::Duplicate, id, "already delivered with this idempotency key".into()),
+        Outcome::UnknownMailbox => (DeliveryStatus::UnknownMailbox, String::new(), "no such mailbox".into()),
+        Outcome::InvalidName(e) => (DeliveryStatus::UnknownMailbox, String::new(), e.to_string()),
+        Outcome::Disabled => (DeliveryStatus::Disabled, String::new(), "mailbox is disabled".into()),
+        Outcome::OverQuota(why) => (DeliveryStatus::OverQuota, String::new(), why.into()),
+        Outcome::Failed(e) => (DeliveryStatus::TemporaryFailure, String::new(), e.to_string()),
+    };
+    RecipientResult { recipient: recipient.to_owned(), status: status as i32, message_id, detail }
+}
+
+/// When no recipient got the message and all failed alike, the call itself fails with the code
+/// that says why, so single-recipient callers need not read the results.
+fn whole_call_status(results: &[RecipientResult]) -> Result<(), Status> {
+    let all = |s: DeliveryStatus| results.iter().all(|r| r.status == s as i32);
+    let detail = results.first().map(|r| r.detail.clone()).unwrap_or_default();
+    if all(DeliveryStatus::OverQuota) {
+        Err(Status::resource_exhausted(format!("over quota: {detail}")))
+    } else if all(DeliveryStatus::UnknownMailbox) {
+        Err(Status::not_found(format!("unknown mailbox: {detail}")))
+    } else if all(DeliveryStatus::TemporaryFailure) {
+        Err(Status::unavailable(format!("storage unavailable: {detail}")))
+    } else {
+        Ok(())
+    }
+}
