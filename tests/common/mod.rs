@@ -2,6 +2,7 @@
 //! small blocking POP3 client (plain, STLS and implicit TLS) that shows the raw protocol.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod cloud;
 
 use std::io::{BufRead, BufReader, Read, Write};

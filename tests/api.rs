@@ -1,0 +1,363 @@
+//! The gRPC API over real connections: delivery, idempotency, quotas, policies, management,
+//! security, health and reflection.
+
+mod common;
+use cloudpop::api::proto::*;
+use common::api::{self as grpc, ADMIN_TOKEN, INGEST_TOKEN, token_env};
+use common::{Client, Server};
+use tonic::Code;
+
+fn start(extra: &[(&str, &str)]) -> Server {
+    let mut env: Vec<(&str, &str)> = token_env().to_vec();
+    env.extend_from_slice(extra);
+    Server::start(&env)
+}
+
+async fn create(server: &Server, name: &str) -> Account {
+    let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let req = CreateAccountRequest { name: name.into(), password: "secret".into(), quota: None, policy: None };
+    admin.create_account(req).await.unwrap().into_inner()
+}
+
+fn stored(result: &RecipientResult) -> bool {
+    result.status == DeliveryStatus::Stored as i32
+}
+
+#[tokio::test]
+async fn delivered_mail_is_retrieved_byte_exact_over_pop3() {
+    let server = start(&[]);
+    create(&server, "alice").await;
+    let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let raw = b"From: a@example.com\nSubject: via gRPC\n\n.dot line\nbody\n";
+    let reply = grpc::deliver(&mut ingest, &["alice"], "", raw).await.unwrap();
+    let want = b"From: a@example.com\r\nSubject: via gRPC\r\n\r\n.dot line\r\nbody\r\n";
+    assert_eq!(reply.size, want.len() as u64);
+    assert!(stored(&reply.results[0]), "{reply:?}");
+    let mut c = Client::login(server.pop3, "alice", "secret");
+    assert_eq!(c.lines("UIDL"), [format!("1 {}", reply.results[0].message_id)]);
+    assert_eq!(c.multi("RETR 1").1, want);
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_stores_nothing_twice() {
+    let server = start(&[]);
+    create(&server, "alice").await;
+    let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let msg = b"Subject: once\r\n\r\nonly once\r\n";
+    let first = grpc::deliver(&mut ingest, &["alice"], "mta-queue:4711", msg).await.unwrap();
+    let again = grpc::deliver(&mut ingest, &["alice"], "mta-queue:4711", msg).await.unwrap();
+    assert!(stored(&first.results[0]));
+    assert_eq!(again.results[0].status, DeliveryStatus::Duplicate as i32);
+    assert_eq!(again.results[0].message_id, first.results[0].message_id);
+    let other = grpc::deliver(&mut ingest, &["alice"], "mta-queue:4712", msg).await.unwrap();
+    assert!(stored(&other.results[0]));
+
+    // A first attempt that recorded its id and then died before storing: the retry stores the
+    // message under that same id.
+    let id = cloudpop::store::ids::new_message_id();
+    let markers = server.data_dir().join("maildrops/alice/markers");
+    std::fs::write(markers.join("crashed-attempt"), &id).unwrap();
+    let retry = grpc::deliver(&mut ingest, &["alice"], "crashed-attempt", msg).await.unwrap();
+    assert!(stored(&retry.results[0]) && retry.results[0].message_id == id, "{retry:?}");
+    let mut c = Client::login(server.pop3, "alice", "secret");
+    assert_eq!(c.cmd("STAT").split(' ').nth(1), Some("3"));
+}
+
+#[tokio::test]
+async fn multi_recipient_results_are_per_recipient() {
+    let server = start(&[]);
+    create(&server, "alice").await;
+    create(&server, "bob").await;
+    let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let reply = grpc::deliver(&mut ingest, &["alice", "nobody", "Bob", "../x"], "", b"Subject: all\r\n\r\nhi\r\n")
+        .await
+        .unwrap();
+    let statuses: Vec<i32> = reply.results.iter().map(|r| r.status).collect();
+    let (s, u) = (DeliveryStatus::Stored as i32, DeliveryStatus::UnknownMailbox as i32);
+    assert_eq!(statuses, [s, u, s, u]);
+    for user in ["alice", "bob"] {
+        let mut c = Client::login(server.pop3, user, "secret");
+        assert_eq!(c.multi("RETR 1").1, b"Subject: all\r\n\r\nhi\r\n");
+    }
+    let err = grpc::deliver(&mut ingest, &["nobody"], "", b"Subject: x\r\n\r\n").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn quotas_are_enforced_with_resource_exhausted() {
+    let server = start(&[]);
+    create(&server, "alice").await;
+    let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let quota = Quota { max_bytes: 0, max_messages: 2 };
+    let acct =
+        admin.set_quota(SetQuotaRequest { name: "alice".into(), quota: Some(quota) }).await.unwrap().into_inner();
+    assert_eq!(acct.quota.unwrap().max_messages, 2);
+    let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let msg = b"Subject: q\r\n\r\n0123456789\r\n";
+    for _ in 0..2 {
+        grpc::deliver(&mut ingest, &["alice"], "", msg).await.unwrap();
+    }
+    let err = grpc::deliver(&mut ingest, &["alice"], "", msg).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let quota = Quota { max_bytes: 100, max_messages: 0 };
+    admin.set_quota(SetQuotaRequest { name: "alice".into(), quota: Some(quota) }).await.unwrap();
+    let err = grpc::deliver(&mut ingest, &["alice"], "", &[msg.as_slice(), &[b'x'; 60]].concat()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let stats = admin.get_mailbox_stats(GetMailboxStatsRequest { name: "alice".into() }).await.unwrap().into_inner();
+    assert_eq!(stats.messages, 2);
+}
+
+#[tokio::test]
+async fn calls_without_the_right_token_are_refused() {
+    let server = start(&[]);
+    let api = server.api.unwrap();
+    let req = || CreateAccountRequest { name: "mallory".into(), password: "x".into(), quota: None, policy: None };
+    for (token, code) in [
+        (None, Code::Unauthenticated),
+        (Some("wrong"), Code::Unauthenticated),
+        (Some(INGEST_TOKEN), Code::PermissionDenied),
+    ] {
+        let err = grpc::admin(api, token).await.create_account(req()).await.unwrap_err();
+        assert_eq!(err.code(), code, "admin call with {token:?}");
+    }
+    for (token, code) in [(None, Code::Unauthenticated), (Some(ADMIN_TOKEN), Code::PermissionDenied)] {
+        let err =
+            grpc::deliver(&mut grpc::ingest(api, token).await, &["x"], "", b"Subject: x\r\n\r\n").await.unwrap_err();
+        assert_eq!(err.code(), code, "ingest call with {token:?}");
+    }
+    // Nothing was created by the refused calls.
+    let mut admin = grpc::admin(api, Some(ADMIN_TOKEN)).await;
+    let err = admin.get_account(GetAccountRequest { name: "mallory".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // A server with no tokens configured refuses everything.
+    let bare = Server::start(&[]);
+    let err =
+        grpc::admin(bare.api.unwrap(), Some("")).await.get_server_info(GetServerInfoRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn malformed_and_oversize_input_is_refused_and_stores_nothing() {
+    let server = start(&[("CLOUDPOP_MAX_MESSAGE_SIZE", "4096")]);
+    create(&server, "alice").await;
+    let api = server.api.unwrap();
+    let mut ingest = grpc::ingest(api, Some(INGEST_TOKEN)).await;
+    let chunk_first = vec![DeliverRequest { frame: Some(deliver_request::Frame::Chunk(b"Subject: x\r\n".to_vec())) }];
+    let mut two_envelopes = grpc::frames(&["alice"], "", b"Subject: x\r\n\r\n", 100);
+    two_envelopes.push(two_envelopes[0].clone());
+    let cases: Vec<(&str, Vec<DeliverRequest>, Code)> = vec![
+        ("chunk before envelope", chunk_first, Code::InvalidArgument),
+        ("two envelopes", two_envelopes, Code::InvalidArgument),
+        ("no recipients", grpc::frames(&[], "", b"Subject: x\r\n\r\n", 100), Code::InvalidArgument),
+        ("not a message", grpc::frames(&["alice"], "", b"\x00\x01binary garbage\xff", 100), Code::InvalidArgument),
+        ("empty", grpc::frames(&["alice"], "", b"", 100), Code::InvalidArgument),
+        ("bad key", grpc::frames(&["alice"], "../../etc", b"Subject: x\r\n\r\n", 100), Code::InvalidArgument),
+        (
+            "oversize",
+            grpc::frames(&["alice"], "", &[b"Subject: big\r\n\r\n".as_slice(), &[b'x'; 5000]].concat(), 700),
+            Code::ResourceExhausted,
+        ),
+        ("no frames", Vec::new(), Code::InvalidArgument),
+    ];
+    for (what, frames, code) in cases {
+        let err = ingest.deliver(tokio_stream::iter(frames)).await.unwrap_err();
+        assert_eq!(err.code(), code, "{what}: {err:?}");
+    }
+    let mut admin = grpc::admin(api, Some(ADMIN_TOKEN)).await;
+    let stats = admin.get_mailbox_stats(GetMailboxStatsRequest { name: "alice".into() }).await.unwrap().into_inner();
+    assert_eq!(stats.messages, 0, "a refused delivery stored something");
+    let spool = std::fs::read_dir(server.data_dir().join("spool")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(spool, 0, "spool files left behind");
+    let bad_name = CreateAccountRequest { name: "a/b".into(), password: "x".into(), quota: None, policy: None };
+    assert_eq!(admin.create_account(bad_name).await.unwrap_err().code(), Code::InvalidArgument);
+    let bad_pw = CreateAccountRequest { name: "ok".into(), password: "a\r\nb".into(), quota: None, policy: None };
+    assert_eq!(admin.create_account(bad_pw).await.unwrap_err().code(), Code::InvalidArgument);
+    create(&server, "dup").await;
+    let dup = CreateAccountRequest { name: "DUP".into(), password: "x".into(), quota: None, policy: None };
+    assert_eq!(admin.create_account(dup).await.unwrap_err().code(), Code::AlreadyExists);
+}
+
+#[tokio::test]
+async fn a_hundred_megabyte_delivery_in_bounded_memory() {
+    let server = start(&[]);
+    create(&server, "alice").await;
+    let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = rss(server.pid());
+    let line = [b'y'; 98];
+    let chunks = (0..100 * 1024 * 1024 / (64 * 1024)).map(move |i| {
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        if i == 0 {
+            chunk.extend_from_slice(b"Subject: huge\r\n\r\n");
+        }
+        while chunk.len() + 100 <= 64 * 1024 {
+            chunk.extend_from_slice(&line);
+            chunk.extend_from_slice(b"\r\n");
+        }
+        DeliverRequest { frame: Some(deliver_request::Frame::Chunk(chunk)) }
+    });
+    let envelope = grpc::frames(&["alice"], "", b"", 1);
+    let pid = server.pid();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampler_peak = peak.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler_done = done.clone();
+    let sampler = std::thread::spawn(move || {
+        while !sampler_done.load(std::sync::atomic::Ordering::Relaxed) {
+            sampler_peak.fetch_max(rss(pid), std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    let reply = ingest.deliver(tokio_stream::iter(envelope.into_iter().chain(chunks))).await.unwrap().into_inner();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert!(reply.size > 100_000_000 && stored(&reply.results[0]));
+    let growth_mib = (peak.load(std::sync::atomic::Ordering::Relaxed) - before) / 1024;
+    assert!(growth_mib < 48, "server memory grew by {growth_mib} MiB during a 100 MB delivery");
+    let mut c = Client::login(server.pop3, "alice", "secret");
+    assert_eq!(c.cmd("LIST 1"), format!("+OK 1 {}", reply.size));
+}
+
+#[tokio::test]
+async fn login_delay_policy_is_advertised_and_enforced() {
+    let server = start(&[]);
+    create(&server, "alice").await;
+    let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let policy = Some(Policy { login_delay_secs: 300 });
+    admin.set_policy(SetPolicyRequest { name: "alice".into(), policy }).await.unwrap();
+    let mut c = Client::connect(server.pop3);
+    assert!(c.lines("CAPA").iter().any(|l| l == "LOGIN-DELAY 0 USER"));
+    c.cmd("USER alice");
+    assert!(c.cmd("PASS secret").starts_with("+OK"));
+    assert!(c.lines("CAPA").iter().any(|l| l == "LOGIN-DELAY 300"), "per-user value after login");
+    c.cmd("QUIT");
+    let mut again = Client::connect(server.pop3);
+    again.cmd("USER alice");
+    let reply = again.cmd("PASS secret");
+    assert!(reply.starts_with("-ERR [LOGIN-DELAY]"), "{reply}");
+}
+
+#[tokio::test]
+async fn account_and_mailbox_management() {
+    let server = start(&[]);
+    let api = server.api.unwrap();
+    let mut admin = grpc::admin(api, Some(ADMIN_TOKEN)).await;
+    for i in 0..25 {
+        create(&server, &format!("user{i:02}")).await;
+    }
+    // Pagination visits every account exactly once, in order.
+    let (mut seen, mut token) = (Vec::new(), String::new());
+    loop {
+        let page =
+            admin.list_accounts(ListAccountsRequest { page_size: 10, page_token: token }).await.unwrap().into_inner();
+        assert!(page.accounts.len() <= 10);
+        seen.extend(page.accounts.into_iter().map(|a| a.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, (0..25).map(|i| format!("user{i:02}")).collect::<Vec<_>>());
+
+    let mut ingest = grpc::ingest(api, Some(INGEST_TOKEN)).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let r = grpc::deliver(&mut ingest, &["user00"], "", format!("Subject: {i}\r\n\r\n").as_bytes()).await.unwrap();
+        ids.push(r.results[0].message_id.clone());
+    }
+    let listed = admin
+        .list_messages(ListMessagesRequest { name: "user00".into(), page_size: 3, page_token: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), ids[..3]);
+    assert!(listed.messages[0].received_unix_ms > 1_700_000_000_000);
+    let deleted = admin
+        .delete_messages(DeleteMessagesRequest {
+            name: "user00".into(),
+            ids: vec![ids[1].clone(), "nonexistent".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.deleted, 1);
+    let stats = admin.get_mailbox_stats(GetMailboxStatsRequest { name: "user00".into() }).await.unwrap().into_inner();
+    assert_eq!(stats.messages, 3);
+    let purged = admin.purge_mailbox(PurgeMailboxRequest { name: "user00".into() }).await.unwrap().into_inner();
+    assert_eq!(purged.deleted, 3);
+
+    // Disabled accounts can neither log in nor receive mail.
+    let acct =
+        admin.set_enabled(SetEnabledRequest { name: "user01".into(), enabled: false }).await.unwrap().into_inner();
+    assert!(!acct.enabled);
+    let mut c = Client::connect(server.pop3);
+    c.cmd("USER user01");
+    assert!(c.cmd("PASS secret").starts_with("-ERR [AUTH]"));
+    let r = grpc::deliver(&mut ingest, &["user01", "user02"], "", b"Subject: x\r\n\r\n").await.unwrap();
+    assert_eq!(r.results[0].status, DeliveryStatus::Disabled as i32);
+    admin.set_password(SetPasswordRequest { name: "user02".into(), password: "new".into() }).await.unwrap();
+    let mut c = Client::connect(server.pop3);
+    c.cmd("USER user02");
+    assert!(c.cmd("PASS new").starts_with("+OK"));
+    c.cmd("QUIT");
+
+    // Deleting an account deletes its mail.
+    admin.delete_account(DeleteAccountRequest { name: "user02".into() }).await.unwrap();
+    assert_eq!(
+        admin.get_account(GetAccountRequest { name: "user02".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert!(!server.data_dir().join("maildrops/user02").exists());
+    assert_eq!(
+        admin.delete_account(DeleteAccountRequest { name: "user02".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    let info = admin.get_server_info(GetServerInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        (info.store.as_str(), info.locks.as_str(), info.version.as_str()),
+        ("fs", "memory", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn an_operator_can_free_a_stuck_lock() {
+    let server = start(&[]);
+    create(&server, "alice").await;
+    let mut holder = Client::login(server.pop3, "alice", "secret");
+    assert!(holder.cmd("DELE 1").starts_with("-ERR"));
+    let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let released = admin.release_lock(ReleaseLockRequest { name: "alice".into() }).await.unwrap().into_inner();
+    assert!(released.released);
+    let mut other = Client::login(server.pop3, "alice", "secret");
+    assert!(other.cmd("STAT").starts_with("+OK"));
+    let again = admin.release_lock(ReleaseLockRequest { name: "bob".into() }).await.unwrap().into_inner();
+    assert!(!again.released);
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let server = start(&[]);
+    let channel = grpc::channel(server.api.unwrap()).await;
+    let mut client = ServerReflectionClient::with_interceptor(channel, grpc::Bearer::admin());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["cloudpop.v1.Admin", "cloudpop.v1.Ingest", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+}
