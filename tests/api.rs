@@ -2,6 +2,7 @@
 //! security, health and reflection.
 
 mod common;
+use cloudpop::api::proto::admin_client::AdminClient;
 use cloudpop::api::proto::*;
 use common::api::{self as grpc, ADMIN_TOKEN, INGEST_TOKEN, token_env};
 use common::{Client, Server};
@@ -360,4 +361,91 @@ async fn reflection_lists_the_services() {
     for want in ["cloudpop.v1.Admin", "cloudpop.v1.Ingest", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
+}
+
+/// Polls grpc.health.v1 until it reports `want` (the probe runs every two seconds).
+async fn wait_for_health(api: std::net::SocketAddr, want: tonic_health::pb::health_check_response::ServingStatus) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let mut client = HealthClient::new(grpc::channel(api).await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = client.check(HealthCheckRequest { service: String::new() }).await.map(|r| r.into_inner().status);
+        if status.as_ref().is_ok_and(|s| *s == want as i32) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "health never became {want:?} (last: {status:?})");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_follows_redis_and_the_object_store() {
+    use common::cloud::{Redis, S3, cloud_env};
+    use tonic_health::pb::health_check_response::ServingStatus::{NotServing, Serving};
+    let mut redis = Redis::start();
+    let mut s3 = S3::start();
+    let bucket = s3.bucket("mail");
+    let mut env = cloud_env(&s3, &bucket, &redis);
+    env.extend(token_env().iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    let api = server.api.unwrap();
+    wait_for_health(api, Serving).await;
+    redis.stop();
+    wait_for_health(api, NotServing).await;
+    redis.restart();
+    wait_for_health(api, Serving).await;
+    s3.stop();
+    wait_for_health(api, NotServing).await;
+    s3.restart();
+    wait_for_health(api, Serving).await;
+    // Cloud mode through the API: create, deliver, retrieve.
+    create(&server, "carol").await;
+    let mut ingest = grpc::ingest(api, Some(INGEST_TOKEN)).await;
+    grpc::deliver(&mut ingest, &["carol"], "k1", b"Subject: cloud\r\n\r\nvia s3\r\n").await.unwrap();
+    let dup = grpc::deliver(&mut ingest, &["carol"], "k1", b"Subject: cloud\r\n\r\nvia s3\r\n").await.unwrap();
+    assert_eq!(dup.results[0].status, DeliveryStatus::Duplicate as i32);
+    let mut c = Client::login(server.pop3, "carol", "secret");
+    assert_eq!(c.multi("RETR 1").1, b"Subject: cloud\r\n\r\nvia s3\r\n");
+    assert!(c.cmd("RETR 2").starts_with("-ERR"));
+}
+
+#[tokio::test]
+async fn api_over_tls_requires_a_client_certificate_when_configured() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let ca_path = dir.path().join("clients-ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["ops-client".to_string()]).unwrap().signed_by(&client_key, &ca).unwrap();
+
+    let mut env: Vec<(&str, &str)> = token_env().to_vec();
+    env.extend([("CLOUDPOP_API_TLS", "true"), ("CLOUDPOP_API_CLIENT_CA", ca_path.to_str().unwrap())]);
+    let server = Server::start(&env);
+    let url = format!("https://localhost:{}", server.api.unwrap().port());
+    let server_ca = Certificate::from_pem(std::fs::read(server.cert()).unwrap());
+
+    let with_cert = ClientTlsConfig::new()
+        .ca_certificate(server_ca.clone())
+        .domain_name("localhost")
+        .identity(Identity::from_pem(client_cert.pem(), client_key.serialize_pem()));
+    let channel = Channel::from_shared(url.clone()).unwrap().tls_config(with_cert).unwrap().connect().await.unwrap();
+    let mut admin = AdminClient::with_interceptor(channel, grpc::Bearer::admin());
+    let info = admin.get_server_info(GetServerInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.store, "fs");
+
+    let without = ClientTlsConfig::new().ca_certificate(server_ca).domain_name("localhost");
+    let refused = async {
+        let channel = Channel::from_shared(url).unwrap().tls_config(without).unwrap().connect().await?;
+        AdminClient::with_interceptor(channel, grpc::Bearer::admin())
+            .get_server_info(GetServerInfoRequest {})
+            .await
+            .map_err(|s| Box::new(s) as Box<dyn std::error::Error>)?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    assert!(refused.await.is_err(), "a client without a certificate got through");
 }
