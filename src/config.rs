@@ -10,8 +10,10 @@ use std::time::Duration;
 /// Prefix of the environment variables that set configuration keys (`CLOUDPOP_DATA_DIR`, ...).
 pub const ENV_PREFIX: &str = "CLOUDPOP_";
 
-/// Environment variables with the prefix that are not configuration keys.
-const ENV_NOT_KEYS: [&str; 1] = ["CLOUDPOP_CONFIG"];
+/// Environment variables with the prefix that are not configuration keys (the command line's
+/// own settings as an API client).
+const ENV_NOT_KEYS: [&str; 5] =
+    ["CLOUDPOP_CONFIG", "CLOUDPOP_API_URL", "CLOUDPOP_API_TOKEN", "CLOUDPOP_API_TOKEN_FILE", "CLOUDPOP_API_CA"];
 
 /// Every setting of the service. Each field is also a TOML key and a `CLOUDPOP_<KEY>` variable.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

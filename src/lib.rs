@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod api;
 pub mod backends;
+pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod lock;

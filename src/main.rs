@@ -1,10 +1,16 @@
-//! The `cloudpop` command: `serve`, `account ...` and `deliver`.
+//! The `cloudpop` command: `serve`, `account ...`, `deliver` and `admin ...`.
+//!
+//! `account` and `deliver` work two ways: directly on the configured store (no server needed),
+//! or, with `--api URL`, as clients of a running server's gRPC API. `admin` always uses the API.
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use cloudpop::api::proto;
 use cloudpop::backends::Backends;
+use cloudpop::client::ApiClient;
 use cloudpop::config::Config;
 use cloudpop::delivery;
+use cloudpop::secret::Secret;
 use cloudpop::server::{self, Shutdown};
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -18,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve POP3 (embedded default: files under the data directory, locks in this process).
+    /// Serve POP3 and the gRPC API.
     Serve(ServeArgs),
     /// Manage accounts.
     #[command(subcommand)]
@@ -30,6 +36,16 @@ enum Command {
         name: String,
         /// Message files; standard input when none are given.
         files: Vec<PathBuf>,
+        /// Makes a retry safe: a second delivery with the same key stores nothing (with --api).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Operate a running server through its API (needs --api).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -39,17 +55,31 @@ enum Command {
 #[derive(Args, Clone)]
 struct CommonArgs {
     /// TOML configuration file.
+    #[arg(long, env = "CLOUDPOP_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory of the embedded store (overrides `data_dir`).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Talk to a running server's gRPC API instead of the store, e.g. http://127.0.0.1:7110.
+    /// The token comes from CLOUDPOP_API_TOKEN or --token-file.
+    #[arg(long, env = "CLOUDPOP_API_URL", global = true)]
+    api: Option<String>,
+    /// File holding the API bearer token.
+    #[arg(long, env = "CLOUDPOP_API_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// PEM CA to trust for an https:// API.
+    #[arg(long, env = "CLOUDPOP_API_CA", global = true)]
+    api_ca: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file.
     #[arg(long, env = "CLOUDPOP_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory of the embedded store (overrides `data_dir`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    #[command(flatten)]
-    common: CommonArgs,
     /// Plain POP3 listener with STLS, e.g. 0.0.0.0:110 ("" disables it).
     #[arg(long)]
     pop3: Option<String>,
@@ -58,7 +88,7 @@ struct ServeArgs {
     pop3s: Option<String>,
     /// gRPC API listener, e.g. 127.0.0.1:7110 ("" disables it).
     #[arg(long)]
-    api: Option<String>,
+    api_listen: Option<String>,
     /// PEM certificate chain.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -97,11 +127,49 @@ struct PasswordArgs {
     common: CommonArgs,
 }
 
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Version, build and backends of the server.
+    Info,
+    /// One account, with its quota and policy.
+    Get { name: String },
+    /// Message count and size of a mailbox.
+    Stats { name: String },
+    /// The messages of a mailbox (id, size, received time).
+    Messages { name: String },
+    /// Delete messages by id.
+    DeleteMessages { name: String, ids: Vec<String> },
+    /// Delete every message of a mailbox, keeping the account.
+    Purge { name: String },
+    /// Free a maildrop lock left by a crashed or stuck session.
+    ReleaseLock { name: String },
+    /// Allow logins and delivery again.
+    Enable { name: String },
+    /// Refuse logins and delivery.
+    Disable { name: String },
+    /// Set the quota (0 = unlimited).
+    Quota {
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        max_bytes: u64,
+        #[arg(long, default_value_t = 0)]
+        max_messages: u64,
+    },
+    /// Set the POP3 policy.
+    Policy {
+        name: String,
+        /// Minimum seconds between logins (RFC 2449 LOGIN-DELAY); 0 for none.
+        #[arg(long, default_value_t = 0)]
+        login_delay: u64,
+    },
+}
+
 fn load_config(common: &CommonArgs) -> anyhow::Result<Config> {
     let mut config = Config::load(common.config.as_deref(), std::env::vars())?;
     if let Some(dir) = &common.data_dir {
         config.data_dir = dir.clone();
     }
+    config.validate()?;
     Ok(config)
 }
 
@@ -122,24 +190,48 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password.to_owned())
 }
 
+/// Connects to the API named by `--api`, or `None` when the command should use the store.
+async fn api_client(common: &CommonArgs) -> anyhow::Result<Option<ApiClient>> {
+    let Some(url) = &common.api else { return Ok(None) };
+    let token = match (&common.token_file, std::env::var("CLOUDPOP_API_TOKEN")) {
+        (Some(file), _) => Secret::inline_or_file(None, Some(file))
+            .with_context(|| format!("reading {}", file.display()))?
+            .ok_or_else(|| anyhow!("empty token file"))?,
+        (None, Ok(token)) => Secret::new(token),
+        (None, Err(_)) => bail!("--api needs a token: set CLOUDPOP_API_TOKEN or --token-file"),
+    };
+    Ok(Some(ApiClient::connect(url, token, common.api_ca.as_deref()).await.map_err(anyhow::Error::msg)?))
+}
+
+/// Turns a gRPC failure into a message that says what the server said.
+fn grpc(status: tonic::Status) -> anyhow::Error {
+    anyhow!("{} ({:?})", status.message(), status.code())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Account(cmd) => account(cmd).await,
-        Command::Deliver { name, files, common } => deliver(&name, &files, &common).await,
+        Command::Deliver { name, files, idempotency_key, common } => {
+            deliver(&name, &files, idempotency_key, &common).await
+        }
+        Command::Admin { command, common } => admin(command, &common).await,
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = load_config(&args.common)?;
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
     if let Some(addr) = args.pop3 {
         config.pop3_listen = addr;
     }
     if let Some(addr) = args.pop3s {
         config.pop3s_listen = addr;
     }
-    if let Some(addr) = args.api {
+    if let Some(addr) = args.api_listen {
         config.api_listen = addr;
     }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
@@ -167,8 +259,10 @@ async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
         AccountCommand::Add(a) | AccountCommand::Passwd(a) => &a.common,
         AccountCommand::Del { common, .. } | AccountCommand::List { common } => common,
     };
+    if let Some(mut api) = api_client(common).await? {
+        return account_via_api(cmd, &mut api).await;
+    }
     let config = load_config(common)?;
-    config.validate()?;
     let Backends { messages, accounts, .. } = Backends::from_config(&config).await?;
     match cmd {
         AccountCommand::Add(a) => {
@@ -176,8 +270,8 @@ async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
             println!("created account {name}");
         }
         AccountCommand::Passwd(a) => {
-            accounts.set_password(&a.name, &read_password()?).await?;
-            println!("password changed for {}", a.name.to_ascii_lowercase());
+            let record = accounts.set_password(&a.name, &read_password()?).await?;
+            println!("password changed for {}", record.name);
         }
         AccountCommand::Del { name, .. } => {
             accounts.delete(&name, messages.as_ref()).await?;
@@ -192,9 +286,68 @@ async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn deliver(name: &str, files: &[PathBuf], common: &CommonArgs) -> anyhow::Result<()> {
+async fn account_via_api(cmd: AccountCommand, api: &mut ApiClient) -> anyhow::Result<()> {
+    match cmd {
+        AccountCommand::Add(a) => {
+            let req =
+                proto::CreateAccountRequest { name: a.name, password: read_password()?, quota: None, policy: None };
+            let account = api.admin.create_account(req).await.map_err(grpc)?.into_inner();
+            println!("created account {}", account.name);
+        }
+        AccountCommand::Passwd(a) => {
+            let req = proto::SetPasswordRequest { name: a.name, password: read_password()? };
+            let account = api.admin.set_password(req).await.map_err(grpc)?.into_inner();
+            println!("password changed for {}", account.name);
+        }
+        AccountCommand::Del { name, .. } => {
+            api.admin.delete_account(proto::DeleteAccountRequest { name: name.clone() }).await.map_err(grpc)?;
+            println!("deleted account {} and its messages", name.to_ascii_lowercase());
+        }
+        AccountCommand::List { .. } => {
+            let mut page_token = String::new();
+            loop {
+                let req = proto::ListAccountsRequest { page_size: 1000, page_token };
+                let page = api.admin.list_accounts(req).await.map_err(grpc)?.into_inner();
+                for account in page.accounts {
+                    println!("{}", account.name);
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn deliver(name: &str, files: &[PathBuf], key: Option<String>, common: &CommonArgs) -> anyhow::Result<()> {
+    if let Some(mut api) = api_client(common).await? {
+        let key = key.unwrap_or_default();
+        let inputs: Vec<Option<&PathBuf>> =
+            if files.is_empty() { vec![None] } else { files.iter().map(Some).collect() };
+        for file in inputs {
+            let reply = match file {
+                None => api.deliver(vec![name.to_owned()], key.clone(), tokio::io::stdin()).await,
+                Some(path) => {
+                    let input =
+                        tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+                    api.deliver(vec![name.to_owned()], key.clone(), input).await
+                }
+            }
+            .map_err(grpc)?;
+            let result = reply.results.first().ok_or_else(|| anyhow!("the server sent no result"))?;
+            if result.message_id.is_empty() {
+                bail!("not delivered: {}", result.detail);
+            }
+            println!("delivered {} ({} octets)", result.message_id, reply.size);
+        }
+        return Ok(());
+    }
+    if key.is_some() {
+        bail!("--idempotency-key needs --api");
+    }
     let config = load_config(common)?;
-    config.validate()?;
     let Backends { messages, accounts, .. } = Backends::from_config(&config).await?;
     let store = messages.as_ref();
     let spool = config.spool_dir();
@@ -208,8 +361,79 @@ async fn deliver(name: &str, files: &[PathBuf], common: &CommonArgs) -> anyhow::
         let input = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
         let stored = delivery::deliver(store, &accounts, &spool, name, input, config.max_message_size)
             .await
-            .map_err(|e| anyhow::anyhow!("delivering {}: {e}", file.display()))?;
+            .map_err(|e| anyhow!("delivering {}: {e}", file.display()))?;
         println!("delivered {} ({} octets) from {}", stored.id, stored.size, file.display());
+    }
+    Ok(())
+}
+
+async fn admin(cmd: AdminCommand, common: &CommonArgs) -> anyhow::Result<()> {
+    let mut api = api_client(common).await?.ok_or_else(|| anyhow!("admin commands need --api URL"))?;
+    let a = &mut api.admin;
+    let show = |account: proto::Account| {
+        let (quota, policy) = (account.quota.unwrap_or_default(), account.policy.unwrap_or_default());
+        println!(
+            "{} enabled={} created={} max_bytes={} max_messages={} login_delay={}",
+            account.name,
+            account.enabled,
+            account.created_unix,
+            quota.max_bytes,
+            quota.max_messages,
+            policy.login_delay_secs
+        );
+    };
+    match cmd {
+        AdminCommand::Info => {
+            let info = a.get_server_info(proto::GetServerInfoRequest {}).await.map_err(grpc)?.into_inner();
+            println!("version={} store={} locks={} build={}", info.version, info.store, info.locks, info.build);
+        }
+        AdminCommand::Get { name } => {
+            show(a.get_account(proto::GetAccountRequest { name }).await.map_err(grpc)?.into_inner())
+        }
+        AdminCommand::Stats { name } => {
+            let stats = a.get_mailbox_stats(proto::GetMailboxStatsRequest { name }).await.map_err(grpc)?.into_inner();
+            println!("messages={} bytes={}", stats.messages, stats.bytes);
+        }
+        AdminCommand::Messages { name } => {
+            let mut page_token = String::new();
+            loop {
+                let req = proto::ListMessagesRequest { name: name.clone(), page_size: 1000, page_token };
+                let page = a.list_messages(req).await.map_err(grpc)?.into_inner();
+                for m in page.messages {
+                    println!("{} {} {}", m.id, m.size, m.received_unix_ms);
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+        AdminCommand::DeleteMessages { name, ids } => {
+            let reply = a.delete_messages(proto::DeleteMessagesRequest { name, ids }).await.map_err(grpc)?.into_inner();
+            println!("deleted {}", reply.deleted);
+        }
+        AdminCommand::Purge { name } => {
+            let reply = a.purge_mailbox(proto::PurgeMailboxRequest { name }).await.map_err(grpc)?.into_inner();
+            println!("deleted {}", reply.deleted);
+        }
+        AdminCommand::ReleaseLock { name } => {
+            let reply = a.release_lock(proto::ReleaseLockRequest { name }).await.map_err(grpc)?.into_inner();
+            println!("{}", if reply.released { "released" } else { "no lock was held" });
+        }
+        AdminCommand::Enable { name } => {
+            show(a.set_enabled(proto::SetEnabledRequest { name, enabled: true }).await.map_err(grpc)?.into_inner());
+        }
+        AdminCommand::Disable { name } => {
+            show(a.set_enabled(proto::SetEnabledRequest { name, enabled: false }).await.map_err(grpc)?.into_inner());
+        }
+        AdminCommand::Quota { name, max_bytes, max_messages } => {
+            let quota = Some(proto::Quota { max_bytes, max_messages });
+            show(a.set_quota(proto::SetQuotaRequest { name, quota }).await.map_err(grpc)?.into_inner());
+        }
+        AdminCommand::Policy { name, login_delay } => {
+            let policy = Some(proto::Policy { login_delay_secs: login_delay });
+            show(a.set_policy(proto::SetPolicyRequest { name, policy }).await.map_err(grpc)?.into_inner());
+        }
     }
     Ok(())
 }

@@ -421,7 +421,8 @@ async fn api_over_tls_requires_a_client_certificate_when_configured() {
     let ca_path = dir.path().join("clients-ca.pem");
     std::fs::write(&ca_path, ca.pem()).unwrap();
     let client_key = KeyPair::generate().unwrap();
-    let client_cert = CertificateParams::new(vec!["ops-client".to_string()]).unwrap().signed_by(&client_key, &ca).unwrap();
+    let client_cert =
+        CertificateParams::new(vec!["ops-client".to_string()]).unwrap().signed_by(&client_key, &ca).unwrap();
 
     let mut env: Vec<(&str, &str)> = token_env().to_vec();
     env.extend([("CLOUDPOP_API_TLS", "true"), ("CLOUDPOP_API_CLIENT_CA", ca_path.to_str().unwrap())]);

@@ -129,3 +129,40 @@ fn config_file_sets_listeners() {
     assert!(line.starts_with("cloudpop: pop3 listening on 127.0.0.1:"), "{line}");
     assert!(dir.path().join("data/tls/selfsigned-cert.pem").exists());
 }
+
+#[test]
+fn the_command_line_as_a_client_of_the_api() {
+    use common::api::{ADMIN_TOKEN, INGEST_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    let url = format!("http://{}", server.api.unwrap());
+    let with = |token: &str| {
+        vec![("CLOUDPOP_API_URL".to_string(), url.clone()), ("CLOUDPOP_API_TOKEN".to_string(), token.to_string())]
+    };
+    // A data directory the commands must NOT touch: everything goes through the API.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |token: &str, args: &[&str], stdin: &[u8]| common::cli_env(elsewhere.path(), &with(token), args, stdin);
+
+    let (ok, out, err) = run(ADMIN_TOKEN, &["account", "add", "Bob", "--password-stdin"], b"pw\n");
+    assert!(ok && out.contains("created account bob"), "{err}");
+    let (ok, out, err) =
+        run(INGEST_TOKEN, &["deliver", "bob", "--idempotency-key", "cli-1"], b"Subject: cli\n\nhello\n");
+    assert!(ok, "{err}");
+    let (ok, again, _) =
+        run(INGEST_TOKEN, &["deliver", "bob", "--idempotency-key", "cli-1"], b"Subject: cli\n\nhello\n");
+    assert!(ok && again.split_whitespace().nth(1) == out.split_whitespace().nth(1), "{out} / {again}");
+    let (ok, out, _) = run(ADMIN_TOKEN, &["admin", "stats", "bob"], b"");
+    assert!(ok && out.trim() == "messages=1 bytes=23", "{out}");
+    let (ok, out, _) = run(ADMIN_TOKEN, &["account", "list"], b"");
+    assert!(ok && out == "bob\n", "{out}");
+    let (ok, out, _) = run(ADMIN_TOKEN, &["admin", "info"], b"");
+    assert!(ok && out.contains("store=fs locks=memory"), "{out}");
+    let (ok, out, _) = run(ADMIN_TOKEN, &["admin", "policy", "bob", "--login-delay", "60"], b"");
+    assert!(ok && out.contains("login_delay=60"), "{out}");
+    let (ok, _, err) = run(INGEST_TOKEN, &["admin", "info"], b"");
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+    let (ok, _, err) = run("wrong", &["account", "list"], b"");
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    assert!(!elsewhere.path().join("accounts").exists(), "the command used the local store");
+    let mut c = Client::login(server.pop3, "bob", "pw");
+    assert_eq!(c.multi("RETR 1").1, b"Subject: cli\r\n\r\nhello\r\n");
+}

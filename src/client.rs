@@ -1,0 +1,90 @@
+//! The command line's client of a running server's gRPC API (`--api URL`), so that `account`,
+//! `deliver` and `admin` work against any deployment, embedded or cloud.
+
+use crate::api::proto::admin_client::AdminClient;
+use crate::api::proto::ingest_client::IngestClient;
+use crate::api::proto::{DeliverRequest, DeliverResponse, Envelope, deliver_request::Frame};
+use crate::secret::Secret;
+use std::path::Path;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+/// Chunk size of streamed deliveries.
+const CHUNK: usize = 256 * 1024;
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(Secret);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let value = format!("Bearer {}", self.0.expose())
+            .parse()
+            .map_err(|_| tonic::Status::invalid_argument("the API token contains invalid characters"))?;
+        req.metadata_mut().insert("authorization", value);
+        Ok(req)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// Connected clients of both services.
+pub struct ApiClient {
+    pub admin: AdminClient<Authed>,
+    pub ingest: IngestClient<Authed>,
+}
+
+impl ApiClient {
+    /// Connects to `url` (`http://` or `https://`), trusting `ca` for https when given.
+    pub async fn connect(url: &str, token: Secret, ca: Option<&Path>) -> Result<Self, String> {
+        let mut endpoint = Channel::from_shared(url.to_owned()).map_err(|e| format!("invalid --api URL: {e}"))?;
+        if url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = ca {
+                let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS setup failed: {e}"))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| format!("cannot reach the API at {url}: {e}"))?;
+        Ok(Self {
+            admin: AdminClient::with_interceptor(channel.clone(), Bearer(token.clone())),
+            ingest: IngestClient::with_interceptor(channel, Bearer(token)),
+        })
+    }
+
+    /// Streams one message to `recipients`.
+    pub async fn deliver(
+        &mut self,
+        recipients: Vec<String>,
+        idempotency_key: String,
+        mut input: impl AsyncRead + Unpin + Send + 'static,
+    ) -> Result<DeliverResponse, tonic::Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<DeliverRequest>(4);
+        let envelope = DeliverRequest { frame: Some(Frame::Envelope(Envelope { recipients, idempotency_key })) };
+        let reader = tokio::spawn(async move {
+            if tx.send(envelope).await.is_err() {
+                return Ok(());
+            }
+            loop {
+                let mut chunk = vec![0u8; CHUNK];
+                let n = input.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                chunk.truncate(n);
+                if tx.send(DeliverRequest { frame: Some(Frame::Chunk(chunk)) }).await.is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        let reply = self.ingest.deliver(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+        match reader.await {
+            Ok(Err(e)) => return Err(tonic::Status::cancelled(format!("reading the message failed: {e}"))),
+            Err(e) => return Err(tonic::Status::internal(e.to_string())),
+            Ok(Ok(())) => {}
+        }
+        reply.map(tonic::Response::into_inner)
+    }
+}
