@@ -87,6 +87,10 @@ impl Accounts {
 
     pub async fn create(&self, name: &str, password: &str) -> Result<AccountName, AccountError> {
         let name = AccountName::parse(name)?;
+        if name.as_str().starts_with("cloudpop-internal") {
+            // Internal leases (health probe, sweeper) use these names.
+            return Err(AccountError::InvalidName(crate::names::InvalidName::reserved()));
+        }
         let password_hash = hash_blocking(password.to_owned()).await?;
         if self.store.get(&name).await?.is_some() {
             return Err(AccountError::AlreadyExists(name));
@@ -100,6 +104,7 @@ impl Accounts {
             quota_bytes: 0,
             quota_messages: 0,
             login_delay_secs: 0,
+            expire_days: None,
         };
         self.store.put(&record).await?;
         Ok(name)

@@ -71,7 +71,7 @@ impl Backends {
 
     /// Checks that the store and the lock service answer; the reason if not (no secrets).
     pub async fn probe(&self) -> Result<(), String> {
-        let probe = crate::names::AccountName::parse("cloudpop-health-probe").expect("valid name");
+        let probe = crate::names::AccountName::parse("cloudpop-internal-health").expect("valid name");
         let timeout = Duration::from_secs(5);
         match tokio::time::timeout(timeout, self.messages.list(&probe)).await {
             Ok(Ok(_)) => {}

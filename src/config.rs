@@ -61,6 +61,9 @@ pub struct Config {
     pub max_message_size: u64,
     /// Where incoming messages wait while they are received; default `data_dir/spool`.
     pub spool_dir: Option<PathBuf>,
+    /// How often the retention sweeper (RFC 2449 EXPIRE policies) runs, in seconds; one frontend
+    /// of the pool sweeps per interval.
+    pub sweep_interval_secs: u64,
     /// Time given to open sessions to finish after SIGTERM, in seconds.
     pub shutdown_grace_secs: u64,
     /// Log filter in `tracing` syntax, e.g. `info` or `cloudpop=debug`.
@@ -167,6 +170,7 @@ impl Default for Config {
             lock_lease_secs: 120,
             max_message_size: 512 * 1024 * 1024,
             spool_dir: None,
+            sweep_interval_secs: 3600,
             shutdown_grace_secs: 30,
             log: "info".into(),
             s3_endpoint: String::new(),
@@ -277,7 +281,7 @@ impl Config {
             }
             (None, None) => {}
         }
-        let ranges: [(&str, u64, u64, u64); 16] = [
+        let ranges: [(&str, u64, u64, u64); 17] = [
             ("s3_timeout_secs", self.s3_timeout_secs, 1, 600),
             ("s3_max_attempts", self.s3_max_attempts.into(), 1, 20),
             ("redis_timeout_ms", self.redis_timeout_ms, 50, 60_000),
@@ -294,6 +298,7 @@ impl Config {
             ("max_auth_failures", self.max_auth_failures.into(), 1, 100),
             ("lock_lease_secs", self.lock_lease_secs, 3, 3600),
             ("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3600),
+            ("sweep_interval_secs", self.sweep_interval_secs, 1, 86_400),
         ];
         for (key, value, min, max) in ranges {
             if value < min || value > max {

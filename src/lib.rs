@@ -24,5 +24,6 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod sweeper;
 pub mod throttle;
 pub mod tls;

@@ -161,6 +161,9 @@ enum AdminCommand {
         /// Minimum seconds between logins (RFC 2449 LOGIN-DELAY); 0 for none.
         #[arg(long, default_value_t = 0)]
         login_delay: u64,
+        /// Delete messages this many days after first retrieval (RFC 2449 EXPIRE); omit to keep.
+        #[arg(long)]
+        expire_days: Option<u32>,
     },
 }
 
@@ -373,13 +376,14 @@ async fn admin(cmd: AdminCommand, common: &CommonArgs) -> anyhow::Result<()> {
     let show = |account: proto::Account| {
         let (quota, policy) = (account.quota.unwrap_or_default(), account.policy.unwrap_or_default());
         println!(
-            "{} enabled={} created={} max_bytes={} max_messages={} login_delay={}",
+            "{} enabled={} created={} max_bytes={} max_messages={} login_delay={} expire_days={}",
             account.name,
             account.enabled,
             account.created_unix,
             quota.max_bytes,
             quota.max_messages,
-            policy.login_delay_secs
+            policy.login_delay_secs,
+            policy.expire_days.map_or("never".to_string(), |d| d.to_string())
         );
     };
     match cmd {
@@ -430,8 +434,8 @@ async fn admin(cmd: AdminCommand, common: &CommonArgs) -> anyhow::Result<()> {
             let quota = Some(proto::Quota { max_bytes, max_messages });
             show(a.set_quota(proto::SetQuotaRequest { name, quota }).await.map_err(grpc)?.into_inner());
         }
-        AdminCommand::Policy { name, login_delay } => {
-            let policy = Some(proto::Policy { login_delay_secs: login_delay });
+        AdminCommand::Policy { name, login_delay, expire_days } => {
+            let policy = Some(proto::Policy { login_delay_secs: login_delay, expire_days });
             show(a.set_policy(proto::SetPolicyRequest { name, policy }).await.map_err(grpc)?.into_inner());
         }
     }

@@ -17,6 +17,13 @@ pub struct AccountName(String);
 #[error("invalid account name: {0}")]
 pub struct InvalidName(&'static str);
 
+impl InvalidName {
+    /// Names the service keeps for itself.
+    pub fn reserved() -> Self {
+        Self("names starting with cloudpop-internal are reserved")
+    }
+}
+
 impl AccountName {
     /// Validates and lowercases `raw`.
     pub fn parse(raw: &str) -> Result<Self, InvalidName> {

@@ -81,6 +81,11 @@ pub async fn run(config: Config, stop: impl Future<Output = Shutdown>) -> Result
     let _ = std::io::stdout().flush();
 
     let tracker = TaskTracker::new();
+    tracker.spawn(crate::sweeper::run(
+        backends.clone(),
+        Duration::from_secs(config.sweep_interval_secs),
+        ctx.shutdown.clone(),
+    ));
     if let Some((listener, _)) = api {
         let (config, shutdown) = (config.clone(), ctx.shutdown.clone());
         let tls_files = Some((cert.clone(), key.clone()));

@@ -227,7 +227,7 @@ async fn login_delay_policy_is_advertised_and_enforced() {
     let server = start(&[]);
     create(&server, "alice").await;
     let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
-    let policy = Some(Policy { login_delay_secs: 300 });
+    let policy = Some(Policy { login_delay_secs: 300, expire_days: None });
     admin.set_policy(SetPolicyRequest { name: "alice".into(), policy }).await.unwrap();
     let mut c = Client::connect(server.pop3);
     assert!(c.lines("CAPA").iter().any(|l| l == "LOGIN-DELAY 0 USER"));
@@ -449,4 +449,49 @@ async fn api_over_tls_requires_a_client_certificate_when_configured() {
         Ok::<_, Box<dyn std::error::Error>>(())
     };
     assert!(refused.await.is_err(), "a client without a certificate got through");
+}
+
+#[tokio::test]
+async fn retention_policy_expires_retrieved_mail_once_and_keeps_the_rest() {
+    let server = start(&[("CLOUDPOP_SWEEP_INTERVAL_SECS", "1")]);
+    let api = server.api.unwrap();
+    create(&server, "alice").await;
+    create(&server, "bob").await;
+    let mut admin = grpc::admin(api, Some(ADMIN_TOKEN)).await;
+    let policy = Some(Policy { login_delay_secs: 0, expire_days: Some(0) });
+    let acct = admin.set_policy(SetPolicyRequest { name: "alice".into(), policy }).await.unwrap().into_inner();
+    assert_eq!(acct.policy.unwrap().expire_days, Some(0));
+    let mut ingest = grpc::ingest(api, Some(INGEST_TOKEN)).await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let r = grpc::deliver(&mut ingest, &["alice", "bob"], "", format!("Subject: {i}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        ids.push(r.results[0].message_id.clone());
+    }
+    for user in ["alice", "bob"] {
+        let mut c = Client::login(server.pop3, user, "secret");
+        let caps = c.lines("CAPA");
+        let want = if user == "alice" { "EXPIRE 0" } else { "EXPIRE NEVER" };
+        assert!(caps.iter().any(|l| l == want), "{user}: {caps:?}");
+        assert!(c.cmd("RETR 1").starts_with("+OK"));
+        c.body();
+        assert!(c.multi("TOP 2 0").0.starts_with("+OK"), "TOP is not a retrieval");
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+    }
+    // The sweeper removes alice's retrieved message (and only that one) within a few rounds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let req = ListMessagesRequest { name: "alice".into(), page_size: 0, page_token: String::new() };
+        let left: Vec<String> =
+            admin.list_messages(req).await.unwrap().into_inner().messages.into_iter().map(|m| m.id).collect();
+        if left.len() == 1 {
+            assert_eq!(left, [ids[1].clone()]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "retrieved mail never expired: {left:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let bob = admin.get_mailbox_stats(GetMailboxStatsRequest { name: "bob".into() }).await.unwrap().into_inner();
+    assert_eq!(bob.messages, 2, "mail of an account without retention policy was removed");
 }

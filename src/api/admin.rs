@@ -37,7 +37,7 @@ fn account(record: AccountRecord) -> Account {
         enabled: !record.disabled,
         created_unix: record.created_at as i64,
         quota: Some(Quota { max_bytes: record.quota_bytes, max_messages: record.quota_messages }),
-        policy: Some(Policy { login_delay_secs: record.login_delay_secs }),
+        policy: Some(Policy { login_delay_secs: record.login_delay_secs, expire_days: record.expire_days }),
     }
 }
 
@@ -73,6 +73,7 @@ impl proto::admin_server::Admin for AdminService {
             r.quota_bytes = quota.max_bytes;
             r.quota_messages = quota.max_messages;
             r.login_delay_secs = policy.login_delay_secs;
+            r.expire_days = policy.expire_days;
         })
         .await
     }
@@ -134,7 +135,14 @@ impl proto::admin_server::Admin for AdminService {
         if policy.login_delay_secs > 86_400 {
             return Err(Status::invalid_argument("login_delay_secs must be at most 86400"));
         }
-        self.update(&req.name, |r| r.login_delay_secs = policy.login_delay_secs).await
+        if policy.expire_days.is_some_and(|d| d > 36_500) {
+            return Err(Status::invalid_argument("expire_days must be at most 36500"));
+        }
+        self.update(&req.name, |r| {
+            r.login_delay_secs = policy.login_delay_secs;
+            r.expire_days = policy.expire_days;
+        })
+        .await
     }
 
     async fn delete_account(

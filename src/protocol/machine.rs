@@ -54,10 +54,11 @@ pub enum Step {
 /// The result of a [`Step::Login`].
 #[derive(Debug)]
 pub enum LoginOutcome {
-    /// Credentials good, maildrop locked; this is the snapshot and the account's LOGIN-DELAY.
+    /// Credentials good, maildrop locked; the snapshot and the account's LOGIN-DELAY and EXPIRE.
     LoggedIn {
         listing: Vec<Listing>,
         login_delay_secs: u64,
+        expire_days: Option<u32>,
     },
     BadCredentials,
     /// Too many recent failures for this account or client address.
@@ -106,6 +107,8 @@ pub struct Machine {
     bad_commands: u32,
     /// The logged-in account's LOGIN-DELAY, for CAPA after login.
     user_login_delay: Option<u64>,
+    /// The logged-in account's EXPIRE (`None` inside: never), for CAPA after login.
+    user_expire: Option<Option<u32>>,
 }
 
 impl Machine {
@@ -118,6 +121,7 @@ impl Machine {
             line_violations: 0,
             bad_commands: 0,
             user_login_delay: None,
+            user_expire: None,
         }
     }
 
@@ -300,8 +304,9 @@ impl Machine {
     pub fn login_finished(&mut self, outcome: LoginOutcome) -> Step {
         self.phase = Phase::Authorization { user: None };
         match outcome {
-            LoginOutcome::LoggedIn { listing, login_delay_secs } => {
+            LoginOutcome::LoggedIn { listing, login_delay_secs, expire_days } => {
                 self.user_login_delay = Some(login_delay_secs);
+                self.user_expire = Some(expire_days);
                 let view = MaildropView::new(listing);
                 let (count, octets) = view.stat();
                 self.phase = Phase::Transaction(view);
@@ -408,7 +413,12 @@ impl Machine {
         if before_login && s.stls_available && !s.tls_active {
             caps.push("STLS".into());
         }
-        caps.push(format!("EXPIRE {}", s.expire));
+        // Retention is an account policy: before login say so with "USER" (RFC 2449 section 6.7).
+        match self.user_expire {
+            Some(Some(days)) if !before_login => caps.push(format!("EXPIRE {days}")),
+            Some(None) if !before_login => caps.push("EXPIRE NEVER".into()),
+            _ => caps.push(format!("EXPIRE {} USER", s.expire)),
+        }
         // Before login the delay can differ per account (RFC 2449 section 6.5: "USER").
         match self.user_login_delay {
             Some(secs) if !before_login => caps.push(format!("LOGIN-DELAY {secs}")),

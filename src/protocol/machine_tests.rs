@@ -36,6 +36,7 @@ fn drive(machine: &mut Machine, mut step: Step, out: &mut Vec<u8>, log: &mut Vec
                         .map(|(u, b)| Listing { uid: u.to_string(), size: b.len() as u64 })
                         .collect(),
                     login_delay_secs: 0,
+                    expire_days: None,
                 },
                 ("locked", _) => LoginOutcome::InUse,
                 _ => LoginOutcome::BadCredentials,
@@ -120,7 +121,7 @@ fn full_session_is_the_same_in_any_chunking() {
     let expected = [
         "+OK cloudpop POP3 server ready".to_string(),
         "+OK Capability list follows".into(),
-        "TOP\r\nUIDL\r\nUSER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\nEXPIRE NEVER\r\n\
+        "TOP\r\nUIDL\r\nUSER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\nEXPIRE NEVER USER\r\n\
          LOGIN-DELAY 0 USER\r\nUTF8\r\nIMPLEMENTATION cloudpop-test\r\n."
             .into(),
         "+OK Send your password".into(),

@@ -101,6 +101,9 @@ struct Session<'a> {
     machine: Machine,
     lease: Option<HeldLease>,
     out: Vec<u8>,
+    /// The account's retention policy, and the messages RETR sent in this session (for EXPIRE).
+    expire_days: Option<u32>,
+    retrieved: Vec<String>,
 }
 
 impl<'a> Session<'a> {
@@ -117,7 +120,15 @@ impl<'a> Session<'a> {
             expire: "NEVER".into(),
             login_delay_secs: 0,
         };
-        Self { ctx, peer, machine: Machine::new(settings), lease: None, out: Vec::with_capacity(4096) }
+        Self {
+            ctx,
+            peer,
+            machine: Machine::new(settings),
+            lease: None,
+            out: Vec::with_capacity(4096),
+            expire_days: None,
+            retrieved: Vec::new(),
+        }
     }
 
     /// Runs until the connection ends; returns the stream when the client asked for STLS.
@@ -128,6 +139,9 @@ impl<'a> Session<'a> {
     {
         let result = self.run_inner(&mut stream, greet).await;
         if let Some(lease) = self.lease.take() {
+            if self.expire_days.is_some() && !self.retrieved.is_empty() {
+                crate::sweeper::mark_seen(&self.ctx.backends, lease.maildrop(), &self.retrieved).await;
+            }
             lease.release().await;
         }
         match result {
@@ -240,6 +254,9 @@ impl<'a> Session<'a> {
                 }
                 Step::Send { header, uid, top } => {
                     self.send_message(stream, header, &uid, top).await?;
+                    if top.is_none() && self.expire_days.is_some() {
+                        self.retrieved.push(uid);
+                    }
                     return Ok(Flow::Continue);
                 }
                 Step::Update(uids) => {
@@ -321,9 +338,11 @@ impl<'a> Session<'a> {
             Ok(list) => {
                 info!(user = %name, messages = list.len(), "logged in");
                 self.lease = Some(lease);
+                self.expire_days = account.expire_days;
                 LoginOutcome::LoggedIn {
                     listing: list.into_iter().map(|m| Listing { uid: m.id, size: m.size }).collect(),
                     login_delay_secs: account.login_delay_secs,
+                    expire_days: account.expire_days,
                 }
             }
             Err(e) => {
@@ -345,6 +364,7 @@ impl<'a> Session<'a> {
         }
         match self.ctx.backends.messages.remove(lease.maildrop(), uids).await {
             Ok(report) if report.failed.is_empty() => {
+                self.retrieved.retain(|id| !uids.contains(id));
                 info!(removed = report.removed, "update applied");
                 UpdateOutcome::Applied
             }

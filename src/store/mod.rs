@@ -154,6 +154,9 @@ pub struct AccountRecord {
     /// Minimum seconds between two logins (RFC 2449 LOGIN-DELAY); 0 means none.
     #[serde(default)]
     pub login_delay_secs: u64,
+    /// Days after first retrieval when messages are deleted (RFC 2449 EXPIRE); `None` keeps them.
+    #[serde(default)]
+    pub expire_days: Option<u32>,
 }
 
 impl fmt::Debug for AccountRecord {
@@ -166,6 +169,7 @@ impl fmt::Debug for AccountRecord {
             .field("quota_bytes", &self.quota_bytes)
             .field("quota_messages", &self.quota_messages)
             .field("login_delay_secs", &self.login_delay_secs)
+            .field("expire_days", &self.expire_days)
             .finish()
     }
 }
