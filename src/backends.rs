@@ -7,6 +7,9 @@ use crate::lock::MaildropLocks;
 use crate::lock::memory::MemoryLocks;
 use crate::lock::redis::RedisLocks;
 use crate::redis_conn::{self, RedisSetupError};
+use crate::sessions::SessionRegistry;
+use crate::sessions::memory::MemorySessions;
+use crate::sessions::redis::RedisSessions;
 use crate::store::fs::FsStore;
 use crate::store::s3::{S3Settings, S3Store};
 use crate::store::{MessageStore, StoreError};
@@ -34,6 +37,7 @@ pub struct Backends {
     pub accounts: Accounts,
     pub locks: Arc<dyn MaildropLocks>,
     pub throttle: Arc<dyn LoginThrottle>,
+    pub sessions: Arc<dyn SessionRegistry>,
 }
 
 impl Backends {
@@ -56,17 +60,24 @@ impl Backends {
             per_account: config.throttle_account_failures,
             per_address: config.throttle_address_failures,
         };
-        let (locks, throttle): (Arc<dyn MaildropLocks>, Arc<dyn LoginThrottle>) = match config.locks {
-            LocksKind::Memory => (Arc::new(MemoryLocks::new()), Arc::new(MemoryThrottle::new(limits))),
+        type Coordination = (Arc<dyn MaildropLocks>, Arc<dyn LoginThrottle>, Arc<dyn SessionRegistry>);
+        let (locks, throttle, sessions): Coordination = match config.locks {
+            LocksKind::Memory => (
+                Arc::new(MemoryLocks::new()),
+                Arc::new(MemoryThrottle::new(limits)),
+                Arc::new(MemorySessions::default()),
+            ),
             LocksKind::Redis => {
                 let conn = redis_conn::connect(config)?;
+                let prefix = &config.redis_key_prefix;
                 (
-                    Arc::new(RedisLocks::new(conn.clone(), &config.redis_key_prefix)),
-                    Arc::new(RedisThrottle::new(conn, &config.redis_key_prefix, limits)),
+                    Arc::new(RedisLocks::new(conn.clone(), prefix)),
+                    Arc::new(RedisThrottle::new(conn.clone(), prefix, limits)),
+                    Arc::new(RedisSessions::new(conn, prefix)),
                 )
             }
         };
-        Ok(Self { messages, accounts, locks, throttle })
+        Ok(Self { messages, accounts, locks, throttle, sessions })
     }
 
     /// Checks that the store and the lock service answer; the reason if not (no secrets).

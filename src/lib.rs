@@ -23,6 +23,7 @@ pub mod redis_conn;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod store;
 pub mod sweeper;
 pub mod throttle;

@@ -143,6 +143,10 @@ enum AdminCommand {
     Purge { name: String },
     /// Free a maildrop lock left by a crashed or stuck session.
     ReleaseLock { name: String },
+    /// The POP3 sessions holding a maildrop, across the pool.
+    Sessions,
+    /// Ask a session to end without applying its deletions.
+    EndSession { id: String },
     /// Allow logins and delivery again.
     Enable { name: String },
     /// Refuse logins and delivery.
@@ -419,6 +423,16 @@ async fn admin(cmd: AdminCommand, common: &CommonArgs) -> anyhow::Result<()> {
         AdminCommand::Purge { name } => {
             let reply = a.purge_mailbox(proto::PurgeMailboxRequest { name }).await.map_err(grpc)?.into_inner();
             println!("deleted {}", reply.deleted);
+        }
+        AdminCommand::Sessions => {
+            let reply = a.list_sessions(proto::ListSessionsRequest {}).await.map_err(grpc)?.into_inner();
+            for s in reply.sessions {
+                println!("{} {} {} {} tls={} started={}", s.id, s.account, s.peer, s.frontend, s.tls, s.started_unix);
+            }
+        }
+        AdminCommand::EndSession { id } => {
+            a.end_session(proto::EndSessionRequest { id: id.clone() }).await.map_err(grpc)?;
+            println!("asked session {id} to end");
         }
         AdminCommand::ReleaseLock { name } => {
             let reply = a.release_lock(proto::ReleaseLockRequest { name }).await.map_err(grpc)?.into_inner();

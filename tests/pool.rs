@@ -311,3 +311,42 @@ fn a_store_that_hangs_gives_sys_temp_not_a_hang() {
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     assert!(!held.lock().unwrap().is_empty(), "the store was never called");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_see_and_end_sessions_across_the_pool() {
+    use cloudpop::api::proto::{EndSessionRequest, ListSessionsRequest};
+    use common::api::{self as grpc, ADMIN_TOKEN, token_env};
+    let mut extra = vec![("CLOUDPOP_LOCK_LEASE_SECS", "3")];
+    extra.extend(token_env());
+    let pool = pool(2, &extra);
+    let (a, b) = (&pool.frontends[0], &pool.frontends[1]);
+    a.add_account("alice", "secret");
+    a.add_account("bob", "secret");
+    a.deliver("alice", &message("keep", 1));
+    let (mut alice, _) = login_within(a, "alice", Duration::from_secs(5));
+    let (_bob, _) = login_within(b, "bob", Duration::from_secs(5));
+    assert!(alice.cmd("DELE 1").starts_with("+OK"));
+
+    let mut admin = grpc::admin(b.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    // Registration happens right after login, in the background.
+    let mut sessions = Vec::new();
+    for _ in 0..50 {
+        sessions = admin.list_sessions(ListSessionsRequest {}).await.unwrap().into_inner().sessions;
+        if sessions.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let accounts: BTreeSet<&str> = sessions.iter().map(|s| s.account.as_str()).collect();
+    assert_eq!(accounts, BTreeSet::from(["alice", "bob"]), "{sessions:?}");
+    assert_ne!(sessions[0].frontend, sessions[1].frontend, "both sessions claim one frontend");
+
+    let target = sessions.iter().find(|s| s.account == "alice").unwrap().id.clone();
+    admin.end_session(EndSessionRequest { id: target }).await.unwrap();
+    let reply = tokio::task::spawn_blocking(move || alice.line()).await.unwrap();
+    assert_eq!(reply, "-ERR [SYS/TEMP] Session ended by an administrator; nothing was changed");
+    let (mut again, _) = login_within(b, "alice", Duration::from_secs(5));
+    assert_eq!(again.cmd("STAT").split(' ').nth(1), Some("1"), "the ended session's DELE was applied");
+    let err = admin.end_session(EndSessionRequest { id: "nope".into() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}

@@ -206,6 +206,32 @@ impl proto::admin_server::Admin for AdminService {
         remove(&self.backends, &name, &ids).await
     }
 
+    async fn list_sessions(&self, _: Request<ListSessionsRequest>) -> Result<Response<ListSessionsResponse>, Status> {
+        let list = self.backends.sessions.list().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let sessions = list
+            .into_iter()
+            .map(|s| Session {
+                id: s.id,
+                account: s.account,
+                peer: s.peer,
+                frontend: s.frontend,
+                tls: s.tls,
+                started_unix: s.started_unix as i64,
+            })
+            .collect();
+        Ok(Response::new(ListSessionsResponse { sessions }))
+    }
+
+    async fn end_session(&self, request: Request<EndSessionRequest>) -> Result<Response<EndSessionResponse>, Status> {
+        let id = request.into_inner().id;
+        let found = self.backends.sessions.request_end(&id).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        if !found {
+            return Err(Status::not_found(format!("no session {id:?}")));
+        }
+        info!(session = %id, "session end requested by an operator");
+        Ok(Response::new(EndSessionResponse {}))
+    }
+
     async fn release_lock(
         &self,
         request: Request<ReleaseLockRequest>,

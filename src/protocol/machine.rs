@@ -130,6 +130,11 @@ impl Machine {
         response::ok("cloudpop POP3 server ready")
     }
 
+    /// Whether the connection is encrypted.
+    pub fn tls_active(&self) -> bool {
+        self.settings.tls_active
+    }
+
     /// Whether the session is in TRANSACTION state (it holds a maildrop lock).
     pub fn in_transaction(&self) -> bool {
         matches!(self.phase, Phase::Transaction(_))

@@ -1,8 +1,11 @@
 //! A maildrop lock held by a session: renewed in the background for as long as the session
-//! lives (even in the middle of a long RETR), released however the session ends.
+//! lives (even in the middle of a long RETR), released however the session ends. The same loop
+//! keeps the session's entry in the pool-wide session registry fresh and notices when an
+//! operator asks the session to end.
 
 use crate::lock::{LeaseToken, MaildropLocks};
 use crate::names::AccountName;
+use crate::sessions::{SessionInfo, SessionRegistry};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -16,18 +19,40 @@ pub struct HeldLease {
     locks: Arc<dyn MaildropLocks>,
     ttl: Duration,
     lost: CancellationToken,
+    ended: CancellationToken,
+    registration: Option<(Arc<dyn SessionRegistry>, String)>,
     renewer: JoinHandle<()>,
     released: bool,
 }
 
+/// Where the session is registered, and as what.
+pub type Registration = (Arc<dyn SessionRegistry>, SessionInfo);
+
 impl HeldLease {
     /// Starts renewing a freshly acquired lease every third of its lifetime.
-    pub fn hold(locks: Arc<dyn MaildropLocks>, maildrop: AccountName, token: LeaseToken, ttl: Duration) -> Self {
-        let lost = CancellationToken::new();
+    pub fn hold(
+        locks: Arc<dyn MaildropLocks>,
+        maildrop: AccountName,
+        token: LeaseToken,
+        ttl: Duration,
+        registration: Option<Registration>,
+    ) -> Self {
+        let (lost, ended) = (CancellationToken::new(), CancellationToken::new());
+        let registered = registration.as_ref().map(|(registry, info)| (registry.clone(), info.id.clone()));
         let renewer = tokio::spawn(
-            renew_forever(locks.clone(), maildrop.clone(), token.clone(), ttl, lost.clone()).in_current_span(),
+            renew_forever(
+                Renewal { locks: locks.clone(), maildrop: maildrop.clone(), token: token.clone(), ttl, registration },
+                lost.clone(),
+                ended.clone(),
+            )
+            .in_current_span(),
         );
-        Self { maildrop, token, locks, ttl, lost, renewer, released: false }
+        Self { maildrop, token, locks, ttl, lost, ended, registration: registered, renewer, released: false }
+    }
+
+    /// Resolves when an operator asked this session to end.
+    pub fn ended(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.ended.cancelled()
     }
 
     pub fn maildrop(&self) -> &AccountName {
@@ -61,6 +86,9 @@ impl HeldLease {
     pub async fn release(mut self) {
         self.released = true;
         self.renewer.abort();
+        if let Some((registry, id)) = &self.registration {
+            let _ = registry.unregister(id).await;
+        }
         if let Err(e) = self.locks.release(&self.maildrop, &self.token).await {
             warn!(error = %e, "releasing the maildrop lock failed; it expires by itself");
         }
@@ -72,8 +100,12 @@ impl Drop for HeldLease {
         self.renewer.abort();
         if !self.released {
             let (locks, maildrop, token) = (self.locks.clone(), self.maildrop.clone(), self.token.clone());
+            let registration = self.registration.take();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
+                    if let Some((registry, id)) = registration {
+                        let _ = registry.unregister(&id).await;
+                    }
                     let _ = locks.release(&maildrop, &token).await;
                 });
             }
@@ -81,17 +113,35 @@ impl Drop for HeldLease {
     }
 }
 
-async fn renew_forever(
+/// What the background loop keeps alive.
+struct Renewal {
     locks: Arc<dyn MaildropLocks>,
     maildrop: AccountName,
     token: LeaseToken,
     ttl: Duration,
-    lost: CancellationToken,
-) {
+    registration: Option<Registration>,
+}
+
+async fn renew_forever(renewal: Renewal, lost: CancellationToken, ended: CancellationToken) {
+    let Renewal { locks, maildrop, token, ttl, registration } = renewal;
+    if let Some((registry, info)) = &registration
+        && let Err(e) = registry.register(info, ttl).await
+    {
+        warn!(error = %e, "cannot register the session; it will not be listed");
+    }
     loop {
         tokio::time::sleep(ttl / 3).await;
         match locks.renew(&maildrop, &token, ttl).await {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Some((registry, info)) = &registration {
+                    // Registry trouble never ends a session: the lease is what matters.
+                    let _ = registry.register(info, ttl).await;
+                    if registry.end_requested(&info.id).await.unwrap_or(false) {
+                        ended.cancel();
+                        return;
+                    }
+                }
+            }
             Ok(false) => {
                 warn!("maildrop lease lost");
                 lost.cancel();
@@ -137,7 +187,7 @@ mod tests {
         let locks: Arc<dyn MaildropLocks> = Arc::new(Forgetful(MemoryLocks::new()));
         let name = AccountName::parse("alice").unwrap();
         let token = locks.acquire(&name, Duration::from_millis(60)).await.unwrap().unwrap();
-        let lease = HeldLease::hold(locks.clone(), name.clone(), token, Duration::from_millis(60));
+        let lease = HeldLease::hold(locks.clone(), name.clone(), token, Duration::from_millis(60), None);
         tokio::time::timeout(Duration::from_secs(5), lease.lost()).await.expect("loss never reported");
         assert!(!lease.confirm().await);
         lease.release().await;
@@ -150,7 +200,7 @@ mod tests {
         let name = AccountName::parse("bob").unwrap();
         let ttl = Duration::from_millis(90);
         let token = locks.acquire(&name, ttl).await.unwrap().unwrap();
-        let lease = HeldLease::hold(locks.clone(), name.clone(), token, ttl);
+        let lease = HeldLease::hold(locks.clone(), name.clone(), token, ttl, None);
         tokio::time::sleep(ttl * 4).await;
         assert!(locks.acquire(&name, ttl).await.unwrap().is_none(), "renewal did not keep the lease");
         assert!(lease.confirm().await);

@@ -53,20 +53,21 @@ pub async fn serve<S>(stream: S, peer: SocketAddr, listener: Listener, ctx: Arc<
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let span = info_span!("pop3", %peer, session = %session_id(), tls = listener == Listener::ImplicitTls);
+    let id = session_id();
+    let span = info_span!("pop3", %peer, session = %id, tls = listener == Listener::ImplicitTls);
     async move {
         let result = match (listener, ctx.tls.clone()) {
             (Listener::ImplicitTls, Some(tls)) => match handshake(&tls, stream, &ctx).await {
-                Ok(tls_stream) => Session::new(&ctx, peer, true).run(tls_stream, true).await.map(|_| ()),
+                Ok(tls_stream) => Session::new(&ctx, &id, peer, true).run(tls_stream, true).await.map(|_| ()),
                 Err(e) => Err(e),
             },
             (Listener::ImplicitTls, None) => Err(io::Error::other("implicit TLS listener without TLS configuration")),
-            (Listener::Plain, tls) => match Session::new(&ctx, peer, false).run(stream, true).await {
+            (Listener::Plain, tls) => match Session::new(&ctx, &id, peer, false).run(stream, true).await {
                 Ok(Some(plain)) => match tls {
                     Some(tls) => match handshake(&tls, plain, &ctx).await {
                         Ok(tls_stream) => {
                             debug!("STLS handshake complete");
-                            Session::new(&ctx, peer, true).run(tls_stream, false).await.map(|_| ())
+                            Session::new(&ctx, &id, peer, true).run(tls_stream, false).await.map(|_| ())
                         }
                         Err(e) => Err(e),
                     },
@@ -97,6 +98,8 @@ where
 /// The protocol state of one stream (a connection has two after STLS).
 struct Session<'a> {
     ctx: &'a Context,
+    /// The connection's id, as in its log span and the session registry.
+    id: String,
     peer: SocketAddr,
     machine: Machine,
     lease: Option<HeldLease>,
@@ -107,7 +110,7 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(ctx: &'a Context, peer: SocketAddr, tls_active: bool) -> Self {
+    fn new(ctx: &'a Context, id: &str, peer: SocketAddr, tls_active: bool) -> Self {
         let cfg = &ctx.config;
         let settings = Settings {
             tls_active,
@@ -122,6 +125,7 @@ impl<'a> Session<'a> {
         };
         Self {
             ctx,
+            id: id.to_owned(),
             peer,
             machine: Machine::new(settings),
             lease: None,
@@ -215,6 +219,12 @@ impl<'a> Session<'a> {
                 },
                 () = self.ctx.shutdown.cancelled() => {
                     self.out.extend(machine::shutdown_reply());
+                    self.flush(stream).await?;
+                    return Ok(false);
+                }
+                () = lease_ended(self.lease.as_ref()) => {
+                    info!("session ended by an operator");
+                    self.out.extend(response::err(Some(Code::SysTemp), "Session ended by an administrator; nothing was changed"));
                     self.flush(stream).await?;
                     return Ok(false);
                 }
@@ -315,7 +325,20 @@ impl<'a> Session<'a> {
                 return LoginOutcome::Unavailable("lock service unavailable".into());
             }
         };
-        let lease = HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.config.lock_lease());
+        let info = crate::sessions::SessionInfo {
+            id: self.id.clone(),
+            account: name.to_string(),
+            peer: self.peer.to_string(),
+            frontend: crate::sessions::frontend_name(),
+            tls: self.machine.tls_active(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let registration = Some((ctx.backends.sessions.clone(), info));
+        let lease =
+            HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.config.lock_lease(), registration);
         // LOGIN-DELAY is checked only once the maildrop is ours, so a refused `[IN-USE]` login
         // does not count as a login.
         let delay = Duration::from_secs(account.login_delay_secs);
@@ -451,6 +474,13 @@ enum Flow {
     Continue,
     Close,
     StartTls,
+}
+
+async fn lease_ended(lease: Option<&HeldLease>) {
+    match lease {
+        Some(lease) => lease.ended().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn lease_lost(lease: Option<&HeldLease>) {

@@ -1,0 +1,52 @@
+//! Open sessions of this process only (the embedded default).
+
+use super::{SessionInfo, SessionRegistry};
+use crate::lock::LockError;
+use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+pub struct MemorySessions {
+    sessions: Mutex<HashMap<String, (SessionInfo, Instant)>>,
+    ending: Mutex<HashSet<String>>,
+}
+
+#[async_trait]
+impl SessionRegistry for MemorySessions {
+    async fn register(&self, info: &SessionInfo, ttl: Duration) -> Result<(), LockError> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, (_, expiry)| *expiry > now);
+        sessions.insert(info.id.clone(), (info.clone(), now + ttl));
+        Ok(())
+    }
+
+    async fn unregister(&self, id: &str) -> Result<(), LockError> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.ending.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<SessionInfo>, LockError> {
+        let now = Instant::now();
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<SessionInfo> =
+            sessions.values().filter(|(_, expiry)| *expiry > now).map(|(info, _)| info.clone()).collect();
+        list.sort_by_key(|s| (s.started_unix, s.id.clone()));
+        Ok(list)
+    }
+
+    async fn request_end(&self, id: &str) -> Result<bool, LockError> {
+        let known = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id);
+        if known {
+            self.ending.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned());
+        }
+        Ok(known)
+    }
+
+    async fn end_requested(&self, id: &str) -> Result<bool, LockError> {
+        Ok(self.ending.lock().unwrap_or_else(|e| e.into_inner()).contains(id))
+    }
+}

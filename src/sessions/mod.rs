@@ -1,0 +1,46 @@
+//! The POP3 sessions open across the pool (those holding a maildrop), so operators can see them
+//! and end one. Entries expire by themselves when their frontend dies.
+
+pub mod memory;
+pub mod redis;
+
+use crate::lock::LockError;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// One session in TRANSACTION state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub account: String,
+    pub peer: String,
+    /// Host name and process id of the frontend serving it.
+    pub frontend: String,
+    pub tls: bool,
+    pub started_unix: u64,
+}
+
+/// Where open sessions are registered.
+#[async_trait]
+pub trait SessionRegistry: Send + Sync + 'static {
+    /// Registers or refreshes a session for `ttl`.
+    async fn register(&self, info: &SessionInfo, ttl: Duration) -> Result<(), LockError>;
+
+    async fn unregister(&self, id: &str) -> Result<(), LockError>;
+
+    /// Every registered session, oldest first.
+    async fn list(&self) -> Result<Vec<SessionInfo>, LockError>;
+
+    /// Asks a session to end; `false` if no such session is registered.
+    async fn request_end(&self, id: &str) -> Result<bool, LockError>;
+
+    /// Whether someone asked this session to end.
+    async fn end_requested(&self, id: &str) -> Result<bool, LockError>;
+}
+
+/// This process's name in session listings.
+pub fn frontend_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    format!("{host}/{}", std::process::id())
+}
