@@ -495,3 +495,17 @@ async fn retention_policy_expires_retrieved_mail_once_and_keeps_the_rest() {
     let bob = admin.get_mailbox_stats(GetMailboxStatsRequest { name: "bob".into() }).await.unwrap().into_inner();
     assert_eq!(bob.messages, 2, "mail of an account without retention policy was removed");
 }
+
+#[tokio::test]
+async fn the_callers_trace_context_is_kept_with_the_message() {
+    let server = start(&[]);
+    create(&server, "alice").await;
+    let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut request = tonic::Request::new(tokio_stream::iter(grpc::frames(&["alice"], "", b"Subject: t\r\n\r\n", 100)));
+    request.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+    let reply = ingest.deliver(request).await.unwrap().into_inner();
+    let id = &reply.results[0].message_id;
+    let kept = std::fs::read_to_string(server.data_dir().join(format!("maildrops/alice/markers/trace.{id}"))).unwrap();
+    assert_eq!(kept, traceparent);
+}

@@ -61,6 +61,9 @@ impl proto::ingest_server::Ingest for IngestService {
                     key.as_ref(),
                 )
                 .await;
+                if let (Outcome::Stored(stored), Some(tp)) = (&outcome, &traceparent) {
+                    keep_trace_context(&self.backends, recipient, &stored.id, tp).await;
+                }
                 results.push(result(recipient, outcome));
             }
             info!(
@@ -73,6 +76,21 @@ impl proto::ingest_server::Ingest for IngestService {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Keeps the caller's W3C `traceparent` beside the stored message (marker `trace.{id}`), so the
+/// message's later retrieval can be linked to its delivery. Malformed values are not kept.
+async fn keep_trace_context(backends: &Backends, recipient: &str, id: &str, traceparent: &str) {
+    let valid = traceparent.len() == 55
+        && traceparent.split('-').map(str::len).eq([2, 32, 16, 2])
+        && traceparent.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit());
+    let (Ok(name), Some(key)) = (crate::names::AccountName::parse(recipient), MarkerKey::parse(&format!("trace.{id}")))
+    else {
+        return;
+    };
+    if valid && let Err(e) = backends.messages.put_marker(&name, &key, traceparent).await {
+        tracing::warn!(error = %e, "cannot keep the trace context of a delivery");
     }
 }
 
