@@ -26,6 +26,15 @@ fn page_size(requested: u32) -> Result<usize, Status> {
     }
 }
 
+/// One page of `items` (sorted by `key`) after `token`, and the token of the next page.
+fn paginate<T>(items: Vec<T>, key: impl Fn(&T) -> &str, token: &str, size: usize) -> (Vec<T>, String) {
+    let mut page: Vec<T> = items.into_iter().filter(|item| key(item) > token).take(size + 1).collect();
+    let more = page.len() > size;
+    page.truncate(size);
+    let next = if more { page.last().map(|item| key(item).to_owned()).unwrap_or_default() } else { String::new() };
+    (page, next)
+}
+
 fn name(raw: &str) -> Result<AccountName, Status> {
     AccountName::parse(raw).map_err(|e| Status::invalid_argument(e.to_string()))
 }
@@ -93,17 +102,14 @@ impl proto::admin_server::Admin for AdminService {
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let names = self.backends.accounts.list().await.map_err(status::account)?;
-        let page: Vec<AccountName> =
-            names.into_iter().filter(|n| n.as_str() > req.page_token.as_str()).take(size + 1).collect();
-        let more = page.len() > size;
-        let mut accounts = Vec::with_capacity(size);
-        for n in page.iter().take(size) {
+        let (page, next_page_token) = paginate(names, |n| n.as_str(), &req.page_token, size);
+        let mut accounts = Vec::with_capacity(page.len());
+        for n in &page {
             // An account deleted between listing and reading is simply left out.
             if let Some(record) = self.backends.accounts.get(n).await.map_err(status::store)? {
                 accounts.push(account(record));
             }
         }
-        let next_page_token = if more { page[size - 1].to_string() } else { String::new() };
         Ok(Response::new(ListAccountsResponse { accounts, next_page_token }))
     }
 
@@ -173,12 +179,9 @@ impl proto::admin_server::Admin for AdminService {
         let size = page_size(req.page_size)?;
         let name = self.existing(&req.name).await?;
         let all = self.backends.messages.list(&name).await.map_err(status::store)?;
-        let page: Vec<_> = all.into_iter().filter(|m| m.id.as_str() > req.page_token.as_str()).take(size + 1).collect();
-        let more = page.len() > size;
-        let next_page_token = if more { page[size - 1].id.clone() } else { String::new() };
+        let (page, next_page_token) = paginate(all, |m| m.id.as_str(), &req.page_token, size);
         let messages = page
             .into_iter()
-            .take(size)
             .map(|m| MessageInfo { received_unix_ms: received_ms(&m.id), id: m.id, size: m.size })
             .collect();
         Ok(Response::new(ListMessagesResponse { messages, next_page_token }))

@@ -50,9 +50,32 @@ fn exchange(port: u16, request: &[u8]) -> Option<Vec<u8>> {
     Some(buf[..n].to_vec())
 }
 
+/// A server process we started, killed (SIGKILL: no goodbye to clients) by PID.
+#[derive(Default)]
+struct Running(Option<Child>);
+
+impl Running {
+    fn is_running(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A `redis-server` without persistence, like a cache node that restarts empty.
 pub struct Redis {
-    child: Option<Child>,
+    child: Running,
     pub port: u16,
     dir: tempfile::TempDir,
     /// Extra server arguments (TLS, passwords); with TLS, readiness is checked by the client.
@@ -61,7 +84,8 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Self {
-        let mut redis = Self { child: None, port: free_port(), dir: tempfile::tempdir().unwrap(), extra: Vec::new() };
+        let mut redis =
+            Self { child: Running::default(), port: free_port(), dir: tempfile::tempdir().unwrap(), extra: Vec::new() };
         redis.restart();
         redis
     }
@@ -87,7 +111,7 @@ impl Redis {
         ]
         .map(String::from)
         .to_vec();
-        let mut redis = Self { child: None, port, dir: tempfile::tempdir().unwrap(), extra };
+        let mut redis = Self { child: Running::default(), port, dir: tempfile::tempdir().unwrap(), extra };
         redis.restart();
         redis
     }
@@ -98,12 +122,12 @@ impl Redis {
 
     /// Starts it again on the same port (after [`Redis::stop`]).
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
+        assert!(!self.child.is_running(), "already running");
         let mut args = ["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
             .map(String::from)
             .to_vec();
         args.extend(self.extra.iter().cloned());
-        self.child = Some(spawn("redis-server", &args, self.dir.path().join("redis.log")));
+        self.child = Running(Some(spawn("redis-server", &args, self.dir.path().join("redis.log"))));
         if self.extra.is_empty() {
             wait_until("redis-server", || exchange(self.port, b"PING\r\n").is_some_and(|r| r.starts_with(b"+PONG")));
         } else {
@@ -111,31 +135,22 @@ impl Redis {
         }
     }
 
-    /// Kills it (SIGKILL: no goodbye to clients) and waits until the port is closed.
+    /// Kills it (SIGKILL: no goodbye to clients) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
+        self.child.stop();
     }
 }
 
 /// An `s3s-fs` S3 server over a temporary directory; each top-level folder is a bucket.
 pub struct S3 {
-    child: Option<Child>,
+    child: Running,
     pub port: u16,
     pub root: tempfile::TempDir,
 }
 
 impl S3 {
     pub fn start() -> Self {
-        let mut s3 = Self { child: None, port: free_port(), root: tempfile::tempdir().unwrap() };
+        let mut s3 = Self { child: Running::default(), port: free_port(), root: tempfile::tempdir().unwrap() };
         s3.restart();
         s3
     }
@@ -151,7 +166,7 @@ impl S3 {
     }
 
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
+        assert!(!self.child.is_running(), "already running");
         let data = self.root.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let args = [
@@ -165,23 +180,14 @@ impl S3 {
             S3_SECRET_KEY.into(),
             data.to_string_lossy().into_owned(),
         ];
-        self.child = Some(spawn("s3s-fs", &args, self.root.path().join("s3.log")));
+        self.child = Running(Some(spawn("s3s-fs", &args, self.root.path().join("s3.log"))));
         wait_until("s3s-fs", || {
             exchange(self.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_some_and(|r| r.starts_with(b"HTTP/1.1"))
         });
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        self.stop();
+        self.child.stop();
     }
 }
 
