@@ -62,7 +62,8 @@ impl ApiClient {
         mut input: impl AsyncRead + Unpin + Send + 'static,
     ) -> Result<DeliverResponse, tonic::Status> {
         let (tx, rx) = tokio::sync::mpsc::channel::<DeliverRequest>(4);
-        let envelope = DeliverRequest { frame: Some(Frame::Envelope(Envelope { recipients, idempotency_key })) };
+        let envelope = Envelope { recipients, idempotency_key, ..Envelope::default() };
+        let envelope = DeliverRequest { frame: Some(Frame::Envelope(envelope)) };
         let reader = tokio::spawn(async move {
             if tx.send(envelope).await.is_err() {
                 return Ok(());

@@ -509,3 +509,42 @@ async fn the_callers_trace_context_is_kept_with_the_message() {
     let kept = std::fs::read_to_string(server.data_dir().join(format!("maildrops/alice/markers/trace.{id}"))).unwrap();
     assert_eq!(kept, traceparent);
 }
+
+#[tokio::test]
+async fn migrated_mail_keeps_its_uidl_and_place() {
+    let server = start(&[]);
+    create(&server, "alice").await;
+    let api = server.api.unwrap();
+    let mut ingest = grpc::ingest(api, Some(INGEST_TOKEN)).await;
+    grpc::deliver(&mut ingest, &["alice"], "", b"Subject: new\r\n\r\n").await.unwrap();
+    let migrate = |uidl: &str, ms: i64| {
+        let mut frames = grpc::frames(&["alice"], "", b"Subject: old\r\n\r\nfrom the old server\r\n", 100);
+        if let Some(deliver_request::Frame::Envelope(e)) = &mut frames[0].frame {
+            e.uidl = uidl.into();
+            e.received_unix_ms = ms;
+        }
+        frames
+    };
+    let old =
+        ingest.deliver(tokio_stream::iter(migrate("legacy:001/A", 1_500_000_000_000))).await.unwrap().into_inner();
+    assert!(stored(&old.results[0]), "{old:?}");
+    let again =
+        ingest.deliver(tokio_stream::iter(migrate("legacy:001/A", 1_500_000_000_000))).await.unwrap().into_inner();
+    assert_eq!(again.results[0].status, DeliveryStatus::Duplicate as i32, "a migration re-run duplicated mail");
+    for bad in ["has space", &"x".repeat(71)] {
+        let err = ingest.deliver(tokio_stream::iter(migrate(bad, 0))).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+    }
+    let mut admin = grpc::admin(api, Some(ADMIN_TOKEN)).await;
+    let req = ListMessagesRequest { name: "alice".into(), page_size: 0, page_token: String::new() };
+    let listed = admin.list_messages(req).await.unwrap().into_inner().messages;
+    assert_eq!((listed[0].uidl.as_str(), listed[0].received_unix_ms), ("legacy:001/A", 1_500_000_000_000));
+
+    let mut c = Client::login(server.pop3, "alice", "secret");
+    let uidls = c.lines("UIDL");
+    assert_eq!(uidls[0], "1 legacy:001/A", "the migrated message should come first, with its old UIDL");
+    assert_eq!(c.multi("RETR 1").1, b"Subject: old\r\n\r\nfrom the old server\r\n");
+    assert!(c.cmd("DELE 1").starts_with("+OK") && c.cmd("QUIT").starts_with("+OK"));
+    let mut c = Client::login(server.pop3, "alice", "secret");
+    assert_eq!(c.lines("UIDL").len(), 1);
+}

@@ -5,7 +5,7 @@ use super::status;
 use crate::backends::Backends;
 use crate::config::Config;
 use crate::names::AccountName;
-use crate::store::AccountRecord;
+use crate::store::{AccountRecord, ids};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -48,11 +48,6 @@ fn account(record: AccountRecord) -> Account {
         quota: Some(Quota { max_bytes: record.quota_bytes, max_messages: record.quota_messages }),
         policy: Some(Policy { login_delay_secs: record.login_delay_secs, expire_days: record.expire_days }),
     }
-}
-
-/// Milliseconds since the epoch encoded at the front of every message id.
-fn received_ms(id: &str) -> i64 {
-    id.get(..12).and_then(|hex| i64::from_str_radix(hex, 16).ok()).unwrap_or(0)
 }
 
 impl AdminService {
@@ -182,7 +177,12 @@ impl proto::admin_server::Admin for AdminService {
         let (page, next_page_token) = paginate(all, |m| m.id.as_str(), &req.page_token, size);
         let messages = page
             .into_iter()
-            .map(|m| MessageInfo { received_unix_ms: received_ms(&m.id), id: m.id, size: m.size })
+            .map(|m| MessageInfo {
+                received_unix_ms: ids::received_ms(&m.id) as i64,
+                uidl: ids::uidl_of(&m.id),
+                id: m.id,
+                size: m.size,
+            })
             .collect();
         Ok(Response::new(ListMessagesResponse { messages, next_page_token }))
     }

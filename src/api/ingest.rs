@@ -36,6 +36,17 @@ impl proto::ingest_server::Ingest for IngestService {
                 Status::invalid_argument("idempotency_key must be 1-128 characters from A-Z a-z 0-9 . _ - :")
             })?),
         };
+        let uidl = match envelope.uidl.as_str() {
+            "" => None,
+            raw if crate::store::ids::is_valid_uidl(raw) => Some(raw.to_owned()),
+            _ => return Err(Status::invalid_argument("uidl must be 1-70 characters from 0x21-0x7E")),
+        };
+        let received_ms = match envelope.received_unix_ms {
+            0 => None,
+            ms if ms > 0 && ms < 0xffff_ffff_ffff => Some(ms as u64),
+            _ => return Err(Status::invalid_argument("received_unix_ms is out of range")),
+        };
+        let options = delivery::Options { idempotency_key: key, uidl, received_ms };
         // The caller's trace id joins this span, so retrieval logs can be tied to the delivery.
         let span =
             info_span!("ingest.deliver", recipients = envelope.recipients.len(), traceparent = traceparent.as_deref());
@@ -58,7 +69,7 @@ impl proto::ingest_server::Ingest for IngestService {
                     &self.backends.accounts,
                     &message,
                     recipient,
-                    key.as_ref(),
+                    &options,
                 )
                 .await;
                 if let (Outcome::Stored(stored), Some(tp)) = (&outcome, &traceparent) {

@@ -119,19 +119,30 @@ impl Spooler {
     }
 }
 
-/// Stores a spooled message for one recipient, honouring quota and idempotency.
+/// How a delivery wants its message stored.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Makes retries safe: an earlier delivery with this key is not repeated.
+    pub idempotency_key: Option<MarkerKey>,
+    /// A UIDL kept from another server (already validated with [`ids::is_valid_uidl`]).
+    pub uidl: Option<String>,
+    /// The original receipt time, milliseconds since the epoch.
+    pub received_ms: Option<u64>,
+}
+
+/// Stores a spooled message for one recipient, honouring quota, idempotency and kept UIDLs.
 pub async fn store_for(
     store: &dyn MessageStore,
     accounts: &Accounts,
     message: &Spooled,
     recipient: &str,
-    idempotency_key: Option<&MarkerKey>,
+    options: &Options,
 ) -> Outcome {
     let name = match AccountName::parse(recipient) {
         Ok(name) => name,
         Err(e) => return Outcome::InvalidName(e),
     };
-    match store_checked(store, accounts, message, &name, idempotency_key).await {
+    match store_checked(store, accounts, message, &name, options).await {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Failed(e),
     }
@@ -142,8 +153,9 @@ async fn store_checked(
     accounts: &Accounts,
     message: &Spooled,
     name: &AccountName,
-    key: Option<&MarkerKey>,
+    options: &Options,
 ) -> Result<Outcome, StoreError> {
+    let key = options.idempotency_key.as_ref();
     let Some(account) = accounts.get(name).await? else { return Ok(Outcome::UnknownMailbox) };
     if account.disabled {
         return Ok(Outcome::Disabled);
@@ -157,8 +169,14 @@ async fn store_checked(
     {
         return Ok(Outcome::Duplicate(id.clone()));
     }
-    if account.quota_bytes > 0 || account.quota_messages > 0 {
+    let quota = account.quota_bytes > 0 || account.quota_messages > 0;
+    if quota || options.uidl.is_some() {
         let present = store.list(name).await?;
+        if let Some(uidl) = &options.uidl
+            && let Some(existing) = present.iter().find(|m| ids::uidl_of(&m.id) == *uidl)
+        {
+            return Ok(Outcome::Duplicate(existing.id.clone()));
+        }
         let bytes: u64 = present.iter().map(|m| m.size).sum();
         if account.quota_messages > 0 && present.len() as u64 >= account.quota_messages {
             return Ok(Outcome::OverQuota("message count quota reached"));
@@ -167,15 +185,19 @@ async fn store_checked(
             return Ok(Outcome::OverQuota("byte quota would be exceeded"));
         }
     }
+    let fresh = || {
+        let id = options.received_ms.map_or_else(ids::new_message_id, ids::new_message_id_at);
+        options.uidl.as_deref().map_or_else(|| id.clone(), |uidl| ids::with_uidl(&id, uidl))
+    };
     let id = match (earlier, key) {
         // The earlier attempt recorded this id but never finished storing: finish it now.
         (Some(id), _) => id,
         (None, Some(key)) => {
-            let id = ids::new_message_id();
+            let id = fresh();
             store.put_marker(name, key, &id).await?;
             id
         }
-        (None, None) => ids::new_message_id(),
+        (None, None) => fresh(),
     };
     let mut new = store.create_with_id(name, &id).await?;
     let mut file = tokio::fs::File::open(&message.path).await?;
@@ -203,7 +225,7 @@ pub async fn deliver(
     let mut spooler = Spooler::new(spool_dir, max_size).await.map_err(|e| e.to_string())?;
     spooler.read_from(input).await.map_err(|e| e.to_string())?;
     let message = spooler.finish().await.map_err(|e| e.to_string())?;
-    match store_for(store, accounts, &message, mailbox, None).await {
+    match store_for(store, accounts, &message, mailbox, &Options::default()).await {
         Outcome::Stored(stored) => Ok(stored),
         Outcome::Duplicate(id) => Err(format!("already delivered as {id}")),
         Outcome::UnknownMailbox => Err(format!("unknown mailbox {}", mailbox.to_ascii_lowercase())),

@@ -41,9 +41,11 @@ pub enum Step {
     Login(Credentials),
     /// Send the reply, discard anything buffered, and run the TLS handshake.
     StartTls(Vec<u8>),
-    /// Send `header`, then the message `uid` dot-stuffed, cut after `top` body lines when set.
-    Send { header: Vec<u8>, uid: String, top: Option<u64> },
-    /// Enter UPDATE: remove these messages, then call [`Machine::update_finished`].
+    /// Send `header`, then the message stored under `key` dot-stuffed, cut after `top` body
+    /// lines when set.
+    Send { header: Vec<u8>, key: String, top: Option<u64> },
+    /// Enter UPDATE: remove the messages stored under these keys, then call
+    /// [`Machine::update_finished`].
     Update(Vec<String>),
     /// Wait the failed-login delay, send the reply, and close the connection if `close`.
     AuthFailed { reply: Vec<u8>, close: bool },
@@ -362,13 +364,13 @@ impl Machine {
             Command::Uidl(Some(n)) => lookup(&view, n, |m| response::ok(&format!("{n} {}", m.uid))),
             Command::Retr(n) => match view.get(n) {
                 Ok(m) => {
-                    Step::Send { header: response::ok(&format!("{} octets", m.size)), uid: m.uid.clone(), top: None }
+                    Step::Send { header: response::ok(&format!("{} octets", m.size)), key: m.key.clone(), top: None }
                 }
                 Err(e) => Step::Reply(response::err(None, e.text())),
             },
             Command::Top(n, lines) => match view.get(n) {
                 Ok(m) => {
-                    Step::Send { header: response::ok("Top of message follows"), uid: m.uid.clone(), top: Some(lines) }
+                    Step::Send { header: response::ok("Top of message follows"), key: m.key.clone(), top: Some(lines) }
                 }
                 Err(e) => Step::Reply(response::err(None, e.text())),
             },
@@ -383,7 +385,7 @@ impl Machine {
                 Step::Reply(response::ok(&format!("Maildrop has {count} messages ({octets} octets)")))
             }
             Command::Quit => {
-                let doomed = view.deleted_uids();
+                let doomed = view.deleted_keys();
                 self.phase = Phase::Closed;
                 return Step::Update(doomed);
             }

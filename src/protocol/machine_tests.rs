@@ -33,7 +33,7 @@ fn drive(machine: &mut Machine, mut step: Step, out: &mut Vec<u8>, log: &mut Vec
                 ("alice", "secret") => LoginOutcome::LoggedIn {
                     listing: MESSAGES
                         .iter()
-                        .map(|(u, b)| Listing { uid: u.to_string(), size: b.len() as u64 })
+                        .map(|(u, b)| Listing { uid: u.to_string(), key: format!("key-{u}"), size: b.len() as u64 })
                         .collect(),
                     login_delay_secs: 0,
                     expire_days: None,
@@ -46,9 +46,9 @@ fn drive(machine: &mut Machine, mut step: Step, out: &mut Vec<u8>, log: &mut Vec
                 log.push("starttls".into());
                 return false;
             }
-            Step::Send { header, uid, top } => {
+            Step::Send { header, key, top } => {
                 out.extend(header);
-                let body = MESSAGES.iter().find(|(u, _)| *u == uid).unwrap().1;
+                let body = MESSAGES.iter().find(|(u, _)| format!("key-{u}") == key).unwrap().1;
                 let mut stuffer = DotStuffer::new();
                 let body = match top {
                     Some(k) => TopCut::new(k).take(body),
@@ -142,7 +142,7 @@ fn full_session_is_the_same_in_any_chunking() {
     .join("\r\n")
         + "\r\n";
     assert_eq!(out, expected);
-    assert_eq!(log, ["update [\"uid-b\"]"]);
+    assert_eq!(log, ["update [\"key-uid-b\"]"]);
 }
 
 #[test]

@@ -5,8 +5,10 @@
 /// One message as listed at login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
-    /// The unique id (UIDL) of the message, also its key in the store.
+    /// The unique id (UIDL) the client sees.
     pub uid: String,
+    /// The message's key in the store (equal to `uid` except for migrated messages).
+    pub key: String,
     /// Exact size in octets, as RETR sends it before dot-stuffing.
     pub size: u64,
 }
@@ -71,9 +73,9 @@ impl MaildropView {
         self.deleted.fill(false);
     }
 
-    /// The ids to remove when the session reaches UPDATE.
-    pub fn deleted_uids(&self) -> Vec<String> {
-        self.messages.iter().zip(&self.deleted).filter(|(_, d)| **d).map(|(m, _)| m.uid.clone()).collect()
+    /// The store keys to remove when the session reaches UPDATE.
+    pub fn deleted_keys(&self) -> Vec<String> {
+        self.messages.iter().zip(&self.deleted).filter(|(_, d)| **d).map(|(m, _)| m.key.clone()).collect()
     }
 
     fn index(&self, number: u64) -> Result<usize, Lookup> {
@@ -89,7 +91,9 @@ mod tests {
     use super::*;
 
     fn view() -> MaildropView {
-        MaildropView::new((1..=3).map(|i| Listing { uid: format!("u{i}"), size: i * 10 }).collect())
+        MaildropView::new(
+            (1..=3).map(|i| Listing { uid: format!("u{i}"), key: format!("k{i}"), size: i * 10 }).collect(),
+        )
     }
 
     #[test]
@@ -101,10 +105,10 @@ mod tests {
         assert_eq!(v.get(2), Err(Lookup::Deleted));
         assert_eq!(v.delete(2), Err(Lookup::Deleted));
         assert_eq!(v.live().map(|(n, _)| n).collect::<Vec<_>>(), [1, 3]);
-        assert_eq!(v.deleted_uids(), ["u2"]);
+        assert_eq!(v.deleted_keys(), ["k2"]);
         v.reset();
         assert_eq!(v.stat(), (3, 60));
-        assert!(v.deleted_uids().is_empty());
+        assert!(v.deleted_keys().is_empty());
     }
 
     #[test]

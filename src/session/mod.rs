@@ -262,15 +262,15 @@ impl<'a> Session<'a> {
                     self.out.extend(reply);
                     return Ok(Flow::StartTls);
                 }
-                Step::Send { header, uid, top } => {
-                    self.send_message(stream, header, &uid, top).await?;
+                Step::Send { header, key, top } => {
+                    self.send_message(stream, header, &key, top).await?;
                     if top.is_none() && self.expire_days.is_some() {
-                        self.retrieved.push(uid);
+                        self.retrieved.push(key);
                     }
                     return Ok(Flow::Continue);
                 }
-                Step::Update(uids) => {
-                    let outcome = self.update(&uids).await;
+                Step::Update(keys) => {
+                    let outcome = self.update(&keys).await;
                     self.machine.update_finished(outcome)
                 }
                 Step::Close(reply) => {
@@ -363,7 +363,10 @@ impl<'a> Session<'a> {
                 self.lease = Some(lease);
                 self.expire_days = account.expire_days;
                 LoginOutcome::LoggedIn {
-                    listing: list.into_iter().map(|m| Listing { uid: m.id, size: m.size }).collect(),
+                    listing: list
+                        .into_iter()
+                        .map(|m| Listing { uid: crate::store::ids::uidl_of(&m.id), key: m.id, size: m.size })
+                        .collect(),
                     login_delay_secs: account.login_delay_secs,
                     expire_days: account.expire_days,
                 }
@@ -403,12 +406,12 @@ impl<'a> Session<'a> {
     }
 
     /// RETR and TOP: streams the message through the dot-stuffer in bounded memory.
-    async fn send_message<S>(&mut self, stream: &mut S, header: Vec<u8>, uid: &str, top: Option<u64>) -> io::Result<()>
+    async fn send_message<S>(&mut self, stream: &mut S, header: Vec<u8>, key: &str, top: Option<u64>) -> io::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let Some(lease) = &self.lease else { return Ok(()) };
-        let mut body = match self.ctx.backends.messages.open(lease.maildrop(), uid).await {
+        let mut body = match self.ctx.backends.messages.open(lease.maildrop(), key).await {
             Ok(body) => body,
             Err(StoreError::NotFound) => {
                 self.out.extend(response::err(None, "Message was removed by another process"));

@@ -58,14 +58,14 @@ impl From<std::io::Error> for StoreError {
     }
 }
 
-/// A validated marker name: 1-128 characters from `A-Z a-z 0-9 . _ - :`, not starting with a dot,
+/// A validated marker name: 1-200 characters from `A-Z a-z 0-9 . _ - :`, not starting with a dot,
 /// so it is safe as a file name and an object key segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkerKey(String);
 
 impl MarkerKey {
     pub fn parse(raw: &str) -> Option<Self> {
-        let ok = (1..=128).contains(&raw.len())
+        let ok = (1..=200).contains(&raw.len())
             && !raw.starts_with('.')
             && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
         ok.then(|| Self(raw.to_owned()))

@@ -51,8 +51,11 @@ pub async fn ingest(addr: SocketAddr, token: Option<&str>) -> IngestClient<Authe
 
 /// The frames of one delivery: the envelope, then the message in `chunk`-byte pieces.
 pub fn frames(recipients: &[&str], key: &str, message: &[u8], chunk: usize) -> Vec<DeliverRequest> {
-    let envelope =
-        Envelope { recipients: recipients.iter().map(|r| r.to_string()).collect(), idempotency_key: key.into() };
+    let envelope = Envelope {
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        idempotency_key: key.into(),
+        ..Envelope::default()
+    };
     std::iter::once(Frame::Envelope(envelope))
         .chain(message.chunks(chunk).map(|c| Frame::Chunk(c.to_vec())))
         .map(|f| DeliverRequest { frame: Some(f) })
