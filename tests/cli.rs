@@ -166,3 +166,16 @@ fn the_command_line_as_a_client_of_the_api() {
     let mut c = Client::login(server.pop3, "bob", "pw");
     assert_eq!(c.multi("RETR 1").1, b"Subject: cli\r\n\r\nhello\r\n");
 }
+
+#[test]
+fn deliver_stores_any_text_as_given() {
+    // The operator's tool does not judge content (the API does): an mbox-style "From " line or
+    // a body without headers is stored, CRLF-normalised, byte for byte.
+    let server = Server::start(&[]);
+    server.add_account("alice", "secret");
+    server.deliver("alice", b"From sender@example.com Sat Jan  3 01:05:34 1996\nSubject: mbox\n\nx\n");
+    server.deliver("alice", b"no headers at all\n");
+    let mut c = Client::login(server.pop3, "alice", "secret");
+    assert_eq!(c.multi("RETR 1").1, b"From sender@example.com Sat Jan  3 01:05:34 1996\r\nSubject: mbox\r\n\r\nx\r\n");
+    assert_eq!(c.multi("RETR 2").1, b"no headers at all\r\n");
+}

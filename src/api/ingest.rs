@@ -51,7 +51,8 @@ impl proto::ingest_server::Ingest for IngestService {
         let span =
             info_span!("ingest.deliver", recipients = envelope.recipients.len(), traceparent = traceparent.as_deref());
         async move {
-            let mut spooler = Spooler::new(&self.spool_dir, self.max_message_size).await.map_err(status::delivery)?;
+            let mut spooler =
+                Spooler::new(&self.spool_dir, self.max_message_size, true).await.map_err(status::delivery)?;
             while let Some(frame) = frames.message().await? {
                 match frame.frame {
                     Some(Frame::Chunk(bytes)) => spooler.push(&bytes).await.map_err(status::delivery)?,

@@ -51,7 +51,8 @@ pub struct Spooler {
     file: tokio::fs::File,
     path: tempfile::TempPath,
     normalizer: CrlfNormalizer,
-    headers: HeaderCheck,
+    /// The RFC 5322 check, for callers that want it (the API); `None` takes any bytes.
+    headers: Option<HeaderCheck>,
     buf: Vec<u8>,
     size: u64,
     max_size: u64,
@@ -64,7 +65,8 @@ pub struct Spooled {
 }
 
 impl Spooler {
-    pub async fn new(spool_dir: &Path, max_size: u64) -> Result<Self, DeliveryError> {
+    /// A spool for one message; `check_headers` refuses input that does not look like mail.
+    pub async fn new(spool_dir: &Path, max_size: u64, check_headers: bool) -> Result<Self, DeliveryError> {
         tokio::fs::create_dir_all(spool_dir).await.map_err(DeliveryError::Spool)?;
         let named = tempfile::Builder::new().prefix("msg-").tempfile_in(spool_dir).map_err(DeliveryError::Spool)?;
         let (file, path) = named.into_parts();
@@ -72,7 +74,7 @@ impl Spooler {
             file: tokio::fs::File::from_std(file),
             path,
             normalizer: CrlfNormalizer::default(),
-            headers: HeaderCheck::default(),
+            headers: check_headers.then(HeaderCheck::default),
             buf: Vec::with_capacity(70 * 1024),
             size: 0,
             max_size,
@@ -90,7 +92,9 @@ impl Spooler {
         if self.size > self.max_size {
             return Err(DeliveryError::TooLarge(self.max_size));
         }
-        self.headers.push(&self.buf);
+        if let Some(headers) = &mut self.headers {
+            headers.push(&self.buf);
+        }
         self.file.write_all(&self.buf).await.map_err(DeliveryError::Spool)
     }
 
@@ -113,7 +117,9 @@ impl Spooler {
         if self.size == 0 {
             return Err(DeliveryError::Empty);
         }
-        self.headers.finish().map_err(DeliveryError::Malformed)?;
+        if let Some(headers) = self.headers.take() {
+            headers.finish().map_err(DeliveryError::Malformed)?;
+        }
         self.file.flush().await.map_err(DeliveryError::Spool)?;
         Ok(Spooled { path: self.path, size: self.size })
     }
@@ -213,7 +219,8 @@ async fn store_checked(
     Ok(Outcome::Stored(new.commit().await?))
 }
 
-/// `cloudpop deliver`: one message from a stream to one mailbox.
+/// `cloudpop deliver`: one message from a stream to one mailbox. The operator's tool stores
+/// what it is given (after CRLF normalisation); only the API insists on a header section.
 pub async fn deliver(
     store: &dyn MessageStore,
     accounts: &Accounts,
@@ -222,7 +229,7 @@ pub async fn deliver(
     input: impl AsyncRead + Unpin,
     max_size: u64,
 ) -> Result<StoredMessage, String> {
-    let mut spooler = Spooler::new(spool_dir, max_size).await.map_err(|e| e.to_string())?;
+    let mut spooler = Spooler::new(spool_dir, max_size, false).await.map_err(|e| e.to_string())?;
     spooler.read_from(input).await.map_err(|e| e.to_string())?;
     let message = spooler.finish().await.map_err(|e| e.to_string())?;
     match store_for(store, accounts, &message, mailbox, &Options::default()).await {
