@@ -130,11 +130,14 @@ async fn calls_without_the_right_token_are_refused() {
     let mut admin = grpc::admin(api, Some(ADMIN_TOKEN)).await;
     let err = admin.get_account(GetAccountRequest { name: "mallory".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    // A server with no tokens configured refuses everything.
+    // A server with no tokens configured does not offer the API at all.
     let bare = Server::start(&[]);
-    let err =
-        grpc::admin(bare.api.unwrap(), Some("")).await.get_server_info(GetServerInfoRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(bare.api.is_none());
+    assert!(!bare.log().contains("api listening"));
+    // A server with only ingest tokens refuses every admin call.
+    let ingest_only = Server::start(&[("CLOUDPOP_API_INGEST_TOKENS", INGEST_TOKEN)]);
+    let mut admin = grpc::admin(ingest_only.api.unwrap(), Some(INGEST_TOKEN)).await;
+    assert_eq!(admin.get_server_info(GetServerInfoRequest {}).await.unwrap_err().code(), Code::PermissionDenied);
 }
 
 #[tokio::test]

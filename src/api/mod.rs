@@ -44,9 +44,14 @@ pub fn tokens(config: &Config) -> Result<Tokens, ApiError> {
     Ok(Tokens::new(admin, ingest))
 }
 
-/// Binds the API listener; returns it with its address (for port 0).
+/// Binds the API listener; returns it with its address (for port 0). Without any token the API
+/// could only refuse calls, so it is not started at all (and takes no port).
 pub async fn bind(config: &Config) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, ApiError> {
     if config.api_listen.is_empty() {
+        return Ok(None);
+    }
+    if tokens(config)?.is_empty() {
+        info!("API not started: no api_admin_tokens or api_ingest_tokens configured");
         return Ok(None);
     }
     let bind_err = |source| ApiError::Bind { addr: config.api_listen.clone(), source };
@@ -64,9 +69,6 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
     let tokens = tokens(&config)?;
-    if tokens.is_empty() {
-        warn!("no API tokens configured: every Admin and Ingest call will be refused");
-    }
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(watch_health(reporter, backends.clone(), shutdown.clone()));
 

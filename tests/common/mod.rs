@@ -53,7 +53,10 @@ impl Server {
         let mut child = cmd.spawn().expect("start cloudpop");
         // Readiness: the server prints one line per bound listener on stdout.
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let want_api = env.iter().find(|(k, _)| k == "CLOUDPOP_API_LISTEN").is_none_or(|(_, v)| !v.is_empty());
+        // The API starts only when some token is configured.
+        let set = |key: &str| env.iter().any(|(k, v)| k == key && !v.is_empty());
+        let want_api = !env.iter().any(|(k, v)| k == "CLOUDPOP_API_LISTEN" && v.is_empty())
+            && (set("CLOUDPOP_API_ADMIN_TOKENS") || set("CLOUDPOP_API_INGEST_TOKENS"));
         let (mut pop3, mut pop3s, mut api) = (None, None, None);
         while pop3.is_none() || pop3s.is_none() || (want_api && api.is_none()) {
             let mut line = String::new();
