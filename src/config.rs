@@ -38,6 +38,10 @@ pub struct Config {
     /// Allow USER/PASS and AUTH PLAIN/LOGIN on unencrypted connections from non-loopback
     /// addresses. Off by default: passwords would cross the network in clear text.
     pub allow_plaintext_auth: bool,
+    /// Expect a PROXY protocol header (v1 or v2) at the start of every POP3 connection, from a
+    /// load balancer, and use the client address it names (for logs, throttling and the
+    /// loopback rule). Connections without one are dropped. Enable only behind such a balancer.
+    pub proxy_protocol: bool,
     /// Most simultaneous POP3 connections per process; more are refused with `[SYS/TEMP]`.
     pub max_connections: usize,
     /// Longest accepted command line in octets, CRLF included (RFC 2449 requires 255 at least).
@@ -159,6 +163,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             allow_plaintext_auth: false,
+            proxy_protocol: false,
             max_connections: 1024,
             max_line_length: 1024,
             max_line_violations: 3,

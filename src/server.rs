@@ -143,7 +143,15 @@ async fn accept_loop(
             Ok(permit) => {
                 let ctx = ctx.clone();
                 tracker.spawn(async move {
-                    session::serve(stream, peer, role, ctx).await;
+                    if ctx.config.proxy_protocol {
+                        match session::proxied::accept(stream, peer, ctx.config.login_timeout()).await {
+                            Ok((stream, client)) => session::serve(stream, client, role, ctx).await,
+                            // Not from the balancer, or garbled: no reply, it is not our client.
+                            Err(e) => warn!(%peer, error = %e, "connection without a valid PROXY header dropped"),
+                        }
+                    } else {
+                        session::serve(stream, peer, role, ctx).await;
+                    }
                     drop(permit);
                 });
             }

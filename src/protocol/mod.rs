@@ -8,11 +8,13 @@
 //! - [`sasl`]: PLAIN and LOGIN client responses
 //! - [`dotstuff`]: streaming dot-stuffing and the `TOP` cut
 //! - [`response`]: response lines and codes
+//! - [`proxy`]: the PROXY protocol header of load balancers
 
 pub mod command;
 pub mod dotstuff;
 pub mod framing;
 pub mod machine;
 pub mod maildrop;
+pub mod proxy;
 pub mod response;
 pub mod sasl;

@@ -5,6 +5,7 @@
 //! fresh parser: nothing read before the handshake survives it.
 
 mod lease;
+pub mod proxied;
 
 use crate::backends::Backends;
 use crate::config::Config;

@@ -206,6 +206,16 @@ impl Client {
         Self::over(tls_wrap(tcp(addr), cert))
     }
 
+    /// Connects, sends `prefix` (a load balancer's PROXY header), then speaks POP3 (or TLS).
+    pub fn connect_after(addr: SocketAddr, prefix: &[u8], tls_cert: Option<&Path>) -> Self {
+        let mut raw = tcp(addr);
+        raw.write_all(prefix).unwrap();
+        match tls_cert {
+            Some(cert) => Self::over(tls_wrap(raw, cert)),
+            None => Self::over(Box::new(raw)),
+        }
+    }
+
     /// Connects to the plain listener and upgrades with STLS.
     pub fn connect_stls(addr: SocketAddr, cert: &Path) -> Self {
         let mut raw = tcp(addr);
