@@ -1,14 +1,17 @@
 //! cloudpop: a POP3 mailbox retrieval service built from stateless frontends.
 //!
 //! Layout:
-//! - [`protocol`]: POP3 as pure logic (parser, state machine, encoders); no IO
-//! - [`protocol`]-driving IO lives in [`session`] (one connection) and [`server`] (listeners)
-//! - [`store`]: the narrow storage traits and their backends (messages, accounts)
-//! - [`lock`]: maildrop leases and their backends
-//! - [`accounts`]: names, password hashing, login checks
-//! - [`delivery`]: storing new mail with CRLF normalisation
-//! - [`tls`]: rustls configuration and the self-signed default certificate
-//! - [`config`]: the one configuration struct, its sources and validation
+//! - [`protocol`]: POP3 as pure logic (parser, state machine, encoders, PROXY header); no IO
+//! - [`session`]: drives the protocol over one connection; [`server`]: listeners and shutdown
+//! - [`backends`]: picks the backends below from the configuration
+//! - [`store`]: the narrow storage traits and their backends (filesystem, S3)
+//! - [`lock`]: maildrop leases (in-process, Redis); [`throttle`]: failed logins and LOGIN-DELAY;
+//!   [`sessions`]: the sessions open across the pool; [`redis_conn`]: the shared Redis link
+//! - [`accounts`] and [`names`]: account records, validated names, argon2id logins
+//! - [`delivery`]: spooling, CRLF normalisation, quotas, idempotent storing
+//! - [`sweeper`]: retention after retrieval (EXPIRE)
+//! - [`api`]: the gRPC Admin and Ingest services; [`client`]: the command line's API client
+//! - [`tls`], [`secret`], [`config`]: certificates, secrets, the one configuration struct
 
 pub mod accounts;
 pub mod api;
