@@ -57,6 +57,8 @@ pub async fn run(config: Config, stop: impl Future<Output = Shutdown>) -> Result
         shutdown: CancellationToken::new(),
     });
 
+    // Everything that can be wrong with the configuration fails here, before any readiness line.
+    let api_tls = crate::api::tls_config(&config, &cert, &key)?;
     let mut listeners = Vec::new();
     for (addr, role, name) in
         [(&config.pop3_listen, Listener::Plain, "pop3"), (&config.pop3s_listen, Listener::ImplicitTls, "pop3s")]
@@ -88,9 +90,8 @@ pub async fn run(config: Config, stop: impl Future<Output = Shutdown>) -> Result
     ));
     if let Some((listener, _)) = api {
         let (config, shutdown) = (config.clone(), ctx.shutdown.clone());
-        let tls_files = Some((cert.clone(), key.clone()));
         tracker.spawn(async move {
-            if let Err(e) = crate::api::serve(listener, config, backends, tls_files, shutdown).await {
+            if let Err(e) = crate::api::serve(listener, config, backends, api_tls, shutdown).await {
                 warn!(error = %e, "API stopped");
             }
         });

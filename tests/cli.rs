@@ -179,3 +179,24 @@ fn deliver_stores_any_text_as_given() {
     assert_eq!(c.multi("RETR 1").1, b"From sender@example.com Sat Jan  3 01:05:34 1996\r\nSubject: mbox\r\n\r\nx\r\n");
     assert_eq!(c.multi("RETR 2").1, b"no headers at all\r\n");
 }
+
+#[test]
+fn a_bad_api_client_ca_stops_startup_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("not-a-ca.pem");
+    std::fs::write(&ca, "this is not a certificate\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .envs([
+            ("CLOUDPOP_API_TLS", "true"),
+            ("CLOUDPOP_API_CLIENT_CA", ca.to_str().unwrap()),
+            ("CLOUDPOP_API_ADMIN_TOKENS", "t"),
+            ("CLOUDPOP_API_LISTEN", "127.0.0.1:0"),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("api_client_ca"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "readiness printed before failing");
+}

@@ -28,6 +28,8 @@ pub enum ApiError {
     Tokens(std::io::Error),
     #[error("cannot read API TLS files: {0}")]
     TlsFiles(std::io::Error),
+    #[error("API TLS configuration rejected: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr} for the API: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -42,6 +44,30 @@ pub fn tokens(config: &Config) -> Result<Tokens, ApiError> {
     let ingest =
         read(config.api_ingest_tokens.as_ref(), config.api_ingest_tokens_file.as_deref()).map_err(ApiError::Tokens)?;
     Ok(Tokens::new(admin, ingest))
+}
+
+/// The API's TLS settings (when `api_tls`), read before anything starts so mistakes stop startup.
+pub fn tls_config(
+    config: &Config,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Option<ServerTlsConfig>, ApiError> {
+    if !config.api_tls {
+        return Ok(None);
+    }
+    let identity = Identity::from_pem(
+        std::fs::read(cert).map_err(ApiError::TlsFiles)?,
+        std::fs::read(key).map_err(ApiError::TlsFiles)?,
+    );
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.api_client_ca {
+        let pem = std::fs::read(ca).map_err(ApiError::TlsFiles)?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ApiError::Tls(format!("api_client_ca = {} holds no PEM certificate", ca.display())));
+        }
+        tls = tls.client_ca_root(Certificate::from_pem(pem));
+    }
+    Ok(Some(tls))
 }
 
 /// Binds the API listener; returns it with its address (for port 0). Without any token the API
@@ -65,7 +91,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Arc<Config>,
     backends: Backends,
-    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    tls: Option<ServerTlsConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
     let tokens = tokens(&config)?;
@@ -97,17 +123,8 @@ pub async fn serve(
     });
 
     let mut builder = Server::builder().timeout(Duration::from_secs(600));
-    if config.api_tls {
-        let (cert, key) = tls.expect("TLS files are resolved before serving");
-        let identity = Identity::from_pem(
-            std::fs::read(cert).map_err(ApiError::TlsFiles)?,
-            std::fs::read(key).map_err(ApiError::TlsFiles)?,
-        );
-        let mut tls = ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &config.api_client_ca {
-            tls = tls.client_ca_root(Certificate::from_pem(std::fs::read(ca).map_err(ApiError::TlsFiles)?));
-        }
-        builder = builder.tls_config(tls).expect("valid TLS configuration");
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|e| ApiError::Tls(e.to_string()))?;
     }
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     info!(tls = config.api_tls, mutual_tls = config.api_client_ca.is_some(), "API serving");
