@@ -29,14 +29,20 @@ pub struct HeldLease {
 pub type Registration = (Arc<dyn SessionRegistry>, SessionInfo);
 
 impl HeldLease {
-    /// Starts renewing a freshly acquired lease every third of its lifetime.
-    pub fn hold(
+    /// Registers the session (so it is listed as soon as the login answers) and starts renewing
+    /// a freshly acquired lease every third of its lifetime.
+    pub async fn hold(
         locks: Arc<dyn MaildropLocks>,
         maildrop: AccountName,
         token: LeaseToken,
         ttl: Duration,
         registration: Option<Registration>,
     ) -> Self {
+        if let Some((registry, info)) = &registration
+            && let Err(e) = registry.register(info, ttl).await
+        {
+            warn!(error = %e, "cannot register the session; it will not be listed");
+        }
         let (lost, ended) = (CancellationToken::new(), CancellationToken::new());
         let registered = registration.as_ref().map(|(registry, info)| (registry.clone(), info.id.clone()));
         let renewer = tokio::spawn(
@@ -124,11 +130,6 @@ struct Renewal {
 
 async fn renew_forever(renewal: Renewal, lost: CancellationToken, ended: CancellationToken) {
     let Renewal { locks, maildrop, token, ttl, registration } = renewal;
-    if let Some((registry, info)) = &registration
-        && let Err(e) = registry.register(info, ttl).await
-    {
-        warn!(error = %e, "cannot register the session; it will not be listed");
-    }
     loop {
         tokio::time::sleep(ttl / 3).await;
         match locks.renew(&maildrop, &token, ttl).await {
@@ -187,7 +188,7 @@ mod tests {
         let locks: Arc<dyn MaildropLocks> = Arc::new(Forgetful(MemoryLocks::new()));
         let name = AccountName::parse("alice").unwrap();
         let token = locks.acquire(&name, Duration::from_millis(60)).await.unwrap().unwrap();
-        let lease = HeldLease::hold(locks.clone(), name.clone(), token, Duration::from_millis(60), None);
+        let lease = HeldLease::hold(locks.clone(), name.clone(), token, Duration::from_millis(60), None).await;
         tokio::time::timeout(Duration::from_secs(5), lease.lost()).await.expect("loss never reported");
         assert!(!lease.confirm().await);
         lease.release().await;
@@ -200,7 +201,7 @@ mod tests {
         let name = AccountName::parse("bob").unwrap();
         let ttl = Duration::from_millis(90);
         let token = locks.acquire(&name, ttl).await.unwrap().unwrap();
-        let lease = HeldLease::hold(locks.clone(), name.clone(), token, ttl, None);
+        let lease = HeldLease::hold(locks.clone(), name.clone(), token, ttl, None).await;
         tokio::time::sleep(ttl * 4).await;
         assert!(locks.acquire(&name, ttl).await.unwrap().is_none(), "renewal did not keep the lease");
         assert!(lease.confirm().await);

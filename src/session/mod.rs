@@ -176,8 +176,8 @@ impl<'a> Session<'a> {
                 let (used, frame) = framer.next_frame(&buf);
                 let step = match frame {
                     Frame::Line(line) => {
-                        let verb = self.machine.expects_command().then(|| verb_of(line));
-                        debug!(verb = verb.unwrap_or("(sasl)"), "command");
+                        // The verb is worked out only when debug logging is on.
+                        debug!(verb = if self.machine.expects_command() { verb_of(line) } else { "(sasl)" }, "command");
                         Some(self.machine.on_line(line))
                     }
                     Frame::TooLong => Some(self.machine.on_line_too_long()),
@@ -339,7 +339,8 @@ impl<'a> Session<'a> {
         };
         let registration = Some((ctx.backends.sessions.clone(), info));
         let lease =
-            HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.config.lock_lease(), registration);
+            HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.config.lock_lease(), registration)
+                .await;
         // LOGIN-DELAY is checked only once the maildrop is ours, so a refused `[IN-USE]` login
         // does not count as a login.
         let delay = Duration::from_secs(account.login_delay_secs);
