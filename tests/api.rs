@@ -550,4 +550,11 @@ async fn migrated_mail_keeps_its_uidl_and_place() {
     assert!(c.cmd("DELE 1").starts_with("+OK") && c.cmd("QUIT").starts_with("+OK"));
     let mut c = Client::login(server.pop3, "alice", "secret");
     assert_eq!(c.lines("UIDL").len(), 1);
+    c.cmd("QUIT");
+    // A UIDL is never reused, even after its message was deleted.
+    let after =
+        ingest.deliver(tokio_stream::iter(migrate("legacy:001/A", 1_500_000_000_000))).await.unwrap().into_inner();
+    assert_eq!(after.results[0].status, DeliveryStatus::Duplicate as i32, "a deleted message's UIDL was reused");
+    let mut c = Client::login(server.pop3, "alice", "secret");
+    assert_eq!(c.lines("UIDL").len(), 1);
 }

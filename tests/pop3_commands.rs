@@ -184,6 +184,23 @@ fn sasl_plain_and_login() {
     let wrong = c.cmd("AUTH PLAIN AGFsaWNlAHdyb25n");
     assert_eq!(wrong, "-ERR [AUTH] Authentication failed");
     assert!(c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==").starts_with("+OK"), "still usable after failures");
+    drop(c);
+
+    // DESIGN.md promise 10: neither passwords nor SASL responses reach the log, even at debug.
+    let chatty = Server::start(&[("CLOUDPOP_LOG", "debug")]);
+    chatty.add_account("alice", "Tr0ub4dor-only-here");
+    let mut c = Client::connect(chatty.pop3);
+    c.cmd("USER alice");
+    assert!(c.cmd("PASS Tr0ub4dor-only-here").starts_with("+OK"));
+    c.cmd("QUIT");
+    let mut c = Client::connect(chatty.pop3);
+    c.cmd("AUTH PLAIN");
+    c.cmd("AGFsaWNlAFdyb25nLWd1ZXNzLTQy"); // "\0alice\0Wrong-guess-42"
+    let log = chatty.log();
+    assert!(log.contains("logged in") && log.contains("login failed"), "the log does not show the logins");
+    for secret in ["Tr0ub4dor-only-here", "Wrong-guess-42", "AGFsaWNlAFdyb25nLWd1ZXNzLTQy"] {
+        assert!(!log.contains(secret), "{secret} reached the log");
+    }
 }
 
 #[test]

@@ -175,6 +175,16 @@ async fn store_checked(
     {
         return Ok(Outcome::Duplicate(id.clone()));
     }
+    // A kept UIDL, once used, stays used even after its message is deleted (DESIGN.md promise
+    // 5): the marker is written after the message is stored, and the listing below catches a
+    // message stored by an attempt that died before writing it.
+    let uidl_marker =
+        options.uidl.as_deref().and_then(|uidl| MarkerKey::parse(&format!("uidl.{}", ids::uidl_hex(uidl))));
+    if let Some(marker) = &uidl_marker
+        && let Some(id) = store.get_marker(name, marker).await?
+    {
+        return Ok(Outcome::Duplicate(id));
+    }
     let quota = account.quota_bytes > 0 || account.quota_messages > 0;
     if quota || options.uidl.is_some() {
         let present = store.list(name).await?;
@@ -216,7 +226,11 @@ async fn store_checked(
         }
         new.write(&chunk[..n]).await?;
     }
-    Ok(Outcome::Stored(new.commit().await?))
+    let stored = new.commit().await?;
+    if let Some(marker) = &uidl_marker {
+        store.put_marker(name, marker, &stored.id).await?;
+    }
+    Ok(Outcome::Stored(stored))
 }
 
 /// `cloudpop deliver`: one message from a stream to one mailbox. The operator's tool stores

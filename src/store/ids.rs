@@ -64,10 +64,14 @@ pub fn is_valid_uidl(uidl: &str) -> bool {
     (1..=MAX_UIDL_LEN).contains(&uidl.len()) && uidl.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
+/// `uidl` in lowercase hex: safe in any file name, object key or marker name.
+pub fn uidl_hex(uidl: &str) -> String {
+    uidl.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The id of a migrated message that keeps `uidl`.
 pub fn with_uidl(id: &str, uidl: &str) -> String {
-    let hex: String = uidl.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("{id}-{hex}")
+    format!("{id}-{}", uidl_hex(uidl))
 }
 
 /// Whether `s` has the shape of an id, plain or with a kept UIDL (used to ignore foreign files
