@@ -156,9 +156,14 @@ impl Accounts {
         let phc = record.as_ref().map_or_else(|| decoy_hash().to_owned(), |r| r.password_hash.clone());
         let password = password.to_owned();
         let _slot = self.hashing.acquire().await.map_err(|e| StoreError::Failed(e.to_string()))?;
+        let started = std::time::Instant::now();
         let matches = tokio::task::spawn_blocking(move || verify_password(&phc, &password))
             .await
             .map_err(|e| StoreError::Failed(e.to_string()))?;
+        let took = started.elapsed();
+        crate::ops::metrics::metrics().password_hash_duration.observe(took.as_secs_f64());
+        // The login span declares this field; the time says nothing about the password.
+        tracing::Span::current().record("hash_ms", took.as_secs_f64() * 1000.0);
         Ok(if matches { record } else { None })
     }
 }

@@ -11,6 +11,7 @@ use crate::sessions::SessionRegistry;
 use crate::sessions::memory::MemorySessions;
 use crate::sessions::redis::RedisSessions;
 use crate::store::fs::FsStore;
+use crate::store::observed::Observed;
 use crate::store::s3::{S3Settings, S3Store};
 use crate::store::{MessageStore, StoreError};
 use crate::throttle::memory::MemoryThrottle;
@@ -46,12 +47,12 @@ impl Backends {
     pub async fn from_config(config: &Config) -> Result<Self, BackendError> {
         let (messages, accounts): (Arc<dyn MessageStore>, Accounts) = match config.store {
             StoreKind::Fs => {
-                let store = Arc::new(FsStore::open(&config.data_dir).await?);
+                let store = Arc::new(Observed::new(FsStore::open(&config.data_dir).await?, "fs"));
                 (store.clone(), Accounts::new(store))
             }
             StoreKind::S3 => {
                 let settings = S3Settings::from_config(config).map_err(BackendError::S3Secret)?;
-                let store = Arc::new(S3Store::new(&settings).await);
+                let store = Arc::new(Observed::new(S3Store::new(&settings).await, "s3"));
                 (store.clone(), Accounts::new(store))
             }
         };
@@ -80,24 +81,11 @@ impl Backends {
         Ok(Self { messages, accounts, locks, throttle, sessions })
     }
 
-    /// Checks that the store and the lock service answer; the reason if not (no secrets).
-    pub async fn probe(&self) -> Result<(), String> {
-        let probe = crate::names::AccountName::parse("cloudpop-internal-health").expect("valid name");
-        let timeout = Duration::from_secs(5);
-        match tokio::time::timeout(timeout, self.messages.list(&probe)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(format!("message store: {e}")),
-            Err(_) => return Err("message store: timed out".into()),
-        }
-        match tokio::time::timeout(timeout, self.locks.acquire(&probe, Duration::from_secs(5))).await {
-            Ok(Ok(Some(token))) => {
-                let _ = self.locks.release(&probe, &token).await;
-                Ok(())
-            }
-            // Another frontend's probe holds it right now: the service answered.
-            Ok(Ok(None)) => Ok(()),
-            Ok(Err(e)) => Err(format!("lock service: {e}")),
-            Err(_) => Err("lock service: timed out".into()),
-        }
+    /// Checks cheaply that the store and the lock service answer (the readiness probe); the
+    /// reason if not, without secrets.
+    pub async fn ping(&self) -> Result<(), String> {
+        let (store, locks) = tokio::join!(self.messages.ping(), self.locks.ping());
+        store.map_err(|e| format!("message store: {e}"))?;
+        locks.map_err(|e| format!("lock service: {e}"))
     }
 }

@@ -10,6 +10,19 @@ use std::time::Duration;
 /// Prefix of the environment variables that set configuration keys (`CLOUDPOP_DATA_DIR`, ...).
 pub const ENV_PREFIX: &str = "CLOUDPOP_";
 
+/// The standard OpenTelemetry variables and the keys they set. `CLOUDPOP_OTEL_*` variables win
+/// over them; both win over the file.
+const OTEL_VARS: [(&str, &str); 8] = [
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_endpoint"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel_traces_endpoint"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "otel_headers"),
+    ("OTEL_SERVICE_NAME", "otel_service_name"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "otel_resource_attributes"),
+    ("OTEL_TRACES_SAMPLER", "otel_traces_sampler"),
+    ("OTEL_TRACES_SAMPLER_ARG", "otel_traces_sampler_arg"),
+    ("OTEL_SDK_DISABLED", "otel_sdk_disabled"),
+];
+
 /// Environment variables with the prefix that are not configuration keys (the command line's
 /// own settings as an API client).
 const ENV_NOT_KEYS: [&str; 5] =
@@ -40,8 +53,13 @@ pub struct Config {
     pub allow_plaintext_auth: bool,
     /// Expect a PROXY protocol header (v1 or v2) at the start of every POP3 connection, from a
     /// load balancer, and use the client address it names (for logs, throttling and the
-    /// loopback rule). Connections without one are dropped. Enable only behind such a balancer.
+    /// loopback rule). Connections without one are dropped. Needs `proxy_trusted_networks`.
     pub proxy_protocol: bool,
+    /// The load balancers' addresses (CIDR list, e.g. `10.0.0.0/8, 2001:db8::/32`): only
+    /// connections from these may send a PROXY header; with `proxy_protocol` every other
+    /// connection is refused, so no client can claim another address.
+    #[serde(deserialize_with = "string_or_list")]
+    pub proxy_trusted_networks: Vec<String>,
     /// Most simultaneous POP3 connections per process; more are refused with `[SYS/TEMP]`.
     pub max_connections: usize,
     /// Longest accepted command line in octets, CRLF included (RFC 2449 requires 255 at least).
@@ -68,10 +86,42 @@ pub struct Config {
     /// How often the retention sweeper (RFC 2449 EXPIRE policies) runs, in seconds; one frontend
     /// of the pool sweeps per interval.
     pub sweep_interval_secs: u64,
-    /// Time given to open sessions to finish after SIGTERM, in seconds.
+    /// After SIGTERM, seconds during which the listeners still accept connections while
+    /// readiness already reports draining, so load balancers stop sending traffic first.
+    pub drain_delay_secs: u64,
+    /// Seconds from SIGTERM until sessions still open are closed (a RETR in flight may finish
+    /// until then; deletions of sessions that did not QUIT are never applied).
     pub shutdown_grace_secs: u64,
-    /// Log filter in `tracing` syntax, e.g. `info` or `cloudpop=debug`.
+    /// Log filter in `tracing` syntax, e.g. `info` or `cloudpop=debug`; `RUST_LOG` overrides it.
     pub log: String,
+    /// Log line format: `text` (for people) or `json` (one object per line, for log pipelines).
+    pub log_format: LogFormat,
+    /// Address of the operations HTTP listener (`/metrics`, `/healthz`, `/readyz`). Empty
+    /// disables it.
+    pub ops_listen: String,
+    /// How often certificate and token files are checked for changes, in seconds (SIGHUP checks
+    /// at once).
+    pub reload_interval_secs: u64,
+
+    /// OTLP/gRPC collector for traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), e.g.
+    /// `http://otel-collector:4317`. Tracing is off while neither endpoint is set.
+    pub otel_endpoint: String,
+    /// Collector for traces only (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); wins over `otel_endpoint`.
+    pub otel_traces_endpoint: String,
+    /// Extra gRPC metadata for the collector, `key=value,key2=value2`
+    /// (`OTEL_EXPORTER_OTLP_HEADERS`); often holds an API key, so it is kept secret.
+    pub otel_headers: Option<Secret>,
+    /// `service.name` of the traces (`OTEL_SERVICE_NAME`).
+    pub otel_service_name: String,
+    /// More resource attributes, `key=value,...` (`OTEL_RESOURCE_ATTRIBUTES`).
+    pub otel_resource_attributes: String,
+    /// Sampler (`OTEL_TRACES_SAMPLER`): `always_on`, `always_off`, `traceidratio`,
+    /// `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio`.
+    pub otel_traces_sampler: String,
+    /// The ratio for the `*traceidratio` samplers, 0.0-1.0 (`OTEL_TRACES_SAMPLER_ARG`).
+    pub otel_traces_sampler_arg: String,
+    /// Turns tracing off whatever else is set (`OTEL_SDK_DISABLED`).
+    pub otel_sdk_disabled: bool,
 
     /// S3 endpoint URL; empty means AWS itself (then `s3_region` picks the endpoint).
     pub s3_endpoint: String,
@@ -144,6 +194,14 @@ pub enum StoreKind {
     S3,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// The lock and throttle backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -164,6 +222,7 @@ impl Default for Config {
             tls_key: None,
             allow_plaintext_auth: false,
             proxy_protocol: false,
+            proxy_trusted_networks: Vec::new(),
             max_connections: 1024,
             max_line_length: 1024,
             max_line_violations: 3,
@@ -176,8 +235,20 @@ impl Default for Config {
             max_message_size: 512 * 1024 * 1024,
             spool_dir: None,
             sweep_interval_secs: 3600,
+            drain_delay_secs: 5,
             shutdown_grace_secs: 30,
             log: "info".into(),
+            log_format: LogFormat::Text,
+            ops_listen: "127.0.0.1:9110".into(),
+            reload_interval_secs: 10,
+            otel_endpoint: String::new(),
+            otel_traces_endpoint: String::new(),
+            otel_headers: None,
+            otel_service_name: "cloudpop".into(),
+            otel_resource_attributes: String::new(),
+            otel_traces_sampler: "parentbased_always_on".into(),
+            otel_traces_sampler_arg: String::new(),
+            otel_sdk_disabled: false,
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),
             s3_bucket: String::new(),
@@ -235,6 +306,16 @@ impl Config {
             Self::deserialize(table.clone())
                 .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for (var, raw) in &env {
+            if let Some((_, key)) = OTEL_VARS.iter().find(|(name, _)| name == var) {
+                let value = match *key {
+                    "otel_sdk_disabled" => toml::Value::Boolean(raw.trim().eq_ignore_ascii_case("true")),
+                    _ => toml::Value::String(raw.clone()),
+                };
+                table.insert(key.to_string(), value);
+            }
+        }
         for (var, raw) in env {
             let Some(key) = var.strip_prefix(ENV_PREFIX) else { continue };
             if ENV_NOT_KEYS.contains(&var.as_str()) {
@@ -286,7 +367,7 @@ impl Config {
             }
             (None, None) => {}
         }
-        let ranges: [(&str, u64, u64, u64); 17] = [
+        let ranges: [(&str, u64, u64, u64); 19] = [
             ("s3_timeout_secs", self.s3_timeout_secs, 1, 600),
             ("s3_max_attempts", self.s3_max_attempts.into(), 1, 20),
             ("redis_timeout_ms", self.redis_timeout_ms, 50, 60_000),
@@ -304,6 +385,8 @@ impl Config {
             ("lock_lease_secs", self.lock_lease_secs, 3, 3600),
             ("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3600),
             ("sweep_interval_secs", self.sweep_interval_secs, 1, 86_400),
+            ("drain_delay_secs", self.drain_delay_secs, 0, 600),
+            ("reload_interval_secs", self.reload_interval_secs, 1, 3600),
         ];
         for (key, value, min, max) in ranges {
             if value < min || value > max {
@@ -341,6 +424,20 @@ impl Config {
             readable_file("redis_password_file", self.redis_password_file.as_deref())?;
             readable_file("redis_tls_ca_file", self.redis_tls_ca_file.as_deref())?;
         }
+        if !self.ops_listen.is_empty() && self.ops_listen.parse::<SocketAddr>().is_err() {
+            return fail(format!("ops_listen = {:?} is not an address like 127.0.0.1:9110", self.ops_listen));
+        }
+        let networks = self.proxy_networks()?;
+        if self.proxy_protocol && networks.is_empty() {
+            return fail("proxy_protocol needs proxy_trusted_networks: the load balancers' addresses".into());
+        }
+        if self.drain_delay_secs > self.shutdown_grace_secs {
+            return fail(format!(
+                "drain_delay_secs = {} exceeds shutdown_grace_secs = {}",
+                self.drain_delay_secs, self.shutdown_grace_secs
+            ));
+        }
+        crate::telemetry::OtelSettings::from_config(self).map_err(ConfigError::Invalid)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
             return fail(format!("log = {:?} is not a valid filter", self.log));
         }
@@ -362,6 +459,40 @@ impl Config {
     pub fn lock_lease(&self) -> Duration {
         Duration::from_secs(self.lock_lease_secs)
     }
+
+    /// `proxy_trusted_networks` parsed; a bare address means just that host.
+    pub fn proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.proxy_trusted_networks
+            .iter()
+            .map(|raw| {
+                let raw = raw.trim();
+                raw.parse::<ipnet::IpNet>()
+                    .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "proxy_trusted_networks: {raw:?} is not a network like 10.0.0.0/8 or an address"
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
+/// A list given as a TOML array or as one comma-separated string (the form environment
+/// variables can carry).
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match Either::deserialize(d)? {
+        Either::One(text) => text.split(',').map(str::to_owned).collect(),
+        Either::Many(items) => items,
+    };
+    Ok(items.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
 }
 
 /// Checks that an optional file setting names a file.

@@ -11,7 +11,9 @@
 //! - [`delivery`]: spooling, CRLF normalisation, quotas, idempotent storing
 //! - [`sweeper`]: retention after retrieval (EXPIRE)
 //! - [`api`]: the gRPC Admin and Ingest services; [`client`]: the command line's API client
-//! - [`tls`], [`secret`], [`config`]: certificates, secrets, the one configuration struct
+//! - [`tls`], [`secret`], [`config`]: certificates, secrets, the one configuration struct;
+//!   [`reload`]: certificates and token files replaced while running
+//! - [`ops`]: `/metrics`, `/healthz`, `/readyz` and readiness; [`telemetry`]: logs and traces
 
 pub mod accounts;
 pub mod api;
@@ -21,13 +23,16 @@ pub mod config;
 pub mod delivery;
 pub mod lock;
 pub mod names;
+pub mod ops;
 pub mod protocol;
 pub mod redis_conn;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;
 pub mod sessions;
 pub mod store;
 pub mod sweeper;
+pub mod telemetry;
 pub mod throttle;
 pub mod tls;

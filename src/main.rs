@@ -180,12 +180,6 @@ fn load_config(common: &CommonArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
-}
-
 fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
@@ -246,18 +240,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.tls_key = Some(key);
     }
     config.validate()?;
-    init_logging(&config.log);
-    server::run(config, wait_for_signal()).await?;
-    Ok(())
+    let telemetry = cloudpop::telemetry::init(&config)?;
+    let (signals, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(forward_signals(signals));
+    let result = server::run(config, received).await;
+    // Export the spans still queued; this blocks for at most a few seconds.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    Ok(result?)
 }
 
-async fn wait_for_signal() -> Shutdown {
+/// Passes every SIGTERM (graceful) and SIGINT (fast) on to the server, so a second signal
+/// during a graceful shutdown can still cut it short.
+async fn forward_signals(to: tokio::sync::mpsc::UnboundedSender<Shutdown>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => Shutdown::Graceful,
-        _ = int.recv() => Shutdown::Fast,
+    loop {
+        let how = tokio::select! {
+            _ = term.recv() => Shutdown::Graceful,
+            _ = int.recv() => Shutdown::Fast,
+        };
+        if to.send(how).is_err() {
+            return;
+        }
     }
 }
 

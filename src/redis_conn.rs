@@ -7,6 +7,12 @@ use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 
+/// The span of one Redis command, a child of whatever the session is doing (`db.operation` is
+/// the command, `purpose` what cloudpop used it for). Keys are never recorded: they hold names.
+pub fn span(operation: &'static str, purpose: &'static str) -> tracing::Span {
+    tracing::info_span!("redis", otel.kind = "client", db.system = "redis", db.operation = operation, purpose)
+}
+
 /// Redis failures, for every user of the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisSetupError {

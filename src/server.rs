@@ -1,19 +1,31 @@
-//! Listeners and the accept loops: builds the backends from configuration, serves POP3 on the
-//! plain (STLS) and implicit-TLS listeners, and shuts down gracefully.
+//! Listeners, the accept loops and the shutdown sequence: builds the backends from
+//! configuration, serves POP3 on the plain (STLS) and implicit-TLS listeners, the gRPC API and
+//! the operations endpoints, and drains gracefully for rolling updates.
+//!
+//! SIGTERM, in order: readiness turns off at once; the listeners keep accepting for
+//! `drain_delay_secs` so load balancers notice; then they close and sessions still in
+//! AUTHORIZATION are told `-ERR [SYS/TEMP]` at their next command; sessions in TRANSACTION may
+//! finish (a RETR in flight completes) until `shutdown_grace_secs` after the signal, when the
+//! rest are cut without applying deletions. A second SIGTERM or a SIGINT cuts at once.
 
 use crate::backends::{BackendError, Backends};
 use crate::config::Config;
+use crate::ops::metrics::{GaugeGuard, ListenerLabels, RefusedLabels, metrics};
+use crate::ops::readiness::Readiness;
+use crate::reload::{self, CertStore};
 use crate::session::{self, Context, Listener};
-use crate::tls::{self, TlsError};
+use crate::tls::TlsError;
+use ipnet::IpNet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,68 +42,76 @@ pub enum ServerError {
     Bind { addr: String, source: std::io::Error },
 }
 
-/// How to stop.
+/// What a signal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
-    /// SIGTERM: stop accepting, let sessions finish within `shutdown_grace_secs`.
+    /// SIGTERM: drain, then let sessions finish within `shutdown_grace_secs`.
     Graceful,
-    /// SIGINT: stop now; sessions end without entering UPDATE.
+    /// SIGINT, or a second SIGTERM: cut every session now; none enters UPDATE.
     Fast,
 }
 
-/// Runs the POP3 service until `stop` resolves.
-pub async fn run(config: Config, stop: impl Future<Output = Shutdown>) -> Result<(), ServerError> {
+/// How long cut sessions get to release their locks before the process exits.
+const CUT_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs the service until the signals in `signals` (see [`Shutdown`]) have stopped it.
+pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>) -> Result<(), ServerError> {
     config.validate()?;
     let config = Arc::new(config);
     let backends = Backends::from_config(&config).await?;
     info!(store = ?config.store, locks = ?config.locks, "backends ready");
-    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => tls::self_signed_paths(&config.data_dir)?,
-    };
-    let acceptor = tls::acceptor_from_pem(&cert, &key)?;
+    let certs = CertStore::load(&config)?;
     let ctx = Arc::new(Context {
         config: config.clone(),
         backends: backends.clone(),
-        tls: Some(acceptor),
-        shutdown: CancellationToken::new(),
+        tls: Some(certs.acceptor()),
+        closing: CancellationToken::new(),
+        cut: CancellationToken::new(),
     });
+    let trusted = Arc::new(config.proxy_networks()?);
 
     // Everything that can be wrong with the configuration fails here, before any readiness line.
-    let api_tls = crate::api::tls_config(&config, &cert, &key)?;
+    let api_tls = crate::api::tls_config(&config, &certs.cert_path(), &certs.key_path())?;
+    let api_tokens = reload::TokenStore::load(&config)?;
     let mut listeners = Vec::new();
-    for (addr, role, name) in
-        [(&config.pop3_listen, Listener::Plain, "pop3"), (&config.pop3s_listen, Listener::ImplicitTls, "pop3s")]
-    {
+    for (addr, role) in [(&config.pop3_listen, Listener::Plain), (&config.pop3s_listen, Listener::ImplicitTls)] {
         if addr.is_empty() {
             continue;
         }
-        let listener = TcpListener::bind(addr.as_str())
-            .await
-            .map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
-        let local = listener.local_addr().map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
-        info!(%local, listener = name, "listening");
-        // Machine-readable readiness line on stdout, for scripts and tests that bind port 0.
-        println!("cloudpop: {name} listening on {local}");
+        let (listener, local) = bind(addr).await?;
+        announce(role.name(), local);
         listeners.push((listener, role));
     }
-    let api = crate::api::bind(&config).await?;
+    let api = crate::api::bind(&config, &api_tokens.current()).await?;
     if let Some((_, local)) = &api {
-        info!(%local, listener = "api", "listening");
-        println!("cloudpop: api listening on {local}");
+        announce("api", *local);
+    }
+    let ops = crate::ops::bind(&config.ops_listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.ops_listen.clone(), source })?;
+    if let Some((_, local)) = &ops {
+        announce("ops", *local);
     }
     let _ = std::io::stdout().flush();
 
-    let tracker = TaskTracker::new();
-    tracker.spawn(crate::sweeper::run(
+    let readiness = Readiness::default();
+    let (background, stop_background) = (TaskTracker::new(), CancellationToken::new());
+    background.spawn(readiness.clone().probe_forever(backends.clone(), stop_background.clone()));
+    if let Some((listener, _)) = ops {
+        background.spawn(crate::ops::serve(listener, readiness.clone(), stop_background.clone()));
+    }
+    background.spawn(reload::watch(config.clone(), certs, api_tokens.clone(), stop_background.clone()));
+    let sessions = TaskTracker::new();
+    sessions.spawn(crate::sweeper::run(
         backends.clone(),
         Duration::from_secs(config.sweep_interval_secs),
-        ctx.shutdown.clone(),
+        ctx.closing.clone(),
     ));
     if let Some((listener, _)) = api {
-        let (config, shutdown) = (config.clone(), ctx.shutdown.clone());
-        tracker.spawn(async move {
-            if let Err(e) = crate::api::serve(listener, config, backends, api_tls, shutdown).await {
+        let (config, closing, readiness) = (config.clone(), ctx.closing.clone(), readiness.clone());
+        sessions.spawn(async move {
+            if let Err(e) = crate::api::serve(listener, config, backends, api_tls, api_tokens, readiness, closing).await
+            {
                 warn!(error = %e, "API stopped");
             }
         });
@@ -99,68 +119,144 @@ pub async fn run(config: Config, stop: impl Future<Output = Shutdown>) -> Result
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let stop_accepting = CancellationToken::new();
     for (listener, role) in listeners {
-        tracker.spawn(accept_loop(listener, role, ctx.clone(), slots.clone(), tracker.clone(), stop_accepting.clone()));
+        let accept = Acceptor { ctx: ctx.clone(), slots: slots.clone(), trusted: trusted.clone() };
+        sessions.spawn(accept.run(listener, role, sessions.clone(), stop_accepting.clone()));
     }
 
-    let how = stop.await;
-    info!(?how, "shutting down");
-    stop_accepting.cancel();
-    ctx.shutdown.cancel();
-    tracker.close();
-    let grace = match how {
-        Shutdown::Graceful => Duration::from_secs(config.shutdown_grace_secs),
-        Shutdown::Fast => Duration::from_millis(200),
-    };
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        warn!(open = tracker.len(), "sessions still open after the grace period; cutting them off");
+    let first = signals.recv().await.unwrap_or(Shutdown::Fast);
+    let signalled = Instant::now();
+    info!(how = ?first, "shutting down");
+    readiness.start_draining();
+    sessions.close();
+    if first == Shutdown::Graceful {
+        drain(&config, &ctx, &sessions, &stop_accepting, &mut signals, signalled).await;
     }
+    stop_accepting.cancel();
+    ctx.closing.cancel();
+    ctx.cut.cancel();
+    if tokio::time::timeout(CUT_GRACE, sessions.wait()).await.is_err() {
+        warn!(open = sessions.len(), "tasks still running at exit");
+    }
+    stop_background.cancel();
+    background.close();
+    let _ = tokio::time::timeout(CUT_GRACE, background.wait()).await;
     Ok(())
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    role: Listener,
+/// The graceful part of a shutdown; returns when the rest may be cut.
+async fn drain(
+    config: &Config,
+    ctx: &Context,
+    sessions: &TaskTracker,
+    stop_accepting: &CancellationToken,
+    signals: &mut mpsc::UnboundedReceiver<Shutdown>,
+    signalled: Instant,
+) {
+    let accept_until = signalled + Duration::from_secs(config.drain_delay_secs);
+    let grace_until = signalled + Duration::from_secs(config.shutdown_grace_secs);
+    tokio::select! {
+        () = tokio::time::sleep_until(accept_until) => {}
+        _ = signals.recv() => {
+            info!("second signal: stopping now");
+            return;
+        }
+    }
+    info!("no longer accepting connections");
+    stop_accepting.cancel();
+    ctx.closing.cancel();
+    tokio::select! {
+        () = sessions.wait() => debug!("every session has finished"),
+        () = tokio::time::sleep_until(grace_until) => {
+            warn!(open = sessions.len(), "sessions still open after the grace period; cutting them off");
+        }
+        _ = signals.recv() => info!("second signal: stopping now"),
+    }
+}
+
+async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let err = |source| ServerError::Bind { addr: addr.to_owned(), source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
+/// Logs a listener, and prints a machine-readable line on stdout for scripts and tests that
+/// bind port 0.
+fn announce(name: &str, local: SocketAddr) {
+    info!(%local, listener = name, "listening");
+    println!("cloudpop: {name} listening on {local}");
+}
+
+/// What every accept loop shares.
+struct Acceptor {
     ctx: Arc<Context>,
     slots: Arc<Semaphore>,
-    tracker: TaskTracker,
-    stop: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop.cancelled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Typically EMFILE; back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    /// Load balancers allowed to send PROXY headers.
+    trusted: Arc<Vec<IpNet>>,
+}
+
+impl Acceptor {
+    async fn run(self, listener: TcpListener, role: Listener, tasks: TaskTracker, stop: CancellationToken) {
+        let name = role.name();
+        let labels = ListenerLabels { listener: name };
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = stop.cancelled() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Typically EMFILE; back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            metrics().connections_accepted.get_or_create(&labels).inc();
+            let _ = stream.set_nodelay(true);
+            let proxied = self.ctx.config.proxy_protocol;
+            if proxied && !self.trusted.iter().any(|net| net.contains(&peer.ip().to_canonical())) {
+                // Only a trusted balancer may name the client: anyone else could claim to be
+                // 127.0.0.1 or dodge throttles by inventing addresses.
+                metrics()
+                    .connections_refused
+                    .get_or_create(&RefusedLabels { listener: name, reason: "proxy_untrusted" })
+                    .inc();
+                debug!(%peer, "connection from outside proxy_trusted_networks refused");
                 continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let ctx = ctx.clone();
-                tracker.spawn(async move {
-                    if ctx.config.proxy_protocol {
-                        match session::proxied::accept(stream, peer, ctx.config.login_timeout()).await {
-                            Ok((stream, client)) => session::serve(stream, client, role, ctx).await,
-                            // Not from the balancer, or garbled: no reply, it is not our client.
-                            Err(e) => warn!(%peer, error = %e, "connection without a valid PROXY header dropped"),
-                        }
-                    } else {
-                        session::serve(stream, peer, role, ctx).await;
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                metrics().connections_refused.get_or_create(&RefusedLabels { listener: name, reason: "limit" }).inc();
+                // On the implicit-TLS port a plaintext reply would be noise: just close.
+                match role {
+                    Listener::ImplicitTls => warn!(%peer, "connection limit reached; refusing"),
+                    Listener::Plain => {
+                        tasks.spawn(refuse(stream, peer));
                     }
-                    drop(permit);
-                });
-            }
-            // On the implicit-TLS port a plaintext reply would be noise: just close.
-            Err(_) if role == Listener::ImplicitTls => warn!(%peer, "connection limit reached; refusing"),
-            Err(_) => {
-                tracker.spawn(refuse(stream, peer));
-            }
+                }
+                continue;
+            };
+            let ctx = self.ctx.clone();
+            tasks.spawn(async move {
+                let _open = GaugeGuard::hold(&metrics().connections_open.get_or_create(&labels));
+                if proxied {
+                    match session::proxied::accept(stream, peer, ctx.config.login_timeout()).await {
+                        Ok((stream, client)) => session::serve(stream, client, role, ctx).await,
+                        // Garbled or missing: no reply, it is not our client.
+                        Err(e) => {
+                            metrics()
+                                .connections_refused
+                                .get_or_create(&RefusedLabels { listener: name, reason: "proxy_invalid" })
+                                .inc();
+                            warn!(%peer, error = %e, "connection without a valid PROXY header dropped");
+                        }
+                    }
+                } else {
+                    session::serve(stream, peer, role, ctx).await;
+                }
+                drop(permit);
+            });
         }
     }
 }

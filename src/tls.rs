@@ -6,6 +6,8 @@
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
@@ -23,8 +25,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// Builds the acceptor from PEM files.
-pub fn acceptor_from_pem(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+/// Reads a certificate chain and its private key from PEM files, ready to serve.
+pub fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let pem_err = |path: &Path| {
         let path = path.to_owned();
         move |e: rustls::pki_types::pem::Error| TlsError::Pem { path, message: e.to_string() }
@@ -37,13 +39,22 @@ pub fn acceptor_from_pem(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsErro
         return Err(TlsError::Pem { path: cert.into(), message: "no certificate found".into() });
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    // Checks that the key can sign and matches the certificate, so a mismatched pair is
+    // refused here instead of failing every handshake.
+    Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider)?))
+}
+
+/// A server configuration for both POP3 roles that asks `resolver` for the certificate at
+/// every handshake (so a replaced certificate is used without a restart).
+pub fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     // No ALPN list: a server that sets one rejects clients offering other protocols, and POP3
     // clients in the field offer none or odd ones.
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(resolver);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -84,7 +95,7 @@ mod tests {
         let first = std::fs::read(&cert).unwrap();
         assert_eq!(self_signed_paths(dir.path()).unwrap(), (cert.clone(), key.clone()));
         assert_eq!(std::fs::read(&cert).unwrap(), first);
-        acceptor_from_pem(&cert, &key).unwrap();
+        certified_key(&cert, &key).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     }

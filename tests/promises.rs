@@ -54,13 +54,14 @@ fn only_quit_applies_deletions() {
 
 #[test]
 fn sigterm_ends_sessions_without_applying_deletions() {
-    let server = Server::start(&[("CLOUDPOP_SHUTDOWN_GRACE_SECS", "5")]);
+    // A session still open when the grace period ends is cut; its DELE is never applied.
+    let server = Server::start(&[("CLOUDPOP_SHUTDOWN_GRACE_SECS", "1"), ("CLOUDPOP_DRAIN_DELAY_SECS", "0")]);
     server.add_account("alice", "secret");
     server.deliver("alice", &message("keep", 1));
     let mut c = Client::login(server.pop3, "alice", "secret");
     assert!(c.cmd("DELE 1").starts_with("+OK"));
     server.signal("-TERM");
-    assert_eq!(c.line(), "-ERR [SYS/TEMP] Server shutting down, try again later");
+    assert_eq!(c.line(), "-ERR [SYS/TEMP] Server is shutting down, try again later");
     assert!(c.is_closed());
     let (status, dir) = server.wait();
     assert!(status.success(), "{status}");

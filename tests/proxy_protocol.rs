@@ -19,7 +19,8 @@ fn v2_header(client: [u8; 4], port: u16) -> Vec<u8> {
 
 #[test]
 fn the_real_client_address_decides_the_plaintext_rule() {
-    let server = Server::start(&[("CLOUDPOP_PROXY_PROTOCOL", "true")]);
+    let server =
+        Server::start(&[("CLOUDPOP_PROXY_PROTOCOL", "true"), ("CLOUDPOP_PROXY_TRUSTED_NETWORKS", "127.0.0.0/8")]);
     server.add_account("alice", "secret");
 
     // A remote client without TLS may not send its password in clear.
@@ -38,7 +39,8 @@ fn the_real_client_address_decides_the_plaintext_rule() {
 
 #[test]
 fn implicit_tls_after_a_v2_header() {
-    let server = Server::start(&[("CLOUDPOP_PROXY_PROTOCOL", "true")]);
+    let server =
+        Server::start(&[("CLOUDPOP_PROXY_PROTOCOL", "true"), ("CLOUDPOP_PROXY_TRUSTED_NETWORKS", "127.0.0.0/8")]);
     server.add_account("alice", "secret");
     let mut c = Client::connect_after(server.pop3s, &v2_header([198, 51, 100, 7], 8080), Some(&server.cert()));
     assert!(c.cmd("USER alice").starts_with("+OK"));
@@ -48,7 +50,8 @@ fn implicit_tls_after_a_v2_header() {
 
 #[test]
 fn connections_without_a_header_are_dropped() {
-    let server = Server::start(&[("CLOUDPOP_PROXY_PROTOCOL", "true")]);
+    let server =
+        Server::start(&[("CLOUDPOP_PROXY_PROTOCOL", "true"), ("CLOUDPOP_PROXY_TRUSTED_NETWORKS", "127.0.0.0/8")]);
     let mut c = Client::connect_after(server.pop3, b"USER alice\r\n", None);
     assert_eq!(c.greeting, "", "a connection without PROXY header was served");
     assert!(c.is_closed());

@@ -4,9 +4,11 @@ use super::proto::{self, DeliverRequest, DeliverResponse, DeliveryStatus, Recipi
 use super::status;
 use crate::backends::Backends;
 use crate::delivery::{self, Outcome, Spooler};
-use crate::store::MarkerKey;
+use crate::ops::metrics::{IngestLabels, ListenerLabels, metrics};
+use crate::store::{MarkerKey, TraceParent};
 use std::path::PathBuf;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::field::Empty;
 use tracing::{Instrument, info, info_span};
 
 /// Most recipients in one envelope.
@@ -46,10 +48,19 @@ impl proto::ingest_server::Ingest for IngestService {
             ms if ms > 0 && ms < 0xffff_ffff_ffff => Some(ms as u64),
             _ => return Err(Status::invalid_argument("received_unix_ms is out of range")),
         };
-        let options = delivery::Options { idempotency_key: key, uidl, received_ms };
-        // The caller's trace id joins this span, so retrieval logs can be tied to the delivery.
-        let span =
-            info_span!("ingest.deliver", recipients = envelope.recipients.len(), traceparent = traceparent.as_deref());
+        let span = info_span!(
+            "ingest.deliver",
+            recipients = envelope.recipients.len(),
+            size = Empty,
+            stored = Empty,
+            otel.status_code = Empty,
+        );
+        // Retrieval links to this: our own span when traces are exported (it sits in the
+        // caller's trace), else the caller's context as it was sent.
+        let traceparent =
+            crate::telemetry::traceparent_of(&span).or_else(|| traceparent.as_deref().and_then(TraceParent::parse));
+        let options = delivery::Options { idempotency_key: key, uidl, received_ms, traceparent };
+        let recorded = span.clone();
         async move {
             let mut spooler =
                 Spooler::new(&self.spool_dir, self.max_message_size, true).await.map_err(status::delivery)?;
@@ -63,6 +74,8 @@ impl proto::ingest_server::Ingest for IngestService {
                 }
             }
             let message = spooler.finish().await.map_err(status::delivery)?;
+            recorded.record("size", message.size);
+            metrics().ingest_bytes.get_or_create(&ListenerLabels { listener: "api" }).inc_by(message.size);
             let mut results = Vec::with_capacity(envelope.recipients.len());
             for recipient in &envelope.recipients {
                 let outcome = delivery::store_for(
@@ -73,36 +86,23 @@ impl proto::ingest_server::Ingest for IngestService {
                     &options,
                 )
                 .await;
-                if let (Outcome::Stored(stored), Some(tp)) = (&outcome, &traceparent) {
-                    keep_trace_context(&self.backends, recipient, &stored.id, tp).await;
-                }
+                let status = outcome.label();
+                metrics().ingest_deliveries.get_or_create(&IngestLabels { via: "grpc", status }).inc();
+                info!(recipient = %recipient.escape_debug(), status, "recipient");
                 results.push(result(recipient, outcome));
             }
-            info!(
-                size = message.size,
-                stored = results.iter().filter(|r| r.status == DeliveryStatus::Stored as i32).count(),
-                "delivered"
-            );
+            let stored = results.iter().filter(|r| r.status == DeliveryStatus::Stored as i32).count();
+            let duplicates = results.iter().filter(|r| r.status == DeliveryStatus::Duplicate as i32).count();
+            recorded.record("stored", stored);
+            if stored + duplicates == 0 {
+                recorded.record("otel.status_code", "ERROR");
+            }
+            info!(size = message.size, stored, "delivered");
             whole_call_status(&results)?;
             Ok(Response::new(DeliverResponse { results, size: message.size }))
         }
         .instrument(span)
         .await
-    }
-}
-
-/// Keeps the caller's W3C `traceparent` beside the stored message (marker `trace.{id}`), so the
-/// message's later retrieval can be linked to its delivery. Malformed values are not kept.
-async fn keep_trace_context(backends: &Backends, recipient: &str, id: &str, traceparent: &str) {
-    let valid = traceparent.len() == 55
-        && traceparent.split('-').map(str::len).eq([2, 32, 16, 2])
-        && traceparent.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit());
-    let (Ok(name), Some(key)) = (crate::names::AccountName::parse(recipient), MarkerKey::parse(&format!("trace.{id}")))
-    else {
-        return;
-    };
-    if valid && let Err(e) = backends.messages.put_marker(&name, &key, traceparent).await {
-        tracing::warn!(error = %e, "cannot keep the trace context of a delivery");
     }
 }
 

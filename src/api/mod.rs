@@ -12,11 +12,14 @@ pub mod status;
 
 use crate::backends::Backends;
 use crate::config::Config;
+use crate::ops::readiness::{Readiness, State as ReadyState};
+use crate::reload::TokenStore;
 use crate::secret::Secret;
 use auth::{Scope, Tokens};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
@@ -72,11 +75,11 @@ pub fn tls_config(
 
 /// Binds the API listener; returns it with its address (for port 0). Without any token the API
 /// could only refuse calls, so it is not started at all (and takes no port).
-pub async fn bind(config: &Config) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, ApiError> {
+pub async fn bind(config: &Config, tokens: &Tokens) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, ApiError> {
     if config.api_listen.is_empty() {
         return Ok(None);
     }
-    if tokens(config)?.is_empty() {
+    if tokens.is_empty() {
         info!("API not started: no api_admin_tokens or api_ingest_tokens configured");
         return Ok(None);
     }
@@ -92,16 +95,17 @@ pub async fn serve(
     config: Arc<Config>,
     backends: Backends,
     tls: Option<ServerTlsConfig>,
+    tokens: TokenStore,
+    readiness: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
-    let tokens = tokens(&config)?;
     let (reporter, health) = tonic_health::server::health_reporter();
-    tokio::spawn(watch_health(reporter, backends.clone(), shutdown.clone()));
+    tokio::spawn(follow_readiness(reporter, readiness.subscribe()));
 
     let admin_tokens = tokens.clone();
     let admin = proto::admin_server::AdminServer::with_interceptor(
         admin::AdminService { backends: backends.clone(), config: config.clone() },
-        move |req| admin_tokens.check(&req, Scope::Admin).map(|()| req),
+        move |req| admin_tokens.current().check(&req, Scope::Admin).map(|()| req),
     );
     let ingest_tokens = tokens.clone();
     let ingest = proto::ingest_server::IngestServer::with_interceptor(
@@ -110,7 +114,7 @@ pub async fn serve(
             spool_dir: config.spool_dir(),
             max_message_size: config.max_message_size,
         },
-        move |req| ingest_tokens.check(&req, Scope::Ingest).map(|()| req),
+        move |req| ingest_tokens.current().check(&req, Scope::Ingest).map(|()| req),
     );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -119,10 +123,10 @@ pub async fn serve(
         .expect("descriptor sets are valid");
     let reflection_tokens = tokens;
     let reflection = tonic::service::interceptor::InterceptedService::new(reflection, move |req: tonic::Request<()>| {
-        reflection_tokens.check_any(&req).map(|()| req)
+        reflection_tokens.current().check_any(&req).map(|()| req)
     });
 
-    let mut builder = Server::builder().timeout(Duration::from_secs(600));
+    let mut builder = Server::builder().timeout(Duration::from_secs(600)).layer(crate::telemetry::grpc::TraceLayer);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|e| ApiError::Tls(e.to_string()))?;
     }
@@ -141,36 +145,21 @@ pub async fn serve(
     Ok(())
 }
 
-/// Keeps `grpc.health.v1` in step with the real state of the store and the lock service.
-async fn watch_health(reporter: tonic_health::server::HealthReporter, backends: Backends, shutdown: CancellationToken) {
+/// Keeps `grpc.health.v1` in step with the process's readiness (the same state as `/readyz`).
+async fn follow_readiness(reporter: tonic_health::server::HealthReporter, mut state: watch::Receiver<ReadyState>) {
     use tonic_health::ServingStatus::{NotServing, Serving};
     let mut last = None;
     loop {
-        let healthy = match backends.probe().await {
-            Ok(()) => true,
-            Err(why) => {
-                if last != Some(false) {
-                    warn!(%why, "not ready");
-                }
-                false
-            }
-        };
-        if last != Some(healthy) {
-            let status = if healthy { Serving } else { NotServing };
+        let ready = state.borrow_and_update().is_ready();
+        if last != Some(ready) {
+            let status = if ready { Serving } else { NotServing };
             for service in ["", "cloudpop.v1.Admin", "cloudpop.v1.Ingest", "cloudpop.v1.Pop3"] {
                 reporter.set_service_status(service, status).await;
             }
-            info!(healthy, "readiness changed");
-            last = Some(healthy);
+            last = Some(ready);
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            () = shutdown.cancelled() => {
-                for service in ["", "cloudpop.v1.Admin", "cloudpop.v1.Ingest", "cloudpop.v1.Pop3"] {
-                    reporter.set_service_status(service, NotServing).await;
-                }
-                return;
-            }
+        if state.changed().await.is_err() {
+            return;
         }
     }
 }

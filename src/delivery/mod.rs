@@ -14,7 +14,7 @@ pub use headers::HeaderCheck;
 
 use crate::accounts::Accounts;
 use crate::names::{AccountName, InvalidName};
-use crate::store::{MarkerKey, MessageStore, StoreError, StoredMessage, ids};
+use crate::store::{MarkerKey, MessageStore, StoreError, StoredMessage, TraceParent, ids};
 use std::path::Path;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -44,6 +44,20 @@ pub enum Outcome {
     Disabled,
     OverQuota(&'static str),
     Failed(StoreError),
+}
+
+impl Outcome {
+    /// The name of the outcome in metrics and traces.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Stored(_) => "stored",
+            Outcome::Duplicate(_) => "duplicate",
+            Outcome::UnknownMailbox | Outcome::InvalidName(_) => "unknown_mailbox",
+            Outcome::Disabled => "disabled",
+            Outcome::OverQuota(_) => "over_quota",
+            Outcome::Failed(_) => "temporary_failure",
+        }
+    }
 }
 
 /// Receives a message chunk by chunk into a temporary file.
@@ -134,6 +148,8 @@ pub struct Options {
     pub uidl: Option<String>,
     /// The original receipt time, milliseconds since the epoch.
     pub received_ms: Option<u64>,
+    /// The trace context of the delivering call, kept with the message for retrieval to link to.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// Stores a spooled message for one recipient, honouring quota, idempotency and kept UIDLs.
@@ -216,6 +232,9 @@ async fn store_checked(
         (None, None) => fresh(),
     };
     let mut new = store.create_with_id(name, &id).await?;
+    if let Some(traceparent) = &options.traceparent {
+        new.set_trace_parent(traceparent);
+    }
     let mut file = tokio::fs::File::open(&message.path).await?;
     file.rewind().await?;
     let mut chunk = vec![0u8; 64 * 1024];

@@ -25,6 +25,10 @@ impl MemoryLocks {
 
 #[async_trait]
 impl MaildropLocks for MemoryLocks {
+    async fn ping(&self) -> Result<(), LockError> {
+        Ok(())
+    }
+
     async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
         let now = Instant::now();
         let mut leases = self.leases();

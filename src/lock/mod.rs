@@ -52,4 +52,7 @@ pub trait MaildropLocks: Send + Sync + 'static {
     /// Removes whatever lease is held (an operator freeing a stuck maildrop); whether one was.
     /// The session that held it notices at its next renewal and ends without changes.
     async fn force_release(&self, maildrop: &AccountName) -> Result<bool, LockError>;
+
+    /// The cheapest request that proves the lock service answers (a readiness probe).
+    async fn ping(&self) -> Result<(), LockError>;
 }

@@ -7,12 +7,13 @@
 
 use super::{LeaseToken, LockError, MaildropLocks};
 use crate::names::AccountName;
+use crate::redis_conn::span;
 use async_trait::async_trait;
 use redis::Script;
 use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use std::time::Duration;
-use tracing::{Instrument, debug_span};
+use tracing::Instrument;
 
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -51,6 +52,13 @@ fn millis(ttl: Duration) -> u64 {
 
 #[async_trait]
 impl MaildropLocks for RedisLocks {
+    async fn ping(&self) -> Result<(), LockError> {
+        let mut conn = self.conn.clone();
+        let _: String =
+            redis::cmd("PING").query_async(&mut conn).instrument(span("PING", "health")).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
         let token = LeaseToken::generate();
         let mut conn = self.conn.clone();
@@ -61,7 +69,7 @@ impl MaildropLocks for RedisLocks {
             .arg("PX")
             .arg(millis(ttl))
             .query_async(&mut conn)
-            .instrument(debug_span!("redis.lock.acquire", maildrop = %maildrop))
+            .instrument(span("SET", "lock.acquire"))
             .await
             .map_err(unavailable)?;
         Ok(set.map(|_| token))
@@ -74,7 +82,7 @@ impl MaildropLocks for RedisLocks {
             .arg(&token.0)
             .arg(millis(ttl))
             .invoke_async(&mut conn)
-            .instrument(debug_span!("redis.lock.renew", maildrop = %maildrop))
+            .instrument(span("EVALSHA", "lock.renew"))
             .await
             .map_err(unavailable)?;
         Ok(renewed == 1)
@@ -86,7 +94,7 @@ impl MaildropLocks for RedisLocks {
             .key(self.key(maildrop))
             .arg(&token.0)
             .invoke_async(&mut conn)
-            .instrument(debug_span!("redis.lock.release", maildrop = %maildrop))
+            .instrument(span("EVALSHA", "lock.release"))
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -94,8 +102,12 @@ impl MaildropLocks for RedisLocks {
 
     async fn force_release(&self, maildrop: &AccountName) -> Result<bool, LockError> {
         let mut conn = self.conn.clone();
-        let deleted: i64 =
-            redis::cmd("DEL").arg(self.key(maildrop)).query_async(&mut conn).await.map_err(unavailable)?;
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(self.key(maildrop))
+            .query_async(&mut conn)
+            .instrument(span("DEL", "lock.force_release"))
+            .await
+            .map_err(unavailable)?;
         Ok(deleted == 1)
     }
 }

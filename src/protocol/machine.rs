@@ -7,7 +7,7 @@
 use super::command::{self, Command};
 use super::maildrop::{Listing, MaildropView};
 use super::response::{self, Code};
-use super::sasl::{self, Credentials};
+use super::sasl::{self, Credentials, Mechanism};
 
 /// Facts about the connection that decide what is offered on it.
 #[derive(Debug, Clone)]
@@ -217,7 +217,7 @@ impl Machine {
                 Step::Reply(response::ok("Send your password"))
             }
             Command::Pass(password) => match user {
-                Some(user) => self.begin_login(Credentials { user, password }),
+                Some(user) => self.begin_login(Credentials { user, password, mechanism: Mechanism::User }),
                 None => Step::Reply(response::err(None, "Send USER first")),
             },
             Command::Auth { mechanism: None, .. } => {
@@ -288,7 +288,7 @@ impl Machine {
                 Err(e) => Step::Reply(response::err(None, &e.to_string())),
             },
             Phase::SaslLoginPass { user } => match sasl::login_field(text) {
-                Ok(password) => self.begin_login(Credentials { user, password }),
+                Ok(password) => self.begin_login(Credentials { user, password, mechanism: Mechanism::Login }),
                 Err(e) => Step::Reply(response::err(None, &e.to_string())),
             },
             _ => unreachable_phase(),
@@ -458,7 +458,7 @@ pub fn idle_timeout_reply() -> Vec<u8> {
 
 /// The line sent to sessions still open when the server shuts down.
 pub fn shutdown_reply() -> Vec<u8> {
-    response::err(Some(Code::SysTemp), "Server shutting down, try again later")
+    response::err(Some(Code::SysTemp), "Server is shutting down, try again later")
 }
 
 #[cfg(test)]

@@ -11,16 +11,43 @@ pub const MECHANISMS: [&str; 2] = ["PLAIN", "LOGIN"];
 pub const LOGIN_USER_CHALLENGE: &str = "VXNlcm5hbWU6";
 pub const LOGIN_PASS_CHALLENGE: &str = "UGFzc3dvcmQ6";
 
+/// How the client sent its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// USER and PASS (RFC 1939).
+    User,
+    /// AUTH PLAIN (RFC 4616).
+    Plain,
+    /// AUTH LOGIN.
+    Login,
+}
+
+impl Mechanism {
+    /// The name used in traces and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::User => "USER",
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+        }
+    }
+}
+
 /// A user name and password taken from USER/PASS or a SASL exchange.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
     pub password: String,
+    pub mechanism: Mechanism,
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).field("password", &"<redacted>").finish()
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("mechanism", &self.mechanism)
+            .finish()
     }
 }
 
@@ -66,7 +93,7 @@ pub fn plain(b64: &str) -> Result<Credentials, SaslError> {
     if !authzid.is_empty() && authzid != user {
         return Err(SaslError::AuthzidNotPermitted);
     }
-    Ok(Credentials { user, password })
+    Ok(Credentials { user, password, mechanism: Mechanism::Plain })
 }
 
 /// One LOGIN response (the user name or the password) as text.
@@ -81,7 +108,10 @@ mod tests {
     #[test]
     fn plain_forms() {
         let enc = |s: &[u8]| STANDARD.encode(s);
-        assert_eq!(plain(&enc(b"\0bob\0pw")).unwrap(), Credentials { user: "bob".into(), password: "pw".into() });
+        assert_eq!(
+            plain(&enc(b"\0bob\0pw")).unwrap(),
+            Credentials { user: "bob".into(), password: "pw".into(), mechanism: Mechanism::Plain }
+        );
         assert_eq!(plain(&enc(b"bob\0bob\0p w")).unwrap().password, "p w");
         assert_eq!(plain(&enc(b"eve\0bob\0pw")), Err(SaslError::AuthzidNotPermitted));
         assert_eq!(plain(&enc(b"bob\0pw")), Err(SaslError::Malformed));
@@ -91,7 +121,7 @@ mod tests {
 
     #[test]
     fn credentials_debug_hides_password() {
-        let c = Credentials { user: "u".into(), password: "hunter2".into() };
+        let c = Credentials { user: "u".into(), password: "hunter2".into(), mechanism: Mechanism::User };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

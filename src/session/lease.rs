@@ -181,6 +181,9 @@ mod tests {
         async fn force_release(&self, m: &AccountName) -> Result<bool, LockError> {
             self.0.force_release(m).await
         }
+        async fn ping(&self) -> Result<(), LockError> {
+            self.0.ping().await
+        }
     }
 
     #[tokio::test]

@@ -3,20 +3,22 @@
 //! The loop is generic over the stream, so plain TCP, STLS-upgraded and implicit-TLS
 //! connections share one code path. After STLS the loop starts again over the TLS stream with a
 //! fresh parser: nothing read before the handshake survives it.
+//!
+//! Layout: this file (the connection, its span and the read loop), [`login`] (credentials,
+//! lock, snapshot), [`retrieve`] (RETR/TOP streaming and UPDATE), `lease` (the held lock),
+//! [`proxied`] (PROXY headers).
 
 mod lease;
+mod login;
 pub mod proxied;
+mod retrieve;
 
 use crate::backends::Backends;
 use crate::config::Config;
-use crate::names::AccountName;
-use crate::protocol::dotstuff::{DotStuffer, TopCut};
+use crate::ops::metrics::{GaugeGuard, TlsLabels, VerbLabels, metrics};
 use crate::protocol::framing::{Frame, LineFramer};
-use crate::protocol::machine::{self, LoginOutcome, Machine, Settings, Step, UpdateOutcome};
-use crate::protocol::maildrop::Listing;
+use crate::protocol::machine::{self, Machine, Settings, Step};
 use crate::protocol::response::{self, Code};
-use crate::protocol::sasl::Credentials;
-use crate::store::StoreError;
 use lease::HeldLease;
 use std::io;
 use std::net::SocketAddr;
@@ -25,7 +27,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, debug, info, info_span};
 
 /// Output is sent once this much has accumulated while streaming a message.
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -36,8 +39,12 @@ pub struct Context {
     pub backends: Backends,
     /// Present when TLS is configured (always, with the self-signed default).
     pub tls: Option<TlsAcceptor>,
-    /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
+    /// Cancelled when the listeners close during a graceful shutdown: sessions still in
+    /// AUTHORIZATION are refused at their next command; sessions in TRANSACTION go on.
+    pub closing: CancellationToken,
+    /// Cancelled when the shutdown grace ends (or at once on a fast shutdown): every session
+    /// closes now, and none enters UPDATE.
+    pub cut: CancellationToken,
 }
 
 /// How a connection arrived.
@@ -49,26 +56,47 @@ pub enum Listener {
     ImplicitTls,
 }
 
+impl Listener {
+    /// The listener's name in logs, metrics and traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Plain => "pop3",
+            Listener::ImplicitTls => "pop3s",
+        }
+    }
+}
+
 /// Serves one accepted connection to the end. Errors are logged, never propagated.
 pub async fn serve<S>(stream: S, peer: SocketAddr, listener: Listener, ctx: Arc<Context>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let id = session_id();
-    let span = info_span!("pop3", %peer, session = %id, tls = listener == Listener::ImplicitTls);
-    async move {
+    let span = info_span!(
+        "pop3.session",
+        otel.kind = "server",
+        session = %id,
+        %peer,
+        listener = listener.name(),
+        tls.version = Empty,
+        account = Empty,
+        trace_id = Empty,
+    );
+    crate::telemetry::record_trace_id(&span);
+    let conn = Connection { ctx: &ctx, id: &id, peer, span: span.clone(), listener };
+    async {
         let result = match (listener, ctx.tls.clone()) {
-            (Listener::ImplicitTls, Some(tls)) => match handshake(&tls, stream, &ctx).await {
-                Ok(tls_stream) => Session::new(&ctx, &id, peer, true).run(tls_stream, true).await.map(|_| ()),
+            (Listener::ImplicitTls, Some(tls)) => match conn.handshake(&tls, stream).await {
+                Ok(tls_stream) => conn.session(true).run(tls_stream, true).await.map(|_| ()),
                 Err(e) => Err(e),
             },
             (Listener::ImplicitTls, None) => Err(io::Error::other("implicit TLS listener without TLS configuration")),
-            (Listener::Plain, tls) => match Session::new(&ctx, &id, peer, false).run(stream, true).await {
+            (Listener::Plain, tls) => match conn.session(false).run(stream, true).await {
                 Ok(Some(plain)) => match tls {
-                    Some(tls) => match handshake(&tls, plain, &ctx).await {
+                    Some(tls) => match conn.handshake(&tls, plain).await {
                         Ok(tls_stream) => {
                             debug!("STLS handshake complete");
-                            Session::new(&ctx, &id, peer, true).run(tls_stream, false).await.map(|_| ())
+                            conn.session(true).run(tls_stream, false).await.map(|_| ())
                         }
                         Err(e) => Err(e),
                     },
@@ -87,13 +115,40 @@ where
     .await
 }
 
-async fn handshake<S>(tls: &TlsAcceptor, stream: S, ctx: &Context) -> io::Result<tokio_rustls::server::TlsStream<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    tokio::time::timeout(ctx.config.login_timeout(), tls.accept(stream))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+/// What the streams of one connection (two after STLS) share.
+struct Connection<'a> {
+    ctx: &'a Context,
+    id: &'a str,
+    peer: SocketAddr,
+    /// The `pop3.session` span: the account is recorded on it after login.
+    span: tracing::Span,
+    listener: Listener,
+}
+
+impl<'a> Connection<'a> {
+    fn session(&self, tls_active: bool) -> Session<'a> {
+        Session::new(self.ctx, self.id, self.peer, tls_active, self.span.clone())
+    }
+
+    async fn handshake<S>(&self, tls: &TlsAcceptor, stream: S) -> io::Result<tokio_rustls::server::TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let accepted = tokio::time::timeout(self.ctx.config.login_timeout(), tls.accept(stream))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
+            .and_then(|r| r);
+        let outcome = if accepted.is_ok() { "ok" } else { "failed" };
+        metrics().tls_handshakes.get_or_create(&TlsLabels { listener: self.listener.name(), outcome }).inc();
+        let tls_stream = accepted?;
+        let version = match tls_stream.get_ref().1.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+            _ => "other",
+        };
+        self.span.record("tls.version", version);
+        Ok(tls_stream)
+    }
 }
 
 /// The protocol state of one stream (a connection has two after STLS).
@@ -102,16 +157,21 @@ struct Session<'a> {
     /// The connection's id, as in its log span and the session registry.
     id: String,
     peer: SocketAddr,
+    span: tracing::Span,
     machine: Machine,
     lease: Option<HeldLease>,
+    /// Counts this session in `cloudpop_sessions_in_transaction` while it holds the maildrop.
+    in_transaction: Option<GaugeGuard>,
     out: Vec<u8>,
+    /// Whether a command is being carried out (false while waiting for the client).
+    busy: bool,
     /// The account's retention policy, and the messages RETR sent in this session (for EXPIRE).
     expire_days: Option<u32>,
     retrieved: Vec<String>,
 }
 
 impl<'a> Session<'a> {
-    fn new(ctx: &'a Context, id: &str, peer: SocketAddr, tls_active: bool) -> Self {
+    fn new(ctx: &'a Context, id: &str, peer: SocketAddr, tls_active: bool, span: tracing::Span) -> Self {
         let cfg = &ctx.config;
         let settings = Settings {
             tls_active,
@@ -128,9 +188,12 @@ impl<'a> Session<'a> {
             ctx,
             id: id.to_owned(),
             peer,
+            span,
             machine: Machine::new(settings),
             lease: None,
+            in_transaction: None,
             out: Vec::with_capacity(4096),
+            busy: false,
             expire_days: None,
             retrieved: Vec::new(),
         }
@@ -142,7 +205,21 @@ impl<'a> Session<'a> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let result = self.run_inner(&mut stream, greet).await;
+        let cut = self.ctx.cut.clone();
+        let result = tokio::select! {
+            result = self.run_inner(&mut stream, greet) => result,
+            () = cut.cancelled() => {
+                // Whatever was under way is abandoned; a client waiting for its next reply is
+                // told why. Nothing marked for deletion is removed.
+                info!(in_transaction = self.machine.in_transaction(), "closed by shutdown");
+                if !self.busy {
+                    let bye = machine::shutdown_reply();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bye)).await;
+                }
+                Ok(false)
+            }
+        };
+        self.in_transaction = None;
         if let Some(lease) = self.lease.take() {
             if self.expire_days.is_some() && !self.retrieved.is_empty() {
                 crate::sweeper::mark_seen(&self.ctx.backends, lease.maildrop(), &self.retrieved).await;
@@ -175,9 +252,20 @@ impl<'a> Session<'a> {
             loop {
                 let (used, frame) = framer.next_frame(&buf);
                 let step = match frame {
+                    Frame::Line(_) if self.ctx.closing.is_cancelled() && !self.machine.in_transaction() => {
+                        // Shutting down: no new logins; sessions in TRANSACTION may finish.
+                        self.out.extend(machine::shutdown_reply());
+                        self.flush(stream).await?;
+                        return Ok(false);
+                    }
                     Frame::Line(line) => {
-                        // The verb is worked out only when debug logging is on.
-                        debug!(verb = if self.machine.expects_command() { verb_of(line) } else { "(sasl)" }, "command");
+                        // Arguments never reach a log, a trace or a metric: PASS carries a
+                        // password, and SASL responses are not commands at all.
+                        if self.machine.expects_command() {
+                            let verb = verb_of(line);
+                            metrics().commands.get_or_create(&VerbLabels { verb }).inc();
+                            debug!(verb, "command");
+                        }
                         Some(self.machine.on_line(line))
                     }
                     Frame::TooLong => Some(self.machine.on_line_too_long()),
@@ -185,17 +273,22 @@ impl<'a> Session<'a> {
                 };
                 buf.drain(..used);
                 match step {
-                    Some(step) => match self.execute(step, stream).await? {
-                        Flow::Continue => {}
-                        Flow::Close => {
-                            self.flush(stream).await?;
-                            return Ok(false);
+                    Some(step) => {
+                        self.busy = true;
+                        let flow = self.execute(step, stream).await?;
+                        self.busy = false;
+                        match flow {
+                            Flow::Continue => {}
+                            Flow::Close => {
+                                self.flush(stream).await?;
+                                return Ok(false);
+                            }
+                            Flow::StartTls => {
+                                self.flush(stream).await?;
+                                return Ok(true);
+                            }
                         }
-                        Flow::StartTls => {
-                            self.flush(stream).await?;
-                            return Ok(true);
-                        }
-                    },
+                    }
                     None if used == 0 || buf.is_empty() => break,
                     None => {}
                 }
@@ -218,11 +311,6 @@ impl<'a> Session<'a> {
                         return Ok(false);
                     }
                 },
-                () = self.ctx.shutdown.cancelled() => {
-                    self.out.extend(machine::shutdown_reply());
-                    self.flush(stream).await?;
-                    return Ok(false);
-                }
                 () = lease_ended(self.lease.as_ref()) => {
                     info!("session ended by an operator");
                     self.out.extend(response::err(Some(Code::SysTemp), "Session ended by an administrator; nothing was changed"));
@@ -282,176 +370,6 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn login(&mut self, creds: Credentials) -> LoginOutcome {
-        let ctx = self.ctx;
-        let claimed = AccountName::parse(&creds.user).ok();
-        let addr = self.peer.ip();
-        let throttle = &ctx.backends.throttle;
-        match throttle.allowed(claimed.as_ref(), addr).await {
-            Ok(true) => {}
-            Ok(false) => {
-                info!(user = %creds.user.escape_debug(), "login refused: too many recent failures");
-                return LoginOutcome::Throttled;
-            }
-            Err(e) => {
-                warn!(error = %e, "login throttle unavailable");
-                return LoginOutcome::Unavailable("coordination service unavailable".into());
-            }
-        }
-        let account = match ctx.backends.accounts.authenticate(&creds.user, &creds.password).await {
-            Ok(Some(account)) => account,
-            Ok(None) => {
-                info!(user = %creds.user.escape_debug(), "login failed");
-                if let Err(e) = throttle.failed(claimed.as_ref(), addr).await {
-                    warn!(error = %e, "cannot count a failed login");
-                }
-                return LoginOutcome::BadCredentials;
-            }
-            Err(e) => {
-                warn!(error = %e, "account lookup failed");
-                return LoginOutcome::Unavailable("account store unavailable".into());
-            }
-        };
-        let Ok(name) = AccountName::parse(&account.name) else {
-            return LoginOutcome::Unavailable("corrupt account record".into());
-        };
-        let token = match ctx.backends.locks.acquire(&name, ctx.config.lock_lease()).await {
-            Ok(Some(token)) => token,
-            Ok(None) => {
-                info!(user = %name, "maildrop in use");
-                return LoginOutcome::InUse;
-            }
-            Err(e) => {
-                warn!(error = %e, "maildrop lock failed");
-                return LoginOutcome::Unavailable("lock service unavailable".into());
-            }
-        };
-        let info = crate::sessions::SessionInfo {
-            id: self.id.clone(),
-            account: name.to_string(),
-            peer: self.peer.to_string(),
-            frontend: crate::sessions::frontend_name(),
-            tls: self.machine.tls_active(),
-            started_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        };
-        let registration = Some((ctx.backends.sessions.clone(), info));
-        let lease =
-            HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.config.lock_lease(), registration)
-                .await;
-        // LOGIN-DELAY is checked only once the maildrop is ours, so a refused `[IN-USE]` login
-        // does not count as a login.
-        let delay = Duration::from_secs(account.login_delay_secs);
-        if !delay.is_zero() {
-            match throttle.begin_login(&name, delay).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    info!(user = %name, "login refused: LOGIN-DELAY");
-                    lease.release().await;
-                    return LoginOutcome::TooSoon(account.login_delay_secs);
-                }
-                Err(e) => {
-                    warn!(error = %e, "login delay check failed");
-                    lease.release().await;
-                    return LoginOutcome::Unavailable("coordination service unavailable".into());
-                }
-            }
-        }
-        match ctx.backends.messages.list(&name).await {
-            Ok(list) => {
-                info!(user = %name, messages = list.len(), "logged in");
-                self.lease = Some(lease);
-                self.expire_days = account.expire_days;
-                LoginOutcome::LoggedIn {
-                    listing: list
-                        .into_iter()
-                        .map(|m| Listing { uid: crate::store::ids::uidl_of(&m.id), key: m.id, size: m.size })
-                        .collect(),
-                    login_delay_secs: account.login_delay_secs,
-                    expire_days: account.expire_days,
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "listing maildrop failed");
-                lease.release().await;
-                LoginOutcome::Unavailable("message store unavailable".into())
-            }
-        }
-    }
-
-    /// UPDATE state: confirm the lease is still ours, then remove the marked messages.
-    async fn update(&mut self, uids: &[String]) -> UpdateOutcome {
-        let Some(lease) = &self.lease else { return UpdateOutcome::Applied };
-        if uids.is_empty() {
-            return UpdateOutcome::Applied;
-        }
-        if !lease.confirm().await {
-            return UpdateOutcome::Failed("the maildrop lock was lost; nothing was removed".into());
-        }
-        match self.ctx.backends.messages.remove(lease.maildrop(), uids).await {
-            Ok(report) if report.failed.is_empty() => {
-                self.retrieved.retain(|id| !uids.contains(id));
-                info!(removed = report.removed, "update applied");
-                UpdateOutcome::Applied
-            }
-            Ok(report) => {
-                warn!(removed = report.removed, failed = report.failed.len(), "update partly applied");
-                UpdateOutcome::Failed(format!("{} of {} could not be removed", report.failed.len(), uids.len()))
-            }
-            Err(e) => {
-                warn!(error = %e, "update failed");
-                UpdateOutcome::Failed("message store unavailable".into())
-            }
-        }
-    }
-
-    /// RETR and TOP: streams the message through the dot-stuffer in bounded memory.
-    async fn send_message<S>(&mut self, stream: &mut S, header: Vec<u8>, key: &str, top: Option<u64>) -> io::Result<()>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let Some(lease) = &self.lease else { return Ok(()) };
-        let mut body = match self.ctx.backends.messages.open(lease.maildrop(), key).await {
-            Ok(body) => body,
-            Err(StoreError::NotFound) => {
-                self.out.extend(response::err(None, "Message was removed by another process"));
-                return Ok(());
-            }
-            Err(e) => {
-                warn!(error = %e, "opening message failed");
-                let code = if e.is_temporary() { Code::SysTemp } else { Code::SysPerm };
-                self.out.extend(response::err(Some(code), "Cannot read the message now, try again later"));
-                return Ok(());
-            }
-        };
-        self.out.extend(header);
-        let mut stuffer = DotStuffer::new();
-        let mut cut = top.map(TopCut::new);
-        let mut chunk = vec![0u8; WRITE_CHUNK];
-        loop {
-            // A read failure after "+OK" cannot be reported in-band: the connection is dropped.
-            let n = body.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            let data = match &mut cut {
-                Some(cut) => cut.take(&chunk[..n]),
-                None => &chunk[..n],
-            };
-            stuffer.encode(data, &mut self.out);
-            if self.out.len() >= WRITE_CHUNK {
-                self.flush(stream).await?;
-            }
-            if cut.as_ref().is_some_and(TopCut::is_done) {
-                break;
-            }
-        }
-        stuffer.finish(&mut self.out);
-        Ok(())
-    }
-
     /// Writes pending output; a client that stops reading is cut off after the idle timeout.
     async fn flush<S>(&mut self, stream: &mut S) -> io::Result<()>
     where
@@ -495,7 +413,8 @@ async fn lease_lost(lease: Option<&HeldLease>) {
     }
 }
 
-/// The command keyword for traces; arguments never reach a log (PASS carries a password).
+/// The command keyword for logs and metrics; arguments never reach either (PASS carries a
+/// password). Anything else is `(unknown)`, so the metric has a bounded set of labels.
 fn verb_of(line: &[u8]) -> &'static str {
     let word = line.split(|&b| b == b' ').next().unwrap_or_default();
     const VERBS: [&str; 16] = [

@@ -12,8 +12,8 @@
 
 use super::ids::{is_message_id, new_message_id};
 use super::{
-    AccountRecord, AccountStore, MarkerKey, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError,
-    StoredMessage,
+    AccountRecord, AccountStore, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError, StoredMessage,
+    TraceParent,
 };
 use crate::names::AccountName;
 use async_trait::async_trait;
@@ -49,6 +49,11 @@ impl FsStore {
 
 #[async_trait]
 impl MessageStore for FsStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        fs::metadata(self.root.join("maildrops")).await?;
+        Ok(())
+    }
+
     async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError> {
         let mut entries = match fs::read_dir(self.maildrop_dir(maildrop).join("cur")).await {
             Ok(entries) => entries,
@@ -71,12 +76,18 @@ impl MessageStore for FsStore {
         Ok(messages)
     }
 
-    async fn open(&self, maildrop: &AccountName, id: &str) -> Result<MessageBody, StoreError> {
+    async fn open(&self, maildrop: &AccountName, id: &str) -> Result<Opened, StoreError> {
         if !is_message_id(id) {
             return Err(StoreError::NotFound);
         }
-        let file = fs::File::open(self.maildrop_dir(maildrop).join("cur").join(id)).await?;
-        Ok(Box::pin(file))
+        let dir = self.maildrop_dir(maildrop);
+        let file = fs::File::open(dir.join("cur").join(id)).await?;
+        // The trace context is a convenience: a missing or unreadable one never fails a RETR.
+        let delivered_by = match fs::read_to_string(dir.join("markers").join(trace_marker(id))).await {
+            Ok(text) => TraceParent::parse(&text),
+            Err(_) => None,
+        };
+        Ok(Opened { body: Box::pin(file), delivered_by })
     }
 
     async fn create_with_id(&self, maildrop: &AccountName, id: &str) -> Result<Box<dyn NewMessage>, StoreError> {
@@ -96,6 +107,7 @@ impl MessageStore for FsStore {
             tmp: Some(tmp),
             file: Some(tokio::io::BufWriter::with_capacity(64 * 1024, file)),
             size: 0,
+            traceparent: None,
         }))
     }
 
@@ -152,6 +164,12 @@ struct FsNewMessage {
     tmp: Option<PathBuf>,
     file: Option<tokio::io::BufWriter<fs::File>>,
     size: u64,
+    traceparent: Option<TraceParent>,
+}
+
+/// The marker file that keeps a message's delivery trace context.
+fn trace_marker(id: &str) -> String {
+    format!("trace.{id}")
 }
 
 #[async_trait]
@@ -163,11 +181,21 @@ impl NewMessage for FsNewMessage {
         Ok(())
     }
 
+    fn set_trace_parent(&mut self, traceparent: &TraceParent) {
+        self.traceparent = Some(traceparent.clone());
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<StoredMessage, StoreError> {
         let mut file = self.file.take().ok_or_else(|| StoreError::Failed("message already committed".into()))?;
         file.flush().await?;
         file.get_mut().sync_all().await?;
         drop(file);
+        // Written before the message becomes visible, so a listed message always has it.
+        if let Some(traceparent) = &self.traceparent {
+            let markers = self.dir.join("markers");
+            fs::create_dir_all(&markers).await?;
+            write_atomically(&markers, &trace_marker(&self.id), traceparent.as_str().as_bytes()).await?;
+        }
         let tmp = self.tmp.clone().expect("temporary path is set until commit");
         let cur = self.dir.join("cur");
         // A link never replaces a file: if the id exists, an earlier attempt of the same

@@ -5,6 +5,7 @@
 
 pub mod fs;
 pub mod ids;
+pub mod observed;
 pub mod s3;
 
 use crate::names::AccountName;
@@ -23,6 +24,36 @@ pub struct StoredMessage {
 
 /// A message body being read, chunk by chunk.
 pub type MessageBody = Pin<Box<dyn AsyncRead + Send>>;
+
+/// A message opened for reading, with the trace context of the call that delivered it.
+pub struct Opened {
+    pub body: MessageBody,
+    /// The W3C `traceparent` given when the message was delivered, if one was.
+    pub delivered_by: Option<TraceParent>,
+}
+
+/// A validated W3C trace context header value (`00-<trace id>-<span id>-<flags>`), kept beside
+/// a message so its retrieval can link to its delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent(String);
+
+impl TraceParent {
+    /// Accepts version 00 with non-zero lowercase hex ids, as W3C Trace Context requires.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        let parts: Vec<&str> = raw.split('-').collect();
+        let hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+        let ok = matches!(parts.as_slice(), [v, t, s, f]
+            if *v == "00" && t.len() == 32 && s.len() == 16 && f.len() == 2
+                && hex(t) && hex(s) && hex(f) && nonzero(t) && nonzero(s));
+        ok.then(|| Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Storage failures, each knowing whether retrying later can help.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +123,7 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError>;
 
     /// Opens a message for streaming.
-    async fn open(&self, maildrop: &AccountName, id: &str) -> Result<MessageBody, StoreError>;
+    async fn open(&self, maildrop: &AccountName, id: &str) -> Result<Opened, StoreError>;
 
     /// Starts a new message with a fresh id. Nothing is visible to `list` until
     /// [`NewMessage::commit`].
@@ -124,12 +155,19 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Removes the maildrop and every message in it.
     async fn remove_maildrop(&self, maildrop: &AccountName) -> Result<(), StoreError>;
+
+    /// The cheapest request that proves the store answers (readiness probes run it every few
+    /// seconds on every frontend, so it never lists or reads a body).
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// A message being written. Dropping it without `commit` discards it.
 #[async_trait]
 pub trait NewMessage: Send {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError>;
+
+    /// Keeps the delivering call's trace context with the message (before `commit`).
+    fn set_trace_parent(&mut self, traceparent: &TraceParent);
 
     /// Makes the message durable and visible, all at once.
     async fn commit(self: Box<Self>) -> Result<StoredMessage, StoreError>;

@@ -4,11 +4,13 @@ use super::{Limits, LoginThrottle, address_key};
 use crate::lock::LockError;
 use crate::lock::redis::unavailable;
 use crate::names::AccountName;
+use crate::redis_conn::span;
 use async_trait::async_trait;
 use redis::Script;
 use redis::aio::ConnectionManager;
 use std::net::IpAddr;
 use std::sync::LazyLock;
+use tracing::Instrument;
 
 /// Increments a counter, starting its window on the first failure.
 static COUNT: LazyLock<Script> = LazyLock::new(|| {
@@ -45,6 +47,7 @@ impl LoginThrottle for RedisThrottle {
         let counts: Vec<Option<u32>> = redis::cmd("MGET")
             .arg(keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
             .query_async(&mut conn)
+            .instrument(span("MGET", "throttle.check"))
             .await
             .map_err(unavailable)?;
         Ok(counts.iter().zip(&keys).all(|(count, (_, limit))| count.unwrap_or(0) < *limit))
@@ -54,7 +57,10 @@ impl LoginThrottle for RedisThrottle {
         let window = self.limits.window.as_millis().max(1) as u64;
         let mut conn = self.conn.clone();
         for (key, _) in self.keys(account, addr) {
-            let _: i64 = COUNT.key(key).arg(window).invoke_async(&mut conn).await.map_err(unavailable)?;
+            let mut count = COUNT.key(key);
+            count.arg(window);
+            let counting = count.invoke_async::<i64>(&mut conn).instrument(span("EVALSHA", "throttle.count"));
+            counting.await.map_err(unavailable)?;
         }
         Ok(())
     }
@@ -68,6 +74,7 @@ impl LoginThrottle for RedisThrottle {
             .arg("PX")
             .arg(min_interval.as_millis().max(1) as u64)
             .query_async(&mut conn)
+            .instrument(span("SET", "login_delay"))
             .await
             .map_err(unavailable)?;
         Ok(set.is_some())

@@ -24,6 +24,8 @@ pub struct Server {
     pub pop3s: SocketAddr,
     /// The gRPC API, on a free port unless the test disabled it.
     pub api: Option<SocketAddr>,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`).
+    pub ops: Option<SocketAddr>,
 }
 
 impl Server {
@@ -45,6 +47,8 @@ impl Server {
             .arg(dir.path().join("data"))
             .env("CLOUDPOP_AUTH_FAILURE_DELAY_MS", "50")
             .env("CLOUDPOP_API_LISTEN", "127.0.0.1:0")
+            .env("CLOUDPOP_OPS_LISTEN", "127.0.0.1:0")
+            .env("CLOUDPOP_DRAIN_DELAY_SECS", "0")
             .env("CLOUDPOP_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -57,8 +61,9 @@ impl Server {
         let set = |key: &str| env.iter().any(|(k, v)| k == key && !v.is_empty());
         let want_api = !env.iter().any(|(k, v)| k == "CLOUDPOP_API_LISTEN" && v.is_empty())
             && (set("CLOUDPOP_API_ADMIN_TOKENS") || set("CLOUDPOP_API_INGEST_TOKENS"));
-        let (mut pop3, mut pop3s, mut api) = (None, None, None);
-        while pop3.is_none() || pop3s.is_none() || (want_api && api.is_none()) {
+        let want_ops = !env.iter().any(|(k, v)| k == "CLOUDPOP_OPS_LISTEN" && v.is_empty());
+        let (mut pop3, mut pop3s, mut api, mut ops) = (None, None, None, None);
+        while pop3.is_none() || pop3s.is_none() || (want_api && api.is_none()) || (want_ops && ops.is_none()) {
             let mut line = String::new();
             if stdout.read_line(&mut line).unwrap() == 0 {
                 let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
@@ -71,9 +76,11 @@ impl Server {
                 pop3s = Some(addr());
             } else if line.starts_with("cloudpop: api listening on") {
                 api = Some(addr());
+            } else if line.starts_with("cloudpop: ops listening on") {
+                ops = Some(addr());
             }
         }
-        Self { child, dir, env, pop3: pop3.unwrap(), pop3s: pop3s.unwrap(), api }
+        Self { child, dir, env, pop3: pop3.unwrap(), pop3s: pop3s.unwrap(), api, ops }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -99,6 +106,31 @@ impl Server {
         let (ok, out, err) = cli_env(&self.data_dir(), &self.env, &["deliver", name], message);
         assert!(ok, "deliver failed: {err}");
         out.split_whitespace().nth(1).unwrap().to_owned()
+    }
+
+    /// GETs a path of the operations listener: (status, body).
+    pub fn ops_get(&self, path: &str) -> (u16, String) {
+        http_get(self.ops.expect("operations listener enabled"), path)
+    }
+
+    /// Waits until `/readyz` answers `want` (200 or 503); panics after 20 s.
+    pub fn wait_ready(&self, want: u16) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.ops_get("/readyz");
+            if status == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "/readyz stayed {status} ({body}), wanted {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every sample of `/metrics`, parsed by the Prometheus project's own OpenMetrics parser.
+    pub fn metrics(&self) -> Metrics {
+        let (status, text) = self.ops_get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        Metrics::parse(&text)
     }
 
     pub fn pid(&self) -> u32 {
@@ -310,4 +342,58 @@ pub fn message(subject: &str, lines: usize) -> Vec<u8> {
         m.extend_from_slice(format!("line {i} of {subject}\r\n").as_bytes());
     }
     m
+}
+
+/// One HTTP/1.1 GET over a fresh connection: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    // Bodies here are small; axum sends them with a Content-Length, never chunked.
+    (status, body.to_owned())
+}
+
+/// Samples from `/metrics`, keyed `name{label="value",...}` with labels sorted.
+pub struct Metrics(std::collections::BTreeMap<String, f64>);
+
+impl Metrics {
+    /// Parses with `prometheus_client`'s strict OpenMetrics parser (Python, installed by the
+    /// test command), so a malformed exposition fails the test.
+    pub fn parse(text: &str) -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/parse_metrics.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "the exposition does not parse: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let samples: Vec<(String, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+        Self(samples.into_iter().collect())
+    }
+
+    /// A sample's value; 0 when absent (a counter not yet incremented).
+    pub fn get(&self, key: &str) -> f64 {
+        self.0.get(key).copied().unwrap_or(0.0)
+    }
+
+    /// How much `key` grew since `before`.
+    pub fn delta(&self, before: &Metrics, key: &str) -> f64 {
+        self.get(key) - before.get(key)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
 }

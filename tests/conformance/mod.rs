@@ -21,7 +21,7 @@ async fn put(store: &dyn MessageStore, maildrop: &AccountName, chunks: &[&[u8]])
 }
 
 async fn read_all(store: &dyn MessageStore, maildrop: &AccountName, id: &str) -> Vec<u8> {
-    let mut body = store.open(maildrop, id).await.unwrap();
+    let mut body = store.open(maildrop, id).await.unwrap().body;
     let mut out = Vec::new();
     body.read_to_end(&mut out).await.unwrap();
     out
@@ -117,7 +117,7 @@ pub async fn large_messages_stream(store: &dyn MessageStore) {
     }
     let stored = m.commit().await.unwrap();
     assert_eq!(stored.size, 12 << 20);
-    let mut body = store.open(&md, &stored.id).await.unwrap();
+    let mut body = store.open(&md, &stored.id).await.unwrap().body;
     let (mut total, mut buf) = (0usize, vec![0u8; 64 * 1024]);
     loop {
         let n = body.read(&mut buf).await.unwrap();
@@ -128,6 +128,28 @@ pub async fn large_messages_stream(store: &dyn MessageStore) {
         total += n;
     }
     assert_eq!(total, 12 << 20);
+}
+
+pub async fn trace_context_travels_with_messages(store: &dyn MessageStore) {
+    use cloudpop::store::TraceParent;
+    let md = name("conf-trace");
+    let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    // One small message (a single write) and one written in parts (S3 multipart upload).
+    for parts in [1usize, 10] {
+        let mut m = store.create(&md).await.unwrap();
+        m.set_trace_parent(&tp);
+        for _ in 0..parts {
+            m.write(&vec![b'x'; if parts == 1 { 100 } else { 1 << 20 }]).await.unwrap();
+        }
+        let id = m.commit().await.unwrap().id;
+        assert_eq!(store.open(&md, &id).await.unwrap().delivered_by.as_ref(), Some(&tp), "{parts} parts");
+    }
+    let plain = put(store, &md, &[b"Subject: untraced\r\n\r\n"]).await;
+    assert_eq!(store.open(&md, &plain).await.unwrap().delivered_by, None);
+}
+
+pub async fn ping_answers(store: &dyn MessageStore) {
+    store.ping().await.unwrap();
 }
 
 pub async fn markers_and_fixed_ids(store: &dyn MessageStore) {
@@ -179,6 +201,7 @@ pub async fn accounts(store: &dyn AccountStore) {
 }
 
 pub async fn locks_are_exclusive_leases(locks: &dyn MaildropLocks) {
+    locks.ping().await.unwrap();
     let md = name("conf-lock");
     let ttl = Duration::from_secs(30);
     let token = locks.acquire(&md, ttl).await.unwrap().expect("free lock");

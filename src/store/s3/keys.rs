@@ -48,6 +48,11 @@ impl KeyLayout {
         format!("{}accounts/{}/{name}.json", self.prefix, shard(name))
     }
 
+    /// The fixed key the readiness probe asks about (it need not exist).
+    pub fn health(&self) -> String {
+        format!("{}health", self.prefix)
+    }
+
     /// The prefix under which every account record lives.
     pub fn accounts(&self) -> String {
         format!("{}accounts/", self.prefix)

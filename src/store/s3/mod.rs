@@ -7,13 +7,14 @@
 //! carry 48 random bits besides the time, so two deliveries never pick the same key.
 
 mod keys;
+mod observe;
 mod upload;
 
 pub use keys::KeyLayout;
 
 use super::{
-    AccountRecord, AccountStore, MarkerKey, MessageBody, MessageStore, NewMessage, RemoveReport, StoreError,
-    StoredMessage,
+    AccountRecord, AccountStore, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError, StoredMessage,
+    TraceParent,
 };
 use crate::config::Config;
 use crate::names::AccountName;
@@ -26,7 +27,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use std::time::Duration;
 use tokio::io::AsyncRead;
-use tracing::{Instrument, debug_span};
+
+/// The user metadata key (`x-amz-meta-traceparent`) that keeps a message's delivery trace context.
+pub const TRACEPARENT_METADATA: &str = "traceparent";
 
 /// DeleteObjects accepts at most this many keys per call.
 const DELETE_BATCH: usize = 1000;
@@ -96,6 +99,7 @@ impl S3Store {
         // streaming-checksum encodings.
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.path_style)
+            .interceptor(observe::RequestCounter)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if !settings.endpoint.is_empty() {
@@ -169,10 +173,17 @@ impl S3Store {
 
 #[async_trait]
 impl MessageStore for S3Store {
+    async fn ping(&self) -> Result<(), StoreError> {
+        // A HEAD of a fixed key: one cheap request, whether or not the key exists.
+        match self.client.head_object().bucket(&self.bucket).key(self.keys.health()).send().await.map_err(sdk_error) {
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError> {
         let prefix = self.keys.maildrop(maildrop);
-        let span = debug_span!("s3.list", maildrop = %maildrop);
-        let objects = self.list_prefix(&prefix).instrument(span).await?;
+        let objects = self.list_prefix(&prefix).await?;
         let mut messages: Vec<StoredMessage> = objects
             .into_iter()
             .filter_map(|(key, size)| {
@@ -184,21 +195,21 @@ impl MessageStore for S3Store {
         Ok(messages)
     }
 
-    async fn open(&self, maildrop: &AccountName, id: &str) -> Result<MessageBody, StoreError> {
+    async fn open(&self, maildrop: &AccountName, id: &str) -> Result<Opened, StoreError> {
         if !is_message_id(id) {
             return Err(StoreError::NotFound);
         }
-        let span = debug_span!("s3.get", maildrop = %maildrop, id);
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.keys.message(maildrop, id))
             .send()
-            .instrument(span)
             .await
             .map_err(sdk_error)?;
-        Ok(Box::pin(TimedRead::new(out.body.into_async_read(), self.read_timeout)))
+        // Kept as object metadata at delivery, so it costs no request of its own.
+        let delivered_by = out.metadata().and_then(|m| m.get(TRACEPARENT_METADATA)).and_then(|v| TraceParent::parse(v));
+        Ok(Opened { body: Box::pin(TimedRead::new(out.body.into_async_read(), self.read_timeout)), delivered_by })
     }
 
     async fn create_with_id(&self, maildrop: &AccountName, id: &str) -> Result<Box<dyn NewMessage>, StoreError> {
@@ -242,8 +253,7 @@ impl MessageStore for S3Store {
         let keys: Vec<String> =
             ids.iter().filter(|id| is_message_id(id)).map(|id| self.keys.message(maildrop, id)).collect();
         let skipped = ids.len() - keys.len();
-        let span = debug_span!("s3.delete", maildrop = %maildrop, count = keys.len());
-        let mut report = self.delete_keys(&keys).instrument(span).await?;
+        let mut report = self.delete_keys(&keys).await?;
         report.removed += skipped;
         Ok(report)
     }

@@ -1,8 +1,9 @@
 //! Writing one new message to S3 in bounded memory: a single PutObject when it fits in one part,
 //! otherwise a multipart upload that is invisible until completed and aborted if abandoned.
 
+use super::TRACEPARENT_METADATA;
 use super::sdk_error;
-use crate::store::{NewMessage, StoreError, StoredMessage};
+use crate::store::{NewMessage, StoreError, StoredMessage, TraceParent};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
@@ -20,12 +21,19 @@ pub struct S3NewMessage {
     size: u64,
     /// Upload id and finished parts, once the message outgrew one part.
     multipart: Option<(String, Vec<CompletedPart>)>,
+    traceparent: Option<TraceParent>,
     done: bool,
 }
 
 impl S3NewMessage {
     pub fn new(client: Client, bucket: String, key: String, id: String) -> Self {
-        Self { client, bucket, key, id, buffer: Vec::new(), size: 0, multipart: None, done: false }
+        Self { client, bucket, key, id, buffer: Vec::new(), size: 0, multipart: None, traceparent: None, done: false }
+    }
+
+    /// The object's user metadata: the delivery trace context, when there is one.
+    fn metadata(&self) -> Option<std::collections::HashMap<String, String>> {
+        let traceparent = self.traceparent.as_ref()?;
+        Some([(TRACEPARENT_METADATA.to_owned(), traceparent.as_str().to_owned())].into())
     }
 
     async fn upload_part(&mut self, bytes: Vec<u8>) -> Result<(), StoreError> {
@@ -36,6 +44,7 @@ impl S3NewMessage {
                 .bucket(&self.bucket)
                 .key(&self.key)
                 .content_type("message/rfc822")
+                .set_metadata(self.metadata())
                 .send()
                 .await
                 .map_err(sdk_error)?;
@@ -73,6 +82,10 @@ impl NewMessage for S3NewMessage {
         Ok(())
     }
 
+    fn set_trace_parent(&mut self, traceparent: &TraceParent) {
+        self.traceparent = Some(traceparent.clone());
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<StoredMessage, StoreError> {
         let body = std::mem::take(&mut self.buffer);
         if self.multipart.is_none() {
@@ -81,6 +94,7 @@ impl NewMessage for S3NewMessage {
                 .bucket(&self.bucket)
                 .key(&self.key)
                 .content_type("message/rfc822")
+                .set_metadata(self.metadata())
                 .body(ByteStream::from(body))
                 .send()
                 .await

@@ -1,0 +1,188 @@
+//! Login: throttle check, password verification, the maildrop lock, LOGIN-DELAY and the
+//! snapshot taken at login, each a stage with its own span (`pop3.login`, `maildrop.lock`,
+//! `maildrop.open`).
+
+use super::Session;
+use super::lease::HeldLease;
+use crate::lock::LeaseToken;
+use crate::names::AccountName;
+use crate::ops::metrics::{GaugeGuard, LoginLabels, OutcomeLabels, ReasonLabels, metrics};
+use crate::protocol::machine::LoginOutcome;
+use crate::protocol::maildrop::Listing;
+use crate::protocol::sasl::Credentials;
+use crate::store::AccountRecord;
+use std::time::Duration;
+use tracing::field::Empty;
+use tracing::{Instrument, info, info_span, warn};
+
+/// The metric and span name of a login's result.
+fn label(outcome: &LoginOutcome) -> &'static str {
+    match outcome {
+        LoginOutcome::LoggedIn { .. } => "ok",
+        LoginOutcome::BadCredentials => "bad_credentials",
+        LoginOutcome::Throttled => "throttled",
+        LoginOutcome::InUse => "in_use",
+        LoginOutcome::TooSoon(_) => "login_delay",
+        LoginOutcome::Unavailable(_) => "unavailable",
+    }
+}
+
+impl Session<'_> {
+    /// Verifies the credentials, locks the maildrop and takes the snapshot.
+    pub(super) async fn login(&mut self, creds: Credentials) -> LoginOutcome {
+        let mechanism = creds.mechanism.as_str();
+        // Never the password or the SASL response: only how the client logged in and how it went.
+        let span = info_span!(
+            "pop3.login",
+            mechanism,
+            outcome = Empty,
+            throttle = Empty,
+            hash_ms = Empty,
+            otel.status_code = Empty
+        );
+        let outcome = self.login_stages(creds).instrument(span.clone()).await;
+        let result = label(&outcome);
+        span.record("outcome", result);
+        if matches!(outcome, LoginOutcome::Unavailable(_)) {
+            span.record("otel.status_code", "ERROR");
+        }
+        metrics().logins.get_or_create(&LoginLabels { mechanism, outcome: result }).inc();
+        outcome
+    }
+
+    async fn login_stages(&mut self, creds: Credentials) -> LoginOutcome {
+        let ctx = self.ctx;
+        let claimed = AccountName::parse(&creds.user).ok();
+        let addr = self.peer.ip();
+        let throttle = &ctx.backends.throttle;
+        let current = tracing::Span::current();
+        match throttle.allowed(claimed.as_ref(), addr).await {
+            Ok(true) => current.record("throttle", "allowed"),
+            Ok(false) => {
+                current.record("throttle", "refused");
+                metrics().throttle_refusals.get_or_create(&ReasonLabels { reason: "failures" }).inc();
+                info!(user = %creds.user.escape_debug(), "login refused: too many recent failures");
+                return LoginOutcome::Throttled;
+            }
+            Err(e) => {
+                current.record("throttle", "unavailable");
+                warn!(error = %e, "login throttle unavailable");
+                return LoginOutcome::Unavailable("coordination service unavailable".into());
+            }
+        };
+        let account = match ctx.backends.accounts.authenticate(&creds.user, &creds.password).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                info!(user = %creds.user.escape_debug(), "login failed");
+                if let Err(e) = throttle.failed(claimed.as_ref(), addr).await {
+                    warn!(error = %e, "cannot count a failed login");
+                }
+                return LoginOutcome::BadCredentials;
+            }
+            Err(e) => {
+                warn!(error = %e, "account lookup failed");
+                return LoginOutcome::Unavailable("account store unavailable".into());
+            }
+        };
+        let Ok(name) = AccountName::parse(&account.name) else {
+            return LoginOutcome::Unavailable("corrupt account record".into());
+        };
+        let token = match self.lock(&name).await {
+            Ok(token) => token,
+            Err(outcome) => return outcome,
+        };
+        let lease = self.hold(&name, token).await;
+        // LOGIN-DELAY is checked only once the maildrop is ours, so a refused `[IN-USE]` login
+        // does not count as a login.
+        let delay = Duration::from_secs(account.login_delay_secs);
+        if !delay.is_zero() {
+            let refusal = match throttle.begin_login(&name, delay).await {
+                Ok(true) => None,
+                Ok(false) => {
+                    info!(user = %name, "login refused: LOGIN-DELAY");
+                    metrics().throttle_refusals.get_or_create(&ReasonLabels { reason: "login_delay" }).inc();
+                    Some(LoginOutcome::TooSoon(account.login_delay_secs))
+                }
+                Err(e) => {
+                    warn!(error = %e, "login delay check failed");
+                    Some(LoginOutcome::Unavailable("coordination service unavailable".into()))
+                }
+            };
+            if let Some(refusal) = refusal {
+                lease.release().await;
+                return refusal;
+            }
+        }
+        self.open_maildrop(&name, lease, &account).await
+    }
+
+    /// Takes the maildrop lock (`maildrop.lock`).
+    async fn lock(&self, name: &AccountName) -> Result<LeaseToken, LoginOutcome> {
+        let span = info_span!("maildrop.lock", outcome = Empty);
+        let acquired =
+            self.ctx.backends.locks.acquire(name, self.ctx.config.lock_lease()).instrument(span.clone()).await;
+        let (outcome, result) = match acquired {
+            Ok(Some(token)) => ("acquired", Ok(token)),
+            Ok(None) => {
+                info!(user = %name, "maildrop in use");
+                ("in_use", Err(LoginOutcome::InUse))
+            }
+            Err(e) => {
+                warn!(error = %e, "maildrop lock failed");
+                ("unavailable", Err(LoginOutcome::Unavailable("lock service unavailable".into())))
+            }
+        };
+        span.record("outcome", outcome);
+        metrics().lock_acquisitions.get_or_create(&OutcomeLabels { outcome }).inc();
+        result
+    }
+
+    /// Registers the session and starts renewing its lease.
+    async fn hold(&self, name: &AccountName, token: LeaseToken) -> HeldLease {
+        let ctx = self.ctx;
+        let info = crate::sessions::SessionInfo {
+            id: self.id.clone(),
+            account: name.to_string(),
+            peer: self.peer.to_string(),
+            frontend: crate::sessions::frontend_name(),
+            tls: self.machine.tls_active(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let registration = Some((ctx.backends.sessions.clone(), info));
+        HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.config.lock_lease(), registration).await
+    }
+
+    /// Takes the snapshot (`maildrop.open`) and enters TRANSACTION.
+    async fn open_maildrop(&mut self, name: &AccountName, lease: HeldLease, account: &AccountRecord) -> LoginOutcome {
+        let span = info_span!("maildrop.open", messages = Empty, octets = Empty, otel.status_code = Empty);
+        match self.ctx.backends.messages.list(name).instrument(span.clone()).await {
+            Ok(list) => {
+                let octets: u64 = list.iter().map(|m| m.size).sum();
+                span.record("messages", list.len());
+                span.record("octets", octets);
+                self.span.record("account", name.as_str());
+                info!(user = %name, messages = list.len(), "logged in");
+                self.lease = Some(lease);
+                self.in_transaction = Some(GaugeGuard::hold(&metrics().sessions_in_transaction));
+                self.expire_days = account.expire_days;
+                LoginOutcome::LoggedIn {
+                    listing: list
+                        .into_iter()
+                        .map(|m| Listing { uid: crate::store::ids::uidl_of(&m.id), key: m.id, size: m.size })
+                        .collect(),
+                    login_delay_secs: account.login_delay_secs,
+                    expire_days: account.expire_days,
+                }
+            }
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                warn!(error = %e, "listing maildrop failed");
+                lease.release().await;
+                LoginOutcome::Unavailable("message store unavailable".into())
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! RETR and TOP, streamed from the store through the dot-stuffer in bounded memory, and the
+//! UPDATE state that QUIT enters.
+//!
+//! A message's span (`pop3.retr` / `pop3.top`) carries a span link to the trace that delivered
+//! it, when the delivery's trace context was kept with the message.
+
+use super::{Session, WRITE_CHUNK};
+use crate::ops::metrics::{VerbLabels, metrics};
+use crate::protocol::dotstuff::{DotStuffer, TopCut};
+use crate::protocol::machine::UpdateOutcome;
+use crate::protocol::response::{self, Code};
+use crate::store::StoreError;
+use std::io;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tracing::field::Empty;
+use tracing::{Instrument, info, info_span, warn};
+
+impl Session<'_> {
+    /// RETR (`top` is `None`) and TOP: sends `header` then the message, dot-stuffed.
+    pub(super) async fn send_message<S>(
+        &mut self,
+        stream: &mut S,
+        header: Vec<u8>,
+        key: &str,
+        top: Option<u64>,
+    ) -> io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let verb = if top.is_some() { "TOP" } else { "RETR" };
+        let span = info_span!(
+            "pop3.retrieve",
+            otel.name = if top.is_some() { "pop3.top" } else { "pop3.retr" },
+            message.id = %key,
+            top.lines = top,
+            octets = Empty,
+            ttfb_ms = Empty,
+            otel.status_code = Empty,
+        );
+        let started = Instant::now();
+        let sent = self.stream_message(stream, header, key, top, &span, started).instrument(span.clone()).await;
+        let labels = VerbLabels { verb };
+        match &sent {
+            Ok(Some(octets)) => {
+                span.record("octets", octets);
+                metrics().retrieved_bytes.get_or_create(&labels).inc_by(*octets);
+                metrics().retrieve_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+            }
+            Ok(None) | Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        sent.map(|_| ())
+    }
+
+    /// The octets of the message sent (before dot-stuffing), or `None` when it was not sent.
+    async fn stream_message<S>(
+        &mut self,
+        stream: &mut S,
+        header: Vec<u8>,
+        key: &str,
+        top: Option<u64>,
+        span: &tracing::Span,
+        started: Instant,
+    ) -> io::Result<Option<u64>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(lease) = &self.lease else { return Ok(None) };
+        let opened = match self.ctx.backends.messages.open(lease.maildrop(), key).await {
+            Ok(opened) => opened,
+            Err(StoreError::NotFound) => {
+                self.out.extend(response::err(None, "Message was removed by another process"));
+                return Ok(None);
+            }
+            Err(e) => {
+                warn!(error = %e, "opening message failed");
+                let code = if e.is_temporary() { Code::SysTemp } else { Code::SysPerm };
+                self.out.extend(response::err(Some(code), "Cannot read the message now, try again later"));
+                return Ok(None);
+            }
+        };
+        if let Some(traceparent) = &opened.delivered_by {
+            crate::telemetry::link_to_delivery(span, traceparent);
+        }
+        let mut body = opened.body;
+        self.out.extend(header);
+        let mut stuffer = DotStuffer::new();
+        let mut cut = top.map(TopCut::new);
+        let mut chunk = vec![0u8; WRITE_CHUNK];
+        let mut octets = 0u64;
+        let mut first = true;
+        loop {
+            // A read failure after "+OK" cannot be reported in-band: the connection is dropped.
+            let n = body.read(&mut chunk).await?;
+            if first {
+                // Time to first byte: until the first octets of the message are ready to send.
+                let ttfb = started.elapsed();
+                span.record("ttfb_ms", ttfb.as_secs_f64() * 1000.0);
+                let verb = if top.is_some() { "TOP" } else { "RETR" };
+                metrics().retrieve_first_byte.get_or_create(&VerbLabels { verb }).observe(ttfb.as_secs_f64());
+                first = false;
+            }
+            if n == 0 {
+                break;
+            }
+            let data = match &mut cut {
+                Some(cut) => cut.take(&chunk[..n]),
+                None => &chunk[..n],
+            };
+            octets += data.len() as u64;
+            stuffer.encode(data, &mut self.out);
+            if self.out.len() >= WRITE_CHUNK {
+                self.flush(stream).await?;
+            }
+            if cut.as_ref().is_some_and(TopCut::is_done) {
+                break;
+            }
+        }
+        stuffer.finish(&mut self.out);
+        Ok(Some(octets))
+    }
+
+    /// UPDATE state (`pop3.update`): confirm the lease is still ours, then remove the marked
+    /// messages.
+    pub(super) async fn update(&mut self, uids: &[String]) -> UpdateOutcome {
+        let span =
+            info_span!("pop3.update", marked = uids.len(), deleted = Empty, outcome = Empty, otel.status_code = Empty);
+        let outcome = self.apply_deletions(uids).instrument(span.clone()).await;
+        match &outcome {
+            (UpdateOutcome::Applied, deleted) => {
+                span.record("deleted", deleted);
+                span.record("outcome", "applied");
+            }
+            (UpdateOutcome::Failed(_), deleted) => {
+                span.record("deleted", deleted);
+                span.record("outcome", "failed");
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        outcome.0
+    }
+
+    /// The outcome, and how many messages are gone.
+    async fn apply_deletions(&mut self, uids: &[String]) -> (UpdateOutcome, usize) {
+        let Some(lease) = &self.lease else { return (UpdateOutcome::Applied, 0) };
+        if uids.is_empty() {
+            return (UpdateOutcome::Applied, 0);
+        }
+        if !lease.confirm().await {
+            return (UpdateOutcome::Failed("the maildrop lock was lost; nothing was removed".into()), 0);
+        }
+        match self.ctx.backends.messages.remove(lease.maildrop(), uids).await {
+            Ok(report) if report.failed.is_empty() => {
+                self.retrieved.retain(|id| !uids.contains(id));
+                info!(removed = report.removed, "update applied");
+                (UpdateOutcome::Applied, report.removed)
+            }
+            Ok(report) => {
+                warn!(removed = report.removed, failed = report.failed.len(), "update partly applied");
+                let why = format!("{} of {} could not be removed", report.failed.len(), uids.len());
+                (UpdateOutcome::Failed(why), report.removed)
+            }
+            Err(e) => {
+                warn!(error = %e, "update failed");
+                (UpdateOutcome::Failed("message store unavailable".into()), 0)
+            }
+        }
+    }
+}

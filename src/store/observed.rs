@@ -1,0 +1,152 @@
+//! A store decorator that gives every call a trace span and a metric, whatever the backend.
+//!
+//! Backends stay free of observability code: the S3 backend only adds what it alone knows (the
+//! S3 operation, HTTP status and attempt of each request) to the span opened here.
+
+use super::{
+    AccountRecord, AccountStore, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError, StoredMessage,
+    TraceParent,
+};
+use crate::names::AccountName;
+use crate::ops::metrics::metrics;
+use async_trait::async_trait;
+use std::time::Instant;
+use tracing::field::Empty;
+use tracing::{Instrument, info_span};
+
+/// Any store, observed. `backend` names it in metrics and spans (`fs`, `s3`).
+pub struct Observed<S> {
+    inner: S,
+    backend: &'static str,
+}
+
+impl<S> Observed<S> {
+    pub fn new(inner: S, backend: &'static str) -> Self {
+        Self { inner, backend }
+    }
+}
+
+/// The metric label of a result.
+fn outcome<T>(result: &Result<T, StoreError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(StoreError::NotFound) => "not_found",
+        Err(StoreError::Unavailable(_)) => "unavailable",
+        Err(StoreError::Failed(_)) => "failed",
+        Err(StoreError::Invalid(_)) => "invalid",
+    }
+}
+
+/// Runs one store call inside a `store.*` span and counts it.
+async fn observe<T>(
+    backend: &'static str,
+    operation: &'static str,
+    span_name: &'static str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let span = info_span!(
+        "store",
+        otel.name = span_name,
+        store.backend = backend,
+        store.operation = operation,
+        outcome = Empty,
+        otel.status_code = Empty,
+        s3.operation = Empty,
+        http.status_code = Empty,
+        s3.attempt = Empty,
+    );
+    let started = Instant::now();
+    let result = call.instrument(span.clone()).await;
+    let outcome = outcome(&result);
+    span.record("outcome", outcome);
+    if !matches!(outcome, "ok" | "not_found") {
+        span.record("otel.status_code", "ERROR");
+    }
+    metrics().store_call(backend, operation, outcome, started.elapsed());
+    result
+}
+
+#[async_trait]
+impl<S: MessageStore> MessageStore for Observed<S> {
+    async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError> {
+        observe(self.backend, "list", "store.list", self.inner.list(maildrop)).await
+    }
+
+    async fn open(&self, maildrop: &AccountName, id: &str) -> Result<Opened, StoreError> {
+        observe(self.backend, "open", "store.open", self.inner.open(maildrop, id)).await
+    }
+
+    async fn create_with_id(&self, maildrop: &AccountName, id: &str) -> Result<Box<dyn NewMessage>, StoreError> {
+        let new = observe(self.backend, "create", "store.create", self.inner.create_with_id(maildrop, id)).await?;
+        Ok(Box::new(ObservedNew { inner: new, backend: self.backend }))
+    }
+
+    async fn exists(&self, maildrop: &AccountName, id: &str) -> Result<bool, StoreError> {
+        observe(self.backend, "exists", "store.exists", self.inner.exists(maildrop, id)).await
+    }
+
+    async fn get_marker(&self, maildrop: &AccountName, key: &MarkerKey) -> Result<Option<String>, StoreError> {
+        observe(self.backend, "get_marker", "store.get_marker", self.inner.get_marker(maildrop, key)).await
+    }
+
+    async fn put_marker(&self, maildrop: &AccountName, key: &MarkerKey, value: &str) -> Result<(), StoreError> {
+        observe(self.backend, "put_marker", "store.put_marker", self.inner.put_marker(maildrop, key, value)).await
+    }
+
+    async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError> {
+        observe(self.backend, "remove", "store.remove", self.inner.remove(maildrop, ids)).await
+    }
+
+    async fn remove_maildrop(&self, maildrop: &AccountName) -> Result<(), StoreError> {
+        observe(self.backend, "remove_maildrop", "store.remove_maildrop", self.inner.remove_maildrop(maildrop)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Probes run every few seconds on every frontend: counted, but not traced.
+        let started = Instant::now();
+        let result = self.inner.ping().await;
+        metrics().store_call(self.backend, "ping", outcome(&result), started.elapsed());
+        result
+    }
+}
+
+#[async_trait]
+impl<S: AccountStore> AccountStore for Observed<S> {
+    async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
+        observe(self.backend, "account_get", "store.account_get", self.inner.get(name)).await
+    }
+
+    async fn put(&self, record: &AccountRecord) -> Result<(), StoreError> {
+        observe(self.backend, "account_put", "store.account_put", self.inner.put(record)).await
+    }
+
+    async fn delete(&self, name: &AccountName) -> Result<bool, StoreError> {
+        observe(self.backend, "account_delete", "store.account_delete", self.inner.delete(name)).await
+    }
+
+    async fn list(&self) -> Result<Vec<AccountName>, StoreError> {
+        observe(self.backend, "account_list", "store.account_list", self.inner.list()).await
+    }
+}
+
+/// A message being written; its commit is observed (the writes are the caller's streaming).
+struct ObservedNew {
+    inner: Box<dyn NewMessage>,
+    backend: &'static str,
+}
+
+#[async_trait]
+impl NewMessage for ObservedNew {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.inner.write(chunk).await
+    }
+
+    fn set_trace_parent(&mut self, traceparent: &TraceParent) {
+        self.inner.set_trace_parent(traceparent);
+    }
+
+    async fn commit(self: Box<Self>) -> Result<StoredMessage, StoreError> {
+        let backend = self.backend;
+        observe(backend, "commit", "store.commit", self.inner.commit()).await
+    }
+}

@@ -1,0 +1,240 @@
+//! The operations surface against the real binary: `/metrics` (read by the Prometheus project's
+//! own parser) moving by exactly what a scripted session does, `/healthz` and `/readyz`
+//! following Redis, S3 and SIGTERM, graceful drain, and certificates replaced while running.
+
+mod common;
+use common::cloud::{Redis, S3, cloud_env};
+use common::{Client, Server, message};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Polls until `done` holds; panics with `what` after 20 s.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn metrics_move_by_exactly_what_a_session_does() {
+    let server = Server::start(&[]);
+    server.add_account("alice", "secret");
+    let msg = message("counted", 20);
+    server.deliver("alice", &msg);
+    server.deliver("alice", &message("second", 2));
+    server.wait_ready(200);
+    assert_eq!(server.ops_get("/healthz"), (200, "ok\n".into()));
+    let before = server.metrics();
+
+    let mut c = Client::login(server.pop3, "alice", "secret");
+    assert!(c.cmd("STAT").starts_with("+OK 2"));
+    assert_eq!(c.multi("RETR 1").1, msg);
+    let top = c.multi("TOP 1 0").1;
+    assert!(c.cmd("DELE 2").starts_with("+OK"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(c.is_closed());
+    let mut bad = Client::connect(server.pop3);
+    bad.cmd("USER alice");
+    assert!(bad.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
+    assert!(bad.cmd("QUIT").starts_with("+OK"));
+    assert!(bad.is_closed());
+    eventually("connections never closed", || {
+        server.metrics().get(r#"cloudpop_connections_open{listener="pop3"}"#) == 0.0
+    });
+
+    let after = server.metrics();
+    let delta = |key: &str| after.delta(&before, key);
+    assert_eq!(delta(r#"cloudpop_connections_accepted_total{listener="pop3"}"#), 2.0);
+    assert_eq!(delta(r#"cloudpop_logins_total{mechanism="USER",outcome="ok"}"#), 1.0);
+    assert_eq!(delta(r#"cloudpop_logins_total{mechanism="USER",outcome="bad_credentials"}"#), 1.0);
+    for (verb, n) in
+        [("USER", 2.0), ("PASS", 2.0), ("STAT", 1.0), ("RETR", 1.0), ("TOP", 1.0), ("DELE", 1.0), ("QUIT", 2.0)]
+    {
+        assert_eq!(delta(&format!(r#"cloudpop_commands_total{{verb="{verb}"}}"#)), n, "{verb}");
+    }
+    assert_eq!(delta(r#"cloudpop_retrieved_bytes_total{verb="RETR"}"#), msg.len() as f64);
+    assert_eq!(delta(r#"cloudpop_retrieved_bytes_total{verb="TOP"}"#), top.len() as f64);
+    assert_eq!(delta(r#"cloudpop_retrieve_duration_seconds_count{verb="RETR"}"#), 1.0);
+    assert_eq!(delta(r#"cloudpop_retrieve_first_byte_seconds_count{verb="TOP"}"#), 1.0);
+    assert_eq!(delta(r#"cloudpop_lock_acquisitions_total{outcome="acquired"}"#), 1.0);
+    assert_eq!(delta(r#"cloudpop_password_hash_duration_seconds_count{}"#), 2.0);
+    let store = |op: &str| format!(r#"cloudpop_store_operations_total{{backend="fs",operation="{op}",outcome="ok"}}"#);
+    assert_eq!(delta(&store("account_get")), 2.0);
+    assert_eq!(delta(&store("list")), 1.0);
+    assert_eq!(delta(&store("open")), 2.0);
+    assert_eq!(delta(&store("remove")), 1.0);
+    assert_eq!(after.get("cloudpop_sessions_in_transaction{}"), 0.0);
+    assert_eq!(after.get("cloudpop_ready{}"), 1.0);
+    // Bounded label sets: no account name or client address ever becomes a label.
+    for key in after.keys() {
+        assert!(!key.contains("alice") && !key.contains("127.0.0.1"), "unbounded label in {key}");
+    }
+}
+
+#[test]
+fn readiness_follows_redis_s3_and_sigterm() {
+    let (mut redis, mut s3) = (Redis::start(), S3::start());
+    let bucket = s3.bucket("mail");
+    let mut env = cloud_env(&s3, &bucket, &redis);
+    env.push(("CLOUDPOP_DRAIN_DELAY_SECS".into(), "3".into()));
+    env.push(("CLOUDPOP_SHUTDOWN_GRACE_SECS".into(), "10".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    server.wait_ready(200);
+
+    redis.stop();
+    server.wait_ready(503);
+    assert!(server.ops_get("/readyz").1.contains("lock service"), "{}", server.ops_get("/readyz").1);
+    assert_eq!(server.ops_get("/healthz").0, 200, "liveness must not follow dependencies");
+    redis.restart();
+    server.wait_ready(200);
+
+    s3.stop();
+    server.wait_ready(503);
+    assert!(server.ops_get("/readyz").1.contains("message store"), "{}", server.ops_get("/readyz").1);
+    s3.restart();
+    server.wait_ready(200);
+    let probes = server.metrics();
+    assert!(probes.get(r#"cloudpop_s3_requests_total{operation="HeadObject",status="4xx"}"#) > 0.0);
+    assert_eq!(
+        probes.get(r#"cloudpop_s3_requests_total{operation="ListObjectsV2",status="2xx"}"#),
+        0.0,
+        "probes list the bucket"
+    );
+
+    server.signal("-TERM");
+    let (status, body) = server.ops_get("/readyz");
+    let signalled = Instant::now();
+    // Not ready at once; still accepting while the load balancer notices.
+    if status != 503 {
+        server.wait_ready(503);
+    }
+    assert!(server.ops_get("/readyz").1.starts_with("draining"), "{body}");
+    assert_eq!(server.metrics().get("cloudpop_draining{}"), 1.0);
+    let mut late = Client::connect(server.pop3);
+    assert!(late.greeting.starts_with("+OK"), "a connection during the drain delay was not served");
+    assert!(signalled.elapsed() < Duration::from_secs(3), "the drain delay passed before the check");
+    assert!(late.cmd("NOOP").starts_with("-ERR"));
+    drop(late);
+    let (status, _) = server.wait();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn drain_finishes_a_retr_in_flight_refuses_new_logins_and_deletes_nothing_without_quit() {
+    let server = Server::start(&[("CLOUDPOP_DRAIN_DELAY_SECS", "1"), ("CLOUDPOP_SHUTDOWN_GRACE_SECS", "60")]);
+    server.add_account("alice", "secret");
+    let big: Vec<u8> = message("big", 400_000); // about 12 MB: more than socket buffers hold
+    server.deliver("alice", &big);
+    server.deliver("alice", &message("small", 2));
+    let mut busy = Client::login(server.pop3, "alice", "secret");
+    assert!(busy.cmd("DELE 2").starts_with("+OK"));
+    // Ask for the big message and read only its status line: the rest is in flight.
+    assert!(busy.cmd("RETR 1").starts_with("+OK"));
+    let mut waiting = Client::connect(server.pop3);
+    assert!(waiting.greeting.starts_with("+OK"));
+
+    server.signal("-TERM");
+    server.wait_ready(503);
+    eventually("the listener never closed", || TcpStream::connect(server.pop3).is_err());
+    assert_eq!(waiting.cmd("USER alice"), "-ERR [SYS/TEMP] Server is shutting down, try again later");
+    assert!(waiting.is_closed());
+
+    // The RETR in flight completes, byte for byte.
+    let body = busy.body();
+    assert_eq!(body.len(), big.len());
+    assert!(body == big, "the message sent during the drain differs");
+    drop(busy); // no QUIT: the DELE must not be applied
+
+    let (status, dir) = server.wait();
+    assert!(status.success(), "{status}");
+    let cur = dir.path().join("data/maildrops/alice/cur");
+    assert_eq!(std::fs::read_dir(cur).unwrap().count(), 2, "a session that never sent QUIT deleted mail");
+}
+
+#[test]
+fn a_second_sigterm_cuts_a_graceful_shutdown_short() {
+    let server = Server::start(&[("CLOUDPOP_SHUTDOWN_GRACE_SECS", "600")]);
+    server.add_account("alice", "secret");
+    server.deliver("alice", &message("keep", 1));
+    let mut c = Client::login(server.pop3, "alice", "secret");
+    assert!(c.cmd("DELE 1").starts_with("+OK"));
+    server.signal("-TERM");
+    server.wait_ready(503);
+    assert!(c.cmd("NOOP").starts_with("+OK"), "a session in TRANSACTION may go on while draining");
+    server.signal("-TERM");
+    assert_eq!(c.line(), "-ERR [SYS/TEMP] Server is shutting down, try again later");
+    let (status, dir) = server.wait();
+    assert!(status.success(), "{status}");
+    let cur = dir.path().join("data/maildrops/alice/cur");
+    assert_eq!(std::fs::read_dir(cur).unwrap().count(), 1, "a cut session applied its deletion");
+}
+
+/// Writes a fresh self-signed certificate and key for localhost into `dir`.
+fn new_certificate(dir: &std::path::Path) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), made.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), made.signing_key.serialize_pem()).unwrap();
+}
+
+/// Points `secret/..data` at `version`, the way the kubelet updates a mounted Secret: a new
+/// symlink renamed over the old one.
+fn swap_to(secret: &std::path::Path, version: &str) {
+    let tmp = secret.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(version, &tmp).unwrap();
+    std::fs::rename(&tmp, secret.join("..data")).unwrap();
+}
+
+#[test]
+fn a_certificate_replaced_by_a_symlink_swap_is_served_without_restart() {
+    let secret = tempfile::tempdir().unwrap();
+    let s = secret.path();
+    new_certificate(&s.join("..v1"));
+    new_certificate(&s.join("..v2"));
+    swap_to(s, "..v1");
+    for file in ["tls.crt", "tls.key"] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), s.join(file)).unwrap();
+    }
+    let (cert, key) = (s.join("tls.crt"), s.join("tls.key"));
+    let server = Server::start(&[
+        ("CLOUDPOP_TLS_CERT", cert.to_str().unwrap()),
+        ("CLOUDPOP_TLS_KEY", key.to_str().unwrap()),
+        ("CLOUDPOP_RELOAD_INTERVAL_SECS", "1"),
+    ]);
+    let (v1, v2) = (s.join("..v1/tls.crt"), s.join("..v2/tls.crt"));
+    let mut open = Client::connect_tls(server.pop3s, &v1);
+    assert!(open.greeting.starts_with("+OK"));
+
+    swap_to(s, "..v2");
+    eventually("the new certificate was never served", || {
+        let tcp = TcpStream::connect(server.pop3s).unwrap();
+        tls_accepts(tcp, &v2)
+    });
+    assert!(open.cmd("NOOP").starts_with("+OK") || open.cmd("CAPA").starts_with("+OK"), "an open connection broke");
+
+    // A broken new version keeps the certificate in use, on SIGHUP too.
+    std::fs::create_dir_all(s.join("..v3")).unwrap();
+    std::fs::write(s.join("..v3/tls.crt"), "-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
+    std::fs::copy(s.join("..v2/tls.key"), s.join("..v3/tls.key")).unwrap();
+    swap_to(s, "..v3");
+    server.signal("-HUP");
+    eventually("the broken certificate was not counted", || {
+        server.metrics().get(r#"cloudpop_reloads_total{outcome="failed",what="tls"}"#) >= 1.0
+    });
+    assert!(tls_accepts(TcpStream::connect(server.pop3s).unwrap(), &v2), "a broken certificate replaced a good one");
+    assert!(server.metrics().get(r#"cloudpop_reloads_total{outcome="ok",what="tls"}"#) >= 1.0);
+}
+
+/// Whether a TLS handshake trusting only `cert` succeeds and the greeting arrives.
+fn tls_accepts(tcp: TcpStream, cert: &std::path::Path) -> bool {
+    use std::io::Read;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(common::tls_config(cert), name).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let mut greeting = [0u8; 3];
+    stream.read_exact(&mut greeting).is_ok() && &greeting == b"+OK"
+}

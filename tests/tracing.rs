@@ -1,0 +1,273 @@
+//! Traces against a real OTLP/gRPC receiver (the OpenTelemetry protocol's own service, run in
+//! the test): the span tree of a real POP3 session in the embedded and the cloud deployment,
+//! the RETR span's link to the trace that delivered the message, gRPC calls joining the
+//! caller's trace, no secrets in any attribute, and a collector that goes away mid-test
+//! changing nothing for POP3 clients.
+
+mod common;
+use common::api::{self as grpc, ADMIN_TOKEN, INGEST_TOKEN, token_env};
+use common::cloud::{Redis, S3, cloud_env};
+use common::{Client, Server};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+const BODY_TEXT: &str = "a line only the message body holds";
+
+/// A span received, with the attributes of its resource.
+type Received = (Vec<KeyValue>, Span);
+
+/// Every span received.
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<Received>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let resource = resource_spans.resource.map(|r| r.attributes).unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                spans.extend(scope.spans.into_iter().map(|s| (resource.clone(), s)));
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+impl Collector {
+    /// Serves on a free loopback port until `stop` fires.
+    fn start(rt: &tokio::runtime::Runtime) -> (Self, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let collector = Self::default();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = TraceServiceServer::new(collector.clone());
+        rt.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        (collector, addr, stop)
+    }
+
+    fn spans(&self) -> Vec<Received> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until spans with every one of `names` arrived; returns all spans.
+    fn wait_for(&self, names: &[&str]) -> Vec<Span> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let spans: Vec<Span> = self.spans().into_iter().map(|(_, s)| s).collect();
+            if names.iter().all(|n| spans.iter().any(|s| s.name == *n)) {
+                return spans;
+            }
+            let got: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+            assert!(Instant::now() < deadline, "spans {names:?} never all arrived; got {got:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text(value: &Option<AnyValue>) -> String {
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key == key).map(|kv| text(&kv.value))
+}
+
+fn one<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    let found: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(found.len(), 1, "expected one {name} span, got {}", found.len());
+    found[0]
+}
+
+fn otel_env(collector: SocketAddr) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = token_env().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), format!("http://{collector}")));
+    env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));
+    env.push(("OTEL_SERVICE_NAME".into(), "cloudpop-test".into()));
+    env.push(("POD_NAME".into(), "cloudpop-7d9f-abcde".into()));
+    env
+}
+
+/// Delivers one message over gRPC as a caller inside trace `CALLER_TRACE`.
+fn deliver_traced(rt: &tokio::runtime::Runtime, server: &Server) {
+    rt.block_on(async {
+        let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+        let create = cloudpop::api::proto::CreateAccountRequest {
+            name: "alice".into(),
+            password: "secret pw".into(),
+            quota: None,
+            policy: None,
+        };
+        admin.create_account(create).await.unwrap();
+        let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+        let message = format!("Subject: traced\r\n\r\n{BODY_TEXT}\r\n");
+        let frames = grpc::frames(&["alice"], "", message.as_bytes(), 100);
+        let mut request = tonic::Request::new(tokio_stream::iter(frames));
+        let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+        request.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+        ingest.deliver(request).await.unwrap();
+    });
+}
+
+/// Logs in, retrieves the message and quits with a deletion.
+fn retrieve(server: &Server) {
+    let mut c = Client::login(server.pop3, "alice", "secret pw");
+    let (status, body) = c.multi("RETR 1");
+    assert!(status.starts_with("+OK") && String::from_utf8_lossy(&body).contains(BODY_TEXT));
+    assert!(c.cmd("DELE 1").starts_with("+OK"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+}
+
+/// The checks both deployments share; returns the spans.
+fn check_session_tree(collector: &Collector) -> Vec<Span> {
+    let spans = collector.wait_for(&[
+        "pop3.session",
+        "pop3.login",
+        "maildrop.lock",
+        "maildrop.open",
+        "pop3.retr",
+        "store.open",
+        "pop3.update",
+        "ingest.deliver",
+        "cloudpop.v1.Ingest/Deliver",
+    ]);
+    let session = one(&spans, "pop3.session");
+    let child_of = |name: &str, parent: &Span| {
+        let span = one(&spans, name);
+        assert_eq!(span.trace_id, parent.trace_id, "{name} is in another trace");
+        assert_eq!(span.parent_span_id, parent.span_id, "{name} has the wrong parent");
+        span.clone()
+    };
+    let login = child_of("pop3.login", session);
+    child_of("maildrop.lock", &login);
+    let open = child_of("maildrop.open", &login);
+    let retr = child_of("pop3.retr", session);
+    child_of("store.open", &retr);
+    let update = child_of("pop3.update", session);
+    assert_eq!(attr(session, "account").as_deref(), Some("alice"));
+    assert_eq!(attr(session, "listener").as_deref(), Some("pop3"));
+    assert!(attr(session, "peer").unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(attr(&login, "mechanism").as_deref(), Some("USER"));
+    assert_eq!(attr(&login, "outcome").as_deref(), Some("ok"));
+    assert!(attr(&login, "hash_ms").is_some());
+    assert_eq!(attr(&open, "messages").as_deref(), Some("1"));
+    assert_eq!(attr(&update, "deleted").as_deref(), Some("1"));
+    assert!(attr(&retr, "octets").unwrap().parse::<u64>().unwrap() > 0);
+    assert!(attr(&retr, "ttfb_ms").is_some());
+
+    // gRPC joined the caller's trace, and the RETR links to the delivery inside it.
+    let grpc = one(&spans, "cloudpop.v1.Ingest/Deliver");
+    assert_eq!(hex(&grpc.trace_id), CALLER_TRACE);
+    assert_eq!(hex(&grpc.parent_span_id), CALLER_SPAN);
+    let ingest = child_of("ingest.deliver", grpc);
+    assert_eq!(attr(&ingest, "recipients").as_deref(), Some("1"));
+    assert_eq!(retr.links.len(), 1, "the RETR span has no link to its delivery");
+    assert_eq!(hex(&retr.links[0].trace_id), CALLER_TRACE);
+    assert_eq!(retr.links[0].span_id, ingest.span_id);
+
+    // No password, SASL response, token or body text anywhere.
+    for (resource, span) in collector.spans() {
+        let mut values: Vec<String> = span.attributes.iter().map(|kv| text(&kv.value)).collect();
+        values.extend(span.events.iter().flat_map(|e| e.attributes.iter().map(|kv| text(&kv.value))));
+        values.extend(resource.iter().map(|kv| text(&kv.value)));
+        for value in values {
+            for secret in ["secret pw", ADMIN_TOKEN, INGEST_TOKEN, BODY_TEXT] {
+                assert!(!value.contains(secret), "{} carries a secret: {value}", span.name);
+            }
+        }
+    }
+    let (resource, _) = &collector.spans()[0];
+    let res = |k: &str| resource.iter().find(|kv| kv.key == k).map(|kv| text(&kv.value));
+    assert_eq!(res("service.name").as_deref(), Some("cloudpop-test"));
+    assert_eq!(res("service.version").as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(res("service.instance.id").as_deref(), Some("cloudpop-7d9f-abcde"));
+    spans
+}
+
+#[test]
+fn a_session_is_traced_and_linked_to_its_delivery() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (collector, addr, _stop) = Collector::start(&rt);
+    let server = Server::start_with(tempfile::tempdir().unwrap(), otel_env(addr));
+    deliver_traced(&rt, &server);
+    retrieve(&server);
+    let spans = check_session_tree(&collector);
+    let store_open = one(&spans, "store.open");
+    assert_eq!(attr(store_open, "store.backend").as_deref(), Some("fs"));
+    assert_eq!(server.metrics().get("cloudpop_spans_dropped_total{}"), 0.0);
+}
+
+#[test]
+fn cloud_sessions_trace_s3_requests_and_redis_commands() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (collector, addr, _stop) = Collector::start(&rt);
+    let (redis, s3) = (Redis::start(), S3::start());
+    let bucket = s3.bucket("mail");
+    let mut env = cloud_env(&s3, &bucket, &redis);
+    env.extend(otel_env(addr));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    deliver_traced(&rt, &server);
+    retrieve(&server);
+    let spans = check_session_tree(&collector);
+    let store_open = one(&spans, "store.open");
+    assert_eq!(attr(store_open, "store.backend").as_deref(), Some("s3"));
+    assert_eq!(attr(store_open, "s3.operation").as_deref(), Some("GetObject"));
+    assert_eq!(attr(store_open, "http.status_code").as_deref(), Some("200"));
+    assert_eq!(attr(store_open, "s3.attempt").as_deref(), Some("1"));
+    let lock = one(&spans, "maildrop.lock");
+    let redis_set = spans.iter().find(|s| s.name == "redis" && s.parent_span_id == lock.span_id);
+    let redis_set = redis_set.expect("no Redis span under maildrop.lock");
+    assert_eq!(attr(redis_set, "db.operation").as_deref(), Some("SET"));
+}
+
+#[test]
+fn a_collector_that_goes_away_changes_nothing_for_pop3_clients() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (collector, addr, stop) = Collector::start(&rt);
+    let mut env = otel_env(addr);
+    env.push(("OTEL_BSP_MAX_QUEUE_SIZE".into(), "64".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    deliver_traced(&rt, &server);
+    collector.wait_for(&["ingest.deliver"]);
+    stop.send(()).unwrap();
+    // Sessions keep working while every export fails; the lost spans are counted.
+    for _ in 0..20 {
+        let mut c = Client::login(server.pop3, "alice", "secret pw");
+        let (status, body) = c.multi("RETR 1");
+        assert!(status.starts_with("+OK") && String::from_utf8_lossy(&body).contains(BODY_TEXT));
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.metrics().get("cloudpop_spans_dropped_total{}") == 0.0 {
+        assert!(Instant::now() < deadline, "spans lost to a dead collector were never counted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
