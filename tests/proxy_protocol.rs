@@ -56,3 +56,74 @@ fn connections_without_a_header_are_dropped() {
     assert_eq!(c.greeting, "", "a connection without PROXY header was served");
     assert!(c.is_closed());
 }
+
+/// A real HAProxy (Debian's) in TCP mode with `send-proxy-v2`, connecting to cloudpop from
+/// 127.0.0.2, the only trusted network; killed by PID when dropped.
+struct Haproxy {
+    child: std::process::Child,
+    front: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(backend: std::net::SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let front: std::net::SocketAddr = format!("127.0.0.1:{}", common::cloud::free_port()).parse().unwrap();
+        let config = format!(
+            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  \
+             timeout server 30s\nfrontend pop3\n  bind {front}\n  default_backend cloudpop\nbackend cloudpop\n  \
+             server one {backend} send-proxy-v2 source 127.0.0.2\n"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (installed by scripts/test)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(front).is_err() {
+            assert!(std::time::Instant::now() < deadline, "haproxy never listened");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Self { child, front, _dir: dir }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn haproxy_in_front_is_trusted_and_a_forged_header_from_elsewhere_is_refused() {
+    let server =
+        Server::start(&[("CLOUDPOP_PROXY_PROTOCOL", "true"), ("CLOUDPOP_PROXY_TRUSTED_NETWORKS", "127.0.0.2/32")]);
+    server.add_account("alice", "secret");
+    server.deliver("alice", &common::message("via haproxy", 3));
+    let haproxy = Haproxy::start(server.pop3);
+
+    // Through the balancer (which connects from 127.0.0.2): cloudpop sees the real client.
+    let mut c = Client::connect(haproxy.front);
+    assert!(c.greeting.starts_with("+OK"), "{}", c.greeting);
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    assert!(c.cmd("PASS secret").starts_with("+OK"));
+    assert!(c.cmd("STAT").starts_with("+OK 1 "));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let log = server.log();
+    assert!(log.contains("peer=127.0.0.1:") && !log.contains("peer=127.0.0.2:"), "{log}");
+
+    // Straight to cloudpop from an untrusted address, claiming to be someone else: refused
+    // before a single byte is answered.
+    let before = server.metrics();
+    let mut forged = Client::connect_after(server.pop3, b"PROXY TCP4 198.51.100.1 192.0.2.1 4000 110\r\n", None);
+    assert_eq!(forged.greeting, "", "a forged PROXY header from an untrusted peer was served");
+    assert!(forged.is_closed());
+    let refused = r#"cloudpop_connections_refused_total{listener="pop3",reason="proxy_untrusted"}"#;
+    assert_eq!(server.metrics().delta(&before, refused), 1.0);
+    assert!(!server.log().contains("198.51.100.1"), "the forged address reached the log");
+}

@@ -288,7 +288,10 @@ impl Client {
         let mut line = Vec::new();
         match self.reader.read_until(b'\n', &mut line) {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return String::new(),
+            // A reset is how a server refuses a connection whose bytes it never read.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) => {
+                return String::new();
+            }
             Err(e) => panic!("read failed: {e}"),
         }
         assert!(line.is_empty() || line.ends_with(b"\r\n"), "line not CRLF-terminated: {line:?}");
