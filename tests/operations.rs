@@ -238,3 +238,36 @@ fn tls_accepts(tcp: TcpStream, cert: &std::path::Path) -> bool {
     let mut greeting = [0u8; 3];
     stream.read_exact(&mut greeting).is_ok() && &greeting == b"+OK"
 }
+
+#[test]
+fn api_token_files_are_reloaded_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin-tokens");
+    std::fs::write(&file, "old-admin-token\n").unwrap();
+    let server = Server::start(&[
+        ("CLOUDPOP_API_ADMIN_TOKENS_FILE", file.to_str().unwrap()),
+        ("CLOUDPOP_RELOAD_INTERVAL_SECS", "1"),
+    ]);
+    let api = server.api.expect("API started from a token file");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let info = |token: &'static str| {
+        rt.block_on(async {
+            let mut admin = common::api::admin(api, Some(token)).await;
+            admin.get_server_info(cloudpop::api::proto::GetServerInfoRequest {}).await.map(|_| ()).map_err(|s| s.code())
+        })
+    };
+    assert_eq!(info("old-admin-token"), Ok(()));
+    // Rotated the way a Secret update or a deploy tool does it: a new file renamed into place.
+    let tmp = dir.path().join("admin-tokens.new");
+    std::fs::write(&tmp, "new-admin-token\n").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    eventually("the new token was never accepted", || info("new-admin-token").is_ok());
+    assert_eq!(info("old-admin-token"), Err(tonic::Code::Unauthenticated), "a rotated-out token still works");
+    // An unreadable file keeps the tokens in use.
+    std::fs::remove_file(&file).unwrap();
+    server.signal("-HUP");
+    eventually("the failed reload was not counted", || {
+        server.metrics().get(r#"cloudpop_reloads_total{outcome="failed",what="api_tokens"}"#) >= 1.0
+    });
+    assert_eq!(info("new-admin-token"), Ok(()));
+}

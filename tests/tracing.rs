@@ -271,3 +271,34 @@ fn a_collector_that_goes_away_changes_nothing_for_pop3_clients() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn json_log_lines_in_a_traced_session_carry_session_and_trace_ids() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (collector, addr, _stop) = Collector::start(&rt);
+    let mut env = otel_env(addr);
+    env.push(("CLOUDPOP_LOG_FORMAT".into(), "json".into()));
+    // RUST_LOG wins over the `log` setting (info): the per-command debug lines appear.
+    env.push(("RUST_LOG".into(), "cloudpop=debug,info".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    deliver_traced(&rt, &server);
+    retrieve(&server);
+    let spans = collector.wait_for(&["pop3.session"]);
+    let trace_id = hex(&one(&spans, "pop3.session").trace_id);
+
+    let log = server.log();
+    let mut in_session = 0;
+    for line in log.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let Some(session) = entry["spans"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "pop3.session"))
+        else {
+            continue;
+        };
+        in_session += 1;
+        assert!(session["session"].as_str().is_some_and(|id| id.len() == 12), "{line}");
+        assert_eq!(session["trace_id"].as_str(), Some(trace_id.as_str()), "{line}");
+        assert!(!line.contains("secret pw"), "a password reached the log: {line}");
+    }
+    assert!(in_session >= 3, "too few session log lines:\n{log}");
+    assert!(log.contains(r#""verb":"RETR""#), "RUST_LOG was not honoured:\n{log}");
+}
