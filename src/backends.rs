@@ -52,7 +52,7 @@ impl Backends {
             }
             StoreKind::S3 => {
                 let settings = S3Settings::from_config(config).map_err(BackendError::S3Secret)?;
-                let store = Arc::new(Observed::new(S3Store::new(&settings).await, "s3"));
+                let store = Arc::new(Observed::counting_own_requests(S3Store::new(&settings).await, "s3"));
                 (store.clone(), Accounts::new(store))
             }
         };

@@ -58,6 +58,11 @@ impl CertStore {
         self.acceptor.clone()
     }
 
+    /// The certificate source, for other TLS listeners that should follow the same files.
+    pub fn resolver(&self) -> Arc<dyn ResolvesServerCert> {
+        self.current.clone()
+    }
+
     pub fn cert_path(&self) -> PathBuf {
         self.cert.clone()
     }

@@ -71,7 +71,7 @@ pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>)
     let trusted = Arc::new(config.proxy_networks()?);
 
     // Everything that can be wrong with the configuration fails here, before any readiness line.
-    let api_tls = crate::api::tls_config(&config, &certs.cert_path(), &certs.key_path())?;
+    let api_tls = crate::api::tls_acceptor(&config, &certs)?;
     let api_tokens = reload::TokenStore::load(&config)?;
     let mut listeners = Vec::new();
     for (addr, role) in [(&config.pop3_listen, Listener::Plain), (&config.pop3s_listen, Listener::ImplicitTls)] {

@@ -58,6 +58,33 @@ pub fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor, Tl
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The gRPC API's TLS: the same reloading certificate as POP3, HTTP/2 by ALPN, and client
+/// certificates from `client_ca` required when given (mutual TLS).
+pub fn api_acceptor(resolver: Arc<dyn ResolvesServerCert>, client_ca: Option<&Path>) -> Result<TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let mut config = match client_ca {
+        None => builder.with_no_client_auth().with_cert_resolver(resolver),
+        Some(ca) => {
+            let pem_err = |e: rustls::pki_types::pem::Error| TlsError::Pem { path: ca.into(), message: e.to_string() };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).map_err(pem_err)? {
+                roots.add(cert.map_err(pem_err)?)?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::Pem { path: ca.into(), message: "no CA certificate found".into() });
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Pem { path: ca.into(), message: e.to_string() })?;
+            builder.with_client_cert_verifier(verifier).with_cert_resolver(resolver)
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 /// The self-signed certificate and key paths under `data_dir`, generating them on first use.
 pub fn self_signed_paths(data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     let dir = data_dir.join("tls");

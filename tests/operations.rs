@@ -4,18 +4,9 @@
 
 mod common;
 use common::cloud::{Redis, S3, cloud_env};
-use common::{Client, Server, message};
+use common::{Client, Server, eventually, message};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// Polls until `done` holds; panics with `what` after 20 s.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn metrics_move_by_exactly_what_a_session_does() {
@@ -203,6 +194,8 @@ fn a_certificate_replaced_by_a_symlink_swap_is_served_without_restart() {
         ("CLOUDPOP_TLS_CERT", cert.to_str().unwrap()),
         ("CLOUDPOP_TLS_KEY", key.to_str().unwrap()),
         ("CLOUDPOP_RELOAD_INTERVAL_SECS", "1"),
+        ("CLOUDPOP_API_TLS", "true"),
+        ("CLOUDPOP_API_ADMIN_TOKENS", common::api::ADMIN_TOKEN),
     ]);
     let (v1, v2) = (s.join("..v1/tls.crt"), s.join("..v2/tls.crt"));
     let mut open = Client::connect_tls(server.pop3s, &v1);
@@ -214,6 +207,9 @@ fn a_certificate_replaced_by_a_symlink_swap_is_served_without_restart() {
         tls_accepts(tcp, &v2)
     });
     assert!(open.cmd("NOOP").starts_with("+OK") || open.cmd("CAPA").starts_with("+OK"), "an open connection broke");
+    // The gRPC API over TLS follows the same files.
+    assert!(api_accepts(server.api.unwrap(), &v2), "the API still serves the old certificate");
+    assert!(!api_accepts(server.api.unwrap(), &v1), "a client trusting only the old certificate still got through");
 
     // A broken new version keeps the certificate in use, on SIGHUP too.
     std::fs::create_dir_all(s.join("..v3")).unwrap();
@@ -270,4 +266,22 @@ fn api_token_files_are_reloaded_without_restart() {
         server.metrics().get(r#"cloudpop_reloads_total{outcome="failed",what="api_tokens"}"#) >= 1.0
     });
     assert_eq!(info("new-admin-token"), Ok(()));
+}
+
+/// Whether a gRPC call over TLS, trusting only `cert`, succeeds.
+fn api_accepts(api: std::net::SocketAddr, cert: &std::path::Path) -> bool {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(cert).unwrap()))
+            .domain_name("localhost");
+        let url = format!("https://localhost:{}", api.port());
+        let Ok(channel) = Channel::from_shared(url).unwrap().tls_config(tls).unwrap().connect().await else {
+            return false;
+        };
+        let mut admin =
+            cloudpop::api::proto::admin_client::AdminClient::with_interceptor(channel, common::api::Bearer::admin());
+        admin.get_server_info(cloudpop::api::proto::GetServerInfoRequest {}).await.is_ok()
+    })
 }

@@ -7,81 +7,15 @@
 mod common;
 use common::api::{self as grpc, ADMIN_TOKEN, INGEST_TOKEN, token_env};
 use common::cloud::{Redis, S3, cloud_env};
+use common::otlp::Collector;
 use common::{Client, Server};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const BODY_TEXT: &str = "a line only the message body holds";
-
-/// A span received, with the attributes of its resource.
-type Received = (Vec<KeyValue>, Span);
-
-/// Every span received.
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Received>>>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
-        for resource_spans in request.into_inner().resource_spans {
-            let resource = resource_spans.resource.map(|r| r.attributes).unwrap_or_default();
-            for scope in resource_spans.scope_spans {
-                spans.extend(scope.spans.into_iter().map(|s| (resource.clone(), s)));
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
-    }
-}
-
-impl Collector {
-    /// Serves on a free loopback port until `stop` fires.
-    fn start(rt: &tokio::runtime::Runtime) -> (Self, SocketAddr, tokio::sync::oneshot::Sender<()>) {
-        let collector = Self::default();
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let service = TraceServiceServer::new(collector.clone());
-        rt.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        (collector, addr, stop)
-    }
-
-    fn spans(&self) -> Vec<Received> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// Waits until spans with every one of `names` arrived; returns all spans.
-    fn wait_for(&self, names: &[&str]) -> Vec<Span> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let spans: Vec<Span> = self.spans().into_iter().map(|(_, s)| s).collect();
-            if names.iter().all(|n| spans.iter().any(|s| s.name == *n)) {
-                return spans;
-            }
-            let got: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
-            assert!(Instant::now() < deadline, "spans {names:?} never all arrived; got {got:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -179,6 +113,8 @@ fn check_session_tree(collector: &Collector) -> Vec<Span> {
     assert_eq!(attr(&login, "outcome").as_deref(), Some("ok"));
     assert!(attr(&login, "hash_ms").is_some());
     assert_eq!(attr(&open, "messages").as_deref(), Some("1"));
+    // One listing request: the embedded store's one call, or one ListObjectsV2 page.
+    assert_eq!(attr(&open, "store_calls").as_deref(), Some("1"));
     assert_eq!(attr(&update, "deleted").as_deref(), Some("1"));
     assert!(attr(&retr, "octets").unwrap().parse::<u64>().unwrap() > 0);
     assert!(attr(&retr, "ttfb_ms").is_some());
@@ -265,11 +201,9 @@ fn a_collector_that_goes_away_changes_nothing_for_pop3_clients() {
         assert!(status.starts_with("+OK") && String::from_utf8_lossy(&body).contains(BODY_TEXT));
         assert!(c.cmd("QUIT").starts_with("+OK"));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server.metrics().get("cloudpop_spans_dropped_total{}") == 0.0 {
-        assert!(Instant::now() < deadline, "spans lost to a dead collector were never counted");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::eventually("spans lost to a dead collector were never counted", || {
+        server.metrics().get("cloudpop_spans_dropped_total{}") > 0.0
+    });
 }
 
 #[test]

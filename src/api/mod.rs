@@ -20,8 +20,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tracing::{info, warn};
 
 /// Why the API could not start.
@@ -29,8 +30,6 @@ use tracing::{info, warn};
 pub enum ApiError {
     #[error("cannot read API tokens: {0}")]
     Tokens(std::io::Error),
-    #[error("cannot read API TLS files: {0}")]
-    TlsFiles(std::io::Error),
     #[error("API TLS configuration rejected: {0}")]
     Tls(String),
     #[error("cannot listen on {addr} for the API: {source}")]
@@ -49,28 +48,62 @@ pub fn tokens(config: &Config) -> Result<Tokens, ApiError> {
     Ok(Tokens::new(admin, ingest))
 }
 
-/// The API's TLS settings (when `api_tls`), read before anything starts so mistakes stop startup.
-pub fn tls_config(
-    config: &Config,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<Option<ServerTlsConfig>, ApiError> {
+/// The API's TLS acceptor (when `api_tls`), built before anything starts so mistakes stop
+/// startup. It serves the POP3 certificate, and follows it when its files are replaced.
+pub fn tls_acceptor(config: &Config, certs: &crate::reload::CertStore) -> Result<Option<TlsAcceptor>, ApiError> {
     if !config.api_tls {
         return Ok(None);
     }
-    let identity = Identity::from_pem(
-        std::fs::read(cert).map_err(ApiError::TlsFiles)?,
-        std::fs::read(key).map_err(ApiError::TlsFiles)?,
-    );
-    let mut tls = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &config.api_client_ca {
-        let pem = std::fs::read(ca).map_err(ApiError::TlsFiles)?;
-        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-            return Err(ApiError::Tls(format!("api_client_ca = {} holds no PEM certificate", ca.display())));
+    crate::tls::api_acceptor(certs.resolver(), config.api_client_ca.as_deref()).map(Some).map_err(|e| match e {
+        // Name the setting, so the operator knows which file to fix.
+        crate::tls::TlsError::Pem { path, message } if config.api_client_ca.as_ref() == Some(&path) => {
+            ApiError::Tls(format!("api_client_ca = {}: {message}", path.display()))
         }
-        tls = tls.client_ca_root(Certificate::from_pem(pem));
-    }
-    Ok(Some(tls))
+        other => ApiError::Tls(other.to_string()),
+    })
+}
+
+/// Accepted connections after their TLS handshake; handshakes run concurrently, so one slow
+/// client cannot hold up the others.
+fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    acceptor: TlsAcceptor,
+    stop: CancellationToken,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    use crate::ops::metrics::{TlsLabels, metrics};
+    let (ready, incoming) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        warn!(error = %e, "API accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = stop.cancelled() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, ready) = (acceptor.clone(), ready.clone());
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                let outcome = if matches!(handshake, Ok(Ok(_))) { "ok" } else { "failed" };
+                metrics().tls_handshakes.get_or_create(&TlsLabels { listener: "api", outcome }).inc();
+                match handshake {
+                    Ok(Ok(stream)) => {
+                        let _ = ready.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "API TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(incoming)
 }
 
 /// Binds the API listener; returns it with its address (for port 0). Without any token the API
@@ -94,7 +127,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Arc<Config>,
     backends: Backends,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<TlsAcceptor>,
     tokens: TokenStore,
     readiness: Readiness,
     shutdown: CancellationToken,
@@ -126,19 +159,24 @@ pub async fn serve(
         reflection_tokens.current().check_any(&req).map(|()| req)
     });
 
-    let mut builder = Server::builder().timeout(Duration::from_secs(600)).layer(crate::telemetry::grpc::TraceLayer);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(|e| ApiError::Tls(e.to_string()))?;
-    }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    info!(tls = config.api_tls, mutual_tls = config.api_client_ca.is_some(), "API serving");
-    let result = builder
+    let router = Server::builder()
+        .timeout(Duration::from_secs(600))
+        .layer(crate::telemetry::grpc::TraceLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(admin)
-        .add_service(ingest)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await;
+        .add_service(ingest);
+    info!(tls = config.api_tls, mutual_tls = config.api_client_ca.is_some(), "API serving");
+    let result = match tls {
+        Some(acceptor) => {
+            let incoming = tls_incoming(listener, acceptor, shutdown.clone());
+            router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+        }
+    };
     if let Err(e) = result {
         warn!(error = %e, "API server stopped");
     }

@@ -11,6 +11,7 @@ use crate::protocol::machine::LoginOutcome;
 use crate::protocol::maildrop::Listing;
 use crate::protocol::sasl::Credentials;
 use crate::store::AccountRecord;
+use crate::store::observed::count_calls;
 use std::time::Duration;
 use tracing::field::Empty;
 use tracing::{Instrument, info, info_span, warn};
@@ -157,8 +158,16 @@ impl Session<'_> {
 
     /// Takes the snapshot (`maildrop.open`) and enters TRANSACTION.
     async fn open_maildrop(&mut self, name: &AccountName, lease: HeldLease, account: &AccountRecord) -> LoginOutcome {
-        let span = info_span!("maildrop.open", messages = Empty, octets = Empty, otel.status_code = Empty);
-        match self.ctx.backends.messages.list(name).instrument(span.clone()).await {
+        let span = info_span!(
+            "maildrop.open",
+            messages = Empty,
+            octets = Empty,
+            store_calls = Empty,
+            otel.status_code = Empty
+        );
+        let listing = count_calls(self.ctx.backends.messages.list(name)).instrument(span.clone()).await;
+        span.record("store_calls", listing.1);
+        match listing.0 {
             Ok(list) => {
                 let octets: u64 = list.iter().map(|m| m.size).sum();
                 span.record("messages", list.len());

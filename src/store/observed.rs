@@ -10,19 +10,56 @@ use super::{
 use crate::names::AccountName;
 use crate::ops::metrics::metrics;
 use async_trait::async_trait;
+use std::cell::Cell;
 use std::time::Instant;
 use tracing::field::Empty;
 use tracing::{Instrument, info_span};
+
+tokio::task_local! {
+    /// Requests to the backing store made inside [`count_calls`].
+    static CALLS: Cell<u32>;
+}
+
+/// Runs `call`, counting the requests it makes to the backing store: HTTP requests for S3
+/// (each page and retry), one per operation for the embedded store.
+pub async fn count_calls<T>(call: impl Future<Output = T>) -> (T, u32) {
+    CALLS.scope(Cell::new(0), async { (call.await, CALLS.with(Cell::get)) }).await
+}
+
+/// Counts one request, when someone is counting.
+pub(crate) fn count_call() {
+    let _ = CALLS.try_with(|calls| calls.set(calls.get() + 1));
+}
 
 /// Any store, observed. `backend` names it in metrics and spans (`fs`, `s3`).
 pub struct Observed<S> {
     inner: S,
     backend: &'static str,
+    /// The backend counts its own requests (S3 counts HTTP requests); otherwise each operation
+    /// counts as one.
+    counts_own_requests: bool,
 }
 
 impl<S> Observed<S> {
     pub fn new(inner: S, backend: &'static str) -> Self {
-        Self { inner, backend }
+        Self { inner, backend, counts_own_requests: false }
+    }
+
+    /// For a backend that calls [`count_call`] for every request it sends.
+    pub fn counting_own_requests(inner: S, backend: &'static str) -> Self {
+        Self { inner, backend, counts_own_requests: true }
+    }
+
+    async fn observe<T>(
+        &self,
+        operation: &'static str,
+        span_name: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if !self.counts_own_requests {
+            count_call();
+        }
+        observe(self.backend, operation, span_name, call).await
     }
 }
 
@@ -69,36 +106,36 @@ async fn observe<T>(
 #[async_trait]
 impl<S: MessageStore> MessageStore for Observed<S> {
     async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError> {
-        observe(self.backend, "list", "store.list", self.inner.list(maildrop)).await
+        self.observe("list", "store.list", self.inner.list(maildrop)).await
     }
 
     async fn open(&self, maildrop: &AccountName, id: &str) -> Result<Opened, StoreError> {
-        observe(self.backend, "open", "store.open", self.inner.open(maildrop, id)).await
+        self.observe("open", "store.open", self.inner.open(maildrop, id)).await
     }
 
     async fn create_with_id(&self, maildrop: &AccountName, id: &str) -> Result<Box<dyn NewMessage>, StoreError> {
-        let new = observe(self.backend, "create", "store.create", self.inner.create_with_id(maildrop, id)).await?;
+        let new = self.observe("create", "store.create", self.inner.create_with_id(maildrop, id)).await?;
         Ok(Box::new(ObservedNew { inner: new, backend: self.backend }))
     }
 
     async fn exists(&self, maildrop: &AccountName, id: &str) -> Result<bool, StoreError> {
-        observe(self.backend, "exists", "store.exists", self.inner.exists(maildrop, id)).await
+        self.observe("exists", "store.exists", self.inner.exists(maildrop, id)).await
     }
 
     async fn get_marker(&self, maildrop: &AccountName, key: &MarkerKey) -> Result<Option<String>, StoreError> {
-        observe(self.backend, "get_marker", "store.get_marker", self.inner.get_marker(maildrop, key)).await
+        self.observe("get_marker", "store.get_marker", self.inner.get_marker(maildrop, key)).await
     }
 
     async fn put_marker(&self, maildrop: &AccountName, key: &MarkerKey, value: &str) -> Result<(), StoreError> {
-        observe(self.backend, "put_marker", "store.put_marker", self.inner.put_marker(maildrop, key, value)).await
+        self.observe("put_marker", "store.put_marker", self.inner.put_marker(maildrop, key, value)).await
     }
 
     async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError> {
-        observe(self.backend, "remove", "store.remove", self.inner.remove(maildrop, ids)).await
+        self.observe("remove", "store.remove", self.inner.remove(maildrop, ids)).await
     }
 
     async fn remove_maildrop(&self, maildrop: &AccountName) -> Result<(), StoreError> {
-        observe(self.backend, "remove_maildrop", "store.remove_maildrop", self.inner.remove_maildrop(maildrop)).await
+        self.observe("remove_maildrop", "store.remove_maildrop", self.inner.remove_maildrop(maildrop)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -113,19 +150,19 @@ impl<S: MessageStore> MessageStore for Observed<S> {
 #[async_trait]
 impl<S: AccountStore> AccountStore for Observed<S> {
     async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
-        observe(self.backend, "account_get", "store.account_get", self.inner.get(name)).await
+        self.observe("account_get", "store.account_get", self.inner.get(name)).await
     }
 
     async fn put(&self, record: &AccountRecord) -> Result<(), StoreError> {
-        observe(self.backend, "account_put", "store.account_put", self.inner.put(record)).await
+        self.observe("account_put", "store.account_put", self.inner.put(record)).await
     }
 
     async fn delete(&self, name: &AccountName) -> Result<bool, StoreError> {
-        observe(self.backend, "account_delete", "store.account_delete", self.inner.delete(name)).await
+        self.observe("account_delete", "store.account_delete", self.inner.delete(name)).await
     }
 
     async fn list(&self) -> Result<Vec<AccountName>, StoreError> {
-        observe(self.backend, "account_list", "store.account_list", self.inner.list()).await
+        self.observe("account_list", "store.account_list", self.inner.list()).await
     }
 }
 

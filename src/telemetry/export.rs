@@ -97,3 +97,63 @@ impl<E: SpanExporter> SpanExporter for Counting<E> {
         self.inner.set_resource(resource);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use std::sync::Mutex;
+
+    /// Holds on to what it is given, like a batch processor whose exporter is stuck.
+    #[derive(Debug, Default)]
+    struct Stuck(Mutex<Vec<SpanData>>);
+
+    impl SpanProcessor for Stuck {
+        fn on_start(&self, _: &mut Span, _: &Context) {}
+        fn on_end(&self, span: SpanData) {
+            self.0.lock().unwrap().push(span);
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    fn span(sampled: bool) -> SpanData {
+        let flags = if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+        let context = SpanContext::new(TraceId::from(7u128), SpanId::from(9u64), flags, false, TraceState::default());
+        SpanData {
+            span_context: context,
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: opentelemetry::trace::SpanKind::Internal,
+            name: "test".into(),
+            start_time: std::time::SystemTime::now(),
+            end_time: std::time::SystemTime::now(),
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: opentelemetry::trace::Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let before = metrics().spans_dropped.get();
+        let admission = Admission::new(Stuck::default(), InFlight::default(), 3);
+        for _ in 0..5 {
+            admission.on_end(span(true));
+        }
+        admission.on_end(span(false)); // never exported, never counted
+        assert_eq!(admission.inner.0.lock().unwrap().len(), 4, "3 admitted + 1 unsampled passed through");
+        assert!(metrics().spans_dropped.get() >= before + 2);
+        // Once a batch is exported, room opens up again.
+        admission.in_flight.0.fetch_sub(3, Ordering::AcqRel);
+        admission.on_end(span(true));
+        assert_eq!(admission.inner.0.lock().unwrap().len(), 5);
+    }
+}

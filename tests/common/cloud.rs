@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const S3_ACCESS_KEY: &str = "cloudpop-test";
 pub const S3_SECRET_KEY: &str = "cloudpop-test-secret";
@@ -26,18 +26,6 @@ fn spawn(program: &str, args: &[String], log: PathBuf) -> Child {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {program}: {e}; run scripts/test, which installs it"))
-}
-
-/// Polls `probe` until it succeeds: the readiness check for a server we just started.
-fn wait_until(what: &str, mut probe: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if probe() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{what} did not become ready");
 }
 
 /// One round trip on a fresh connection, or None if the server is not answering.
@@ -129,9 +117,13 @@ impl Redis {
         args.extend(self.extra.iter().cloned());
         self.child = Running(Some(spawn("redis-server", &args, self.dir.path().join("redis.log"))));
         if self.extra.is_empty() {
-            wait_until("redis-server", || exchange(self.port, b"PING\r\n").is_some_and(|r| r.starts_with(b"+PONG")));
+            super::eventually("redis-server did not become ready", || {
+                exchange(self.port, b"PING\r\n").is_some_and(|r| r.starts_with(b"+PONG"))
+            });
         } else {
-            wait_until("redis-server", || TcpStream::connect(("127.0.0.1", self.port)).is_ok());
+            super::eventually("redis-server did not become ready", || {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            });
         }
     }
 
@@ -181,7 +173,7 @@ impl S3 {
             data.to_string_lossy().into_owned(),
         ];
         self.child = Running(Some(spawn("s3s-fs", &args, self.root.path().join("s3.log"))));
-        wait_until("s3s-fs", || {
+        super::eventually("s3s-fs did not become ready", || {
             exchange(self.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_some_and(|r| r.starts_with(b"HTTP/1.1"))
         });
     }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cloud;
+pub mod otlp;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -345,6 +346,15 @@ pub fn message(subject: &str, lines: usize) -> Vec<u8> {
         m.extend_from_slice(format!("line {i} of {subject}\r\n").as_bytes());
     }
     m
+}
+
+/// Polls until `done` holds (a readiness check, not a sleep); panics with `what` after 20 s.
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// One HTTP/1.1 GET over a fresh connection: (status, body).

@@ -49,6 +49,7 @@ impl Intercept for RequestCounter {
             None => "error",
         };
         metrics().s3_requests.get_or_create(&S3Labels { operation, status: class }).inc();
+        crate::store::observed::count_call();
         let span = tracing::Span::current();
         span.record("s3.operation", operation);
         if let Some(status) = status {
