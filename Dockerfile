@@ -6,6 +6,8 @@ WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
+# Cargo.toml declares the benchmark target, so its file must exist for any build.
+COPY benches ./benches
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked --bin cloudpop \
     && rm -rf src
@@ -28,8 +30,9 @@ WORKDIR /var/lib/cloudpop
 ENV CLOUDPOP_DATA_DIR=/var/lib/cloudpop \
     CLOUDPOP_POP3_LISTEN=0.0.0.0:1110 \
     CLOUDPOP_POP3S_LISTEN=0.0.0.0:1995 \
-    CLOUDPOP_API_LISTEN=0.0.0.0:7110
-EXPOSE 1110 1995 7110
+    CLOUDPOP_API_LISTEN=0.0.0.0:7110 \
+    CLOUDPOP_OPS_LISTEN=0.0.0.0:9110
+EXPOSE 1110 1995 7110 9110
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["cloudpop"]
 CMD ["serve"]

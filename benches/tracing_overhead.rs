@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 8;
-const SESSIONS_PER_CLIENT: usize = 40;
+const SESSIONS_PER_CLIENT: usize = 60;
 const ACCOUNTS: usize = 16;
 const MESSAGES: usize = 5;
 const DELIVERIES: usize = 200;
@@ -118,7 +118,7 @@ fn main() {
     println!(
         "{CLIENTS} clients x {SESSIONS_PER_CLIENT} full sessions (login, STAT, UIDL, RETR x{MESSAGES} of 10 KB, QUIT); {DELIVERIES} gRPC deliveries"
     );
-    for round in 1..=2 {
+    for round in 1..=3 {
         println!("round {round}");
         run(&rt, "tracing off", &Mode::Off);
         run(&rt, "tracing on, 100% sampled", &Mode::Receiver(receiver_addr));

@@ -173,7 +173,10 @@ pub async fn serve(
             router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
         }
         None => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            use tokio_stream::StreamExt as _;
+            // Without TCP_NODELAY, small replies wait for the peer's delayed ACK (~40 ms).
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
+                .map(|conn| conn.inspect(|tcp| drop(tcp.set_nodelay(true))));
             router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
         }
     };

@@ -4,9 +4,11 @@
 use super::{SessionInfo, SessionRegistry};
 use crate::lock::LockError;
 use crate::lock::redis::unavailable;
+use crate::redis_conn::span;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub struct RedisSessions {
     conn: ConnectionManager,
@@ -38,6 +40,7 @@ impl SessionRegistry for RedisSessions {
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64)
             .query_async::<()>(&mut conn)
+            .instrument(span("SET", "sessions.register"))
             .await
             .map_err(unavailable)
     }
@@ -48,6 +51,7 @@ impl SessionRegistry for RedisSessions {
             .arg(self.key(id))
             .arg(self.end_key(id))
             .query_async::<()>(&mut conn)
+            .instrument(span("DEL", "sessions.unregister"))
             .await
             .map_err(unavailable)
     }
@@ -65,6 +69,7 @@ impl SessionRegistry for RedisSessions {
                 .arg("COUNT")
                 .arg(500)
                 .query_async(&mut conn)
+                .instrument(span("SCAN", "sessions.list"))
                 .await
                 .map_err(unavailable)?;
             keys.extend(batch);
@@ -76,8 +81,9 @@ impl SessionRegistry for RedisSessions {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<Option<String>> =
-            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await.map_err(unavailable)?;
+        let values: Result<Vec<Option<String>>, _> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).instrument(span("MGET", "sessions.list")).await;
+        let values = values.map_err(unavailable)?;
         let mut list: Vec<SessionInfo> =
             values.into_iter().flatten().filter_map(|v| serde_json::from_str(&v).ok()).collect();
         list.sort_by_key(|s| (s.started_unix, s.id.clone()));
@@ -86,7 +92,12 @@ impl SessionRegistry for RedisSessions {
 
     async fn request_end(&self, id: &str) -> Result<bool, LockError> {
         let mut conn = self.conn.clone();
-        let exists: bool = redis::cmd("EXISTS").arg(self.key(id)).query_async(&mut conn).await.map_err(unavailable)?;
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(self.key(id))
+            .query_async(&mut conn)
+            .instrument(span("EXISTS", "sessions.request_end"))
+            .await
+            .map_err(unavailable)?;
         if exists {
             redis::cmd("SET")
                 .arg(self.end_key(id))
@@ -94,6 +105,7 @@ impl SessionRegistry for RedisSessions {
                 .arg("EX")
                 .arg(3600)
                 .query_async::<()>(&mut conn)
+                .instrument(span("SET", "sessions.request_end"))
                 .await
                 .map_err(unavailable)?;
         }
@@ -102,6 +114,11 @@ impl SessionRegistry for RedisSessions {
 
     async fn end_requested(&self, id: &str) -> Result<bool, LockError> {
         let mut conn = self.conn.clone();
-        redis::cmd("EXISTS").arg(self.end_key(id)).query_async(&mut conn).await.map_err(unavailable)
+        redis::cmd("EXISTS")
+            .arg(self.end_key(id))
+            .query_async(&mut conn)
+            .instrument(span("EXISTS", "sessions.end_requested"))
+            .await
+            .map_err(unavailable)
     }
 }
