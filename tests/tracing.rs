@@ -159,6 +159,18 @@ fn a_session_is_traced_and_linked_to_its_delivery() {
     let store_open = one(&spans, "store.open");
     assert_eq!(attr(store_open, "store.backend").as_deref(), Some("fs"));
     assert_eq!(server.metrics().get("cloudpop_spans_dropped_total{}"), 0.0);
+
+    // A failed call carries its gRPC status (NOT_FOUND = 5) on the server span.
+    let refused = rt.block_on(async {
+        let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+        grpc::deliver(&mut ingest, &["nobody"], "", b"Subject: lost\r\n\r\n").await
+    });
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::NotFound);
+    common::eventually("no span with the failed call's status arrived", || {
+        collector.spans().iter().any(|(_, s)| {
+            s.name == "cloudpop.v1.Ingest/Deliver" && attr(s, "rpc.grpc.status_code").as_deref() == Some("5")
+        })
+    });
 }
 
 #[test]

@@ -82,7 +82,9 @@ where
                 // Errors are usually sent as headers only ("trailers-only"); a success's
                 // status travels in the trailers, which this layer does not wait for.
                 let status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
-                recorded.record("rpc.grpc.status_code", status.unwrap_or(0));
+                if let Some(status) = status {
+                    recorded.record("rpc.grpc.status_code", status);
+                }
                 Ok(response)
             }
             .instrument(span),
