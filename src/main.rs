@@ -172,7 +172,10 @@ enum AdminCommand {
 }
 
 fn load_config(common: &CommonArgs) -> anyhow::Result<Config> {
-    let mut config = Config::load(common.config.as_deref(), std::env::vars())?;
+    let (mut config, warnings) = Config::load_with_warnings(common.config.as_deref(), std::env::vars())?;
+    for warning in warnings {
+        eprintln!("cloudpop: warning: {warning}");
+    }
     if let Some(dir) = &common.data_dir {
         config.data_dir = dir.clone();
     }
@@ -210,19 +213,28 @@ fn grpc(status: tonic::Status) -> anyhow::Error {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+async fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Account(cmd) => account(cmd).await,
         Command::Deliver { name, files, idempotency_key, common } => {
             deliver(&name, &files, idempotency_key, &common).await
         }
         Command::Admin { command, common } => admin(command, &common).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line that says what is wrong, whatever RUST_BACKTRACE says: a configuration
+            // mistake is not a crash.
+            eprintln!("cloudpop: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    let (mut config, warnings) = Config::load_with_warnings(args.config.as_deref(), std::env::vars())?;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -241,6 +253,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.validate()?;
     let telemetry = cloudpop::telemetry::init(&config)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let (signals, received) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(forward_signals(signals));
     let result = server::run(config, received).await;

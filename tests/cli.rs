@@ -87,7 +87,7 @@ fn bad_configuration_is_refused_before_starting() {
     let cases: [(&[(&str, &str)], &str); 4] = [
         (&[("CLOUDPOP_IDLE_TIMEOUT_SECS", "30")], "idle_timeout_secs"),
         (&[("CLOUDPOP_POP3_LISTEN", "not-an-address")], "pop3_listen"),
-        (&[("CLOUDPOP_NO_SUCH_SETTING", "1")], "CLOUDPOP_NO_SUCH_SETTING"),
+        (&[("CLOUDPOP_MAX_CONNECTIONS", "many")], "CLOUDPOP_MAX_CONNECTIONS"),
         (&[("CLOUDPOP_TLS_CERT", "/nonexistent.pem")], "tls_cert"),
     ];
     for (env, expect) in cases {
@@ -101,6 +101,11 @@ fn bad_configuration_is_refused_before_starting() {
     let out = Command::new(BIN).args(["serve", "--config"]).arg(&conf).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.toml") && err.contains("max_connections"), "{err}");
+    // A key the file names but no setting has is a mistake its author made: it stops startup.
+    std::fs::write(&conf, "max_conections = 7\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&conf).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("max_conections"), "{err}");
 }
 
 #[test]
@@ -199,4 +204,38 @@ fn a_bad_api_client_ca_stops_startup_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("api_client_ca"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "readiness printed before failing");
+}
+
+#[test]
+fn kubernetes_service_variables_do_not_stop_the_server_and_typos_are_named() {
+    // What Kubernetes sets in every pod of a namespace with a Service named `cloudpop`.
+    let server = Server::start(&[
+        ("CLOUDPOP_PORT", "tcp://10.96.0.12:110"),
+        ("CLOUDPOP_PORT_110_TCP", "tcp://10.96.0.12:110"),
+        ("CLOUDPOP_PORT_110_TCP_ADDR", "10.96.0.12"),
+        ("CLOUDPOP_SERVICE_HOST", "10.96.0.12"),
+        ("CLOUDPOP_SERVICE_PORT", "110"),
+        ("CLOUDPOP_MAX_CONECTIONS", "7"),
+    ]);
+    let c = Client::connect(server.pop3);
+    assert!(c.greeting.starts_with("+OK"));
+    let log = server.log();
+    assert!(log.contains("did you mean CLOUDPOP_MAX_CONNECTIONS?"), "{log}");
+    assert!(!log.contains("CLOUDPOP_SERVICE_HOST"), "Kubernetes' own variables are not worth a warning: {log}");
+}
+
+#[test]
+fn a_configuration_error_is_one_clear_line_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env("CLOUDPOP_MAX_CONNECTIONS", "lots")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("cloudpop: environment variable CLOUDPOP_MAX_CONNECTIONS"), "{err}");
 }

@@ -1,35 +1,18 @@
 //! The one configuration struct: defaults, then the TOML file, then `CLOUDPOP_*` environment
 //! variables, then command-line flags; validated before anything starts.
 
+mod env;
+
+pub use env::ENV_PREFIX;
+
 use crate::secret::Secret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Prefix of the environment variables that set configuration keys (`CLOUDPOP_DATA_DIR`, ...).
-pub const ENV_PREFIX: &str = "CLOUDPOP_";
-
-/// The standard OpenTelemetry variables and the keys they set. `CLOUDPOP_OTEL_*` variables win
-/// over them; both win over the file.
-const OTEL_VARS: [(&str, &str); 8] = [
-    ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_endpoint"),
-    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel_traces_endpoint"),
-    ("OTEL_EXPORTER_OTLP_HEADERS", "otel_headers"),
-    ("OTEL_SERVICE_NAME", "otel_service_name"),
-    ("OTEL_RESOURCE_ATTRIBUTES", "otel_resource_attributes"),
-    ("OTEL_TRACES_SAMPLER", "otel_traces_sampler"),
-    ("OTEL_TRACES_SAMPLER_ARG", "otel_traces_sampler_arg"),
-    ("OTEL_SDK_DISABLED", "otel_sdk_disabled"),
-];
-
-/// Environment variables with the prefix that are not configuration keys (the command line's
-/// own settings as an API client).
-const ENV_NOT_KEYS: [&str; 5] =
-    ["CLOUDPOP_CONFIG", "CLOUDPOP_API_URL", "CLOUDPOP_API_TOKEN", "CLOUDPOP_API_TOKEN_FILE", "CLOUDPOP_API_CA"];
-
 /// Every setting of the service. Each field is also a TOML key and a `CLOUDPOP_<KEY>` variable.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where messages and accounts live: `fs` (the embedded default, under `data_dir`) or `s3`.
@@ -187,7 +170,7 @@ pub struct Config {
 }
 
 /// The message and account store backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     Fs,
@@ -195,7 +178,7 @@ pub enum StoreKind {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -203,7 +186,7 @@ pub enum LogFormat {
 }
 
 /// The lock and throttle backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LocksKind {
     Memory,
@@ -294,8 +277,18 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults, overlaid by `file` (if any) and then by `CLOUDPOP_*` variables from `env`.
+    /// Defaults, overlaid by `file` (if any) and then by `CLOUDPOP_*` (and `OTEL_*`) variables
+    /// from `env`.
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        Self::load_with_warnings(file, env).map(|(config, _)| config)
+    }
+
+    /// As [`Config::load`], with warnings about environment variables that look like misspelt
+    /// keys (and were ignored).
+    pub fn load_with_warnings(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
         let mut table = toml::Table::new();
         if let Some(path) = file {
             let text =
@@ -303,40 +296,13 @@ impl Config {
             table = text
                 .parse()
                 .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            // Unknown keys in a file are mistakes the operator wrote: they stop startup.
             Self::deserialize(table.clone())
                 .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         }
-        let env: Vec<(String, String)> = env.into_iter().collect();
-        for (var, raw) in &env {
-            if let Some((_, key)) = OTEL_VARS.iter().find(|(name, _)| name == var) {
-                let value = match *key {
-                    "otel_sdk_disabled" => toml::Value::Boolean(raw.trim().eq_ignore_ascii_case("true")),
-                    _ => toml::Value::String(raw.clone()),
-                };
-                table.insert(key.to_string(), value);
-            }
-        }
-        for (var, raw) in env {
-            let Some(key) = var.strip_prefix(ENV_PREFIX) else { continue };
-            if ENV_NOT_KEYS.contains(&var.as_str()) {
-                continue;
-            }
-            let key = key.to_ascii_lowercase();
-            let value = env_value(&raw);
-            let mut single = toml::Table::new();
-            single.insert(key.clone(), value.clone());
-            if let Err(e) = Self::deserialize(single.clone()) {
-                // A number-looking text may be meant as a string, and the other way round.
-                let as_string = toml::Table::from_iter([(key.clone(), toml::Value::String(raw.clone()))]);
-                if Self::deserialize(as_string).is_err() {
-                    return Err(ConfigError::Env { var, message: e.to_string() });
-                }
-                table.insert(key, toml::Value::String(raw));
-                continue;
-            }
-            table.insert(key, value);
-        }
-        Self::deserialize(table).map_err(|e| ConfigError::Invalid(e.to_string()))
+        let warnings = env::overlay(&mut table, env.into_iter().collect())?;
+        let config = Self::deserialize(table).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok((config, warnings))
     }
 
     /// Checks every setting; nothing starts with a configuration that fails here.
@@ -505,15 +471,6 @@ fn readable_file(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
     }
 }
 
-/// Reads an environment value as TOML (numbers, booleans) when it parses, else as a string.
-fn env_value(raw: &str) -> toml::Value {
-    format!("v = {raw}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,8 +508,6 @@ mod tests {
 
     #[test]
     fn mistakes_are_reported_clearly() {
-        let err = Config::load(None, env(&[("CLOUDPOP_MAX_CONECTIONS", "7")])).unwrap_err().to_string();
-        assert!(err.contains("CLOUDPOP_MAX_CONECTIONS"), "{err}");
         let err = Config::load(None, env(&[("CLOUDPOP_MAX_CONNECTIONS", "lots")])).unwrap_err().to_string();
         assert!(err.contains("CLOUDPOP_MAX_CONNECTIONS"), "{err}");
         let bad = Config { idle_timeout_secs: 30, ..Config::default() };

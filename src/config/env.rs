@@ -1,0 +1,155 @@
+//! Environment variables as configuration: `CLOUDPOP_<KEY>` for every key, and the standard
+//! `OTEL_*` variables for the tracing keys.
+//!
+//! Variables that name no key are ignored, not fatal: Kubernetes sets `CLOUDPOP_PORT`,
+//! `CLOUDPOP_SERVICE_HOST` and the like for a Service named `cloudpop`, and those must never
+//! stop a pod. One that looks like a misspelt key gets a warning that names the likely key.
+
+use super::{Config, ConfigError};
+use serde::Deserialize;
+
+/// Prefix of the environment variables that set configuration keys (`CLOUDPOP_DATA_DIR`, ...).
+pub const ENV_PREFIX: &str = "CLOUDPOP_";
+
+/// Environment variables with the prefix that are not configuration keys (the command line's
+/// own settings as an API client).
+const NOT_KEYS: [&str; 5] =
+    ["CLOUDPOP_CONFIG", "CLOUDPOP_API_URL", "CLOUDPOP_API_TOKEN", "CLOUDPOP_API_TOKEN_FILE", "CLOUDPOP_API_CA"];
+
+/// The standard OpenTelemetry variables and the keys they set. `CLOUDPOP_OTEL_*` variables win
+/// over them; both win over the file.
+const OTEL_VARS: [(&str, &str); 8] = [
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_endpoint"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel_traces_endpoint"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "otel_headers"),
+    ("OTEL_SERVICE_NAME", "otel_service_name"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "otel_resource_attributes"),
+    ("OTEL_TRACES_SAMPLER", "otel_traces_sampler"),
+    ("OTEL_TRACES_SAMPLER_ARG", "otel_traces_sampler_arg"),
+    ("OTEL_SDK_DISABLED", "otel_sdk_disabled"),
+];
+
+/// Every configuration key, read off the struct itself so the list can never fall behind it.
+fn known_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.into_iter().map(|(key, _)| key).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Lays the environment over `table`; returns warnings about variables that look misspelt.
+pub(super) fn overlay(table: &mut toml::Table, env: Vec<(String, String)>) -> Result<Vec<String>, ConfigError> {
+    for (var, raw) in &env {
+        if let Some((_, key)) = OTEL_VARS.iter().find(|(name, _)| name == var) {
+            let value = match *key {
+                "otel_sdk_disabled" => toml::Value::Boolean(raw.trim().eq_ignore_ascii_case("true")),
+                _ => toml::Value::String(raw.clone()),
+            };
+            table.insert(key.to_string(), value);
+        }
+    }
+    let keys = known_keys();
+    let mut warnings = Vec::new();
+    for (var, raw) in env {
+        let Some(key) = var.strip_prefix(ENV_PREFIX) else { continue };
+        if NOT_KEYS.contains(&var.as_str()) {
+            continue;
+        }
+        let key = key.to_ascii_lowercase();
+        if !keys.contains(&key) {
+            if let Some(near) = keys.iter().find(|k| edit_distance(k, &key) <= 2) {
+                warnings.push(format!(
+                    "ignoring {var}: not a setting; did you mean {ENV_PREFIX}{}?",
+                    near.to_ascii_uppercase()
+                ));
+            }
+            continue;
+        }
+        let value = env_value(&raw);
+        let single = toml::Table::from_iter([(key.clone(), value.clone())]);
+        if let Err(e) = Config::deserialize(single) {
+            // A number-looking text may be meant as a string, and the other way round.
+            let as_string = toml::Table::from_iter([(key.clone(), toml::Value::String(raw.clone()))]);
+            if Config::deserialize(as_string).is_err() {
+                // serde's text spans lines; one line reads better in a pod's log.
+                let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                return Err(ConfigError::Env { var, message });
+            }
+            table.insert(key, toml::Value::String(raw));
+            continue;
+        }
+        table.insert(key, value);
+    }
+    Ok(warnings)
+}
+
+/// Reads an environment value as TOML (numbers, booleans) when it parses, else as a string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// Levenshtein distance, for spotting misspelt keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn kubernetes_service_variables_are_ignored_and_typos_are_named() {
+        let (config, warnings) = Config::load_with_warnings(
+            None,
+            env(&[
+                ("CLOUDPOP_PORT", "tcp://10.96.0.12:110"),
+                ("CLOUDPOP_PORT_110_TCP_ADDR", "10.96.0.12"),
+                ("CLOUDPOP_SERVICE_HOST", "10.96.0.12"),
+                ("CLOUDPOP_SERVICE_PORT_POP3", "110"),
+                ("CLOUDPOP_MAX_CONECTIONS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(
+            warnings,
+            ["ignoring CLOUDPOP_MAX_CONECTIONS: not a setting; did you mean CLOUDPOP_MAX_CONNECTIONS?"]
+        );
+    }
+
+    #[test]
+    fn every_key_is_known_and_secrets_are_not_exposed_by_the_listing() {
+        let keys = known_keys();
+        for key in ["store", "otel_headers", "proxy_trusted_networks", "s3_secret_access_key", "drain_delay_secs"] {
+            assert!(keys.iter().any(|k| k == key), "{key} missing");
+        }
+        let secret = Config { redis_password: Some(crate::secret::Secret::new("hunter2")), ..Config::default() };
+        assert!(!serde_json::to_string(&secret).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn distance() {
+        assert_eq!(edit_distance("max_connections", "max_conections"), 1);
+        assert_eq!(edit_distance("port", "pop3_listen"), 8);
+        assert_eq!(edit_distance("", "ab"), 2);
+    }
+}
