@@ -69,8 +69,9 @@ fn readiness_follows_redis_s3_and_sigterm() {
     let (mut redis, mut s3) = (Redis::start(), S3::start());
     let bucket = s3.bucket("mail");
     let mut env = cloud_env(&s3, &bucket, &redis);
-    env.push(("CLOUDPOP_DRAIN_DELAY_SECS".into(), "3".into()));
-    env.push(("CLOUDPOP_SHUTDOWN_GRACE_SECS".into(), "10".into()));
+    // A drain delay long enough that the checks below surely run inside it on a slow machine.
+    env.push(("CLOUDPOP_DRAIN_DELAY_SECS".into(), "8".into()));
+    env.push(("CLOUDPOP_SHUTDOWN_GRACE_SECS".into(), "20".into()));
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
     server.wait_ready(200);
 
@@ -105,7 +106,7 @@ fn readiness_follows_redis_s3_and_sigterm() {
     assert_eq!(server.metrics().get("cloudpop_draining{}"), 1.0);
     let mut late = Client::connect(server.pop3);
     assert!(late.greeting.starts_with("+OK"), "a connection during the drain delay was not served");
-    assert!(signalled.elapsed() < Duration::from_secs(3), "the drain delay passed before the check");
+    assert!(signalled.elapsed() < Duration::from_secs(8), "the drain delay passed before the check");
     assert!(late.cmd("NOOP").starts_with("-ERR"));
     drop(late);
     let (status, _) = server.wait();
