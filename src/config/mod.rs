@@ -507,6 +507,23 @@ mod tests {
     }
 
     #[test]
+    fn proxy_headers_need_trusted_networks_given_as_cidrs_or_addresses() {
+        let cfg =
+            Config::load(None, env(&[("CLOUDPOP_PROXY_TRUSTED_NETWORKS", "10.0.0.0/8, 192.0.2.7,2001:db8::/32")]))
+                .unwrap();
+        let nets: Vec<String> = cfg.proxy_networks().unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+        let from_file: Config = toml::from_str("proxy_trusted_networks = [\"10.1.2.3/8\"]").unwrap();
+        assert_eq!(from_file.proxy_networks().unwrap()[0].to_string(), "10.0.0.0/8", "host bits are dropped");
+        let unguarded = Config { proxy_protocol: true, ..Config::default() };
+        assert!(unguarded.validate().unwrap_err().to_string().contains("proxy_trusted_networks"));
+        let garbled = Config { proxy_trusted_networks: vec!["10.0.0.0/33".into()], ..Config::default() };
+        assert!(garbled.validate().unwrap_err().to_string().contains("10.0.0.0/33"));
+        let slow_drain = Config { drain_delay_secs: 60, shutdown_grace_secs: 30, ..Config::default() };
+        assert!(slow_drain.validate().unwrap_err().to_string().contains("drain_delay_secs"));
+    }
+
+    #[test]
     fn mistakes_are_reported_clearly() {
         let err = Config::load(None, env(&[("CLOUDPOP_MAX_CONNECTIONS", "lots")])).unwrap_err().to_string();
         assert!(err.contains("CLOUDPOP_MAX_CONNECTIONS"), "{err}");
