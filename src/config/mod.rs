@@ -475,7 +475,8 @@ fn readable_file(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// Environment pairs as `Config::load` takes them (also used by `env`'s tests).
+    pub(super) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
