@@ -25,7 +25,7 @@ use std::time::Duration;
 pub enum BackendError {
     #[error("cannot open the data directory: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot read s3_secret_access_key_file: {0}")]
+    #[error("cannot read the S3 key files (s3_access_key_id_file, s3_secret_access_key_file): {0}")]
     S3Secret(std::io::Error),
     #[error(transparent)]
     Redis(#[from] RedisSetupError),

@@ -9,6 +9,8 @@ use std::path::Path;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 /// Chunk size of streamed deliveries.
 const CHUNK: usize = 256 * 1024;
@@ -29,6 +31,35 @@ impl tonic::service::Interceptor for Bearer {
 
 pub type Authed = InterceptedService<Channel, Bearer>;
 
+/// A connection to the API at `url`, over TLS for `https://` (trusting `ca` when given, else the
+/// system roots).
+async fn channel(url: &str, ca: Option<&Path>) -> Result<Channel, String> {
+    let mut endpoint = Channel::from_shared(url.to_owned()).map_err(|e| format!("invalid API URL {url:?}: {e}"))?;
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS setup failed: {e}"))?;
+    }
+    endpoint.connect().await.map_err(|e| format!("cannot reach the API at {url}: {e}"))
+}
+
+/// Asks the server's `grpc.health.v1` service (open, no token) whether it is serving.
+pub async fn health(url: &str, ca: Option<&Path>) -> Result<(), String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut client = HealthClient::new(channel(url, ca).await?);
+    let reply = client
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .map_err(|status| format!("health check at {url} failed: {}", status.message()))?;
+    match reply.into_inner().status() {
+        ServingStatus::Serving => Ok(()),
+        other => Err(format!("the API at {url} reports {}", other.as_str_name())),
+    }
+}
+
 /// Connected clients of both services.
 pub struct ApiClient {
     pub admin: AdminClient<Authed>,
@@ -38,16 +69,7 @@ pub struct ApiClient {
 impl ApiClient {
     /// Connects to `url` (`http://` or `https://`), trusting `ca` for https when given.
     pub async fn connect(url: &str, token: Secret, ca: Option<&Path>) -> Result<Self, String> {
-        let mut endpoint = Channel::from_shared(url.to_owned()).map_err(|e| format!("invalid --api URL: {e}"))?;
-        if url.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new().with_native_roots();
-            if let Some(ca) = ca {
-                let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-                tls = tls.ca_certificate(Certificate::from_pem(pem));
-            }
-            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS setup failed: {e}"))?;
-        }
-        let channel = endpoint.connect().await.map_err(|e| format!("cannot reach the API at {url}: {e}"))?;
+        let channel = channel(url, ca).await?;
         Ok(Self {
             admin: AdminClient::with_interceptor(channel.clone(), Bearer(token.clone())),
             ingest: IngestClient::with_interceptor(channel, Bearer(token)),

@@ -18,6 +18,7 @@
 pub mod accounts;
 pub mod api;
 pub mod backends;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod delivery;

@@ -14,6 +14,7 @@ use cloudpop::secret::Secret;
 use cloudpop::server::{self, Shutdown};
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "cloudpop", version, about = "POP3 mailbox retrieval service")]
@@ -42,6 +43,9 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Check a running deployment as its clients would: each POP3 listener greets and answers
+    /// CAPA, and the API's grpc.health.v1 says SERVING. For `helm test` and smoke tests.
+    Check(CheckArgs),
     /// Operate a running server through its API (needs --api).
     Admin {
         #[command(subcommand)]
@@ -95,6 +99,23 @@ struct ServeArgs {
     /// PEM private key.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).multiple(true).args(["pop3", "api"]))]
+struct CheckArgs {
+    /// A POP3 listener, host:port (repeat for several).
+    #[arg(long)]
+    pop3: Vec<String>,
+    /// The gRPC API, e.g. http://cloudpop-api:7110.
+    #[arg(long)]
+    api: Option<String>,
+    /// PEM CA to trust for an https:// API.
+    #[arg(long)]
+    api_ca: Option<PathBuf>,
+    /// Seconds each check may take.
+    #[arg(long, default_value_t = 10)]
+    timeout_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -220,6 +241,7 @@ async fn main() -> std::process::ExitCode {
         Command::Deliver { name, files, idempotency_key, common } => {
             deliver(&name, &files, idempotency_key, &common).await
         }
+        Command::Check(args) => check(args).await,
         Command::Admin { command, common } => admin(command, &common).await,
     };
     match result {
@@ -231,6 +253,22 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let limit = Duration::from_secs(args.timeout_secs);
+    for addr in &args.pop3 {
+        let capabilities = cloudpop::check::pop3_capa(addr, limit).await.map_err(anyhow::Error::msg)?;
+        println!("ok: POP3 at {addr} greets and lists {}", capabilities.join(", "));
+    }
+    if let Some(url) = &args.api {
+        tokio::time::timeout(limit, cloudpop::client::health(url, args.api_ca.as_deref()))
+            .await
+            .map_err(|_| anyhow!("the API at {url} did not answer within {} s", limit.as_secs()))?
+            .map_err(anyhow::Error::msg)?;
+        println!("ok: the API at {url} is SERVING");
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -120,6 +120,8 @@ pub struct Config {
     /// Access key id. Without it the standard AWS chain is used: environment, profile, web
     /// identity (IRSA), container and instance metadata.
     pub s3_access_key_id: Option<String>,
+    /// File holding the access key id (a mounted Secret keeps both halves of the key together).
+    pub s3_access_key_id_file: Option<PathBuf>,
     /// Secret access key; prefer `CLOUDPOP_S3_SECRET_ACCESS_KEY` or the `_file` form.
     pub s3_secret_access_key: Option<Secret>,
     /// File holding the secret access key.
@@ -238,6 +240,7 @@ impl Default for Config {
             s3_prefix: String::new(),
             s3_path_style: false,
             s3_access_key_id: None,
+            s3_access_key_id_file: None,
             s3_secret_access_key: None,
             s3_secret_access_key_file: None,
             s3_timeout_secs: 10,
@@ -372,10 +375,12 @@ impl Config {
             {
                 return fail(format!("s3_endpoint = {:?} must start with http:// or https://", self.s3_endpoint));
             }
+            let id_given = self.s3_access_key_id.is_some() || self.s3_access_key_id_file.is_some();
             let key_given = self.s3_secret_access_key.is_some() || self.s3_secret_access_key_file.is_some();
-            if self.s3_access_key_id.is_some() != key_given {
-                return fail("s3_access_key_id and a secret access key (inline or _file) go together".into());
+            if id_given != key_given {
+                return fail("an S3 access key id and a secret access key (each inline or _file) go together".into());
             }
+            readable_file("s3_access_key_id_file", self.s3_access_key_id_file.as_deref())?;
             readable_file("s3_secret_access_key_file", self.s3_secret_access_key_file.as_deref())?;
             if !self.s3_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
                 return fail(format!("s3_prefix = {:?} may only hold letters, digits and - _ . /", self.s3_prefix));

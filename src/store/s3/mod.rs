@@ -51,13 +51,15 @@ impl S3Settings {
     pub fn from_config(config: &Config) -> std::io::Result<Self> {
         let secret =
             Secret::inline_or_file(config.s3_secret_access_key.as_ref(), config.s3_secret_access_key_file.as_deref())?;
+        let id = config.s3_access_key_id.clone().map(Secret::new);
+        let id = Secret::inline_or_file(id.as_ref(), config.s3_access_key_id_file.as_deref())?;
         Ok(Self {
             endpoint: config.s3_endpoint.clone(),
             region: config.s3_region.clone(),
             bucket: config.s3_bucket.clone(),
             prefix: config.s3_prefix.clone(),
             path_style: config.s3_path_style,
-            access_key: config.s3_access_key_id.clone().zip(secret),
+            access_key: id.map(|id| id.expose().to_owned()).zip(secret),
             timeout: Duration::from_secs(config.s3_timeout_secs),
             max_attempts: config.s3_max_attempts,
         })

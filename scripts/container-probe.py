@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Checks a cloudpop server listening on the image's ports of 127.0.0.1 (run inside the
+container's network namespace by scripts/container-test): POP3 with STLS on 1110, POP3S on 1995,
+/healthz and /readyz on 9110, grpc.health.v1 on 7110. Usage: container-probe.py USER PASSWORD"""
+
+import poplib
+import ssl
+import sys
+import urllib.request
+
+import grpc
+
+user, password = sys.argv[1], sys.argv[2]
+# The image generates a self-signed certificate on first start: nothing to verify it against.
+insecure = ssl.create_default_context()
+insecure.check_hostname = False
+insecure.verify_mode = ssl.CERT_NONE
+
+
+def check(what, ok, detail=""):
+    if not ok:
+        sys.exit(f"container-probe: {what} failed {detail}")
+    print(f"    ok: {what}")
+
+
+def retrieve(pop):
+    pop.user(user)
+    pop.pass_(password)
+    count, _ = pop.stat()
+    check("one message in the maildrop", count == 1, f"(STAT says {count})")
+    _, lines, _ = pop.retr(1)
+    check("RETR returns the delivered message", b"Subject: container smoke test" in lines, repr(lines))
+    pop.quit()
+
+
+pop = poplib.POP3("127.0.0.1", 1110, timeout=10)
+check("POP3 greeting on 1110", pop.getwelcome().startswith(b"+OK"))
+capa = pop.capa()
+check("CAPA lists STLS and SASL", "STLS" in capa and "SASL" in capa, repr(capa))
+pop.stls(context=insecure)
+check("STLS upgrade", True)
+retrieve(pop)
+
+pops = poplib.POP3_SSL("127.0.0.1", 1995, timeout=10, context=insecure)
+check("POP3S greeting on 1995", pops.getwelcome().startswith(b"+OK"))
+tls = pops.sock.version()
+check("POP3S negotiates TLS 1.2 or 1.3", tls in ("TLSv1.2", "TLSv1.3"), tls)
+retrieve(pops)
+
+for path in ("/healthz", "/readyz"):
+    with urllib.request.urlopen(f"http://127.0.0.1:9110{path}", timeout=5) as reply:
+        check(f"GET {path} -> 200", reply.status == 200, str(reply.status))
+with urllib.request.urlopen("http://127.0.0.1:9110/metrics", timeout=5) as reply:
+    check("GET /metrics is OpenMetrics", b"cloudpop_ready" in reply.read())
+
+# grpc.health.v1.Health/Check with an empty request (the API runs once a token is configured;
+# health itself needs none). SERVING is field 1 = 1: bytes 08 01.
+with grpc.insecure_channel("127.0.0.1:7110") as channel:
+    check_call = channel.unary_unary("/grpc.health.v1.Health/Check")
+    answer = check_call(b"", timeout=5)
+    check("gRPC health on 7110 says SERVING", answer == b"\x08\x01", repr(answer))
