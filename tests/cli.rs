@@ -239,3 +239,38 @@ fn a_configuration_error_is_one_clear_line_without_a_backtrace() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("cloudpop: environment variable CLOUDPOP_MAX_CONNECTIONS"), "{err}");
 }
+
+#[test]
+fn check_reports_what_a_client_sees_and_fails_with_one_line() {
+    use common::api::token_env;
+    let server = Server::start(&token_env());
+    let api = format!("http://{}", server.api.unwrap());
+    let pop3 = server.pop3.to_string();
+    let check = |args: &[&str]| {
+        let out = Command::new(BIN).arg("check").args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = check(&["--pop3", &pop3, "--api", &api]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("ok: POP3 at {pop3} greets and lists")) && out.contains("STLS"), "{out}");
+    assert!(out.contains(&format!("ok: the API at {api} is SERVING")), "{out}");
+
+    // Nothing listening: a failure, said in one line.
+    let closed = format!("127.0.0.1:{}", common::cloud::free_port());
+    let (ok, _, err) = check(&["--pop3", &closed, "--timeout-secs", "2"]);
+    assert!(
+        !ok && err.starts_with(&format!("cloudpop: POP3 at {closed}: cannot connect")) && err.lines().count() == 1,
+        "{err}"
+    );
+    // Something that is not POP3: the ops listener speaks HTTP and never greets.
+    let ops = server.ops.unwrap().to_string();
+    let (ok, _, err) = check(&["--pop3", &ops, "--timeout-secs", "1"]);
+    assert!(!ok && err.contains("no complete answer within 1 s"), "{err}");
+    // Neither target: a usage error.
+    let (ok, _, err) = check(&[]);
+    assert!(!ok && err.contains("--pop3") && err.contains("--api"), "{err}");
+}

@@ -616,6 +616,31 @@ fn a_rendered_pod_runs_answers_on_every_port_and_drains_in_time() {
         }
     }
 
+    // The `helm test` hook, run with its rendered arguments: each Service address becomes the pod
+    // port that the Service's targetPort names.
+    let hook =
+        objects.iter().find(|o| o["kind"] == "Pod" && o["metadata"]["annotations"]["helm.sh/hook"] == "test").unwrap();
+    let hook_args: Vec<String> = hook["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| {
+            let arg = arg.as_str().unwrap();
+            let Some(at) = arg.find(".mail.svc:") else { return arg.to_owned() };
+            let start = arg[..at].rfind(['=', '/']).unwrap() + 1;
+            let service = find(&objects, "Service", &arg[start..at]);
+            let port: u64 = arg[at + ".mail.svc:".len()..].parse().unwrap();
+            let spec = service["spec"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == port).unwrap();
+            format!("{}{}:{}", &arg[..start], pod.ip, pod.port(&spec["targetPort"]))
+        })
+        .collect();
+    assert!(
+        hook_args.iter().any(|a| a.starts_with("--pop3=")) && hook_args.iter().any(|a| a.starts_with("--api=")),
+        "{hook_args:?}"
+    );
+    let out = Command::new(BIN).args(&hook_args).output().unwrap();
+    assert!(out.status.success(), "helm test hook {hook_args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+
     // A session in TRANSACTION (STLS, as a client on the network would) that the drain must end.
     let mut session = Client::connect_stls(pod.addr("pop3"), &pod.cert);
     assert!(session.cmd("USER alice").starts_with("+OK"));
