@@ -35,6 +35,8 @@ RUN apt-get update \
         'pop3s_listen = "0.0.0.0:1995"' \
         'api_listen = "0.0.0.0:7110"' \
         'ops_listen = "0.0.0.0:9110"' \
+        '# A sidecar or proxy may connect from loopback: it gets no exemption from TLS.' \
+        'plaintext_auth_loopback = false' \
         > /etc/cloudpop/cloudpop.toml
 COPY --from=build /src/target/release/cloudpop /usr/local/bin/cloudpop
 USER 10001:10001

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks a cloudpop server listening on the image's ports of 127.0.0.1 (run inside the
 container's network namespace by scripts/container-test): POP3 with STLS on 1110, POP3S on 1995,
-/healthz and /readyz on 9110, grpc.health.v1 on 7110. Usage: container-probe.py USER PASSWORD"""
+/healthz and /readyz on 9110, grpc.health.v1 over TLS on 7110.
+Usage: container-probe.py USER PASSWORD CERT (the certificate the image generated)"""
 
 import poplib
 import ssl
@@ -10,7 +11,7 @@ import urllib.request
 
 import grpc
 
-user, password = sys.argv[1], sys.argv[2]
+user, password, cert = sys.argv[1], sys.argv[2], sys.argv[3]
 # The image generates a self-signed certificate on first start: nothing to verify it against.
 insecure = ssl.create_default_context()
 insecure.check_hostname = False
@@ -55,7 +56,9 @@ with urllib.request.urlopen("http://127.0.0.1:9110/metrics", timeout=5) as reply
 
 # grpc.health.v1.Health/Check with an empty request (the API runs once a token is configured;
 # health itself needs none). SERVING is field 1 = 1: bytes 08 01.
-with grpc.insecure_channel("127.0.0.1:7110") as channel:
+with open(cert, "rb") as f:
+    credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+with grpc.secure_channel("127.0.0.1:7110", credentials) as channel:
     check_call = channel.unary_unary("/grpc.health.v1.Health/Check")
     answer = check_call(b"", timeout=5)
-    check("gRPC health on 7110 says SERVING", answer == b"\x08\x01", repr(answer))
+    check("gRPC health over TLS on 7110 says SERVING", answer == b"\x08\x01", repr(answer))

@@ -7,6 +7,7 @@ use crate::names::{AccountName, InvalidName};
 use crate::store::{AccountRecord, AccountStore, MessageStore, StoreError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -77,12 +78,50 @@ pub struct Accounts {
     store: Arc<dyn AccountStore>,
     /// Bounds simultaneous hash computations, and with them CPU and memory under a login storm.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Logins verifying or waiting to verify a password, and how many may.
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
+}
+
+/// Why a login could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// More logins are waiting for a password check than `max_pending_logins` allows.
+    #[error("too many logins in progress")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One login counted in [`Accounts::pending`] until dropped.
+struct Pending(Arc<AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn AccountStore>) -> Self {
+    /// `max_pending` logins may wait for, or be in, a password check; more are refused at once
+    /// rather than queued without limit.
+    pub fn new(store: Arc<dyn AccountStore>, max_pending: usize) -> Self {
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-        Self { store, hashing: Arc::new(tokio::sync::Semaphore::new(parallel)) }
+        Self {
+            store,
+            hashing: Arc::new(tokio::sync::Semaphore::new(parallel)),
+            pending: Arc::new(AtomicUsize::new(0)),
+            max_pending,
+        }
+    }
+
+    /// Counts a login in, unless `max_pending` are already in.
+    fn enter(&self) -> Result<Pending, LoginError> {
+        let admitted = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_pending).then_some(n + 1))
+            .is_ok();
+        if admitted { Ok(Pending(self.pending.clone())) } else { Err(LoginError::Busy) }
     }
 
     pub async fn create(&self, name: &str, password: &str) -> Result<AccountName, AccountError> {
@@ -147,7 +186,8 @@ impl Accounts {
     }
 
     /// Checks a login. `Ok(None)` for any bad credential, unknown or disabled account alike.
-    pub async fn authenticate(&self, user: &str, password: &str) -> Result<Option<AccountRecord>, StoreError> {
+    pub async fn authenticate(&self, user: &str, password: &str) -> Result<Option<AccountRecord>, LoginError> {
+        let _pending = self.enter()?;
         let name = AccountName::parse(user).ok();
         let record = match &name {
             Some(name) => self.store.get(name).await?.filter(|r| !r.disabled),

@@ -46,6 +46,14 @@ async fn channel(url: &str, ca: Option<&Path>) -> Result<Channel, String> {
     endpoint.connect().await.map_err(|e| format!("cannot reach the API at {url}: {e}"))
 }
 
+/// Whether `url` names this machine: `localhost` or a loopback address.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else { return false };
+    let Some(host) = uri.host() else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Asks the server's `grpc.health.v1` service (open, no token) whether it is serving.
 pub async fn health(url: &str, ca: Option<&Path>) -> Result<(), String> {
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -67,8 +75,17 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// Connects to `url` (`http://` or `https://`), trusting `ca` for https when given.
-    pub async fn connect(url: &str, token: Secret, ca: Option<&Path>) -> Result<Self, String> {
+    /// Connects to `url` (`http://` or `https://`), trusting `ca` for https when given. The
+    /// token (and any password a call carries) never goes over `http://` to another host unless
+    /// `allow_cleartext` says so.
+    pub async fn connect(url: &str, token: Secret, ca: Option<&Path>, allow_cleartext: bool) -> Result<Self, String> {
+        if url.starts_with("http://") && !allow_cleartext && !is_loopback_url(url) {
+            return Err(format!(
+                "{url} is not encrypted and not on this machine: the API token and passwords would cross the \
+                 network in clear. Use https:// (the server's api_tls), or --allow-cleartext where something \
+                 else encrypts the traffic"
+            ));
+        }
         let channel = channel(url, ca).await?;
         Ok(Self {
             admin: AdminClient::with_interceptor(channel.clone(), Bearer(token.clone())),
@@ -109,5 +126,22 @@ impl ApiClient {
             Ok(Ok(())) => {}
         }
         reply.map(tonic::Response::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn only_this_machine_counts_as_loopback() {
+        for url in ["http://127.0.0.1:7110", "http://localhost:7110", "http://[::1]:7110", "http://127.9.9.9"] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in
+            ["http://10.0.0.5:7110", "http://cloudpop-api.mail.svc:7110", "http://127.0.0.1.example.net", "nonsense"]
+        {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 }

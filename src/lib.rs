@@ -22,6 +22,7 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod delivery;
+pub mod limits;
 pub mod lock;
 pub mod names;
 pub mod ops;

@@ -74,6 +74,10 @@ struct CommonArgs {
     /// PEM CA to trust for an https:// API.
     #[arg(long, env = "CLOUDPOP_API_CA", global = true)]
     api_ca: Option<PathBuf>,
+    /// Allow an http:// API on another host (the token and passwords then cross the network in
+    /// clear): only where something else encrypts the traffic.
+    #[arg(long, global = true)]
+    allow_cleartext: bool,
 }
 
 #[derive(Args)]
@@ -225,7 +229,11 @@ async fn api_client(common: &CommonArgs) -> anyhow::Result<Option<ApiClient>> {
         (None, Ok(token)) => Secret::new(token),
         (None, Err(_)) => bail!("--api needs a token: set CLOUDPOP_API_TOKEN or --token-file"),
     };
-    Ok(Some(ApiClient::connect(url, token, common.api_ca.as_deref()).await.map_err(anyhow::Error::msg)?))
+    Ok(Some(
+        ApiClient::connect(url, token, common.api_ca.as_deref(), common.allow_cleartext)
+            .await
+            .map_err(anyhow::Error::msg)?,
+    ))
 }
 
 /// Turns a gRPC failure into a message that says what the server said.

@@ -10,6 +10,7 @@
 
 use crate::backends::{BackendError, Backends};
 use crate::config::Config;
+use crate::limits::AddressSlots;
 use crate::ops::metrics::{GaugeGuard, ListenerLabels, RefusedLabels, metrics};
 use crate::ops::readiness::Readiness;
 use crate::reload::{self, CertStore};
@@ -117,9 +118,15 @@ pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>)
         });
     }
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let per_address = AddressSlots::new(config.max_connections_per_address);
     let stop_accepting = CancellationToken::new();
     for (listener, role) in listeners {
-        let accept = Acceptor { ctx: ctx.clone(), slots: slots.clone(), trusted: trusted.clone() };
+        let accept = Acceptor {
+            ctx: ctx.clone(),
+            slots: slots.clone(),
+            per_address: per_address.clone(),
+            trusted: trusted.clone(),
+        };
         sessions.spawn(accept.run(listener, role, sessions.clone(), stop_accepting.clone()));
     }
 
@@ -191,6 +198,8 @@ fn announce(name: &str, local: SocketAddr) {
 struct Acceptor {
     ctx: Arc<Context>,
     slots: Arc<Semaphore>,
+    /// Connections per client address (IPv6: per /64).
+    per_address: Arc<AddressSlots>,
     /// Load balancers allowed to send PROXY headers.
     trusted: Arc<Vec<IpNet>>,
 }
@@ -227,22 +236,31 @@ impl Acceptor {
                 continue;
             }
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                metrics().connections_refused.get_or_create(&RefusedLabels { listener: name, reason: "limit" }).inc();
-                // On the implicit-TLS port a plaintext reply would be noise: just close.
-                match role {
-                    Listener::ImplicitTls => warn!(%peer, "connection limit reached; refusing"),
-                    Listener::Plain => {
-                        tasks.spawn(refuse(stream, peer));
-                    }
-                }
+                refuse(&stream, peer, role, "limit");
                 continue;
             };
+            // Behind a load balancer the client's address is known only from its PROXY header.
+            let address_slot = if proxied {
+                None
+            } else {
+                match self.per_address.try_acquire(peer.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        refuse(&stream, peer, role, "address_limit");
+                        continue;
+                    }
+                }
+            };
             let ctx = self.ctx.clone();
+            let per_address = self.per_address.clone();
             tasks.spawn(async move {
                 let _open = GaugeGuard::hold(&metrics().connections_open.get_or_create(&labels));
                 if proxied {
                     match session::proxied::accept(stream, peer, ctx.config.login_timeout()).await {
-                        Ok((stream, client)) => session::serve(stream, client, role, ctx).await,
+                        Ok((stream, client)) => match per_address.try_acquire(client.ip()) {
+                            Some(_slot) => session::serve(stream, client, role, ctx).await,
+                            None => refuse(stream.get_ref(), client, role, "address_limit"),
+                        },
                         // Garbled or missing: no reply, it is not our client.
                         Err(e) => {
                             metrics()
@@ -255,20 +273,25 @@ impl Acceptor {
                 } else {
                     session::serve(stream, peer, role, ctx).await;
                 }
+                drop(address_slot);
                 drop(permit);
             });
         }
     }
 }
 
-/// Tells a client over the connection cap to come back later.
-async fn refuse(mut stream: TcpStream, peer: SocketAddr) {
-    use tokio::io::AsyncWriteExt;
-    warn!(%peer, "connection limit reached; refusing");
-    let reply = crate::protocol::response::err(
-        Some(crate::protocol::response::Code::SysTemp),
-        "Too many connections, try again later",
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&reply)).await;
-    let _ = stream.shutdown().await;
+/// Turns away a connection over a limit, counted by `reason`. On the plain port the client is
+/// told to come back later; the reply is written without waiting (a fresh socket's send buffer
+/// always has room for one line) and no task is spawned, so a flood of refused connections
+/// costs nothing that lasts. On the implicit-TLS port a plaintext reply would be noise.
+fn refuse(stream: &TcpStream, peer: SocketAddr, role: Listener, reason: &'static str) {
+    metrics().connections_refused.get_or_create(&RefusedLabels { listener: role.name(), reason }).inc();
+    debug!(%peer, reason, "connection refused");
+    if role == Listener::Plain {
+        let reply = crate::protocol::response::err(
+            Some(crate::protocol::response::Code::SysTemp),
+            "Too many connections, try again later",
+        );
+        let _ = stream.try_write(&reply);
+    }
 }

@@ -97,9 +97,9 @@ pub fn self_signed_paths(data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError
     let generated = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     let write = |path: &Path, text: String, mode: u32| -> Result<(), TlsError> {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let err = |source| TlsError::Write { path: path.to_owned(), source };
-        std::fs::create_dir_all(&dir).map_err(err)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(err)?;
         let tmp = path.with_extension("tmp");
         let mut file =
             std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(err)?;

@@ -88,10 +88,23 @@ mod memory_locks {
 
     lock_cases!(make);
 
+    fn throttle() -> std::sync::Arc<MemoryThrottle> {
+        std::sync::Arc::new(MemoryThrottle::new(conformance::throttle_limits()))
+    }
+
     #[tokio::test]
     async fn throttle_counts_per_account_and_address() {
-        conformance::throttle_counts_per_account_and_address(&MemoryThrottle::new(conformance::throttle_limits()))
-            .await;
+        conformance::throttle_counts_per_account_and_address(&*throttle()).await;
+    }
+
+    #[tokio::test]
+    async fn throttle_trusts_the_owners_address() {
+        conformance::throttle_trusts_the_owners_address(&*throttle()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn throttle_admits_no_more_than_the_limit_in_parallel() {
+        conformance::throttle_admits_no_more_than_the_limit_in_parallel(throttle()).await;
     }
 }
 
@@ -110,12 +123,27 @@ mod redis_locks {
 
     lock_cases!(make);
 
+    fn throttle(redis: &Redis) -> std::sync::Arc<RedisThrottle> {
+        let conn = cloudpop::redis_conn::connect(&config(redis)).unwrap();
+        std::sync::Arc::new(RedisThrottle::new(conn, "conformance:", conformance::throttle_limits()))
+    }
+
     #[tokio::test]
     async fn throttle_counts_per_account_and_address() {
         let redis = Redis::start();
-        let conn = cloudpop::redis_conn::connect(&config(&redis)).unwrap();
-        let throttle = RedisThrottle::new(conn, "conformance:", conformance::throttle_limits());
-        conformance::throttle_counts_per_account_and_address(&throttle).await;
+        conformance::throttle_counts_per_account_and_address(&*throttle(&redis)).await;
+    }
+
+    #[tokio::test]
+    async fn throttle_trusts_the_owners_address() {
+        let redis = Redis::start();
+        conformance::throttle_trusts_the_owners_address(&*throttle(&redis)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn throttle_admits_no_more_than_the_limit_in_parallel() {
+        let redis = Redis::start();
+        conformance::throttle_admits_no_more_than_the_limit_in_parallel(throttle(&redis)).await;
     }
 }
 

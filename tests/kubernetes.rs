@@ -189,6 +189,7 @@ fn every_rendering_is_valid_for_kubernetes() {
             "pop3.proxyProtocol.enabled=true",
             "pop3.proxyProtocol.trustedNetworks={10.0.0.0/8}",
             "api.adminTokens={admin-token-0123456789}",
+            "api.tls=true",
         ],
     );
     for kind in ["HorizontalPodAutoscaler", "ServiceMonitor", "Certificate", "Secret"] {
@@ -239,6 +240,7 @@ fn values_schema_and_chart_refuse_bad_values_with_clear_messages() {
         (&["tls.source=secret"], "tls.source: secret needs tls.secretName"),
         (&["tls.source=certManager"], "needs tls.certManager.issuerRef.name"),
         (&["s3.accessKeyId=AKIA0000"], "s3.accessKeyId needs s3.secretAccessKey"),
+        (&["api.adminTokens={admin-token-0123456789}"], "API tokens need api.tls=true"),
     ];
     for (sets, fragment) in cases {
         match helm_template(&[], sets) {
@@ -548,6 +550,9 @@ fn a_rendered_pod_runs_answers_on_every_port_and_drains_in_time() {
         format!("api.ingestTokens={{{INGEST_TOKEN}}}"),
         "tls.source=secret".into(),
         "tls.secretName=pop-tls".into(),
+        // Plain gRPC keeps the test's clients simple; the chart refuses tokens without TLS
+        // unless told so.
+        "api.allowCleartext=true".into(),
         "drain.preStopSeconds=2".into(),
         "drain.graceSeconds=3".into(),
     ];

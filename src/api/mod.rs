@@ -34,6 +34,12 @@ pub enum ApiError {
     Tls(String),
     #[error("cannot listen on {addr} for the API: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error(
+        "api_listen = {0:?} is reachable from the network without TLS: tokens and passwords would cross it \
+         in clear. Set api_tls = true, listen on loopback, or set api_allow_cleartext = true if \
+         something else encrypts the traffic (a service mesh)"
+    )]
+    Cleartext(String),
 }
 
 /// Reads the tokens of both scopes from configuration, environment or files.
@@ -115,6 +121,10 @@ pub async fn bind(config: &Config, tokens: &Tokens) -> Result<Option<(tokio::net
     if tokens.is_empty() {
         info!("API not started: no api_admin_tokens or api_ingest_tokens configured");
         return Ok(None);
+    }
+    let loopback = config.api_listen.parse::<SocketAddr>().is_ok_and(|a| a.ip().to_canonical().is_loopback());
+    if !loopback && !config.api_tls && !config.api_allow_cleartext {
+        return Err(ApiError::Cleartext(config.api_listen.clone()));
     }
     let bind_err = |source| ApiError::Bind { addr: config.api_listen.clone(), source };
     let listener = tokio::net::TcpListener::bind(&config.api_listen).await.map_err(bind_err)?;

@@ -20,6 +20,10 @@ pub struct Config {
     /// Where maildrop locks and login throttles live: `memory` (this process only) or `redis`
     /// (shared by every frontend of a pool).
     pub locks: LocksKind,
+    /// The promise that this process is the only frontend of its bucket. Only then may
+    /// `store = "s3"` run with `locks = "memory"`: with two frontends and in-process locks, two
+    /// sessions could hold one maildrop, so that combination is refused without it.
+    pub single_frontend: bool,
     /// Directory of the embedded store: messages, accounts, the generated TLS certificate.
     pub data_dir: PathBuf,
     /// Address of the POP3 listener with STLS (production: `0.0.0.0:110`). Empty disables it.
@@ -34,6 +38,11 @@ pub struct Config {
     /// Allow USER/PASS and AUTH PLAIN/LOGIN on unencrypted connections from non-loopback
     /// addresses. Off by default: passwords would cross the network in clear text.
     pub allow_plaintext_auth: bool,
+    /// Let loopback connections (127.0.0.0/8, ::1) use USER/PASS and AUTH PLAIN/LOGIN without
+    /// TLS: convenient on a laptop. Turn it off wherever something else connects from loopback
+    /// on clients' behalf (service-mesh sidecars, local proxies); the container image and the
+    /// Helm chart do.
+    pub plaintext_auth_loopback: bool,
     /// Expect a PROXY protocol header (v1 or v2) at the start of every POP3 connection, from a
     /// load balancer, and use the client address it names (for logs, throttling and the
     /// loopback rule). Connections without one are dropped. Needs `proxy_trusted_networks`.
@@ -45,6 +54,13 @@ pub struct Config {
     pub proxy_trusted_networks: Vec<String>,
     /// Most simultaneous POP3 connections per process; more are refused with `[SYS/TEMP]`.
     pub max_connections: usize,
+    /// Most simultaneous POP3 connections from one client address (IPv6: one /64), so one host
+    /// cannot take every slot. Behind a load balancer with PROXY protocol, the client's address
+    /// counts. Raise it for large NATs.
+    pub max_connections_per_address: u32,
+    /// Longest time from connecting to logging in, in seconds, however busy the client keeps
+    /// the connection (CAPA loops, failed AUTH attempts); then the connection is closed.
+    pub login_deadline_secs: u64,
     /// Longest accepted command line in octets, CRLF included (RFC 2449 requires 255 at least).
     pub max_line_length: usize,
     /// Overlong lines tolerated on one connection before it is closed.
@@ -57,6 +73,15 @@ pub struct Config {
     pub idle_timeout_secs: u64,
     /// Pause before answering a failed login, in milliseconds (slows down password guessing).
     pub auth_failure_delay_ms: u64,
+    /// Slowest average rate, in octets per second, at which a client must take a RETR or TOP
+    /// reply (after `retr_grace_secs`); a slower one is disconnected with no deletions, so a
+    /// stalled reader cannot hold its maildrop's lock for days.
+    pub retr_min_bytes_per_sec: u64,
+    /// Seconds a RETR or TOP reply may take before `retr_min_bytes_per_sec` applies.
+    pub retr_grace_secs: u64,
+    /// Logins that may wait for, or be in, a password check at once; more get `[SYS/TEMP]` at
+    /// once instead of queueing without limit behind a login storm.
+    pub max_pending_logins: u32,
     /// Failed logins allowed on one connection before it is closed.
     pub max_auth_failures: u32,
     /// Lifetime of a maildrop lock lease in seconds; renewed every third of it while the session
@@ -160,6 +185,10 @@ pub struct Config {
     pub api_ingest_tokens_file: Option<PathBuf>,
     /// Serve the API over TLS, with `tls_cert`/`tls_key` (or the generated certificate).
     pub api_tls: bool,
+    /// Serve the API without TLS on a non-loopback address. Off by default: bearer tokens and
+    /// the passwords of CreateAccount/SetPassword would cross the network in clear. Set it only
+    /// where something else encrypts the traffic (a service mesh with mutual TLS).
+    pub api_allow_cleartext: bool,
     /// PEM CA whose client certificates the API requires (mutual TLS); needs `api_tls`.
     pub api_client_ca: Option<PathBuf>,
 
@@ -200,21 +229,28 @@ impl Default for Config {
         Self {
             store: StoreKind::Fs,
             locks: LocksKind::Memory,
+            single_frontend: false,
             data_dir: PathBuf::from("cloudpop-data"),
             pop3_listen: "127.0.0.1:1110".into(),
             pop3s_listen: "127.0.0.1:1995".into(),
             tls_cert: None,
             tls_key: None,
             allow_plaintext_auth: false,
+            plaintext_auth_loopback: true,
             proxy_protocol: false,
             proxy_trusted_networks: Vec::new(),
             max_connections: 1024,
+            max_connections_per_address: 64,
+            login_deadline_secs: 120,
             max_line_length: 1024,
             max_line_violations: 3,
             max_bad_commands: 20,
             login_timeout_secs: 60,
             idle_timeout_secs: 600,
             auth_failure_delay_ms: 2000,
+            retr_min_bytes_per_sec: 2048,
+            retr_grace_secs: 60,
+            max_pending_logins: 128,
             max_auth_failures: 3,
             lock_lease_secs: 120,
             max_message_size: 512 * 1024 * 1024,
@@ -258,6 +294,7 @@ impl Default for Config {
             api_ingest_tokens: None,
             api_ingest_tokens_file: None,
             api_tls: false,
+            api_allow_cleartext: false,
             api_client_ca: None,
             throttle_window_secs: 900,
             throttle_account_failures: 10,
@@ -336,7 +373,12 @@ impl Config {
             }
             (None, None) => {}
         }
-        let ranges: [(&str, u64, u64, u64); 19] = [
+        let ranges: [(&str, u64, u64, u64); 24] = [
+            ("retr_grace_secs", self.retr_grace_secs, 1, 3600),
+            ("max_pending_logins", self.max_pending_logins.into(), 1, 1_000_000),
+            ("retr_min_bytes_per_sec", self.retr_min_bytes_per_sec, 1, 1 << 30),
+            ("max_connections_per_address", self.max_connections_per_address.into(), 1, 1_000_000),
+            ("login_deadline_secs", self.login_deadline_secs, 1, 3600),
             ("s3_timeout_secs", self.s3_timeout_secs, 1, 600),
             ("s3_max_attempts", self.s3_max_attempts.into(), 1, 20),
             ("redis_timeout_ms", self.redis_timeout_ms, 50, 60_000),
@@ -364,6 +406,13 @@ impl Config {
         }
         if self.max_message_size < 1024 {
             return fail(format!("max_message_size = {} is below 1024 octets", self.max_message_size));
+        }
+        if self.store == StoreKind::S3 && self.locks == LocksKind::Memory && !self.single_frontend {
+            return fail(
+                "store = \"s3\" with locks = \"memory\" gives no maildrop exclusivity across frontends: use \
+                 locks = \"redis\", or set single_frontend = true if this is the only frontend of the bucket"
+                    .into(),
+            );
         }
         if self.store == StoreKind::S3 {
             if self.s3_bucket.is_empty() {
@@ -417,6 +466,10 @@ impl Config {
 
     pub fn login_timeout(&self) -> Duration {
         Duration::from_secs(self.login_timeout_secs)
+    }
+
+    pub fn login_deadline(&self) -> Duration {
+        Duration::from_secs(self.login_deadline_secs)
     }
 
     pub fn idle_timeout(&self) -> Duration {
@@ -539,5 +592,20 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("pop3_listen"));
         let bad = Config { tls_cert: Some("/nonexistent.pem".into()), ..Config::default() };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn s3_with_in_process_locks_needs_the_single_frontend_promise() {
+        let cloud = |locks, single_frontend| Config {
+            store: StoreKind::S3,
+            s3_bucket: "mail".into(),
+            locks,
+            single_frontend,
+            ..Config::default()
+        };
+        let err = cloud(LocksKind::Memory, false).validate().unwrap_err().to_string();
+        assert!(err.contains("locks = \"redis\"") && err.contains("single_frontend"), "{err}");
+        cloud(LocksKind::Memory, true).validate().unwrap();
+        cloud(LocksKind::Redis, false).validate().unwrap();
     }
 }

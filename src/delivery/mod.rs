@@ -81,7 +81,8 @@ pub struct Spooled {
 impl Spooler {
     /// A spool for one message; `check_headers` refuses input that does not look like mail.
     pub async fn new(spool_dir: &Path, max_size: u64, check_headers: bool) -> Result<Self, DeliveryError> {
-        tokio::fs::create_dir_all(spool_dir).await.map_err(DeliveryError::Spool)?;
+        // The spool holds mail: private like the store (tempfile creates its files 0600).
+        crate::store::fs::private_dir(spool_dir).await.map_err(DeliveryError::Spool)?;
         let named = tempfile::Builder::new().prefix("msg-").tempfile_in(spool_dir).map_err(DeliveryError::Spool)?;
         let (file, path) = named.into_parts();
         Ok(Self {

@@ -22,7 +22,8 @@ pub struct ListenerLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
     pub listener: &'static str,
-    /// `limit` (max_connections), `proxy_untrusted`, `proxy_invalid`.
+    /// `limit` (max_connections), `address_limit` (max_connections_per_address),
+    /// `proxy_untrusted`, `proxy_invalid`.
     pub reason: &'static str,
 }
 

@@ -44,6 +44,9 @@ pub enum Step {
     /// Send `header`, then the message stored under `key` dot-stuffed, cut after `top` body
     /// lines when set.
     Send { header: Vec<u8>, key: String, top: Option<u64> },
+    /// Send `header`, then the listing's lines piece by piece through
+    /// [`Machine::write_listing`], so no reply of a large maildrop is ever whole in memory.
+    Listing { header: Vec<u8>, kind: ListKind },
     /// Enter UPDATE: remove the messages stored under these keys, then call
     /// [`Machine::update_finished`].
     Update(Vec<String>),
@@ -51,6 +54,15 @@ pub enum Step {
     AuthFailed { reply: Vec<u8>, close: bool },
     /// Send the reply and close the connection.
     Close(Vec<u8>),
+}
+
+/// Which multi-line listing a [`Step::Listing`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// LIST: number and size.
+    Sizes,
+    /// UIDL: number and unique id.
+    Uids,
 }
 
 /// The result of a [`Step::Login`].
@@ -353,13 +365,12 @@ impl Machine {
             }
             Command::List(None) => {
                 let (count, octets) = view.stat();
-                let lines = view.live().map(|(n, m)| format!("{n} {}", m.size));
-                Step::Reply(response::multiline(&format!("{count} messages ({octets} octets)"), lines))
+                let header = response::ok(&format!("{count} messages ({octets} octets)"));
+                Step::Listing { header, kind: ListKind::Sizes }
             }
             Command::List(Some(n)) => lookup(&view, n, |m| response::ok(&format!("{n} {}", m.size))),
             Command::Uidl(None) => {
-                let lines = view.live().map(|(n, m)| format!("{n} {}", m.uid));
-                Step::Reply(response::multiline("Unique-ID listing follows", lines))
+                Step::Listing { header: response::ok("Unique-ID listing follows"), kind: ListKind::Uids }
             }
             Command::Uidl(Some(n)) => lookup(&view, n, |m| response::ok(&format!("{n} {}", m.uid))),
             Command::Retr(n) => match view.get(n) {
@@ -395,6 +406,29 @@ impl Machine {
         step
     }
 
+    /// Continues a [`Step::Listing`]: appends the lines of the messages numbered above `*cursor`
+    /// to `out` until at least `budget` octets were added or the listing is complete (then with
+    /// its terminating line), and advances `cursor`. Returns whether the listing is complete.
+    pub fn write_listing(&self, kind: ListKind, cursor: &mut u64, out: &mut Vec<u8>, budget: usize) -> bool {
+        let Phase::Transaction(view) = &self.phase else {
+            out.extend_from_slice(response::END);
+            return true;
+        };
+        let limit = out.len().saturating_add(budget);
+        for (n, m) in view.live_after(*cursor) {
+            if out.len() >= limit {
+                return false;
+            }
+            match kind {
+                ListKind::Sizes => response::push_line(out, &format!("{n} {}", m.size)),
+                ListKind::Uids => response::push_line(out, &format!("{n} {}", m.uid)),
+            }
+            *cursor = n;
+        }
+        out.extend_from_slice(response::END);
+        true
+    }
+
     /// Finishes QUIT after a [`Step::Update`].
     pub fn update_finished(&mut self, outcome: UpdateOutcome) -> Step {
         self.phase = Phase::Closed;
@@ -407,17 +441,19 @@ impl Machine {
         }
     }
 
-    /// The CAPA response: exactly what works on this connection in its current state.
+    /// The CAPA response: what works on this connection. RFC 2449 section 5: a capability of
+    /// the AUTHORIZATION state is announced in both states, so USER, SASL, STLS and UTF8 stay
+    /// in the list after login (where the commands themselves are refused).
     pub fn capabilities(&self) -> Vec<u8> {
         let s = &self.settings;
         let before_login = !self.in_transaction();
         let mut caps: Vec<String> = vec!["TOP".into(), "UIDL".into()];
-        if before_login && s.plaintext_allowed {
+        if s.plaintext_allowed {
             caps.push("USER".into());
             caps.push(format!("SASL {}", sasl::MECHANISMS.join(" ")));
         }
         caps.extend(["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"].map(String::from));
-        if before_login && s.stls_available && !s.tls_active {
+        if s.stls_available && !s.tls_active {
             caps.push("STLS".into());
         }
         // Retention is an account policy: before login say so with "USER" (RFC 2449 section 6.7).
@@ -431,9 +467,7 @@ impl Machine {
             Some(secs) if !before_login => caps.push(format!("LOGIN-DELAY {secs}")),
             _ => caps.push(format!("LOGIN-DELAY {} USER", s.login_delay_secs)),
         }
-        if before_login {
-            caps.push("UTF8".into());
-        }
+        caps.push("UTF8".into());
         caps.push(format!("IMPLEMENTATION {}", s.implementation));
         response::multiline("Capability list follows", caps)
     }

@@ -49,12 +49,18 @@ impl MaildropView {
 
     /// The messages not marked deleted, with their 1-based numbers.
     pub fn live(&self) -> impl Iterator<Item = (u64, &Listing)> {
-        self.messages
+        self.live_after(0)
+    }
+
+    /// As [`MaildropView::live`], from the first message numbered above `number` on.
+    pub fn live_after(&self, number: u64) -> impl Iterator<Item = (u64, &Listing)> {
+        let start = usize::try_from(number).unwrap_or(usize::MAX).min(self.messages.len());
+        self.messages[start..]
             .iter()
-            .zip(&self.deleted)
+            .zip(&self.deleted[start..])
             .enumerate()
             .filter(|(_, (_, d))| !**d)
-            .map(|(i, (m, _))| (i as u64 + 1, m))
+            .map(move |(i, (m, _))| ((start + i) as u64 + 1, m))
     }
 
     pub fn get(&self, number: u64) -> Result<&Listing, Lookup> {
@@ -105,6 +111,9 @@ mod tests {
         assert_eq!(v.get(2), Err(Lookup::Deleted));
         assert_eq!(v.delete(2), Err(Lookup::Deleted));
         assert_eq!(v.live().map(|(n, _)| n).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(v.live_after(1).map(|(n, _)| n).collect::<Vec<_>>(), [3]);
+        assert_eq!(v.live_after(3).count(), 0);
+        assert_eq!(v.live_after(u64::MAX).count(), 0);
         assert_eq!(v.deleted_keys(), ["k2"]);
         v.reset();
         assert_eq!(v.stat(), (3, 60));

@@ -70,15 +70,23 @@ where
 {
     let mut out = ok(text);
     for line in lines {
-        let line = sanitize(line.as_ref());
-        if line.starts_with('.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_line(&mut out, line.as_ref());
     }
-    out.extend_from_slice(b".\r\n");
+    out.extend_from_slice(END);
     out
+}
+
+/// The line that ends a multi-line response.
+pub const END: &[u8] = b".\r\n";
+
+/// Appends one line of a multi-line response, dot-stuffed, with its CRLF.
+pub fn push_line(out: &mut Vec<u8>, line: &str) {
+    let line = sanitize(line);
+    if line.starts_with('.') {
+        out.push(b'.');
+    }
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A response line must never contain a line break, whatever text it was built from.

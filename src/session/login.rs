@@ -4,6 +4,7 @@
 
 use super::Session;
 use super::lease::HeldLease;
+use crate::accounts::LoginError;
 use crate::lock::LeaseToken;
 use crate::names::AccountName;
 use crate::ops::metrics::{GaugeGuard, LoginLabels, OutcomeLabels, ReasonLabels, metrics};
@@ -57,9 +58,12 @@ impl Session<'_> {
         let addr = self.peer.ip();
         let throttle = &ctx.backends.throttle;
         let current = tracing::Span::current();
-        match throttle.allowed(claimed.as_ref(), addr).await {
-            Ok(true) => current.record("throttle", "allowed"),
-            Ok(false) => {
+        let attempt = match throttle.reserve(claimed.as_ref(), addr).await {
+            Ok(Some(attempt)) => {
+                current.record("throttle", "allowed");
+                attempt
+            }
+            Ok(None) => {
                 current.record("throttle", "refused");
                 metrics().throttle_refusals.get_or_create(&ReasonLabels { reason: "failures" }).inc();
                 info!(user = %creds.user.escape_debug(), "login refused: too many recent failures");
@@ -71,16 +75,31 @@ impl Session<'_> {
                 return LoginOutcome::Unavailable("coordination service unavailable".into());
             }
         };
-        let account = match ctx.backends.accounts.authenticate(&creds.user, &creds.password).await {
+        // The attempt already counts as a failure; success (or no check at all) takes it back.
+        let verified = ctx.backends.accounts.authenticate(&creds.user, &creds.password).await;
+        if let Some(claimed) = &claimed {
+            let refund = match &verified {
+                Ok(Some(_)) => Some(true),
+                Ok(None) => None,
+                Err(_) => Some(false),
+            };
+            if let Some(success) = refund
+                && let Err(e) = throttle.refund(claimed, addr, attempt, success).await
+            {
+                warn!(error = %e, "cannot take back a login attempt's count");
+            }
+        }
+        let account = match verified {
             Ok(Some(account)) => account,
             Ok(None) => {
                 info!(user = %creds.user.escape_debug(), "login failed");
-                if let Err(e) = throttle.failed(claimed.as_ref(), addr).await {
-                    warn!(error = %e, "cannot count a failed login");
-                }
                 return LoginOutcome::BadCredentials;
             }
-            Err(e) => {
+            Err(LoginError::Busy) => {
+                warn!("login refused: too many logins waiting for a password check");
+                return LoginOutcome::Unavailable("too many logins in progress".into());
+            }
+            Err(LoginError::Store(e)) => {
                 warn!(error = %e, "account lookup failed");
                 return LoginOutcome::Unavailable("account store unavailable".into());
             }

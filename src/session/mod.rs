@@ -25,12 +25,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 use tracing::{Instrument, debug, info, info_span};
 
-/// Output is sent once this much has accumulated while streaming a message.
+/// Output is sent once this much has accumulated: while streaming a message or a listing, and
+/// between replies to pipelined commands.
 const WRITE_CHUNK: usize = 64 * 1024;
 
 /// Everything a session needs, shared by all sessions of a process.
@@ -83,7 +85,8 @@ where
         trace_id = Empty,
     );
     crate::telemetry::record_trace_id(&span);
-    let conn = Connection { ctx: &ctx, id: &id, peer, span: span.clone(), listener };
+    let login_deadline = Instant::now() + ctx.config.login_deadline();
+    let conn = Connection { ctx: &ctx, id: &id, peer, span: span.clone(), listener, login_deadline };
     async {
         let result = match (listener, ctx.tls.clone()) {
             (Listener::ImplicitTls, Some(tls)) => match conn.handshake(&tls, stream).await {
@@ -123,11 +126,15 @@ struct Connection<'a> {
     /// The `pop3.session` span: the account is recorded on it after login.
     span: tracing::Span,
     listener: Listener,
+    /// The connection must reach TRANSACTION by then (STLS does not restart the clock).
+    login_deadline: Instant,
 }
 
 impl<'a> Connection<'a> {
     fn session(&self, tls_active: bool) -> Session<'a> {
-        Session::new(self.ctx, self.id, self.peer, tls_active, self.span.clone())
+        let mut session = Session::new(self.ctx, self.id, self.peer, tls_active, self.span.clone());
+        session.login_deadline = self.login_deadline;
+        session
     }
 
     async fn handshake<S>(&self, tls: &TlsAcceptor, stream: S) -> io::Result<tokio_rustls::server::TlsStream<S>>
@@ -168,6 +175,36 @@ struct Session<'a> {
     /// The account's retention policy, and the messages RETR sent in this session (for EXPIRE).
     expire_days: Option<u32>,
     retrieved: Vec<String>,
+    /// When a session still in AUTHORIZATION is closed, however active.
+    login_deadline: Instant,
+    /// The RETR or TOP reply being sent, whose pace the client must keep up.
+    transfer: Option<Transfer>,
+}
+
+/// A reply the client must take at `min_rate` octets per second on average, after `grace`.
+#[derive(Debug, Clone, Copy)]
+struct Transfer {
+    started: Instant,
+    sent: u64,
+    min_rate: u64,
+    grace: Duration,
+}
+
+impl Transfer {
+    fn new(config: &Config) -> Self {
+        Self {
+            started: Instant::now(),
+            sent: 0,
+            min_rate: config.retr_min_bytes_per_sec,
+            grace: Duration::from_secs(config.retr_grace_secs),
+        }
+    }
+
+    /// When `more` further octets must have been taken.
+    fn deadline(&self, more: usize) -> Instant {
+        let octets = self.sent + more as u64;
+        self.started + self.grace + Duration::from_secs_f64(octets as f64 / self.min_rate as f64)
+    }
 }
 
 impl<'a> Session<'a> {
@@ -176,7 +213,12 @@ impl<'a> Session<'a> {
         let settings = Settings {
             tls_active,
             stls_available: ctx.tls.is_some() && !tls_active,
-            plaintext_allowed: plaintext_allowed(peer, tls_active, cfg.allow_plaintext_auth),
+            plaintext_allowed: plaintext_allowed(
+                peer,
+                tls_active,
+                cfg.allow_plaintext_auth,
+                cfg.plaintext_auth_loopback,
+            ),
             max_auth_failures: cfg.max_auth_failures,
             max_line_violations: cfg.max_line_violations,
             max_bad_commands: cfg.max_bad_commands,
@@ -196,6 +238,8 @@ impl<'a> Session<'a> {
             busy: false,
             expire_days: None,
             retrieved: Vec::new(),
+            login_deadline: Instant::now() + cfg.login_deadline(),
+            transfer: None,
         }
     }
 
@@ -278,6 +322,9 @@ impl<'a> Session<'a> {
                         let flow = self.execute(step, stream).await?;
                         self.busy = false;
                         match flow {
+                            // Backpressure: replies to pipelined commands are written once
+                            // they fill a chunk, and no more input is read until they are.
+                            Flow::Continue if self.out.len() >= WRITE_CHUNK => self.flush(stream).await?,
                             Flow::Continue => {}
                             Flow::Close => {
                                 self.flush(stream).await?;
@@ -294,18 +341,27 @@ impl<'a> Session<'a> {
                 }
             }
             self.flush(stream).await?;
-            let idle = if self.machine.in_transaction() {
+            let in_transaction = self.machine.in_transaction();
+            let now = Instant::now();
+            if !in_transaction && now >= self.login_deadline {
+                info!("no login before the deadline");
+                self.out.extend(response::err(None, "Too long without logging in, closing connection"));
+                self.flush(stream).await?;
+                return Ok(false);
+            }
+            let idle = if in_transaction {
                 self.ctx.config.idle_timeout()
             } else {
-                self.ctx.config.login_timeout()
+                self.ctx.config.login_timeout().min(self.login_deadline - now)
             };
             tokio::select! {
                 read = tokio::time::timeout(idle, stream.read(&mut chunk)) => match read {
                     Ok(Ok(0)) => return Ok(false),
                     Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
                     Ok(Err(e)) => return Err(e),
+                    Err(_) if !in_transaction && Instant::now() >= self.login_deadline => {}
                     Err(_) => {
-                        info!(in_transaction = self.machine.in_transaction(), "idle timeout");
+                        info!(in_transaction, "idle timeout");
                         self.out.extend(machine::idle_timeout_reply());
                         self.flush(stream).await?;
                         return Ok(false);
@@ -335,6 +391,14 @@ impl<'a> Session<'a> {
             step = match step {
                 Step::Reply(reply) => {
                     self.out.extend(reply);
+                    return Ok(Flow::Continue);
+                }
+                Step::Listing { header, kind } => {
+                    self.out.extend(header);
+                    let mut cursor = 0;
+                    while !self.machine.write_listing(kind, &mut cursor, &mut self.out, WRITE_CHUNK) {
+                        self.flush(stream).await?;
+                    }
                     return Ok(Flow::Continue);
                 }
                 Step::Login(creds) => {
@@ -370,7 +434,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Writes pending output; a client that stops reading is cut off after the idle timeout.
+    /// Writes pending output. A client that stops reading is cut off after the idle timeout,
+    /// or before login after the (much shorter) login timeout.
     async fn flush<S>(&mut self, stream: &mut S) -> io::Result<()>
     where
         S: AsyncWrite + Unpin,
@@ -378,13 +443,24 @@ impl<'a> Session<'a> {
         if self.out.is_empty() {
             return Ok(());
         }
+        let mut limit = if self.machine.in_transaction() {
+            self.ctx.config.idle_timeout()
+        } else {
+            self.ctx.config.login_timeout()
+        };
+        if let Some(transfer) = &self.transfer {
+            limit = limit.min(transfer.deadline(self.out.len()).saturating_duration_since(Instant::now()));
+        }
         let write = async {
             stream.write_all(&self.out).await?;
             stream.flush().await
         };
-        tokio::time::timeout(self.ctx.config.idle_timeout(), write)
+        tokio::time::timeout(limit, write)
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading or reads too slowly"))??;
+        if let Some(transfer) = &mut self.transfer {
+            transfer.sent += self.out.len() as u64;
+        }
         self.out.clear();
         if self.out.capacity() > 4 * WRITE_CHUNK {
             self.out.shrink_to(WRITE_CHUNK);
@@ -426,8 +502,8 @@ fn verb_of(line: &[u8]) -> &'static str {
 
 /// Passwords may travel only over TLS or loopback, unless the operator explicitly allows more
 /// (for example behind a TLS-terminating load balancer on a private network).
-fn plaintext_allowed(peer: SocketAddr, tls_active: bool, allow_configured: bool) -> bool {
-    tls_active || allow_configured || peer.ip().to_canonical().is_loopback()
+fn plaintext_allowed(peer: SocketAddr, tls_active: bool, allow_configured: bool, loopback_exempt: bool) -> bool {
+    tls_active || allow_configured || (loopback_exempt && peer.ip().to_canonical().is_loopback())
 }
 
 fn session_id() -> String {
@@ -441,16 +517,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plaintext_only_over_tls_loopback_or_when_configured() {
+    fn plaintext_only_over_tls_from_exempt_loopback_or_when_configured() {
         let remote: SocketAddr = "203.0.113.7:40000".parse().unwrap();
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
-        assert!(!plaintext_allowed(remote, false, false));
-        assert!(plaintext_allowed(remote, true, false));
-        assert!(plaintext_allowed(remote, false, true));
+        assert!(!plaintext_allowed(remote, false, false, true));
+        assert!(plaintext_allowed(remote, true, false, false));
+        assert!(plaintext_allowed(remote, false, true, false));
         for local in ["127.0.0.1:1", "127.8.9.10:1", "[::1]:1"] {
-            assert!(plaintext_allowed(local.parse().unwrap(), false, false), "{local}");
+            assert!(plaintext_allowed(local.parse().unwrap(), false, false, true), "{local}");
+            // A sidecar proxy connects from loopback: without the exemption it gets no pass.
+            assert!(!plaintext_allowed(local.parse().unwrap(), false, false, false), "{local}");
         }
-        assert!(plaintext_allowed(mapped, false, false));
+        assert!(plaintext_allowed(mapped, false, false, true));
+        assert!(!plaintext_allowed(mapped, false, false, false));
     }
 
     #[test]

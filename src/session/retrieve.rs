@@ -4,7 +4,7 @@
 //! A message's span (`pop3.retr` / `pop3.top`) carries a span link to the trace that delivered
 //! it, when the delivery's trace context was kept with the message.
 
-use super::{Session, WRITE_CHUNK};
+use super::{Session, Transfer, WRITE_CHUNK};
 use crate::ops::metrics::{VerbLabels, metrics};
 use crate::protocol::dotstuff::{DotStuffer, TopCut};
 use crate::protocol::machine::UpdateOutcome;
@@ -85,6 +85,26 @@ impl Session<'_> {
             crate::telemetry::link_to_delivery(span, traceparent);
         }
         let mut body = opened.body;
+        self.transfer = Some(Transfer::new(&self.ctx.config));
+        let sent = self.stream_body(stream, &mut body, header, top, span, started).await;
+        self.transfer = None;
+        sent
+    }
+
+    /// Sends `header` and the dot-stuffed body (cut after `top` lines when set).
+    async fn stream_body<S, B>(
+        &mut self,
+        stream: &mut S,
+        body: &mut B,
+        header: Vec<u8>,
+        top: Option<u64>,
+        span: &tracing::Span,
+        started: Instant,
+    ) -> io::Result<Option<u64>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + Unpin + ?Sized,
+    {
         self.out.extend(header);
         let mut stuffer = DotStuffer::new();
         let mut cut = top.map(TopCut::new);

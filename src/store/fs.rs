@@ -29,11 +29,22 @@ pub struct FsStore {
 }
 
 impl FsStore {
-    /// Uses `root`, creating it if needed.
+    /// Uses `root`, creating it if needed. Mail and password hashes are nobody else's business:
+    /// the root is made private (0700) even if it existed, and everything below is created
+    /// private too (directories 0700, files 0600).
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
         for dir in ["accounts", "maildrops"] {
-            fs::create_dir_all(root.join(dir)).await?;
+            private_dir(&root.join(dir)).await?;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        match fs::set_permissions(&root, std::fs::Permissions::from_mode(PRIVATE_DIR)).await {
+            // A volume's mount point may belong to root (Kubernetes with fsGroup): what the
+            // store creates inside is private all the same.
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                tracing::warn!(dir = %root.display(), "cannot make the data directory private (not its owner)");
+            }
+            result => result?,
         }
         Ok(Self { root })
     }
@@ -95,12 +106,12 @@ impl MessageStore for FsStore {
             return Err(StoreError::Invalid(format!("{id:?} is not a message id")));
         }
         let dir = self.maildrop_dir(maildrop);
-        fs::create_dir_all(dir.join("tmp")).await?;
-        fs::create_dir_all(dir.join("cur")).await?;
+        private_dir(&dir.join("tmp")).await?;
+        private_dir(&dir.join("cur")).await?;
         // A unique suffix keeps two concurrent writers of one id (an idempotent retry racing
         // the original) from sharing a temporary file.
         let tmp = dir.join("tmp").join(format!("{id}.{}", new_message_id()));
-        let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
+        let file = private_file().open(&tmp).await?;
         Ok(Box::new(FsNewMessage {
             dir,
             id: id.to_owned(),
@@ -152,7 +163,7 @@ impl MessageStore for FsStore {
 
     async fn put_marker(&self, maildrop: &AccountName, key: &MarkerKey, value: &str) -> Result<(), StoreError> {
         let dir = self.maildrop_dir(maildrop).join("markers");
-        fs::create_dir_all(&dir).await?;
+        private_dir(&dir).await?;
         write_atomically(&dir, key.as_str(), value.as_bytes()).await
     }
 }
@@ -195,8 +206,11 @@ impl NewMessage for FsNewMessage {
         // deliveries do not pay two more disk flushes for it.
         if let Some(traceparent) = &self.traceparent {
             let markers = self.dir.join("markers");
-            fs::create_dir_all(&markers).await?;
-            fs::write(markers.join(trace_marker(&self.id)), traceparent.as_str()).await?;
+            private_dir(&markers).await?;
+            let path = markers.join(trace_marker(&self.id));
+            let mut file =
+                fs::OpenOptions::new().write(true).create(true).truncate(true).mode(PRIVATE_FILE).open(path).await?;
+            file.write_all(traceparent.as_str().as_bytes()).await?;
         }
         let tmp = self.tmp.clone().expect("temporary path is set until commit");
         let cur = self.dir.join("cur");
@@ -222,12 +236,29 @@ impl Drop for FsNewMessage {
     }
 }
 
+/// Mode of every directory the store creates.
+const PRIVATE_DIR: u32 = 0o700;
+/// Mode of every file the store creates.
+const PRIVATE_FILE: u32 = 0o600;
+
+/// Creates `path` and its missing parents, each readable by this user only.
+pub(crate) async fn private_dir(path: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(path).await
+}
+
+/// Options that create a new file readable by this user only (never an existing one).
+fn private_file() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true).mode(PRIVATE_FILE);
+    options
+}
+
 /// Replaces `dir/name` with `bytes` all at once: temporary file, fsync, rename, fsync the dir.
 async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.{}.tmp", new_message_id()));
     let result = async {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
+        let mut file = private_file().open(&tmp).await?;
         file.write_all(bytes).await?;
         file.sync_all().await?;
         fs::rename(&tmp, &path).await?;

@@ -1,6 +1,6 @@
 //! Failed-login counts in this process only (the embedded default).
 
-use super::{Limits, LoginThrottle, address_key};
+use super::{Attempt, Limits, LoginThrottle, TRUSTED_FOR, address_key};
 use crate::lock::LockError;
 use crate::names::AccountName;
 use async_trait::async_trait;
@@ -14,48 +14,101 @@ const PRUNE_AT: usize = 100_000;
 
 pub struct MemoryThrottle {
     limits: Limits,
-    counts: Mutex<HashMap<String, (u32, Instant)>>,
+    counts: Mutex<Counts>,
     /// Last login per account and the interval it blocks.
     logins: Mutex<HashMap<AccountName, (Instant, std::time::Duration)>>,
 }
 
-impl MemoryThrottle {
-    pub fn new(limits: Limits) -> Self {
-        Self { limits, counts: Mutex::new(HashMap::new()), logins: Mutex::new(HashMap::new()) }
+#[derive(Default)]
+struct Counts {
+    /// Failures per key, with the start of their window.
+    failures: HashMap<String, (u32, Instant)>,
+    /// (account, address key) pairs with a recent successful login, and when it was.
+    trusted: HashMap<(AccountName, String), Instant>,
+}
+
+impl Counts {
+    fn current(&self, key: &str, window: std::time::Duration, now: Instant) -> u32 {
+        self.failures.get(key).filter(|(_, start)| now.duration_since(*start) < window).map_or(0, |(n, _)| *n)
     }
 
-    fn keys(account: Option<&AccountName>, addr: IpAddr) -> Vec<(String, bool)> {
-        let mut keys = vec![(format!("ip:{}", address_key(addr)), false)];
-        if let Some(account) = account {
-            keys.push((format!("user:{account}"), true));
+    fn add(&mut self, key: String, window: std::time::Duration, now: Instant) {
+        let entry = self.failures.entry(key).or_insert((0, now));
+        if now.duration_since(entry.1) >= window {
+            *entry = (0, now);
         }
-        keys
+        entry.0 += 1;
     }
+
+    fn take_back(&mut self, key: &str) {
+        if let Some((n, _)) = self.failures.get_mut(key) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl MemoryThrottle {
+    pub fn new(limits: Limits) -> Self {
+        Self { limits, counts: Mutex::new(Counts::default()), logins: Mutex::new(HashMap::new()) }
+    }
+}
+
+fn ip_key(addr: IpAddr) -> String {
+    format!("ip:{}", address_key(addr))
+}
+
+fn user_key(account: &AccountName) -> String {
+    format!("user:{account}")
 }
 
 #[async_trait]
 impl LoginThrottle for MemoryThrottle {
-    async fn allowed(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<bool, LockError> {
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        Ok(Self::keys(account, addr).iter().all(|(key, is_account)| {
-            let limit = if *is_account { self.limits.per_account } else { self.limits.per_address };
-            counts.get(key).is_none_or(|(n, start)| now.duration_since(*start) >= self.limits.window || *n < limit)
-        }))
-    }
-
-    async fn failed(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<(), LockError> {
+    async fn reserve(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<Option<Attempt>, LockError> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if counts.len() > PRUNE_AT {
-            counts.retain(|_, (_, start)| now.duration_since(*start) < self.limits.window);
+        let window = self.limits.window;
+        if counts.failures.len() > PRUNE_AT {
+            counts.failures.retain(|_, (_, start)| now.duration_since(*start) < window);
         }
-        for (key, _) in Self::keys(account, addr) {
-            let entry = counts.entry(key).or_insert((0, now));
-            if now.duration_since(entry.1) >= self.limits.window {
-                *entry = (0, now);
+        if counts.trusted.len() > PRUNE_AT {
+            counts.trusted.retain(|_, at| now.duration_since(*at) < TRUSTED_FOR);
+        }
+        let trusted = account.is_some_and(|account| {
+            let pair = (account.clone(), address_key(addr));
+            counts.trusted.get(&pair).is_some_and(|at| now.duration_since(*at) < TRUSTED_FOR)
+        });
+        if trusted {
+            return Ok(Some(Attempt { counted: false }));
+        }
+        let ip = ip_key(addr);
+        if counts.current(&ip, window, now) >= self.limits.per_address {
+            return Ok(None);
+        }
+        if let Some(account) = account {
+            let key = user_key(account);
+            if counts.current(&key, window, now) >= self.limits.per_account {
+                return Ok(None);
             }
-            entry.0 += 1;
+            counts.add(key, window, now);
+        }
+        counts.add(ip, window, now);
+        Ok(Some(Attempt { counted: true }))
+    }
+
+    async fn refund(
+        &self,
+        account: &AccountName,
+        addr: IpAddr,
+        attempt: Attempt,
+        success: bool,
+    ) -> Result<(), LockError> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if attempt.counted {
+            counts.take_back(&ip_key(addr));
+            counts.take_back(&user_key(account));
+        }
+        if success {
+            counts.trusted.insert((account.clone(), address_key(addr)), Instant::now());
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Failed-login counts in Redis, shared by every frontend of a pool.
 
-use super::{Limits, LoginThrottle, address_key};
+use super::{Attempt, Limits, LoginThrottle, TRUSTED_FOR, address_key};
 use crate::lock::LockError;
 use crate::lock::redis::unavailable;
 use crate::names::AccountName;
@@ -12,10 +12,41 @@ use std::net::IpAddr;
 use std::sync::LazyLock;
 use tracing::Instrument;
 
-/// Increments a counter, starting its window on the first failure.
-static COUNT: LazyLock<Script> = LazyLock::new(|| {
+/// Admits and counts an attempt in one step. KEYS: address counter, account counter, trusted
+/// marker (the last two unused without an account). ARGV: window ms, address limit, account
+/// limit, whether there is an account. Returns 0 (refused, nothing counted), 1 (trusted: not
+/// counted) or 2 (counted against the address and the account).
+static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n",
+        r"
+        local account = ARGV[4] == '1'
+        if account and redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
+        if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[2]) then return 0 end
+        if account then
+            if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[3]) then return 0 end
+            if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+        end
+        if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+        return 2
+        ",
+    )
+});
+
+/// Takes back an attempt's counts; on success marks the address trusted for the account.
+/// KEYS as for RESERVE. ARGV: whether the attempt was counted, whether it succeeded, trust ms.
+static REFUND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local function take_back(key)
+            if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+        end
+        if ARGV[1] == '1' then
+            take_back(KEYS[1])
+            take_back(KEYS[2])
+        end
+        if ARGV[2] == '1' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[3]) end
+        return 1
+        ",
     )
 });
 
@@ -30,38 +61,53 @@ impl RedisThrottle {
         Self { conn, prefix: key_prefix.to_owned(), limits }
     }
 
-    fn keys(&self, account: Option<&AccountName>, addr: IpAddr) -> Vec<(String, u32)> {
-        let mut keys = vec![(format!("{}fail:ip:{}", self.prefix, address_key(addr)), self.limits.per_address)];
-        if let Some(account) = account {
-            keys.push((format!("{}fail:user:{account}", self.prefix), self.limits.per_account));
+    /// Address counter, account counter and trusted marker (placeholders without an account).
+    fn keys(&self, account: Option<&AccountName>, addr: IpAddr) -> [String; 3] {
+        let p = &self.prefix;
+        let address = address_key(addr);
+        match account {
+            Some(account) => [
+                format!("{p}fail:ip:{address}"),
+                format!("{p}fail:user:{account}"),
+                format!("{p}trusted:{account}:{address}"),
+            ],
+            None => [format!("{p}fail:ip:{address}"), format!("{p}fail:none"), format!("{p}trusted:none")],
         }
-        keys
     }
 }
 
 #[async_trait]
 impl LoginThrottle for RedisThrottle {
-    async fn allowed(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<bool, LockError> {
-        let keys = self.keys(account, addr);
+    async fn reserve(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<Option<Attempt>, LockError> {
+        let mut call = RESERVE.prepare_invoke();
+        for key in self.keys(account, addr) {
+            call.key(key);
+        }
+        call.arg(self.limits.window.as_millis().max(1) as u64)
+            .arg(self.limits.per_address)
+            .arg(self.limits.per_account)
+            .arg(u8::from(account.is_some()));
         let mut conn = self.conn.clone();
-        let counts: Vec<Option<u32>> = redis::cmd("MGET")
-            .arg(keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
-            .query_async(&mut conn)
-            .instrument(span("MGET", "throttle.check"))
-            .await
-            .map_err(unavailable)?;
-        Ok(counts.iter().zip(&keys).all(|(count, (_, limit))| count.unwrap_or(0) < *limit))
+        let admitted: i64 =
+            call.invoke_async(&mut conn).instrument(span("EVALSHA", "throttle.reserve")).await.map_err(unavailable)?;
+        Ok((admitted > 0).then_some(Attempt { counted: admitted == 2 }))
     }
 
-    async fn failed(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<(), LockError> {
-        let window = self.limits.window.as_millis().max(1) as u64;
-        let mut conn = self.conn.clone();
-        for (key, _) in self.keys(account, addr) {
-            let mut count = COUNT.key(key);
-            count.arg(window);
-            let counting = count.invoke_async::<i64>(&mut conn).instrument(span("EVALSHA", "throttle.count"));
-            counting.await.map_err(unavailable)?;
+    async fn refund(
+        &self,
+        account: &AccountName,
+        addr: IpAddr,
+        attempt: Attempt,
+        success: bool,
+    ) -> Result<(), LockError> {
+        let mut call = REFUND.prepare_invoke();
+        for key in self.keys(Some(account), addr) {
+            call.key(key);
         }
+        call.arg(u8::from(attempt.counted)).arg(u8::from(success)).arg(TRUSTED_FOR.as_millis() as u64);
+        let mut conn = self.conn.clone();
+        let _: i64 =
+            call.invoke_async(&mut conn).instrument(span("EVALSHA", "throttle.refund")).await.map_err(unavailable)?;
         Ok(())
     }
 

@@ -238,15 +238,61 @@ pub async fn throttle_counts_per_account_and_address(throttle: &dyn cloudpop::th
     let victim = name("conf-victim");
     let other = name("conf-other");
     let ip = |last: u8| std::net::IpAddr::from([192, 0, 2, last]);
+    // Each admitted attempt counts as a failure until refunded.
     for i in 0..3 {
-        assert!(throttle.allowed(Some(&victim), ip(i)).await.unwrap());
-        throttle.failed(Some(&victim), ip(i)).await.unwrap();
+        assert!(throttle.reserve(Some(&victim), ip(i)).await.unwrap().is_some());
     }
-    assert!(!throttle.allowed(Some(&victim), ip(99)).await.unwrap(), "account limit not enforced from a new address");
-    assert!(throttle.allowed(Some(&other), ip(99)).await.unwrap(), "an unrelated account was blocked");
+    assert!(
+        throttle.reserve(Some(&victim), ip(99)).await.unwrap().is_none(),
+        "account limit not enforced from a new address"
+    );
+    let unrelated = throttle.reserve(Some(&other), ip(99)).await.unwrap().expect("an unrelated account was blocked");
+    throttle.refund(&other, ip(99), unrelated, false).await.unwrap();
     for _ in 0..5 {
-        throttle.failed(None, ip(50)).await.unwrap();
+        assert!(throttle.reserve(None, ip(50)).await.unwrap().is_some());
     }
-    assert!(!throttle.allowed(Some(&other), ip(50)).await.unwrap(), "address limit not enforced");
-    assert!(throttle.allowed(Some(&other), ip(51)).await.unwrap());
+    assert!(throttle.reserve(Some(&other), ip(50)).await.unwrap().is_none(), "address limit not enforced");
+    assert!(throttle.reserve(Some(&other), ip(51)).await.unwrap().is_some());
+}
+
+/// A success takes its count back, and makes its address trusted for the account: an attacker
+/// elsewhere cannot lock the owner out.
+pub async fn throttle_trusts_the_owners_address(throttle: &dyn cloudpop::throttle::LoginThrottle) {
+    let owner = name("conf-owner");
+    let home = std::net::IpAddr::from([198, 51, 100, 1]);
+    let attacker = |i: u8| std::net::IpAddr::from([203, 0, 113, i]);
+    for _ in 0..5 {
+        let attempt = throttle.reserve(Some(&owner), home).await.unwrap().expect("successful logins never pile up");
+        throttle.refund(&owner, home, attempt, true).await.unwrap();
+    }
+    for i in 0..3 {
+        assert!(throttle.reserve(Some(&owner), attacker(i)).await.unwrap().is_some());
+    }
+    assert!(throttle.reserve(Some(&owner), attacker(9)).await.unwrap().is_none(), "the attacker kept guessing");
+    let from_home = throttle.reserve(Some(&owner), home).await.unwrap();
+    assert_eq!(from_home.map(|a| a.counted), Some(false), "the owner was locked out of their account");
+    // Trust is per account: guesses at another account from the owner's address still count.
+    let neighbour = name("conf-neighbour");
+    assert_eq!(throttle.reserve(Some(&neighbour), home).await.unwrap().map(|a| a.counted), Some(true));
+}
+
+/// Parallel attempts cannot all pass the check before any failure is counted.
+pub async fn throttle_admits_no_more_than_the_limit_in_parallel(
+    throttle: std::sync::Arc<dyn cloudpop::throttle::LoginThrottle>,
+) {
+    let target = name("conf-parallel");
+    let attempts: Vec<_> = (0..40u8)
+        .map(|i| {
+            let throttle = throttle.clone();
+            let target = target.clone();
+            tokio::spawn(async move {
+                throttle.reserve(Some(&target), std::net::IpAddr::from([10, 9, 8, i])).await.unwrap()
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for attempt in attempts {
+        admitted += usize::from(attempt.await.unwrap().is_some());
+    }
+    assert_eq!(admitted, 3, "{admitted} of 40 parallel guesses were admitted with a limit of 3");
 }

@@ -151,6 +151,9 @@ that YAML-decoded floats would print, booleans as they are.
 {{- if and .Values.s3.accessKeyId (not .Values.s3.secretAccessKey) (not .Values.s3.existingSecret) }}
 {{- fail "s3.accessKeyId needs s3.secretAccessKey (or put both in s3.existingSecret)" }}
 {{- end }}
+{{- if and .Values.api.enabled (include "cloudpop.apiSecretName" .) (not .Values.api.tls) (not .Values.api.allowCleartext) }}
+{{- fail "API tokens need api.tls=true: tokens and account passwords would cross the network in clear (or set api.allowCleartext=true where a service mesh encrypts pod traffic)" }}
+{{- end }}
 {{- if contains "@" (default "" .Values.redis.url) }}
 {{- fail "redis.url must not carry credentials: use redis.username with redis.password or redis.existingSecret" }}
 {{- end }}

@@ -1,0 +1,290 @@
+//! Adversarial clients and callers: each test is one way a single client, caller or outage
+//! could break a promise of DESIGN.md, run against the real binary.
+
+mod common;
+
+use common::{Server, cli_env};
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// A maildrop with `count` small messages, delivered in one `deliver` run.
+fn fill(server: &Server, name: &str, count: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["deliver".to_string(), name.to_string()];
+    for i in 0..count {
+        let path = dir.path().join(format!("m{i}"));
+        std::fs::write(&path, format!("Subject: {i}\r\n\r\nbody {i}\r\n")).unwrap();
+        args.push(path.to_string_lossy().into_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = cli_env(&server.data_dir(), &server.env, &args, b"");
+    assert!(ok, "{err}");
+}
+
+/// Promise 7: pipelined commands whose replies the client never reads cannot make the server
+/// queue output without limit. A client that writes UIDL over and over on a 1,000-message
+/// maildrop and reads nothing must be stopped by backpressure (the server stops reading its
+/// input) while the server's memory stays flat; before the fix every buffered command's whole
+/// listing was queued before the first write (tens of megabytes per 16 KiB of input).
+#[test]
+fn a_pipelined_uidl_flood_that_is_never_read_keeps_server_memory_flat() {
+    let server = Server::start(&[]);
+    server.add_account("flood", "pw");
+    fill(&server, "flood", 1000);
+    let mut raw = std::net::TcpStream::connect(server.pop3).unwrap();
+    let mut reader = std::io::BufReader::new(raw.try_clone().unwrap());
+    let mut line = String::new();
+    for command in ["", "USER flood\r\n", "PASS pw\r\n"] {
+        raw.write_all(command.as_bytes()).unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("+OK"), "{command}: {line}");
+    }
+    raw.write_all(b"UIDL\r\n").unwrap();
+    let mut reply_size = 0;
+    loop {
+        line.clear();
+        reply_size += reader.read_line(&mut line).unwrap();
+        if line == ".\r\n" {
+            break;
+        }
+    }
+    assert!(reply_size > 20_000, "the listing is {reply_size} octets");
+
+    let before = rss(server.pid());
+    raw.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let flood = b"UIDL\r\n".repeat(2048);
+    let mut sent = 0usize;
+    // Write until the server stops reading: then both socket buffers are full and every reply
+    // the server produced is either sent or queued inside it.
+    loop {
+        match raw.write(&flood) {
+            Ok(n) => sent += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e) => panic!("write failed: {e}"),
+        }
+        assert!(sent < 512 * 1024 * 1024, "the server never stopped reading");
+    }
+    let commands = sent / 6;
+    let after = rss(server.pid());
+    let grown = after.saturating_sub(before);
+    println!(
+        "{commands} UIDL commands ({} MB of replies) sent unread; server RSS grew by {} KiB",
+        commands * reply_size / 1_000_000,
+        grown / 1024
+    );
+    assert!(commands * reply_size > 64 * 1024 * 1024, "the flood was too small to tell: {commands} commands");
+    assert!(grown < 16 * 1024 * 1024, "server RSS grew by {} KiB while replies went unread", grown / 1024);
+}
+
+/// A server behind a (simulated) load balancer, so each connection can claim its own client
+/// address, with plaintext logins allowed so the test needs no TLS.
+fn behind_proxy(extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("CLOUDPOP_PROXY_PROTOCOL", "true"),
+        ("CLOUDPOP_PROXY_TRUSTED_NETWORKS", "127.0.0.0/8"),
+        ("CLOUDPOP_ALLOW_PLAINTEXT_AUTH", "true"),
+        ("CLOUDPOP_AUTH_FAILURE_DELAY_MS", "0"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&env)
+}
+
+/// Logs in as `user` from `client` (an IPv4 address given in a PROXY header); the PASS reply.
+fn login_from(server: &Server, client: [u8; 4], user: &str, password: &str) -> String {
+    let [a, b, c, d] = client;
+    let header = format!("PROXY TCP4 {a}.{b}.{c}.{d} 192.0.2.1 40000 110\r\n");
+    let mut session = common::Client::connect_after(server.pop3, header.as_bytes(), None);
+    assert!(session.cmd(&format!("USER {user}")).starts_with("+OK"));
+    session.cmd(&format!("PASS {password}"))
+}
+
+/// Item 6: the failed-login limit holds against parallel connections. Twenty guesses at one
+/// account, all at once from twenty addresses, with a limit of three per account: at most three
+/// passwords may be checked; before the fix every connection passed the check before any
+/// failure was counted, so all twenty were.
+#[test]
+fn parallel_guesses_get_no_more_checks_than_the_account_limit() {
+    let server = behind_proxy(&[("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "3")]);
+    server.add_account("victim", "the-real-password");
+    let replies: Vec<String> = std::thread::scope(|scope| {
+        let guesses: Vec<_> = (0..20u8)
+            .map(|i| {
+                let server = &server;
+                scope.spawn(move || login_from(server, [203, 0, 113, i + 1], "victim", &format!("guess-{i}")))
+            })
+            .collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    let checked = replies.iter().filter(|r| r.starts_with("-ERR [AUTH]")).count();
+    let throttled = replies.iter().filter(|r| r.contains("[SYS/TEMP] Too many failed logins")).count();
+    assert_eq!(checked + throttled, 20, "{replies:#?}");
+    assert!(checked <= 3, "{checked} of 20 parallel guesses had their password checked: {replies:#?}");
+}
+
+/// Item 7: guesses from elsewhere cannot lock the owner out. The owner logs in from their usual
+/// address; an attacker then uses up the account's failure budget from other addresses and is
+/// refused; the owner still gets in from the usual address (before the fix, the per-account
+/// limit refused the right password from everywhere).
+#[test]
+fn an_attacker_cannot_lock_the_owner_out() {
+    let server = behind_proxy(&[("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "3")]);
+    server.add_account("owner", "owners-password");
+    let home = [198, 51, 100, 20];
+    assert!(login_from(&server, home, "owner", "owners-password").starts_with("+OK"));
+    for i in 0..3 {
+        assert!(login_from(&server, [203, 0, 113, 50 + i], "owner", "wrong").starts_with("-ERR [AUTH]"));
+    }
+    let refused = login_from(&server, [203, 0, 113, 99], "owner", "owners-password");
+    assert!(refused.contains("Too many failed logins"), "the account limit did not hold elsewhere: {refused}");
+    let owner = login_from(&server, home, "owner", "owners-password");
+    assert!(owner.starts_with("+OK"), "the owner was locked out: {owner}");
+}
+
+/// Item 2: one address cannot take every connection slot.
+#[test]
+fn one_address_gets_only_its_share_of_connections() {
+    let server = Server::start(&[("CLOUDPOP_MAX_CONNECTIONS_PER_ADDRESS", "3")]);
+    let held: Vec<common::Client> = (0..3).map(|_| common::Client::connect(server.pop3)).collect();
+    assert!(held.iter().all(|c| c.greeting.starts_with("+OK")));
+    let mut refused = common::Client::connect(server.pop3);
+    assert!(refused.greeting.starts_with("-ERR [SYS/TEMP] Too many connections"), "{}", refused.greeting);
+    assert!(refused.is_closed());
+    drop(held);
+    common::eventually("a slot was not given back", || {
+        common::Client::connect(server.pop3).greeting.starts_with("+OK")
+    });
+}
+
+/// Item 2: a client that keeps a connection busy without logging in (a CAPA every 200 ms) is
+/// closed at the login deadline; before, each command restarted the idle timer forever.
+#[test]
+fn a_busy_connection_that_never_logs_in_is_closed_at_the_deadline() {
+    let server = Server::start(&[("CLOUDPOP_LOGIN_DEADLINE_SECS", "2")]);
+    let mut c = common::Client::connect(server.pop3);
+    let started = std::time::Instant::now();
+    loop {
+        c.send(b"CAPA\r\n");
+        let status = c.line();
+        if !status.starts_with("+OK") {
+            assert!(status.starts_with("-ERR Too long without logging in"), "{status}");
+            assert!(c.is_closed());
+            break;
+        }
+        while c.line() != "." {}
+        assert!(started.elapsed() < Duration::from_secs(10), "still open after 10 s of CAPA");
+        std::thread::sleep(Duration::from_millis(200)); // the client's own pace
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2), "closed before the deadline");
+}
+
+/// Item 2: logins waiting for a password check are bounded; the rest get [SYS/TEMP] at once.
+#[test]
+fn a_login_storm_beyond_the_hashing_queue_is_refused_not_queued() {
+    let server = Server::start(&[("CLOUDPOP_MAX_PENDING_LOGINS", "2")]);
+    server.add_account("storm", "storm-password");
+    let replies: Vec<String> = std::thread::scope(|scope| {
+        let logins: Vec<_> = (0..16)
+            .map(|_| {
+                let server = &server;
+                scope.spawn(move || {
+                    let mut c = common::Client::connect(server.pop3);
+                    c.cmd("USER storm");
+                    c.cmd("PASS storm-password")
+                })
+            })
+            .collect();
+        logins.into_iter().map(|l| l.join().unwrap()).collect()
+    });
+    let busy = replies.iter().filter(|r| r.starts_with("-ERR [SYS/TEMP]") && r.contains("too many logins")).count();
+    let other = replies.iter().filter(|r| r.starts_with("+OK") || r.starts_with("-ERR [IN-USE]")).count();
+    assert_eq!(busy + other, 16, "{replies:#?}");
+    assert!(busy > 0, "16 simultaneous logins all queued behind 2 places: {replies:#?}");
+}
+
+/// Item 3: a client that asks for a large message and stops reading cannot hold the maildrop's
+/// lock until the idle timeout (600 s per write before): it is cut off at the minimum rate and
+/// the lock is free again.
+#[test]
+fn a_stalled_reader_loses_the_maildrop_at_the_minimum_rate() {
+    let server = Server::start(&[("CLOUDPOP_RETR_GRACE_SECS", "1"), ("CLOUDPOP_RETR_MIN_BYTES_PER_SEC", "1048576")]);
+    server.add_account("slow", "pw");
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    while big.len() < 32 * 1024 * 1024 {
+        big.extend_from_slice(&[b'x'; 998]);
+        big.extend_from_slice(b"\r\n");
+    }
+    server.deliver("slow", &big);
+    let mut stalled = common::Client::login(server.pop3, "slow", "pw");
+    stalled.send(b"RETR 1\r\n");
+    let started = std::time::Instant::now();
+    // Never reads. A second login is refused as in use until the first is cut off.
+    loop {
+        let mut c = common::Client::connect(server.pop3);
+        c.cmd("USER slow");
+        let reply = c.cmd("PASS pw");
+        if reply.starts_with("+OK") {
+            break;
+        }
+        assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+        assert!(started.elapsed() < Duration::from_secs(30), "the stalled reader still holds the maildrop");
+        std::thread::sleep(Duration::from_millis(250)); // a client's retry pace
+    }
+    drop(stalled);
+}
+
+/// Item 9: the API does not start in clear on a network address unless told to.
+#[test]
+fn the_api_refuses_cleartext_on_a_network_address() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--api-listen", "0.0.0.0:0"])
+        .env("CLOUDPOP_API_ADMIN_TOKENS", "admin-token-0123456789")
+        .env("CLOUDPOP_OPS_LISTEN", "")
+        .env("CLOUDPOP_DATA_DIR", tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("without TLS") && err.contains("api_allow_cleartext"), "{err}");
+    // And the command line does not send a token to another host in clear.
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("CLOUDPOP_API_TOKEN".to_string(), "admin-token-0123456789".to_string())];
+    let (ok, _, err) = cli_env(dir.path(), &env, &["account", "list", "--api", "http://192.0.2.10:7110"], b"");
+    assert!(!ok && err.contains("in clear") && err.contains("https://"), "{err}");
+}
+
+/// Item 10: the embedded store's files and directories are private to the server's user.
+#[test]
+fn the_embedded_store_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start(&[]);
+    server.add_account("private", "pw");
+    server.deliver("private", b"Subject: secret\r\n\r\nfor my eyes only\r\n");
+    let mut seen = 0;
+    let mut stack = vec![server.data_dir()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+            if path.file_name().is_some_and(|n| n == "tls") {
+                continue; // the generated certificate is public by nature; its key is 0600
+            }
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 6, "only {seen} entries under the data directory");
+}
