@@ -8,6 +8,7 @@
 use crate::backends::Backends;
 use crate::names::AccountName;
 use crate::store::MarkerKey;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
@@ -15,9 +16,33 @@ use tracing::{Instrument, info, info_span, warn};
 /// The lease that makes one frontend of the pool the sweeper for a round.
 pub const SWEEPER_LEASE: &str = "cloudpop-internal-sweeper";
 
-/// The marker that records when a message was first retrieved (seconds since the epoch).
-pub fn seen_marker(id: &str) -> Option<MarkerKey> {
-    MarkerKey::parse(&format!("seen.{id}"))
+/// The marker that records when each retrieved message of a maildrop was first retrieved: one
+/// line `id seconds-since-the-epoch` per message. One object per maildrop, so recording a
+/// session's retrievals and sweeping a mailbox each cost one read and one write, whatever the
+/// number of messages.
+fn ledger_key() -> MarkerKey {
+    MarkerKey::parse("retention").expect("valid marker name")
+}
+
+/// First retrievals by message id.
+type Ledger = BTreeMap<String, u64>;
+
+fn parse_ledger(text: &str) -> Ledger {
+    text.lines()
+        .filter_map(|line| {
+            let (id, at) = line.split_once(' ')?;
+            Some((id.to_owned(), at.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn format_ledger(ledger: &Ledger) -> String {
+    ledger.iter().map(|(id, at)| format!("{id} {at}\n")).collect()
+}
+
+async fn read_ledger(backends: &Backends, name: &AccountName) -> Result<Ledger, String> {
+    let text = backends.messages.get_marker(name, &ledger_key()).await.map_err(|e| e.to_string())?;
+    Ok(text.as_deref().map(parse_ledger).unwrap_or_default())
 }
 
 fn now_secs() -> u64 {
@@ -66,36 +91,51 @@ pub async fn sweep_once(backends: &Backends, round: Duration) -> Result<usize, S
 
 async fn sweep_mailbox(backends: &Backends, name: &AccountName, keep_secs: u64) -> Result<usize, String> {
     let now = now_secs();
-    let mut doomed = Vec::new();
-    for message in backends.messages.list(name).await.map_err(|e| e.to_string())? {
-        let Some(key) = seen_marker(&message.id) else { continue };
-        let seen = backends.messages.get_marker(name, &key).await.map_err(|e| e.to_string())?;
-        if seen.and_then(|s| s.trim().parse::<u64>().ok()).is_some_and(|at| now >= at.saturating_add(keep_secs)) {
-            doomed.push(message.id);
-        }
-    }
-    if doomed.is_empty() {
+    let ledger = read_ledger(backends, name).await?;
+    if ledger.is_empty() {
         return Ok(0);
     }
-    let report = backends.messages.remove(name, &doomed).await.map_err(|e| e.to_string())?;
-    info!(account = %name, removed = report.removed, "expired messages removed");
-    Ok(report.removed)
+    let present: HashSet<String> =
+        backends.messages.list(name).await.map_err(|e| e.to_string())?.into_iter().map(|m| m.id).collect();
+    // Entries of messages deleted by POP3 since are forgotten.
+    let mut kept: Ledger =
+        ledger.iter().filter(|(id, _)| present.contains(*id)).map(|(k, v)| (k.clone(), *v)).collect();
+    let doomed: Vec<String> =
+        kept.iter().filter(|(_, at)| now >= at.saturating_add(keep_secs)).map(|(id, _)| id.clone()).collect();
+    let mut removed = 0;
+    if !doomed.is_empty() {
+        let report = backends.messages.remove(name, &doomed).await.map_err(|e| e.to_string())?;
+        let failed: HashSet<&String> = report.failed.iter().map(|(id, _)| id).collect();
+        kept.retain(|id, _| !doomed.contains(id) || failed.contains(id));
+        removed = report.removed;
+        info!(account = %name, removed, "expired messages removed");
+    }
+    if kept != ledger {
+        let text = format_ledger(&kept);
+        backends.messages.put_marker(name, &ledger_key(), &text).await.map_err(|e| e.to_string())?;
+    }
+    Ok(removed)
 }
 
 /// Records the first retrieval of messages (called when a session of an account with a
-/// retention policy ends); earlier records are kept.
-pub async fn mark_seen(backends: &Backends, name: &AccountName, ids: &[String]) {
-    let now = now_secs().to_string();
-    for id in ids {
-        let Some(key) = seen_marker(id) else { continue };
-        match backends.messages.get_marker(name, &key).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                if let Err(e) = backends.messages.put_marker(name, &key, &now).await {
-                    warn!(error = %e, "cannot record a retrieval; the message is kept longer");
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot read a retrieval record"),
+/// retention policy ends, still under its maildrop lock): one read and at most one write of the
+/// maildrop's ledger, whatever the number of messages. Earlier records are kept.
+pub async fn mark_seen(backends: &Backends, name: &AccountName, ids: &BTreeSet<String>) {
+    let mut ledger = match read_ledger(backends, name).await {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            warn!(error = %e, "cannot read the retention ledger; these retrievals are not recorded");
+            return;
         }
+    };
+    let now = now_secs();
+    let before = ledger.len();
+    for id in ids {
+        ledger.entry(id.clone()).or_insert(now);
+    }
+    if ledger.len() != before
+        && let Err(e) = backends.messages.put_marker(name, &ledger_key(), &format_ledger(&ledger)).await
+    {
+        warn!(error = %e, "cannot record retrievals; the messages are kept longer");
     }
 }

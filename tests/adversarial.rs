@@ -288,3 +288,73 @@ fn the_embedded_store_is_private() {
     }
     assert!(seen >= 6, "only {seen} entries under the data directory");
 }
+
+/// Item 13: a caller's idempotency key cannot name one of the server's own markers. Before,
+/// the key `retention` (or `trace.<id>`, `uidl.<hex>`) was the marker itself.
+#[tokio::test]
+async fn idempotency_keys_cannot_touch_the_servers_own_markers() {
+    use common::api::{ADMIN_TOKEN, INGEST_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    let mut admin = common::api::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let request = cloudpop::api::proto::CreateAccountRequest {
+        name: "keys".into(),
+        password: "pw".into(),
+        quota: None,
+        policy: None,
+    };
+    admin.create_account(request).await.unwrap();
+    let mut ingest = common::api::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let first = common::api::deliver(&mut ingest, &["keys"], "first", b"Subject: 1\r\n\r\none\r\n").await.unwrap();
+    let trace_key = format!("trace.{}", first.results[0].message_id);
+    for key in ["retention", trace_key.as_str()] {
+        let reply = common::api::deliver(&mut ingest, &["keys"], key, b"Subject: 2\r\n\r\ntwo\r\n").await.unwrap();
+        assert_eq!(reply.results[0].status, cloudpop::api::proto::DeliveryStatus::Stored as i32, "{key}: {reply:?}");
+    }
+    let markers: Vec<String> = std::fs::read_dir(server.data_dir().join("maildrops/keys/markers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(markers.iter().any(|m| m == "key:retention") && !markers.iter().any(|m| m == "retention"), "{markers:?}");
+}
+
+/// Item 4: retention bookkeeping costs the same however many messages a session retrieves, and
+/// however often: one read and one write of the maildrop's ledger at the end (before: a marker
+/// read and write per message, in sequence, while holding the lock).
+#[tokio::test]
+async fn retention_bookkeeping_is_constant_per_session() {
+    use cloudpop::api::proto::{Policy, SetPolicyRequest};
+    use common::api::{ADMIN_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    server.add_account("keeper", "pw");
+    let mut admin = common::api::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let policy = Some(Policy { login_delay_secs: 0, expire_days: Some(30) });
+    admin.set_policy(SetPolicyRequest { name: "keeper".into(), policy }).await.unwrap();
+    fill(&server, "keeper", 100);
+    let marker_calls = |server: &Server| {
+        let metrics = server.metrics();
+        ["get_marker", "put_marker"]
+            .iter()
+            .map(|op| {
+                metrics.get(&format!(
+                    "cloudpop_store_operations_total{{backend=\"fs\",operation=\"{op}\",outcome=\"ok\"}}"
+                ))
+            })
+            .sum::<f64>()
+    };
+    let before = marker_calls(&server);
+    let pop3 = server.pop3;
+    tokio::task::spawn_blocking(move || {
+        let mut c = common::Client::login(pop3, "keeper", "pw");
+        for _ in 0..50 {
+            assert!(c.multi("RETR 1").0.starts_with("+OK"));
+        }
+        for n in 1..=100 {
+            assert!(c.multi(&format!("RETR {n}")).0.starts_with("+OK"));
+        }
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+    })
+    .await
+    .unwrap();
+    common::eventually("the session's retrievals were not recorded", || marker_calls(&server) - before >= 2.0);
+    assert_eq!(marker_calls(&server) - before, 2.0, "marker calls for one session of 150 RETRs");
+}

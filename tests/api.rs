@@ -57,7 +57,8 @@ async fn a_retry_with_the_same_key_stores_nothing_twice() {
     // message under that same id.
     let id = cloudpop::store::ids::new_message_id();
     let markers = server.data_dir().join("maildrops/alice/markers");
-    std::fs::write(markers.join("crashed-attempt"), &id).unwrap();
+    // Callers' keys are kept apart from the server's own markers, under `key:`.
+    std::fs::write(markers.join("key:crashed-attempt"), &id).unwrap();
     let retry = grpc::deliver(&mut ingest, &["alice"], "crashed-attempt", msg).await.unwrap();
     assert!(stored(&retry.results[0]) && retry.results[0].message_id == id, "{retry:?}");
     let mut c = Client::login(server.pop3, "alice", "secret");

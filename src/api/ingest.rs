@@ -5,7 +5,7 @@ use super::status;
 use crate::backends::Backends;
 use crate::delivery::{self, Outcome, Spooler};
 use crate::ops::metrics::{IngestLabels, ListenerLabels, metrics};
-use crate::store::{MarkerKey, TraceParent};
+use crate::store::TraceParent;
 use std::path::PathBuf;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::field::Empty;
@@ -34,7 +34,7 @@ impl proto::ingest_server::Ingest for IngestService {
         }
         let key = match envelope.idempotency_key.as_str() {
             "" => None,
-            raw => Some(MarkerKey::parse(raw).ok_or_else(|| {
+            raw => Some(crate::delivery::idempotency_marker(raw).ok_or_else(|| {
                 Status::invalid_argument("idempotency_key must be 1-128 characters from A-Z a-z 0-9 . _ - :")
             })?),
         };

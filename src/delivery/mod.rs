@@ -153,6 +153,15 @@ pub struct Options {
     pub traceparent: Option<TraceParent>,
 }
 
+/// The marker that records a caller's idempotency key. Callers' keys live under their own
+/// prefix, so no key can name one of the server's own markers (`uidl.*`, `trace.*`,
+/// `retention`). `None` unless `raw` is 1-128 characters from `A-Z a-z 0-9 . _ - :`.
+pub fn idempotency_marker(raw: &str) -> Option<MarkerKey> {
+    let valid =
+        (1..=128).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+    if valid { MarkerKey::parse(&format!("key:{raw}")) } else { None }
+}
+
 /// Stores a spooled message for one recipient, honouring quota, idempotency and kept UIDLs.
 pub async fn store_for(
     store: &dyn MessageStore,

@@ -20,6 +20,7 @@ use crate::protocol::framing::{Frame, LineFramer};
 use crate::protocol::machine::{self, Machine, Settings, Step};
 use crate::protocol::response::{self, Code};
 use lease::HeldLease;
+use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -172,9 +173,10 @@ struct Session<'a> {
     out: Vec<u8>,
     /// Whether a command is being carried out (false while waiting for the client).
     busy: bool,
-    /// The account's retention policy, and the messages RETR sent in this session (for EXPIRE).
+    /// The account's retention policy, and the messages RETR sent in this session (for EXPIRE;
+    /// a set, so repeated RETRs of one message take no more room).
     expire_days: Option<u32>,
-    retrieved: Vec<String>,
+    retrieved: BTreeSet<String>,
     /// When a session still in AUTHORIZATION is closed, however active.
     login_deadline: Instant,
     /// The RETR or TOP reply being sent, whose pace the client must keep up.
@@ -237,7 +239,7 @@ impl<'a> Session<'a> {
             out: Vec::with_capacity(4096),
             busy: false,
             expire_days: None,
-            retrieved: Vec::new(),
+            retrieved: BTreeSet::new(),
             login_deadline: Instant::now() + cfg.login_deadline(),
             transfer: None,
         }
@@ -418,7 +420,7 @@ impl<'a> Session<'a> {
                 Step::Send { header, key, top } => {
                     self.send_message(stream, header, &key, top).await?;
                     if top.is_none() && self.expire_days.is_some() {
-                        self.retrieved.push(key);
+                        self.retrieved.insert(key);
                     }
                     return Ok(Flow::Continue);
                 }
