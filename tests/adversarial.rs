@@ -358,3 +358,90 @@ async fn retention_bookkeeping_is_constant_per_session() {
     common::eventually("the session's retrievals were not recorded", || marker_calls(&server) - before >= 2.0);
     assert_eq!(marker_calls(&server) - before, 2.0, "marker calls for one session of 150 RETRs");
 }
+
+/// Item 13: a deleted message's own marker (the delivering trace, in the embedded store) goes
+/// with it instead of piling up forever.
+#[tokio::test]
+async fn a_deleted_messages_markers_go_with_it() {
+    use common::api::{INGEST_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    server.add_account("tidy", "pw");
+    let mut ingest = common::api::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let frames = common::api::frames(&["tidy"], "", b"Subject: traced\r\n\r\nbody\r\n", 1000);
+    let mut request = tonic::Request::new(tokio_stream::iter(frames));
+    request
+        .metadata_mut()
+        .insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap());
+    let id = ingest.deliver(request).await.unwrap().into_inner().results[0].message_id.clone();
+    let marker = server.data_dir().join("maildrops/tidy/markers").join(format!("trace.{id}"));
+    assert!(marker.exists(), "the delivery kept no trace marker to test with");
+    let pop3 = server.pop3;
+    tokio::task::spawn_blocking(move || {
+        let mut c = common::Client::login(pop3, "tidy", "pw");
+        assert!(c.cmd("DELE 1").starts_with("+OK") && c.cmd("QUIT").starts_with("+OK"));
+    })
+    .await
+    .unwrap();
+    assert!(!marker.exists(), "the marker of a deleted message was left behind");
+}
+
+/// Item 11: a retry that arrives after the user deleted the message is a duplicate. Before, it
+/// was stored again under the same id: a second copy for the user, and a reused UIDL.
+#[tokio::test]
+async fn a_retry_after_the_user_deleted_the_message_is_a_duplicate() {
+    use cloudpop::api::proto::DeliveryStatus;
+    use common::api::{INGEST_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    server.add_account("late", "pw");
+    let mut ingest = common::api::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let message = b"Subject: once\r\n\r\nonly once\r\n";
+    let first = common::api::deliver(&mut ingest, &["late"], "mta:77", message).await.unwrap();
+    assert_eq!(first.results[0].status, DeliveryStatus::Stored as i32);
+    let pop3 = server.pop3;
+    tokio::task::spawn_blocking(move || {
+        let mut c = common::Client::login(pop3, "late", "pw");
+        assert!(c.cmd("DELE 1").starts_with("+OK") && c.cmd("QUIT").starts_with("+OK"));
+    })
+    .await
+    .unwrap();
+    let retry = common::api::deliver(&mut ingest, &["late"], "mta:77", message).await.unwrap();
+    assert_eq!(retry.results[0].status, DeliveryStatus::Duplicate as i32, "{retry:?}");
+    assert_eq!(retry.results[0].message_id, first.results[0].message_id);
+    let pop3 = server.pop3;
+    let stat =
+        tokio::task::spawn_blocking(move || common::Client::login(pop3, "late", "pw").cmd("STAT")).await.unwrap();
+    assert_eq!(stat, "+OK 0 0", "the deleted message came back");
+}
+
+/// Item 12: sixteen simultaneous attempts of one delivery store one copy. Before, each found no
+/// record and stored its own (up to 16 copies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_attempts_of_one_delivery_store_one_copy() {
+    use cloudpop::api::proto::DeliveryStatus;
+    use common::api::{INGEST_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    server.add_account("racy", "pw");
+    let api = server.api.unwrap();
+    let attempts: Vec<_> = (0..16)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut ingest = common::api::ingest(api, Some(INGEST_TOKEN)).await;
+                common::api::deliver(&mut ingest, &["racy"], "same-key", b"Subject: race\r\n\r\nbody\r\n").await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for attempt in attempts {
+        // Stored once; the others are duplicates, or told to retry while the first is at work.
+        match attempt.await.unwrap() {
+            Ok(reply) if reply.results[0].status == DeliveryStatus::Stored as i32 => stored += 1,
+            Ok(reply) => assert_eq!(reply.results[0].status, DeliveryStatus::Duplicate as i32, "{reply:?}"),
+            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        }
+    }
+    assert_eq!(stored, 1);
+    let pop3 = server.pop3;
+    let stat =
+        tokio::task::spawn_blocking(move || common::Client::login(pop3, "racy", "pw").cmd("STAT")).await.unwrap();
+    assert!(stat.starts_with("+OK 1 "), "{stat}");
+}

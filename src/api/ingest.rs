@@ -81,6 +81,7 @@ impl proto::ingest_server::Ingest for IngestService {
                 let outcome = delivery::store_for(
                     self.backends.messages.as_ref(),
                     &self.backends.accounts,
+                    self.backends.locks.as_ref(),
                     &message,
                     recipient,
                     &options,

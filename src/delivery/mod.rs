@@ -13,9 +13,11 @@ pub use crlf::CrlfNormalizer;
 pub use headers::HeaderCheck;
 
 use crate::accounts::Accounts;
+use crate::lock::MaildropLocks;
 use crate::names::{AccountName, InvalidName};
 use crate::store::{MarkerKey, MessageStore, StoreError, StoredMessage, TraceParent, ids};
 use std::path::Path;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Why a message could not be taken at all. Nothing is stored in any of these cases.
@@ -162,10 +164,17 @@ pub fn idempotency_marker(raw: &str) -> Option<MarkerKey> {
     if valid { MarkerKey::parse(&format!("key:{raw}")) } else { None }
 }
 
+/// How long one attempt may hold its delivery's claims. A crashed attempt's claims block
+/// retries (which get a temporary failure) for at most this long.
+const CLAIM_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// Stores a spooled message for one recipient, honouring quota, idempotency and kept UIDLs.
+/// Attempts that share an idempotency key or a kept UIDL run one at a time (`claims`), so two
+/// racing attempts cannot both find no record and both store.
 pub async fn store_for(
     store: &dyn MessageStore,
     accounts: &Accounts,
+    claims: &dyn MaildropLocks,
     message: &Spooled,
     recipient: &str,
     options: &Options,
@@ -174,10 +183,46 @@ pub async fn store_for(
         Ok(name) => name,
         Err(e) => return Outcome::InvalidName(e),
     };
-    match store_checked(store, accounts, message, &name, options).await {
-        Ok(outcome) => outcome,
-        Err(e) => Outcome::Failed(e),
+    let uidl_marker =
+        options.uidl.as_deref().and_then(|uidl| MarkerKey::parse(&format!("uidl.{}", ids::uidl_hex(uidl))));
+    let scopes: Vec<&MarkerKey> = options.idempotency_key.iter().chain(uidl_marker.iter()).collect();
+    let mut held = Vec::with_capacity(scopes.len());
+    let mut refused = None;
+    for scope in &scopes {
+        match claims.claim(&name, scope.as_str(), CLAIM_TTL).await {
+            Ok(Some(token)) => held.push((scope.as_str(), token)),
+            Ok(None) => {
+                refused = Some(StoreError::Unavailable("another attempt of this delivery is in progress".into()));
+                break;
+            }
+            Err(e) => {
+                refused = Some(StoreError::Unavailable(e.to_string()));
+                break;
+            }
+        }
     }
+    let outcome = match refused {
+        Some(e) => Outcome::Failed(e),
+        None => match store_checked(store, accounts, message, &name, options, uidl_marker.as_ref()).await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed(e),
+        },
+    };
+    for (scope, token) in held {
+        if let Err(e) = claims.unclaim(&name, scope, &token).await {
+            tracing::warn!(error = %e, "cannot give up a delivery claim; it expires by itself");
+        }
+    }
+    outcome
+}
+
+/// What an idempotency record says: the id its delivery uses, and whether it was stored.
+/// `<id> pending` is written before storing, `<id> stored <secs>` after (a bare `<id>` is an
+/// older pending record).
+fn parse_record(value: &str) -> Option<(String, bool)> {
+    let mut words = value.split_whitespace();
+    let id = words.next()?.to_owned();
+    Some((id, words.next() == Some("stored")))
 }
 
 async fn store_checked(
@@ -186,6 +231,7 @@ async fn store_checked(
     message: &Spooled,
     name: &AccountName,
     options: &Options,
+    uidl_marker: Option<&MarkerKey>,
 ) -> Result<Outcome, StoreError> {
     let key = options.idempotency_key.as_ref();
     let Some(account) = accounts.get(name).await? else { return Ok(Outcome::UnknownMailbox) };
@@ -193,20 +239,25 @@ async fn store_checked(
         return Ok(Outcome::Disabled);
     }
     let earlier = match key {
-        Some(key) => store.get_marker(name, key).await?,
+        Some(key) => store.get_marker(name, key).await?.as_deref().and_then(parse_record),
         None => None,
     };
-    if let Some(id) = &earlier
-        && store.exists(name, id).await?
-    {
-        return Ok(Outcome::Duplicate(id.clone()));
+    match &earlier {
+        // Stored once: a duplicate, even if the user has deleted it since (promise 4).
+        Some((id, true)) => return Ok(Outcome::Duplicate(id.clone())),
+        // Stored by an attempt that died before recording it.
+        Some((id, false)) if store.exists(name, id).await? => {
+            if let Some(key) = key {
+                store.put_marker(name, key, &stored_record(id)).await?;
+            }
+            return Ok(Outcome::Duplicate(id.clone()));
+        }
+        _ => {}
     }
     // A kept UIDL, once used, stays used even after its message is deleted (DESIGN.md promise
     // 5): the marker is written after the message is stored, and the listing below catches a
     // message stored by an attempt that died before writing it.
-    let uidl_marker =
-        options.uidl.as_deref().and_then(|uidl| MarkerKey::parse(&format!("uidl.{}", ids::uidl_hex(uidl))));
-    if let Some(marker) = &uidl_marker
+    if let Some(marker) = uidl_marker
         && let Some(id) = store.get_marker(name, marker).await?
     {
         return Ok(Outcome::Duplicate(id));
@@ -232,11 +283,11 @@ async fn store_checked(
         options.uidl.as_deref().map_or_else(|| id.clone(), |uidl| ids::with_uidl(&id, uidl))
     };
     let id = match (earlier, key) {
-        // The earlier attempt recorded this id but never finished storing: finish it now.
-        (Some(id), _) => id,
+        // The earlier attempt chose this id but never finished storing: finish it now.
+        (Some((id, _)), _) => id,
         (None, Some(key)) => {
             let id = fresh();
-            store.put_marker(name, key, &id).await?;
+            store.put_marker(name, key, &format!("{id} pending")).await?;
             id
         }
         (None, None) => fresh(),
@@ -256,10 +307,19 @@ async fn store_checked(
         new.write(&chunk[..n]).await?;
     }
     let stored = new.commit().await?;
-    if let Some(marker) = &uidl_marker {
+    if let Some(marker) = uidl_marker {
         store.put_marker(name, marker, &stored.id).await?;
     }
+    if let Some(key) = key {
+        store.put_marker(name, key, &stored_record(&stored.id)).await?;
+    }
     Ok(Outcome::Stored(stored))
+}
+
+/// The idempotency record of a stored message, with when it was stored.
+fn stored_record(id: &str) -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{id} stored {secs}")
 }
 
 /// `cloudpop deliver`: one message from a stream to one mailbox. The operator's tool stores
@@ -275,7 +335,9 @@ pub async fn deliver(
     let mut spooler = Spooler::new(spool_dir, max_size, false).await.map_err(|e| e.to_string())?;
     spooler.read_from(input).await.map_err(|e| e.to_string())?;
     let message = spooler.finish().await.map_err(|e| e.to_string())?;
-    match store_for(store, accounts, &message, mailbox, &Options::default()).await {
+    // No idempotency key and no kept UIDL: nothing to claim.
+    let claims = crate::lock::memory::MemoryLocks::new();
+    match store_for(store, accounts, &claims, &message, mailbox, &Options::default()).await {
         Outcome::Stored(stored) => Ok(stored),
         Outcome::Duplicate(id) => Err(format!("already delivered as {id}")),
         Outcome::UnknownMailbox => Err(format!("unknown mailbox {}", mailbox.to_ascii_lowercase())),

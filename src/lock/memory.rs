@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub struct MemoryLocks {
     leases: Mutex<HashMap<AccountName, (LeaseToken, Instant)>>,
+    /// Delivery claims by (maildrop, scope).
+    claims: Mutex<HashMap<(AccountName, String), (LeaseToken, Instant)>>,
 }
 
 impl MemoryLocks {
@@ -26,6 +28,28 @@ impl MemoryLocks {
 #[async_trait]
 impl MaildropLocks for MemoryLocks {
     async fn ping(&self) -> Result<(), LockError> {
+        Ok(())
+    }
+
+    async fn claim(&self, maildrop: &AccountName, scope: &str, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+        let now = Instant::now();
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        claims.retain(|_, (_, expiry)| *expiry > now);
+        let key = (maildrop.clone(), scope.to_owned());
+        if claims.contains_key(&key) {
+            return Ok(None);
+        }
+        let token = LeaseToken::generate();
+        claims.insert(key, (token.clone(), now + ttl));
+        Ok(Some(token))
+    }
+
+    async fn unclaim(&self, maildrop: &AccountName, scope: &str, token: &LeaseToken) -> Result<(), LockError> {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (maildrop.clone(), scope.to_owned());
+        if claims.get(&key).is_some_and(|(held, _)| held == token) {
+            claims.remove(&key);
+        }
         Ok(())
     }
 

@@ -55,4 +55,12 @@ pub trait MaildropLocks: Send + Sync + 'static {
 
     /// The cheapest request that proves the lock service answers (a readiness probe).
     async fn ping(&self) -> Result<(), LockError>;
+
+    /// Takes a short exclusive claim on `scope` within a maildrop (a delivery's idempotency key
+    /// or kept UIDL) for `ttl`, so that two attempts of one delivery cannot both check and then
+    /// both store; `None` while another attempt holds it. Independent of the maildrop's lock.
+    async fn claim(&self, maildrop: &AccountName, scope: &str, ttl: Duration) -> Result<Option<LeaseToken>, LockError>;
+
+    /// Gives up a claim if it is still ours.
+    async fn unclaim(&self, maildrop: &AccountName, scope: &str, token: &LeaseToken) -> Result<(), LockError>;
 }

@@ -40,6 +40,10 @@ impl RedisLocks {
     fn key(&self, maildrop: &AccountName) -> String {
         format!("{}lock:{maildrop}", self.prefix)
     }
+
+    fn claim_key(&self, maildrop: &AccountName, scope: &str) -> String {
+        format!("{}claim:{maildrop}:{scope}", self.prefix)
+    }
 }
 
 pub(crate) fn unavailable(e: redis::RedisError) -> LockError {
@@ -52,6 +56,34 @@ fn millis(ttl: Duration) -> u64 {
 
 #[async_trait]
 impl MaildropLocks for RedisLocks {
+    async fn claim(&self, maildrop: &AccountName, scope: &str, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+        let token = LeaseToken::generate();
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.claim_key(maildrop, scope))
+            .arg(&token.0)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async(&mut conn)
+            .instrument(span("SET", "delivery.claim"))
+            .await
+            .map_err(unavailable)?;
+        Ok(set.map(|_| token))
+    }
+
+    async fn unclaim(&self, maildrop: &AccountName, scope: &str, token: &LeaseToken) -> Result<(), LockError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = RELEASE
+            .key(self.claim_key(maildrop, scope))
+            .arg(&token.0)
+            .invoke_async(&mut conn)
+            .instrument(span("EVALSHA", "delivery.unclaim"))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), LockError> {
         let mut conn = self.conn.clone();
         let _: String =

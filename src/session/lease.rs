@@ -184,6 +184,12 @@ mod tests {
         async fn ping(&self) -> Result<(), LockError> {
             self.0.ping().await
         }
+        async fn claim(&self, m: &AccountName, s: &str, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+            self.0.claim(m, s, ttl).await
+        }
+        async fn unclaim(&self, m: &AccountName, s: &str, t: &LeaseToken) -> Result<(), LockError> {
+            self.0.unclaim(m, s, t).await
+        }
     }
 
     #[tokio::test]

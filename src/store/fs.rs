@@ -135,6 +135,10 @@ impl MessageStore for FsStore {
                 Ok(()) => {
                     report.removed += 1;
                     unlinked = true;
+                    // The message's own marker goes with it (a leftover only costs space, and
+                    // a crash here leaves one at most).
+                    let marker = self.maildrop_dir(maildrop).join("markers").join(trace_marker(id));
+                    let _ = fs::remove_file(marker).await;
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => report.removed += 1,
                 Err(e) => report.failed.push((id.clone(), e.to_string())),
