@@ -3,7 +3,7 @@
 
 use crate::api::proto::admin_client::AdminClient;
 use crate::api::proto::ingest_client::IngestClient;
-use crate::api::proto::{DeliverRequest, DeliverResponse, Envelope, deliver_request::Frame};
+use crate::api::proto::{DeliverRequest, DeliverResponse, End, Envelope, deliver_request::Frame};
 use crate::secret::Secret;
 use std::path::Path;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -103,17 +103,21 @@ impl ApiClient {
         let (tx, rx) = tokio::sync::mpsc::channel::<DeliverRequest>(4);
         let envelope = Envelope { recipients, idempotency_key, ..Envelope::default() };
         let envelope = DeliverRequest { frame: Some(Frame::Envelope(envelope)) };
+        // A read error drops the sender without the End frame, so the server stores nothing.
         let reader = tokio::spawn(async move {
             if tx.send(envelope).await.is_err() {
                 return Ok(());
             }
+            let mut size = 0u64;
             loop {
                 let mut chunk = vec![0u8; CHUNK];
                 let n = input.read(&mut chunk).await?;
                 if n == 0 {
+                    let _ = tx.send(DeliverRequest { frame: Some(Frame::End(End { size })) }).await;
                     return Ok::<(), std::io::Error>(());
                 }
                 chunk.truncate(n);
+                size += n as u64;
                 if tx.send(DeliverRequest { frame: Some(Frame::Chunk(chunk)) }).await.is_err() {
                     return Ok(());
                 }

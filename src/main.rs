@@ -395,6 +395,10 @@ async fn account_via_api(cmd: AccountCommand, api: &mut ApiClient) -> anyhow::Re
 }
 
 async fn deliver(name: &str, files: &[PathBuf], key: Option<String>, common: &CommonArgs) -> anyhow::Result<()> {
+    if key.is_some() && files.len() > 1 {
+        // One key names one message: the second file would be taken for a retry of the first.
+        bail!("--idempotency-key names one message: deliver each file with its own key");
+    }
     if let Some(mut api) = api_client(common).await? {
         let key = key.unwrap_or_default();
         let inputs: Vec<Option<&PathBuf>> =
@@ -413,7 +417,11 @@ async fn deliver(name: &str, files: &[PathBuf], key: Option<String>, common: &Co
             if result.message_id.is_empty() {
                 bail!("not delivered: {}", result.detail);
             }
-            println!("delivered {} ({} octets)", result.message_id, reply.size);
+            if result.status == proto::DeliveryStatus::Duplicate as i32 {
+                println!("delivered {} (already, by an earlier attempt with this key)", result.message_id);
+            } else {
+                println!("delivered {} ({} octets)", result.message_id, reply.size);
+            }
         }
         return Ok(());
     }

@@ -445,3 +445,38 @@ async fn simultaneous_attempts_of_one_delivery_store_one_copy() {
         tokio::task::spawn_blocking(move || common::Client::login(pop3, "racy", "pw").cmd("STAT")).await.unwrap();
     assert!(stat.starts_with("+OK 1 "), "{stat}");
 }
+
+/// Item 14: a delivery must end cleanly to be stored; one key names one message; a chunk of
+/// the documented 4 MiB is accepted.
+#[tokio::test]
+async fn deliveries_that_do_not_end_cleanly_store_nothing() {
+    use cloudpop::api::proto::DeliveryStatus;
+    use common::api::{INGEST_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    server.add_account("whole", "pw");
+    let api = format!("http://{}", server.api.unwrap());
+    let env = vec![("CLOUDPOP_API_URL".to_string(), api), ("CLOUDPOP_API_TOKEN".to_string(), INGEST_TOKEN.to_string())];
+    let dir = tempfile::tempdir().unwrap();
+    // Input that fails half-way (a directory cannot be read): refused, nothing stored.
+    let (ok, _, err) = cli_env(dir.path(), &env, &["deliver", "whole", dir.path().to_str().unwrap()], b"");
+    assert!(!ok, "a failed read was delivered");
+    assert!(err.contains("reading the message failed") || err.contains("End frame"), "{err}");
+    // Two files under one key: refused before anything is sent.
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    std::fs::write(&one, "Subject: 1\n\none\n").unwrap();
+    std::fs::write(&two, "Subject: 2\n\ntwo\n").unwrap();
+    let args = ["deliver", "whole", "--idempotency-key", "k1", one.to_str().unwrap(), two.to_str().unwrap()];
+    let (ok, _, err) = cli_env(dir.path(), &env, &args, b"");
+    assert!(!ok && err.contains("each file with its own key"), "{err}");
+    // A single chunk of exactly 4 MiB.
+    let mut message = b"Subject: big chunk\r\n\r\n".to_vec();
+    message.resize(4 * 1024 * 1024, b'x');
+    let mut ingest = common::api::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let frames = common::api::frames(&["whole"], "", &message, message.len());
+    let reply = ingest.deliver(tokio_stream::iter(frames)).await.unwrap().into_inner();
+    assert_eq!(reply.results[0].status, DeliveryStatus::Stored as i32);
+    let pop3 = server.pop3;
+    let stat =
+        tokio::task::spawn_blocking(move || common::Client::login(pop3, "whole", "pw").cmd("STAT")).await.unwrap();
+    assert!(stat.starts_with("+OK 1 "), "{stat}");
+}

@@ -150,6 +150,15 @@ async fn malformed_and_oversize_input_is_refused_and_stores_nothing() {
     let chunk_first = vec![DeliverRequest { frame: Some(deliver_request::Frame::Chunk(b"Subject: x\r\n".to_vec())) }];
     let mut two_envelopes = grpc::frames(&["alice"], "", b"Subject: x\r\n\r\n", 100);
     two_envelopes.push(two_envelopes[0].clone());
+    let whole = b"Subject: cut\r\n\r\nthe first half and the second half\r\n";
+    let mut truncated = grpc::frames(&["alice"], "", whole, 10);
+    truncated.truncate(3);
+    let mut wrong_size = grpc::frames(&["alice"], "", whole, 10);
+    let last = wrong_size.len() - 1;
+    wrong_size[last] =
+        DeliverRequest { frame: Some(deliver_request::Frame::End(cloudpop::api::proto::End { size: 5 })) };
+    let mut after_end = grpc::frames(&["alice"], "", whole, 10);
+    after_end.push(after_end[1].clone());
     let cases: Vec<(&str, Vec<DeliverRequest>, Code)> = vec![
         ("chunk before envelope", chunk_first, Code::InvalidArgument),
         ("two envelopes", two_envelopes, Code::InvalidArgument),
@@ -163,6 +172,9 @@ async fn malformed_and_oversize_input_is_refused_and_stores_nothing() {
             Code::ResourceExhausted,
         ),
         ("no frames", Vec::new(), Code::InvalidArgument),
+        ("no End frame (a sender that died half-way)", truncated, Code::InvalidArgument),
+        ("End declares another size", wrong_size, Code::InvalidArgument),
+        ("frames after End", after_end, Code::InvalidArgument),
     ];
     for (what, frames, code) in cases {
         let err = ingest.deliver(tokio_stream::iter(frames)).await.unwrap_err();
@@ -193,6 +205,8 @@ async fn a_hundred_megabyte_delivery_in_bounded_memory() {
     };
     let before = rss(server.pid());
     let line = [b'y'; 98];
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = sent.clone();
     let chunks = (0..100 * 1024 * 1024 / (64 * 1024)).map(move |i| {
         let mut chunk = Vec::with_capacity(64 * 1024);
         if i == 0 {
@@ -202,9 +216,15 @@ async fn a_hundred_megabyte_delivery_in_bounded_memory() {
             chunk.extend_from_slice(&line);
             chunk.extend_from_slice(b"\r\n");
         }
+        counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         DeliverRequest { frame: Some(deliver_request::Frame::Chunk(chunk)) }
     });
-    let envelope = grpc::frames(&["alice"], "", b"", 1);
+    // The envelope alone; the End frame follows the chunks, declaring what they added up to.
+    let envelope = grpc::frames(&["alice"], "", b"", 1).into_iter().take(1);
+    let end = std::iter::once_with(move || {
+        let size = sent.load(std::sync::atomic::Ordering::Relaxed);
+        DeliverRequest { frame: Some(deliver_request::Frame::End(cloudpop::api::proto::End { size })) }
+    });
     let pid = server.pid();
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
     let sampler_peak = peak.clone();
@@ -216,7 +236,7 @@ async fn a_hundred_megabyte_delivery_in_bounded_memory() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     });
-    let reply = ingest.deliver(tokio_stream::iter(envelope.into_iter().chain(chunks))).await.unwrap().into_inner();
+    let reply = ingest.deliver(tokio_stream::iter(envelope.chain(chunks).chain(end))).await.unwrap().into_inner();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     sampler.join().unwrap();
     assert!(reply.size > 100_000_000 && stored(&reply.results[0]));

@@ -64,14 +64,35 @@ impl proto::ingest_server::Ingest for IngestService {
         async move {
             let mut spooler =
                 Spooler::new(&self.spool_dir, self.max_message_size, true).await.map_err(status::delivery)?;
-            while let Some(frame) = frames.message().await? {
+            // Only a stream that ends with an End frame declaring what was sent is a whole
+            // message: a sender that died half-way must not get a truncated copy stored.
+            let mut sent = 0u64;
+            loop {
+                let Some(frame) = frames.message().await? else {
+                    return Err(Status::invalid_argument(
+                        "the stream ended without an End frame: the message may be incomplete; nothing was stored",
+                    ));
+                };
                 match frame.frame {
-                    Some(Frame::Chunk(bytes)) => spooler.push(&bytes).await.map_err(status::delivery)?,
+                    Some(Frame::Chunk(bytes)) => {
+                        sent += bytes.len() as u64;
+                        spooler.push(&bytes).await.map_err(status::delivery)?;
+                    }
+                    Some(Frame::End(end)) if end.size != sent => {
+                        return Err(Status::invalid_argument(format!(
+                            "the End frame declares {} octets but {sent} were sent; nothing was stored",
+                            end.size
+                        )));
+                    }
+                    Some(Frame::End(_)) => break,
                     Some(Frame::Envelope(_)) => {
                         return Err(Status::invalid_argument("only the first frame may be an envelope"));
                     }
                     None => return Err(Status::invalid_argument("empty frame")),
                 }
+            }
+            if frames.message().await?.is_some() {
+                return Err(Status::invalid_argument("frames after the End frame; nothing was stored"));
             }
             let message = spooler.finish().await.map_err(status::delivery)?;
             recorded.record("size", message.size);

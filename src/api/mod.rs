@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
+/// Largest message chunk of a Deliver frame (the proto's promise).
+pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
+
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -151,14 +154,16 @@ pub async fn serve(
         move |req| admin_tokens.current().check(&req, Scope::Admin).map(|()| req),
     );
     let ingest_tokens = tokens.clone();
-    let ingest = proto::ingest_server::IngestServer::with_interceptor(
-        ingest::IngestService {
-            backends: backends.clone(),
-            spool_dir: config.spool_dir(),
-            max_message_size: config.max_message_size,
-        },
-        move |req| ingest_tokens.current().check(&req, Scope::Ingest).map(|()| req),
-    );
+    // The proto promises chunks of up to 4 MiB: a frame is that plus its own encoding.
+    let ingest = proto::ingest_server::IngestServer::new(ingest::IngestService {
+        backends: backends.clone(),
+        spool_dir: config.spool_dir(),
+        max_message_size: config.max_message_size,
+    })
+    .max_decoding_message_size(MAX_CHUNK + 64);
+    let ingest = tonic::service::interceptor::InterceptedService::new(ingest, move |req: tonic::Request<()>| {
+        ingest_tokens.current().check(&req, Scope::Ingest).map(|()| req)
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -36,6 +36,20 @@ use tracing::{Instrument, debug, info, info_span};
 /// between replies to pipelined commands.
 const WRITE_CHUNK: usize = 64 * 1024;
 
+/// Most buffer capacity a session keeps while it waits for its client.
+const IDLE_BUFFER: usize = 1024;
+
+/// Largest single read of client input.
+const READ_CHUNK: usize = 4096;
+
+/// Reads what the client has sent (up to [`READ_CHUNK`]) onto the end of `buf`.
+async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    let spare = buf.capacity() - buf.len();
+    let mut limited = (&mut *stream).take(spare.min(READ_CHUNK) as u64);
+    limited.read_buf(buf).await
+}
+
 /// Everything a session needs, shared by all sessions of a process.
 pub struct Context {
     pub config: Arc<Config>,
@@ -236,7 +250,7 @@ impl<'a> Session<'a> {
             machine: Machine::new(settings),
             lease: None,
             in_transaction: None,
-            out: Vec::with_capacity(4096),
+            out: Vec::new(),
             busy: false,
             expire_days: None,
             retrieved: BTreeSet::new(),
@@ -291,8 +305,8 @@ impl<'a> Session<'a> {
             self.out.extend(self.machine.greeting());
         }
         let mut framer = LineFramer::new(self.ctx.config.max_line_length);
-        let mut buf: Vec<u8> = Vec::with_capacity(4096);
-        let mut chunk = vec![0u8; 16 * 1024];
+        // Input is read straight into `buf`; an idle session keeps at most IDLE_BUFFER of it.
+        let mut buf: Vec<u8> = Vec::new();
         loop {
             // Answer every complete command already buffered (pipelining), in order.
             loop {
@@ -343,6 +357,14 @@ impl<'a> Session<'a> {
                 }
             }
             self.flush(stream).await?;
+            // About to wait for the client: give back what a burst of input or output grew, so
+            // an idle session costs little (its snapshot aside).
+            if buf.is_empty() && buf.capacity() > IDLE_BUFFER {
+                buf = Vec::new();
+            }
+            if self.out.capacity() > IDLE_BUFFER {
+                self.out = Vec::new();
+            }
             let in_transaction = self.machine.in_transaction();
             let now = Instant::now();
             if !in_transaction && now >= self.login_deadline {
@@ -357,9 +379,9 @@ impl<'a> Session<'a> {
                 self.ctx.config.login_timeout().min(self.login_deadline - now)
             };
             tokio::select! {
-                read = tokio::time::timeout(idle, stream.read(&mut chunk)) => match read {
+                read = tokio::time::timeout(idle, read_some(stream, &mut buf)) => match read {
                     Ok(Ok(0)) => return Ok(false),
-                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Err(e),
                     Err(_) if !in_transaction && Instant::now() >= self.login_deadline => {}
                     Err(_) => {

@@ -3,7 +3,7 @@
 
 use cloudpop::api::proto::admin_client::AdminClient;
 use cloudpop::api::proto::ingest_client::IngestClient;
-use cloudpop::api::proto::{DeliverRequest, DeliverResponse, Envelope, deliver_request::Frame};
+use cloudpop::api::proto::{DeliverRequest, DeliverResponse, End, Envelope, deliver_request::Frame};
 use std::net::SocketAddr;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -49,7 +49,7 @@ pub async fn ingest(addr: SocketAddr, token: Option<&str>) -> IngestClient<Authe
     IngestClient::with_interceptor(channel(addr).await, Bearer(token.map(str::to_owned)))
 }
 
-/// The frames of one delivery: the envelope, then the message in `chunk`-byte pieces.
+/// The frames of one delivery: the envelope, the message in `chunk`-byte pieces, the end.
 pub fn frames(recipients: &[&str], key: &str, message: &[u8], chunk: usize) -> Vec<DeliverRequest> {
     let envelope = Envelope {
         recipients: recipients.iter().map(|r| r.to_string()).collect(),
@@ -58,6 +58,7 @@ pub fn frames(recipients: &[&str], key: &str, message: &[u8], chunk: usize) -> V
     };
     std::iter::once(Frame::Envelope(envelope))
         .chain(message.chunks(chunk).map(|c| Frame::Chunk(c.to_vec())))
+        .chain(std::iter::once(Frame::End(End { size: message.len() as u64 })))
         .map(|f| DeliverRequest { frame: Some(f) })
         .collect()
 }

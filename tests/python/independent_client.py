@@ -48,6 +48,7 @@ def frames():
     yield ingest_pb.DeliverRequest(envelope=ingest_pb.Envelope(recipients=["py.user"], idempotency_key="py-1"))
     for i in range(0, len(message), 4096):
         yield ingest_pb.DeliverRequest(chunk=message[i:i + 4096])
+    yield ingest_pb.DeliverRequest(end=ingest_pb.End(size=len(message)))
 
 reply = ingest.Deliver(frames(), metadata=as_ingest)
 assert reply.results[0].status == ingest_pb.DELIVERY_STATUS_STORED, reply
