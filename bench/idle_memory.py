@@ -52,7 +52,7 @@ def main():
     env = dict(os.environ, CLOUDPOP_DATA_DIR=data, CLOUDPOP_MAX_CONNECTIONS=str(N + 100),
                CLOUDPOP_MAX_CONNECTIONS_PER_ADDRESS=str(N + 100), CLOUDPOP_MAX_PENDING_LOGINS=str(N + 100),
                CLOUDPOP_API_LISTEN="", CLOUDPOP_OPS_LISTEN="", CLOUDPOP_LOG="warn",
-               CLOUDPOP_AUTH_FAILURE_DELAY_MS="0")
+               CLOUDPOP_AUTH_FAILURE_DELAY_MS="0", CLOUDPOP_THROTTLE_ADDRESS_FAILURES="100000")
     print(f"creating {N} accounts...", flush=True)
 
     def add(i):
