@@ -6,8 +6,8 @@
 //! *before* the message is stored, so a retry after a lost answer finds the id and stores
 //! nothing new, and a retry after a crash half-way stores the message under the same id.
 
-mod crlf;
-mod headers;
+pub mod crlf;
+pub mod headers;
 
 pub use crlf::CrlfNormalizer;
 pub use headers::HeaderCheck;

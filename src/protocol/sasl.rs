@@ -96,9 +96,11 @@ pub fn plain(b64: &str) -> Result<Credentials, SaslError> {
     Ok(Credentials { user, password, mechanism: Mechanism::Plain })
 }
 
-/// One LOGIN response (the user name or the password) as text.
+/// One LOGIN response (the user name or the password) as text. A NUL is refused: PLAIN cannot
+/// carry one either, so no credential differs only by the mechanism that sent it.
 pub fn login_field(b64: &str) -> Result<String, SaslError> {
-    String::from_utf8(decode(b64)?).map_err(|_| SaslError::Malformed)
+    let text = String::from_utf8(decode(b64)?).map_err(|_| SaslError::Malformed)?;
+    if text.contains('\0') { Err(SaslError::Malformed) } else { Ok(text) }
 }
 
 #[cfg(test)]
@@ -117,6 +119,13 @@ mod tests {
         assert_eq!(plain(&enc(b"bob\0pw")), Err(SaslError::Malformed));
         assert_eq!(plain("!!!"), Err(SaslError::Base64));
         assert_eq!(plain("="), Err(SaslError::Malformed));
+    }
+
+    #[test]
+    fn login_fields_hold_no_nul() {
+        assert_eq!(login_field(&STANDARD.encode(b"alice")).unwrap(), "alice");
+        // Found by the fuzz seeds: a PLAIN response sent as a LOGIN field.
+        assert_eq!(login_field(&STANDARD.encode(b"\0alice\0secret")), Err(SaslError::Malformed));
     }
 
     #[test]
