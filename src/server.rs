@@ -55,12 +55,35 @@ pub enum Shutdown {
 /// How long cut sessions get to release their locks before the process exits.
 const CUT_GRACE: Duration = Duration::from_millis(500);
 
+/// Files a crashed process may leave: spooled deliveries and, in the embedded store, temporary
+/// message files. Only ones older than this are removed (a `cloudpop deliver` in another
+/// process may be writing younger ones).
+const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
+/// Cleans crash leftovers in the background at startup; failures are only logged.
+async fn remove_leftovers(config: Arc<Config>) {
+    let spool = crate::store::fs::remove_older_than(&config.spool_dir(), LEFTOVER_AGE).await;
+    let store = match config.store {
+        crate::config::StoreKind::Fs => match crate::store::fs::FsStore::open(&config.data_dir).await {
+            Ok(store) => store.remove_leftovers(LEFTOVER_AGE).await,
+            Err(e) => Err(e),
+        },
+        crate::config::StoreKind::S3 => Ok(0),
+    };
+    match (spool, store) {
+        (Ok(0), Ok(0)) => {}
+        (Ok(spool), Ok(store)) => info!(spool, store, "removed files left by a crash"),
+        (spool, store) => warn!(?spool, ?store, "could not remove every file left by a crash"),
+    }
+}
+
 /// Runs the service until the signals in `signals` (see [`Shutdown`]) have stopped it.
 pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>) -> Result<(), ServerError> {
     config.validate()?;
     let config = Arc::new(config);
     let backends = Backends::from_config(&config).await?;
     info!(store = ?config.store, locks = ?config.locks, "backends ready");
+    tokio::spawn(remove_leftovers(config.clone()));
     let certs = CertStore::load(&config)?;
     let ctx = Arc::new(Context {
         config: config.clone(),

@@ -480,3 +480,29 @@ async fn deliveries_that_do_not_end_cleanly_store_nothing() {
         tokio::task::spawn_blocking(move || common::Client::login(pop3, "whole", "pw").cmd("STAT")).await.unwrap();
     assert!(stat.starts_with("+OK 1 "), "{stat}");
 }
+
+/// Item 20: files a crashed process left (a half-written message, a spooled delivery) are
+/// removed at startup once they are old enough not to belong to a delivery in progress.
+#[test]
+fn crash_leftovers_are_removed_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tmp = data.join("maildrops/crashed/tmp");
+    let spool = data.join("spool");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::create_dir_all(&spool).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    let leftover = |path: std::path::PathBuf, old: bool| {
+        std::fs::write(&path, "half a message").unwrap();
+        if old {
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(two_hours_ago).unwrap();
+        }
+        path
+    };
+    let old_tmp = leftover(tmp.join("0123.tmp"), true);
+    let old_spool = leftover(spool.join("msg-old"), true);
+    let young_spool = leftover(spool.join("msg-young"), false);
+    let _server = Server::start_in(dir, &[]);
+    common::eventually("old leftovers were not removed", || !old_tmp.exists() && !old_spool.exists());
+    assert!(young_spool.exists(), "a young spool file (maybe a delivery in progress) was removed");
+}

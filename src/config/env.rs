@@ -65,18 +65,19 @@ pub(super) fn overlay(table: &mut toml::Table, env: Vec<(String, String)>) -> Re
             }
             continue;
         }
-        let value = env_value(&raw);
-        let single = toml::Table::from_iter([(key.clone(), value.clone())]);
-        if let Err(e) = Config::deserialize(single) {
-            // A number-looking text may be meant as a string, and the other way round.
-            let as_string = toml::Table::from_iter([(key.clone(), toml::Value::String(raw.clone()))]);
-            if Config::deserialize(as_string).is_err() {
-                // serde's text spans lines; one line reads better in a pod's log.
-                let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-                return Err(ConfigError::Env { var, message });
-            }
-            table.insert(key, toml::Value::String(raw));
+        // The text as it is, for every key that takes text: secrets, URLs and names are never
+        // TOML-parsed (a password `"x"` keeps its quotes). Only numbers, booleans and the like
+        // are read as TOML values.
+        let as_string = toml::Value::String(raw.clone());
+        if Config::deserialize(toml::Table::from_iter([(key.clone(), as_string.clone())])).is_ok() {
+            table.insert(key, as_string);
             continue;
+        }
+        let value = env_value(&raw);
+        if let Err(e) = Config::deserialize(toml::Table::from_iter([(key.clone(), value.clone())])) {
+            // serde's text spans lines; one line reads better in a pod's log.
+            let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            return Err(ConfigError::Env { var, message });
         }
         table.insert(key, value);
     }
@@ -141,6 +142,28 @@ mod tests {
         }
         let secret = Config { redis_password: Some(crate::secret::Secret::new("hunter2")), ..Config::default() };
         assert!(!serde_json::to_string(&secret).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn text_values_are_taken_as_they_are_and_others_parsed() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("CLOUDPOP_REDIS_PASSWORD", "\"quoted\" = [1]"),
+                ("CLOUDPOP_S3_BUCKET", "\"bucket\""),
+                ("CLOUDPOP_LOG", "123"),
+                ("CLOUDPOP_MAX_CONNECTIONS", "7"),
+                ("CLOUDPOP_ALLOW_PLAINTEXT_AUTH", "true"),
+                ("CLOUDPOP_STORE", "s3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.redis_password.unwrap().expose(), "\"quoted\" = [1]");
+        assert_eq!(config.s3_bucket, "\"bucket\"");
+        assert_eq!(config.log, "123");
+        assert_eq!(config.max_connections, 7);
+        assert!(config.allow_plaintext_auth);
+        assert_eq!(config.store, crate::config::StoreKind::S3);
     }
 
     #[test]

@@ -49,6 +49,18 @@ impl FsStore {
         Ok(Self { root })
     }
 
+    /// Removes what crashed writers left behind: temporary message files in every maildrop
+    /// older than `age` (younger ones may belong to a delivery in progress in another process).
+    /// Returns how many were removed.
+    pub async fn remove_leftovers(&self, age: std::time::Duration) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let mut maildrops = fs::read_dir(self.root.join("maildrops")).await?;
+        while let Some(maildrop) = maildrops.next_entry().await? {
+            removed += remove_older_than(&maildrop.path().join("tmp"), age).await?;
+        }
+        Ok(removed)
+    }
+
     fn maildrop_dir(&self, maildrop: &AccountName) -> PathBuf {
         self.root.join("maildrops").join(maildrop.as_str())
     }
@@ -106,8 +118,14 @@ impl MessageStore for FsStore {
             return Err(StoreError::Invalid(format!("{id:?} is not a message id")));
         }
         let dir = self.maildrop_dir(maildrop);
+        let first = fs::metadata(dir.join("cur")).await.is_err();
         private_dir(&dir.join("tmp")).await?;
         private_dir(&dir.join("cur")).await?;
+        if first {
+            // A new maildrop: its directory entries must survive a crash like the message will.
+            sync_dir(&dir).await?;
+            sync_dir(&self.root.join("maildrops")).await?;
+        }
         // A unique suffix keeps two concurrent writers of one id (an idempotent retry racing
         // the original) from sharing a temporary file.
         let tmp = dir.join("tmp").join(format!("{id}.{}", new_message_id()));
@@ -276,6 +294,24 @@ async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), St
 }
 
 /// Makes a directory's entries (new links, removals) durable.
+/// Removes the files in `dir` last modified more than `age` ago; a missing `dir` has none.
+pub(crate) async fn remove_older_than(dir: &Path, age: std::time::Duration) -> Result<usize, StoreError> {
+    let mut entries = match fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut removed = 0;
+    while let Some(entry) = entries.next_entry().await? {
+        let meta = entry.metadata().await?;
+        let old = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|elapsed| elapsed > age);
+        if meta.is_file() && old && fs::remove_file(entry.path()).await.is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 async fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
