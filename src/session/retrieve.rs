@@ -39,7 +39,10 @@ impl Session<'_> {
             otel.status_code = Empty,
         );
         let started = Instant::now();
+        // The client must take the reply at the minimum rate (flush enforces it).
+        self.transfer = Some(Transfer::new(&self.ctx.config));
         let sent = self.stream_message(stream, header, key, top, &span, started).instrument(span.clone()).await;
+        self.transfer = None;
         let labels = VerbLabels { verb };
         match &sent {
             Ok(Some(octets)) => {
@@ -85,26 +88,6 @@ impl Session<'_> {
             crate::telemetry::link_to_delivery(span, traceparent);
         }
         let mut body = opened.body;
-        self.transfer = Some(Transfer::new(&self.ctx.config));
-        let sent = self.stream_body(stream, &mut body, header, top, span, started).await;
-        self.transfer = None;
-        sent
-    }
-
-    /// Sends `header` and the dot-stuffed body (cut after `top` lines when set).
-    async fn stream_body<S, B>(
-        &mut self,
-        stream: &mut S,
-        body: &mut B,
-        header: Vec<u8>,
-        top: Option<u64>,
-        span: &tracing::Span,
-        started: Instant,
-    ) -> io::Result<Option<u64>>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-        B: AsyncRead + Unpin + ?Sized,
-    {
         self.out.extend(header);
         let mut stuffer = DotStuffer::new();
         let mut cut = top.map(TopCut::new);

@@ -1,0 +1,78 @@
+//! Loading and validating the configuration.
+
+use super::*;
+
+/// Environment pairs as `Config::load` takes them (also used by `env`'s tests).
+pub(super) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn defaults_are_valid() {
+    Config::default().validate().unwrap();
+}
+
+#[test]
+fn file_then_env_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "max_connections = 5\npop3_listen = \"127.0.0.1:2110\"\n").unwrap();
+    let cfg = Config::load(
+        Some(&path),
+        env(&[
+            ("CLOUDPOP_MAX_CONNECTIONS", "7"),
+            ("CLOUDPOP_DATA_DIR", "/srv/x"),
+            ("HOME", "/root"),
+            ("CLOUDPOP_CONFIG", "y"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.max_connections, 7);
+    assert_eq!(cfg.pop3_listen, "127.0.0.1:2110");
+    assert_eq!(cfg.data_dir, PathBuf::from("/srv/x"));
+    let cfg = Config::load(None, env(&[("CLOUDPOP_LOG", "123")])).unwrap();
+    assert_eq!(cfg.log, "123");
+}
+
+#[test]
+fn proxy_headers_need_trusted_networks_given_as_cidrs_or_addresses() {
+    let cfg =
+        Config::load(None, env(&[("CLOUDPOP_PROXY_TRUSTED_NETWORKS", "10.0.0.0/8, 192.0.2.7,2001:db8::/32")])).unwrap();
+    let nets: Vec<String> = cfg.proxy_networks().unwrap().iter().map(ToString::to_string).collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    let from_file: Config = toml::from_str("proxy_trusted_networks = [\"10.1.2.3/8\"]").unwrap();
+    assert_eq!(from_file.proxy_networks().unwrap()[0].to_string(), "10.0.0.0/8", "host bits are dropped");
+    let unguarded = Config { proxy_protocol: true, ..Config::default() };
+    assert!(unguarded.validate().unwrap_err().to_string().contains("proxy_trusted_networks"));
+    let garbled = Config { proxy_trusted_networks: vec!["10.0.0.0/33".into()], ..Config::default() };
+    assert!(garbled.validate().unwrap_err().to_string().contains("10.0.0.0/33"));
+    let slow_drain = Config { drain_delay_secs: 60, shutdown_grace_secs: 30, ..Config::default() };
+    assert!(slow_drain.validate().unwrap_err().to_string().contains("drain_delay_secs"));
+}
+
+#[test]
+fn mistakes_are_reported_clearly() {
+    let err = Config::load(None, env(&[("CLOUDPOP_MAX_CONNECTIONS", "lots")])).unwrap_err().to_string();
+    assert!(err.contains("CLOUDPOP_MAX_CONNECTIONS"), "{err}");
+    let bad = Config { idle_timeout_secs: 30, ..Config::default() };
+    assert!(bad.validate().unwrap_err().to_string().contains("idle_timeout_secs"));
+    let bad = Config { pop3_listen: "nowhere".into(), ..Config::default() };
+    assert!(bad.validate().unwrap_err().to_string().contains("pop3_listen"));
+    let bad = Config { tls_cert: Some("/nonexistent.pem".into()), ..Config::default() };
+    assert!(bad.validate().is_err());
+}
+
+#[test]
+fn s3_with_in_process_locks_needs_the_single_frontend_promise() {
+    let cloud = |locks, single_frontend| Config {
+        store: StoreKind::S3,
+        s3_bucket: "mail".into(),
+        locks,
+        single_frontend,
+        ..Config::default()
+    };
+    let err = cloud(LocksKind::Memory, false).validate().unwrap_err().to_string();
+    assert!(err.contains("locks = \"redis\"") && err.contains("single_frontend"), "{err}");
+    cloud(LocksKind::Memory, true).validate().unwrap();
+    cloud(LocksKind::Redis, false).validate().unwrap();
+}
