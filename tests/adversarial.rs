@@ -506,3 +506,70 @@ fn crash_leftovers_are_removed_at_startup() {
     common::eventually("old leftovers were not removed", || !old_tmp.exists() && !old_spool.exists());
     assert!(young_spool.exists(), "a young spool file (maybe a delivery in progress) was removed");
 }
+
+/// Item 16: an operator's EndSession wins over a QUIT that races it. The session had marked its
+/// only message for deletion; the operator ends it and the client sends QUIT at once, before
+/// the session's renewal loop looks at the request. Before, QUIT applied the deletion.
+#[tokio::test]
+async fn an_operator_end_beats_a_racing_quit() {
+    use cloudpop::api::proto::{EndSessionRequest, ListSessionsRequest};
+    use common::api::{ADMIN_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    server.add_account("ended", "pw");
+    server.deliver("ended", b"Subject: keep\r\n\r\nkeep me\r\n");
+    let pop3 = server.pop3;
+    let mut session = tokio::task::spawn_blocking(move || {
+        let mut c = common::Client::login(pop3, "ended", "pw");
+        assert!(c.cmd("DELE 1").starts_with("+OK"));
+        c
+    })
+    .await
+    .unwrap();
+    let mut admin = common::api::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let sessions = admin.list_sessions(ListSessionsRequest {}).await.unwrap().into_inner().sessions;
+    let id = sessions.iter().find(|s| s.account == "ended").expect("session not listed").id.clone();
+    admin.end_session(EndSessionRequest { id }).await.unwrap();
+    let reply = tokio::task::spawn_blocking(move || session.cmd("QUIT")).await.unwrap();
+    assert!(reply.starts_with("-ERR"), "QUIT after EndSession: {reply}");
+    let stat = tokio::task::spawn_blocking(move || {
+        let mut c = common::Client::login(pop3, "ended", "pw");
+        c.cmd("STAT")
+    })
+    .await
+    .unwrap();
+    assert!(stat.starts_with("+OK 1 "), "the ended session's deletion was applied: {stat}");
+}
+
+/// Item 16: a lock acquire that Redis applied but whose reply was lost does not lock the user
+/// out for the whole lease. The relay swallows the reply to the maildrop's SET (the login gets
+/// `[SYS/TEMP]`); the user's next attempt, seconds later, gets in. Before, the orphaned lease
+/// answered `[IN-USE]` for its full 60 s.
+#[test]
+fn an_acquire_whose_reply_was_lost_does_not_lock_the_user_out() {
+    use common::cloud::{Redis, ReplyDropper, S3, cloud_env};
+    let (redis, s3) = (Redis::start(), S3::start());
+    let bucket = s3.bucket("mail");
+    let dropper = ReplyDropper::start(redis.port);
+    let mut env = cloud_env(&s3, &bucket, &redis);
+    env.retain(|(k, _)| k != "CLOUDPOP_REDIS_URL");
+    env.push(("CLOUDPOP_REDIS_URL".into(), dropper.url()));
+    env.push(("CLOUDPOP_LOCK_LEASE_SECS".into(), "60".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    server.add_account("orphan", "pw");
+    dropper.arm(b"lock:orphan", Duration::from_secs(2));
+    let mut c = common::Client::connect(server.pop3);
+    c.cmd("USER orphan");
+    let reply = c.cmd("PASS pw");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "login whose lock reply was lost: {reply}");
+    let started = std::time::Instant::now();
+    loop {
+        let mut c = common::Client::connect(server.pop3);
+        c.cmd("USER orphan");
+        let reply = c.cmd("PASS pw");
+        if reply.starts_with("+OK") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "still locked out: {reply}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -4,6 +4,7 @@
 //! releases it with compare-and-delete, so a crashed holder's lease frees itself in time and a
 //! holder that lost its lease can never release someone else's.
 
+pub mod held;
 pub mod memory;
 pub mod redis;
 

@@ -46,6 +46,29 @@ impl RedisLocks {
     }
 }
 
+impl RedisLocks {
+    /// Releases `token`'s lease in the background, retrying for a while (the connection that
+    /// lost the reply is usually being re-established).
+    fn take_back(&self, key: String, token: LeaseToken) {
+        let mut conn = self.conn.clone();
+        tokio::spawn(
+            async move {
+                let mut pause = Duration::from_millis(250);
+                for _ in 0..6 {
+                    let released: Result<i64, _> = RELEASE.key(&key).arg(&token.0).invoke_async(&mut conn).await;
+                    if released.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                tracing::warn!("cannot take back a lease whose acquire failed; it expires by itself");
+            }
+            .instrument(span("EVALSHA", "lock.take_back")),
+        );
+    }
+}
+
 pub(crate) fn unavailable(e: redis::RedisError) -> LockError {
     LockError::Unavailable(format!("redis: {}", e.category()))
 }
@@ -94,7 +117,7 @@ impl MaildropLocks for RedisLocks {
     async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
         let token = LeaseToken::generate();
         let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
+        let set: Result<Option<String>, _> = redis::cmd("SET")
             .arg(self.key(maildrop))
             .arg(&token.0)
             .arg("NX")
@@ -102,9 +125,17 @@ impl MaildropLocks for RedisLocks {
             .arg(millis(ttl))
             .query_async(&mut conn)
             .instrument(span("SET", "lock.acquire"))
-            .await
-            .map_err(unavailable)?;
-        Ok(set.map(|_| token))
+            .await;
+        match set {
+            Ok(set) => Ok(set.map(|_| token)),
+            Err(e) => {
+                // The SET may have been applied with only its reply lost (a timeout, a dropped
+                // connection): take back the lease we may hold, or the user would be locked
+                // out for a whole lease by a lock that nobody holds.
+                self.take_back(self.key(maildrop), token);
+                Err(unavailable(e))
+            }
+        }
     }
 
     async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, LockError> {

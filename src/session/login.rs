@@ -3,9 +3,9 @@
 //! `maildrop.open`).
 
 use super::Session;
-use super::lease::HeldLease;
 use crate::accounts::LoginError;
 use crate::lock::LeaseToken;
+use crate::lock::held::HeldLease;
 use crate::names::AccountName;
 use crate::ops::metrics::{GaugeGuard, LoginLabels, OutcomeLabels, ReasonLabels, metrics};
 use crate::protocol::machine::LoginOutcome;

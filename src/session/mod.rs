@@ -5,21 +5,20 @@
 //! fresh parser: nothing read before the handshake survives it.
 //!
 //! Layout: this file (the connection, its span and the read loop), [`login`] (credentials,
-//! lock, snapshot), [`retrieve`] (RETR/TOP streaming and UPDATE), `lease` (the held lock),
-//! [`proxied`] (PROXY headers).
+//! lock, snapshot), [`retrieve`] (RETR/TOP streaming and UPDATE), [`proxied`] (PROXY
+//! headers). The held maildrop lock is [`crate::lock::held::HeldLease`].
 
-mod lease;
 mod login;
 pub mod proxied;
 mod retrieve;
 
 use crate::backends::Backends;
 use crate::config::Config;
+use crate::lock::held::HeldLease;
 use crate::ops::metrics::{GaugeGuard, TlsLabels, VerbLabels, metrics};
 use crate::protocol::framing::{Frame, LineFramer};
 use crate::protocol::machine::{self, Machine, Settings, Step};
 use crate::protocol::response::{self, Code};
-use lease::HeldLease;
 use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;

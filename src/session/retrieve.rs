@@ -5,6 +5,7 @@
 //! it, when the delivery's trace context was kept with the message.
 
 use super::{Session, Transfer, WRITE_CHUNK};
+use crate::lock::held::RemoveStopped;
 use crate::ops::metrics::{VerbLabels, metrics};
 use crate::protocol::dotstuff::{DotStuffer, TopCut};
 use crate::protocol::machine::UpdateOutcome;
@@ -151,23 +152,31 @@ impl Session<'_> {
         if uids.is_empty() {
             return (UpdateOutcome::Applied, 0);
         }
-        if !lease.confirm().await {
-            return (UpdateOutcome::Failed("the maildrop lock was lost; nothing was removed".into()), 0);
-        }
-        match self.ctx.backends.messages.remove(lease.maildrop(), uids).await {
-            Ok(report) if report.failed.is_empty() => {
-                self.retrieved.retain(|id| !uids.contains(id));
+        match lease.remove(self.ctx.backends.messages.as_ref(), uids).await {
+            (report, None) if report.failed.is_empty() => {
+                for id in uids {
+                    self.retrieved.remove(id);
+                }
                 info!(removed = report.removed, "update applied");
                 (UpdateOutcome::Applied, report.removed)
             }
-            Ok(report) => {
+            (report, None) => {
                 warn!(removed = report.removed, failed = report.failed.len(), "update partly applied");
                 let why = format!("{} of {} could not be removed", report.failed.len(), uids.len());
                 (UpdateOutcome::Failed(why), report.removed)
             }
-            Err(e) => {
-                warn!(error = %e, "update failed");
-                (UpdateOutcome::Failed("message store unavailable".into()), 0)
+            (report, Some(RemoveStopped::Fenced)) => {
+                warn!(removed = report.removed, "update stopped: the maildrop lock was lost or the session ended");
+                let why = if report.removed == 0 {
+                    "the maildrop lock was lost; nothing was removed".to_owned()
+                } else {
+                    format!("the maildrop lock was lost after {} of {} were removed", report.removed, uids.len())
+                };
+                (UpdateOutcome::Failed(why), report.removed)
+            }
+            (report, Some(RemoveStopped::Store(e))) => {
+                warn!(error = %e, removed = report.removed, "update failed");
+                (UpdateOutcome::Failed("message store unavailable".into()), report.removed)
             }
         }
     }

@@ -202,3 +202,92 @@ pub fn cloud_env(s3: &S3, bucket: &str, redis: &Redis) -> Vec<(String, String)> 
     .map(|(k, v)| (k.to_string(), v))
     .collect()
 }
+
+/// A TCP relay in front of a real server that, once armed, passes the first request containing
+/// a trigger but swallows every reply on that connection for a while, then cuts it: a command
+/// the server applied whose answer never arrived.
+pub struct ReplyDropper {
+    pub port: u16,
+    armed: Armed,
+}
+
+impl ReplyDropper {
+    pub fn start(upstream: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed: Armed = Default::default();
+        let shared = armed.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                relay(client, server, shared.clone());
+            }
+        });
+        Self { port, armed }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The next request containing `trigger` loses its reply (and the connection, after `hold`).
+    pub fn arm(&self, trigger: &[u8], hold: Duration) {
+        *self.armed.lock().unwrap() = Some((trigger.to_vec(), hold));
+    }
+}
+
+/// The trigger of a [`ReplyDropper`], and how long it swallows replies.
+type Armed = std::sync::Arc<std::sync::Mutex<Option<(Vec<u8>, Duration)>>>;
+
+fn relay(mut client: TcpStream, mut server: TcpStream, armed: Armed) {
+    let cut_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>> = Default::default();
+    let (mut client_w, mut server_r) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let cut = cut_at.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut armed = armed.lock().unwrap();
+            if let Some((trigger, hold)) = armed.as_ref()
+                && buf[..n].windows(trigger.len()).any(|w| w == trigger.as_slice())
+            {
+                *cut.lock().unwrap() = Some(std::time::Instant::now() + *hold);
+                *armed = None;
+            }
+            drop(armed);
+            if server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = server.shutdown(std::net::Shutdown::Both);
+    });
+    std::thread::spawn(move || {
+        server_r.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let read = server_r.read(&mut buf);
+            // Looked at after the read: the trigger may have passed while it waited.
+            let until = *cut_at.lock().unwrap();
+            if until.is_some_and(|t| std::time::Instant::now() >= t) {
+                break;
+            }
+            match read {
+                Ok(0) => break,
+                Ok(n) if until.is_none() => {
+                    if client_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {} // swallowed
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = client_w.shutdown(std::net::Shutdown::Both);
+        let _ = server_r.shutdown(std::net::Shutdown::Both);
+    });
+}
