@@ -129,6 +129,7 @@ pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>)
     sessions.spawn(crate::sweeper::run(
         backends.clone(),
         Duration::from_secs(config.sweep_interval_secs),
+        config.lock_lease(),
         ctx.closing.clone(),
     ));
     if let Some((listener, _)) = api {

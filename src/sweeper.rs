@@ -1,13 +1,18 @@
 //! Retention after retrieval (RFC 2449 EXPIRE): deletes messages whose account policy says they
 //! have been kept long enough since their first retrieval.
 //!
-//! Every frontend runs the loop, but each round first takes a pool-wide lease, so one frontend
-//! sweeps per interval. Each mailbox is swept only while its maildrop lock is held, so a sweep
-//! never races a POP3 session: a mailbox in use is skipped until the next round.
+//! Every frontend runs the loop, but each round first takes a pool-wide lease, held (renewed)
+//! for as long as the round runs and then left to expire, so one frontend sweeps per interval
+//! and rounds never overlap. A round lists the maildrops that have a retention ledger (one
+//! listing per thousand maildrops), never every account; for each it reads the account's
+//! policy and the ledger, and only a mailbox with something due is locked and swept, under its
+//! maildrop lock like a POP3 session (renewed, deletions fenced batch by batch), so a sweep
+//! never races a session: a mailbox in use waits for the next round. One failing mailbox is
+//! logged and counted; the round goes on.
 
 use crate::backends::Backends;
+use crate::lock::held::{HeldLease, RemoveStopped};
 use crate::names::AccountName;
-use crate::store::MarkerKey;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -16,15 +21,9 @@ use tracing::{Instrument, info, info_span, warn};
 /// The lease that makes one frontend of the pool the sweeper for a round.
 pub const SWEEPER_LEASE: &str = "cloudpop-internal-sweeper";
 
-/// The marker that records when each retrieved message of a maildrop was first retrieved: one
-/// line `id seconds-since-the-epoch` per message. One object per maildrop, so recording a
-/// session's retrievals and sweeping a mailbox each cost one read and one write, whatever the
-/// number of messages.
-fn ledger_key() -> MarkerKey {
-    MarkerKey::parse("retention").expect("valid marker name")
-}
-
-/// First retrievals by message id.
+/// First retrievals by message id: the maildrop's ledger, one line `id seconds-since-the-epoch`
+/// per message. One object per maildrop, so recording a session's retrievals and sweeping a
+/// mailbox each cost one read and one write, whatever the number of messages.
 type Ledger = BTreeMap<String, u64>;
 
 fn parse_ledger(text: &str) -> Ledger {
@@ -41,7 +40,7 @@ fn format_ledger(ledger: &Ledger) -> String {
 }
 
 async fn read_ledger(backends: &Backends, name: &AccountName) -> Result<Ledger, String> {
-    let text = backends.messages.get_marker(name, &ledger_key()).await.map_err(|e| e.to_string())?;
+    let text = backends.messages.get_ledger(name).await.map_err(|e| e.to_string())?;
     Ok(text.as_deref().map(parse_ledger).unwrap_or_default())
 }
 
@@ -49,78 +48,126 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Sweeps every `interval` until `shutdown`.
-pub async fn run(backends: Backends, interval: Duration, shutdown: CancellationToken) {
+/// What one round did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Maildrops with a ledger that the round looked at.
+    pub mailboxes: usize,
+    pub removed: usize,
+    /// Maildrops that failed (logged); the next round tries them again.
+    pub failed: usize,
+}
+
+/// Sweeps every `interval` until `shutdown`; mailboxes are held with leases of `lease`.
+pub async fn run(backends: Backends, interval: Duration, lease: Duration, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = shutdown.cancelled() => return,
         }
-        match sweep_once(&backends, interval).instrument(info_span!("sweep")).await {
-            Ok(0) => {}
-            Ok(removed) => info!(removed, "retention sweep done"),
+        match sweep_once(&backends, interval, lease).instrument(info_span!("sweep")).await {
+            Ok(Some(sweep)) if sweep.removed > 0 || sweep.failed > 0 => {
+                info!(
+                    mailboxes = sweep.mailboxes,
+                    removed = sweep.removed,
+                    failed = sweep.failed,
+                    "retention sweep done"
+                );
+            }
+            Ok(_) => {}
             Err(e) => warn!(error = %e, "retention sweep failed; trying again next round"),
         }
     }
 }
 
-/// One round; returns how many messages it removed (0 when another frontend has the round).
-pub async fn sweep_once(backends: &Backends, round: Duration) -> Result<usize, String> {
+/// One round; `None` when another frontend has it.
+pub async fn sweep_once(backends: &Backends, round: Duration, lease: Duration) -> Result<Option<Sweep>, String> {
     let me = AccountName::parse(SWEEPER_LEASE).expect("valid name");
-    // The round's lease is left to expire rather than released, so the pool sweeps once per
-    // interval however many frontends it has.
-    let Some(_round) = backends.locks.acquire(&me, round).await.map_err(|e| e.to_string())? else {
+    let Some(round_lease) = HeldLease::take(backends.locks.clone(), &me, round).await.map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let result = sweep_all(backends, &round_lease, lease).await;
+    // Left to expire rather than released, so the pool sweeps once per interval however many
+    // frontends it has; renewed while the round ran, so a long round is never run twice.
+    round_lease.keep_until_expiry();
+    result.map(Some)
+}
+
+async fn sweep_all(backends: &Backends, round: &HeldLease, lease: Duration) -> Result<Sweep, String> {
+    let names = backends.messages.ledgers().await.map_err(|e| e.to_string())?;
+    let mut sweep = Sweep { mailboxes: names.len(), ..Sweep::default() };
+    for name in names {
+        if round.is_lost() {
+            return Err("the round's lease was lost; another frontend may sweep now".into());
+        }
+        match sweep_mailbox(backends, &name, lease).await {
+            Ok(removed) => sweep.removed += removed,
+            Err(e) => {
+                sweep.failed += 1;
+                warn!(account = %name, error = %e, "cannot sweep this mailbox; trying again next round");
+            }
+        }
+    }
+    Ok(sweep)
+}
+
+async fn sweep_mailbox(backends: &Backends, name: &AccountName, lease: Duration) -> Result<usize, String> {
+    let now = now_secs();
+    // Decided without the lock: most mailboxes have nothing due.
+    let account = backends.accounts.get(name).await.map_err(|e| e.to_string())?;
+    let keep_secs = account.and_then(|a| a.expire_days).map(|days| u64::from(days) * 86_400);
+    let ledger = read_ledger(backends, name).await?;
+    if let Some(keep) = keep_secs
+        && !ledger.values().any(|at| now >= at.saturating_add(keep))
+    {
+        return Ok(0);
+    }
+    let Some(held) = HeldLease::take(backends.locks.clone(), name, lease).await.map_err(|e| e.to_string())? else {
         return Ok(0);
     };
-    let mut removed = 0;
-    for name in backends.accounts.list().await.map_err(|e| e.to_string())? {
-        let Some(days) = backends.accounts.get(&name).await.map_err(|e| e.to_string())?.and_then(|a| a.expire_days)
-        else {
-            continue;
-        };
-        let Some(lease) = backends.locks.acquire(&name, Duration::from_secs(120)).await.map_err(|e| e.to_string())?
-        else {
-            continue;
-        };
-        let result = sweep_mailbox(backends, &name, u64::from(days) * 86_400).await;
-        let _ = backends.locks.release(&name, &lease).await;
-        removed += result?;
-    }
-    Ok(removed)
+    let result = sweep_locked(backends, &held, keep_secs, now).await;
+    held.release().await;
+    result
 }
 
-async fn sweep_mailbox(backends: &Backends, name: &AccountName, keep_secs: u64) -> Result<usize, String> {
-    let now = now_secs();
-    let ledger = read_ledger(backends, name).await?;
-    if ledger.is_empty() {
-        return Ok(0);
-    }
-    let present: HashSet<String> =
-        backends.messages.list(name).await.map_err(|e| e.to_string())?.into_iter().map(|m| m.id).collect();
-    // Entries of messages deleted by POP3 since are forgotten.
-    let mut kept: Ledger =
-        ledger.iter().filter(|(id, _)| present.contains(*id)).map(|(k, v)| (k.clone(), *v)).collect();
+/// Removes what is due from a locked mailbox and rewrites its ledger (removing it when empty).
+async fn sweep_locked(backends: &Backends, held: &HeldLease, keep: Option<u64>, now: u64) -> Result<usize, String> {
+    let name = held.maildrop();
+    let Some(keep) = keep else {
+        // The account is gone or keeps its mail now: its ledger has no use any more.
+        return backends.messages.put_ledger(name, "").await.map(|()| 0).map_err(|e| e.to_string());
+    };
+    let mut ledger = read_ledger(backends, name).await?;
     let doomed: Vec<String> =
-        kept.iter().filter(|(_, at)| now >= at.saturating_add(keep_secs)).map(|(id, _)| id.clone()).collect();
-    let mut removed = 0;
-    if !doomed.is_empty() {
-        let report = backends.messages.remove(name, &doomed).await.map_err(|e| e.to_string())?;
-        let failed: HashSet<&String> = report.failed.iter().map(|(id, _)| id).collect();
-        kept.retain(|id, _| !doomed.contains(id) || failed.contains(id));
-        removed = report.removed;
-        info!(account = %name, removed, "expired messages removed");
+        ledger.iter().filter(|(_, at)| now >= at.saturating_add(keep)).map(|(id, _)| id.clone()).collect();
+    let (report, stopped) = held.remove(backends.messages.as_ref(), &doomed).await;
+    if let Some(RemoveStopped::Fenced) = stopped {
+        // Another holder may be changing the ledger now: what was removed is forgotten by the
+        // next round (removing a message that is gone already counts as done).
+        return Err(format!("the maildrop lock was lost after {} removals", report.removed));
     }
-    if kept != ledger {
-        let text = format_ledger(&kept);
-        backends.messages.put_marker(name, &ledger_key(), &text).await.map_err(|e| e.to_string())?;
+    // Batches run in order, so everything before the first unreached message was attempted.
+    let attempted = report.removed + report.failed.len();
+    let failed: HashSet<&String> = report.failed.iter().map(|(id, _)| id).collect();
+    for id in doomed.iter().take(attempted).filter(|id| !failed.contains(id)) {
+        ledger.remove(id);
     }
-    Ok(removed)
+    backends.messages.put_ledger(name, &format_ledger(&ledger)).await.map_err(|e| e.to_string())?;
+    if report.removed > 0 {
+        info!(account = %name, removed = report.removed, "expired messages removed");
+    }
+    match stopped {
+        Some(e) => Err(e.to_string()),
+        None => Ok(report.removed),
+    }
 }
 
-/// Records the first retrieval of messages (called when a session of an account with a
-/// retention policy ends, still under its maildrop lock): one read and at most one write of the
-/// maildrop's ledger, whatever the number of messages. Earlier records are kept.
-pub async fn mark_seen(backends: &Backends, name: &AccountName, ids: &BTreeSet<String>) {
+/// Records a session's retrievals and deletions in the maildrop's ledger, when the session of
+/// an account with a retention policy ends, still under its maildrop lock: one read and at most
+/// one write, whatever the number of messages. Earlier first retrievals are kept; entries of
+/// messages the session deleted go.
+pub async fn record_session(backends: &Backends, name: &AccountName, retrieved: &BTreeSet<String>, deleted: &[String]) {
     let mut ledger = match read_ledger(backends, name).await {
         Ok(ledger) => ledger,
         Err(e) => {
@@ -128,13 +175,16 @@ pub async fn mark_seen(backends: &Backends, name: &AccountName, ids: &BTreeSet<S
             return;
         }
     };
+    let before = ledger.clone();
     let now = now_secs();
-    let before = ledger.len();
-    for id in ids {
+    for id in retrieved {
         ledger.entry(id.clone()).or_insert(now);
     }
-    if ledger.len() != before
-        && let Err(e) = backends.messages.put_marker(name, &ledger_key(), &format_ledger(&ledger)).await
+    for id in deleted {
+        ledger.remove(id);
+    }
+    if ledger != before
+        && let Err(e) = backends.messages.put_ledger(name, &format_ledger(&ledger)).await
     {
         warn!(error = %e, "cannot record retrievals; the messages are kept longer");
     }

@@ -332,7 +332,7 @@ async fn retention_bookkeeping_is_constant_per_session() {
     fill(&server, "keeper", 100);
     let marker_calls = |server: &Server| {
         let metrics = server.metrics();
-        ["get_marker", "put_marker"]
+        ["get_ledger", "put_ledger"]
             .iter()
             .map(|op| {
                 metrics.get(&format!(
@@ -572,4 +572,63 @@ fn an_acquire_whose_reply_was_lost_does_not_lock_the_user_out() {
         assert!(started.elapsed() < Duration::from_secs(20), "still locked out: {reply}");
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Store operations of one kind, whatever their outcome.
+fn store_ops(metrics: &common::Metrics, operation: &str) -> f64 {
+    let wanted = format!("operation=\"{operation}\"");
+    metrics
+        .keys()
+        .filter(|k| k.starts_with("cloudpop_store_operations_total{") && k.contains(&wanted))
+        .map(|k| metrics.get(k))
+        .sum()
+}
+
+/// Item 15: a sweep round reads only the mailboxes that have something retained (before: every
+/// account record, every hour), and one broken mailbox does not stop the round (before, the
+/// first error ended it, so a mailbox sorted after a broken one was never swept).
+#[tokio::test]
+async fn a_sweep_round_reads_only_retained_mailboxes_and_survives_a_broken_one() {
+    use cloudpop::api::proto::{Policy, SetPolicyRequest};
+    use common::api::{ADMIN_TOKEN, token_env};
+    let mut env = token_env().to_vec();
+    env.push(("CLOUDPOP_SWEEP_INTERVAL_SECS", "1"));
+    let server = Server::start(&env);
+    let mut admin = common::api::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    for name in ["aaa-broken", "zed"] {
+        server.add_account(name, "pw");
+        server.deliver(name, b"Subject: read once\r\n\r\nbody\r\n");
+        let policy = Some(Policy { login_delay_secs: 0, expire_days: Some(0) });
+        admin.set_policy(SetPolicyRequest { name: name.into(), policy }).await.unwrap();
+    }
+    // Thirty accounts without a policy, as plain records beside them.
+    let accounts = server.data_dir().join("accounts");
+    let template = std::fs::read_to_string(accounts.join("zed.json")).unwrap();
+    for i in 0..30 {
+        let record =
+            template.replace("\"zed\"", &format!("\"idle{i}\"")).replace("\"expire_days\": 0", "\"expire_days\": null");
+        std::fs::write(accounts.join(format!("idle{i}.json")), record).unwrap();
+    }
+    let pop3 = server.pop3;
+    tokio::task::spawn_blocking(move || {
+        for name in ["aaa-broken", "zed"] {
+            let mut c = common::Client::login(pop3, name, "pw");
+            assert!(c.multi("RETR 1").0.starts_with("+OK"));
+            assert!(c.cmd("QUIT").starts_with("+OK"));
+        }
+    })
+    .await
+    .unwrap();
+    // The first mailbox's account record is now unreadable.
+    std::fs::write(accounts.join("aaa-broken.json"), b"{ not json").unwrap();
+    let before = server.metrics();
+    common::eventually("zed's retrieved message was never swept", || {
+        std::fs::read_dir(server.data_dir().join("maildrops/zed/cur")).unwrap().count() == 0
+    });
+    let after = server.metrics();
+    let rounds = store_ops(&after, "ledgers") - store_ops(&before, "ledgers");
+    let reads = store_ops(&after, "account_get") - store_ops(&before, "account_get");
+    assert!(rounds >= 1.0, "no round ran");
+    assert!(reads <= 2.0 * rounds, "{reads} account reads in {rounds} rounds with two retained mailboxes");
+    assert!(server.log().contains("cannot sweep this mailbox"), "the broken mailbox was not reported");
 }

@@ -52,7 +52,7 @@ mod fs {
 
     store_cases!(make; messages_round_trip, uncommitted_messages_are_invisible, ids_are_unique_ordered_and_well_formed,
         removal, maildrops_are_isolated, large_messages_stream, accounts, listing_pages_past_a_thousand,
-        markers_and_fixed_ids, trace_context_travels_with_messages, ping_answers);
+        markers_and_fixed_ids, trace_context_travels_with_messages, ping_answers, retention_ledgers);
 }
 
 mod s3 {
@@ -76,7 +76,7 @@ mod s3 {
 
     store_cases!(make; messages_round_trip, uncommitted_messages_are_invisible, ids_are_unique_ordered_and_well_formed,
         removal, maildrops_are_isolated, large_messages_stream, accounts, listing_pages_past_a_thousand,
-        markers_and_fixed_ids, trace_context_travels_with_messages, ping_answers);
+        markers_and_fixed_ids, trace_context_travels_with_messages, ping_answers, retention_ledgers);
 }
 
 mod memory_locks {

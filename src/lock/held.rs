@@ -102,6 +102,11 @@ impl HeldLease {
         self.lost.cancelled()
     }
 
+    /// Whether the lease is known to be lost (no request is made).
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
     /// Renews once more and says whether the lease is still ours and the session was not ended
     /// by an operator; called right before every change to the maildrop.
     pub async fn confirm(&self) -> bool {

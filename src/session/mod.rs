@@ -186,10 +186,11 @@ struct Session<'a> {
     out: Vec<u8>,
     /// Whether a command is being carried out (false while waiting for the client).
     busy: bool,
-    /// The account's retention policy, and the messages RETR sent in this session (for EXPIRE;
-    /// a set, so repeated RETRs of one message take no more room).
+    /// The account's retention policy, the messages RETR sent in this session (for EXPIRE; a
+    /// set, so repeated RETRs of one message take no more room), and those UPDATE removed.
     expire_days: Option<u32>,
     retrieved: BTreeSet<String>,
+    deleted: Vec<String>,
     /// When a session still in AUTHORIZATION is closed, however active.
     login_deadline: Instant,
     /// The RETR or TOP reply being sent, whose pace the client must keep up.
@@ -253,6 +254,7 @@ impl<'a> Session<'a> {
             busy: false,
             expire_days: None,
             retrieved: BTreeSet::new(),
+            deleted: Vec::new(),
             login_deadline: Instant::now() + cfg.login_deadline(),
             transfer: None,
         }
@@ -280,8 +282,11 @@ impl<'a> Session<'a> {
         };
         self.in_transaction = None;
         if let Some(lease) = self.lease.take() {
-            if self.expire_days.is_some() && !self.retrieved.is_empty() {
-                crate::sweeper::mark_seen(&self.ctx.backends, lease.maildrop(), &self.retrieved).await;
+            let changed = !self.retrieved.is_empty() || !self.deleted.is_empty();
+            // Only while the lease is ours: the ledger is read, changed and written back.
+            if self.expire_days.is_some() && changed && lease.confirm().await {
+                let backends = &self.ctx.backends;
+                crate::sweeper::record_session(backends, lease.maildrop(), &self.retrieved, &self.deleted).await;
             }
             lease.release().await;
         }

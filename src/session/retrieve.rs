@@ -153,14 +153,12 @@ impl Session<'_> {
             return (UpdateOutcome::Applied, 0);
         }
         match lease.remove(self.ctx.backends.messages.as_ref(), uids).await {
-            (report, None) if report.failed.is_empty() => {
-                for id in uids {
-                    self.retrieved.remove(id);
-                }
-                info!(removed = report.removed, "update applied");
-                (UpdateOutcome::Applied, report.removed)
-            }
             (report, None) => {
+                self.forget_removed(uids, &report.failed);
+                if report.failed.is_empty() {
+                    info!(removed = report.removed, "update applied");
+                    return (UpdateOutcome::Applied, report.removed);
+                }
                 warn!(removed = report.removed, failed = report.failed.len(), "update partly applied");
                 let why = format!("{} of {} could not be removed", report.failed.len(), uids.len());
                 (UpdateOutcome::Failed(why), report.removed)
@@ -178,6 +176,18 @@ impl Session<'_> {
                 warn!(error = %e, removed = report.removed, "update failed");
                 (UpdateOutcome::Failed("message store unavailable".into()), report.removed)
             }
+        }
+    }
+
+    /// Keeps the retention bookkeeping in step with what UPDATE removed.
+    fn forget_removed(&mut self, uids: &[String], failed: &[(String, String)]) {
+        if self.expire_days.is_none() {
+            return;
+        }
+        let failed: std::collections::HashSet<&String> = failed.iter().map(|(id, _)| id).collect();
+        for id in uids.iter().filter(|id| !failed.contains(id)) {
+            self.retrieved.remove(id);
+            self.deleted.push(id.clone());
         }
     }
 }

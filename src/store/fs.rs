@@ -6,6 +6,7 @@
 //! DATA/maildrops/<name>/cur/<id>     committed messages, CRLF line endings
 //! DATA/maildrops/<name>/tmp/<id>     messages being written, invisible to `list`
 //! DATA/maildrops/<name>/markers/<k>  small markers (idempotency keys -> message ids)
+//! DATA/retention/<name>              the maildrop's retention ledger, if it has one
 //! ```
 //! A message becomes visible by a hard link from `tmp/` into `cur/`, which never replaces an
 //! existing file and is atomic, after the data has been fsynced.
@@ -34,7 +35,7 @@ impl FsStore {
     /// private too (directories 0700, files 0600).
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        for dir in ["accounts", "maildrops"] {
+        for dir in ["accounts", "maildrops", "retention"] {
             private_dir(&root.join(dir)).await?;
         }
         use std::os::unix::fs::PermissionsExt;
@@ -63,6 +64,10 @@ impl FsStore {
 
     fn maildrop_dir(&self, maildrop: &AccountName) -> PathBuf {
         self.root.join("maildrops").join(maildrop.as_str())
+    }
+
+    fn ledger_path(&self, name: &AccountName) -> PathBuf {
+        self.root.join("retention").join(name.as_str())
     }
 
     fn account_path(&self, name: &AccountName) -> PathBuf {
@@ -169,10 +174,44 @@ impl MessageStore for FsStore {
     }
 
     async fn remove_maildrop(&self, maildrop: &AccountName) -> Result<(), StoreError> {
+        self.put_ledger(maildrop, "").await?;
         match fs::remove_dir_all(self.maildrop_dir(maildrop)).await {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
+    }
+
+    async fn get_ledger(&self, maildrop: &AccountName) -> Result<Option<String>, StoreError> {
+        match fs::read_to_string(self.ledger_path(maildrop)).await {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn put_ledger(&self, maildrop: &AccountName, text: &str) -> Result<(), StoreError> {
+        let dir = self.root.join("retention");
+        if !text.is_empty() {
+            return write_atomically(&dir, maildrop.as_str(), text.as_bytes()).await;
+        }
+        match fs::remove_file(self.ledger_path(maildrop)).await {
+            Ok(()) => sync_dir(&dir).await,
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn ledgers(&self) -> Result<Vec<AccountName>, StoreError> {
+        let mut names = Vec::new();
+        let mut entries = fs::read_dir(self.root.join("retention")).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            // Temporary files of an atomic write start with a dot and are no names.
+            if let Some(name) = entry.file_name().to_str().and_then(|n| AccountName::parse(n).ok()) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     async fn get_marker(&self, maildrop: &AccountName, key: &MarkerKey) -> Result<Option<String>, StoreError> {

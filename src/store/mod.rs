@@ -150,10 +150,21 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Stores a marker durably, replacing any earlier value.
     async fn put_marker(&self, maildrop: &AccountName, key: &MarkerKey, value: &str) -> Result<(), StoreError>;
 
+    /// The maildrop's retention ledger (when each retrieved message was first retrieved, for
+    /// RFC 2449 EXPIRE), if it has one. Ledgers live apart from markers so that the sweeper
+    /// finds every maildrop with one by listing them, without reading any account.
+    async fn get_ledger(&self, maildrop: &AccountName) -> Result<Option<String>, StoreError>;
+
+    /// Stores the ledger durably, replacing the earlier one; an empty ledger is removed.
+    async fn put_ledger(&self, maildrop: &AccountName, text: &str) -> Result<(), StoreError>;
+
+    /// Every maildrop that has a ledger, sorted.
+    async fn ledgers(&self) -> Result<Vec<AccountName>, StoreError>;
+
     /// Removes messages; ids that are already gone count as removed.
     async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError>;
 
-    /// Removes the maildrop and every message in it.
+    /// Removes the maildrop: every message, marker and its ledger.
     async fn remove_maildrop(&self, maildrop: &AccountName) -> Result<(), StoreError>;
 
     /// The cheapest request that proves the store answers (readiness probes run it every few

@@ -130,6 +130,18 @@ impl<S: MessageStore> MessageStore for Observed<S> {
         self.observe("put_marker", "store.put_marker", self.inner.put_marker(maildrop, key, value)).await
     }
 
+    async fn get_ledger(&self, maildrop: &AccountName) -> Result<Option<String>, StoreError> {
+        self.observe("get_ledger", "store.get_ledger", self.inner.get_ledger(maildrop)).await
+    }
+
+    async fn put_ledger(&self, maildrop: &AccountName, text: &str) -> Result<(), StoreError> {
+        self.observe("put_ledger", "store.put_ledger", self.inner.put_ledger(maildrop, text)).await
+    }
+
+    async fn ledgers(&self) -> Result<Vec<AccountName>, StoreError> {
+        self.observe("ledgers", "store.ledgers", self.inner.ledgers()).await
+    }
+
     async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError> {
         self.observe("remove", "store.remove", self.inner.remove(maildrop, ids)).await
     }

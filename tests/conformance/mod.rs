@@ -176,6 +176,23 @@ pub async fn markers_and_fixed_ids(store: &dyn MessageStore) {
     assert_eq!(store.get_marker(&md, &key).await.unwrap(), None, "markers outlived their maildrop");
 }
 
+pub async fn retention_ledgers(store: &dyn MessageStore) {
+    let (a, b) = (name("conf-ledger-a"), name("conf-ledger-b"));
+    assert_eq!(store.get_ledger(&a).await.unwrap(), None);
+    assert!(store.ledgers().await.unwrap().is_empty());
+    store.put_ledger(&b, "01 5\n").await.unwrap();
+    store.put_ledger(&a, "02 7\n").await.unwrap();
+    store.put_ledger(&a, "02 7\n03 9\n").await.unwrap();
+    assert_eq!(store.get_ledger(&a).await.unwrap().as_deref(), Some("02 7\n03 9\n"));
+    assert_eq!(store.ledgers().await.unwrap(), [a.clone(), b.clone()], "listed once each, sorted");
+    // An empty ledger is no ledger; a removed maildrop takes its ledger along.
+    store.put_ledger(&a, "").await.unwrap();
+    assert_eq!(store.get_ledger(&a).await.unwrap(), None);
+    store.put_ledger(&a, "").await.unwrap();
+    store.remove_maildrop(&b).await.unwrap();
+    assert!(store.ledgers().await.unwrap().is_empty(), "a ledger outlived its maildrop");
+}
+
 pub async fn accounts(store: &dyn AccountStore) {
     let n = name("conf-account");
     assert!(store.get(&n).await.unwrap().is_none());

@@ -4,6 +4,7 @@
 //! {prefix}accounts/{shard}/{name}.json     account record
 //! {prefix}mail/{shard}/{name}/{id}         one message, CRLF line endings, exact POP3 size
 //! {prefix}markers/{shard}/{name}/{key}     small marker (idempotency key -> message id)
+//! {prefix}retention/{shard}/{name}         the maildrop's retention ledger, if it has one
 //! ```
 //! `shard` is two hex digits of a hash of the account name. S3 scales request rates per key
 //! prefix, so 256 shards spread a busy pool's load instead of piling it on one prefix. Names are
@@ -48,6 +49,21 @@ impl KeyLayout {
         format!("{}accounts/{}/{name}.json", self.prefix, shard(name))
     }
 
+    pub fn ledger(&self, name: &AccountName) -> String {
+        format!("{}{}/{name}", self.ledgers(), shard(name))
+    }
+
+    /// The prefix under which every retention ledger lives.
+    pub fn ledgers(&self) -> String {
+        format!("{}retention/", self.prefix)
+    }
+
+    /// The maildrop of a ledger key, if it is one.
+    pub fn ledger_of(&self, key: &str) -> Option<AccountName> {
+        let (_, name) = key.strip_prefix(&self.ledgers())?.split_once('/')?;
+        AccountName::parse(name).ok()
+    }
+
     /// The fixed key the readiness probe asks about (it need not exist).
     pub fn health(&self) -> String {
         format!("{}health", self.prefix)
@@ -88,6 +104,7 @@ mod tests {
         assert!(k.message(&n("alice"), "01ab").starts_with("tenant1/mail/"));
         assert_eq!(k.account_of(&k.account(&n("bob@example.com"))), Some(n("bob@example.com")));
         assert_eq!(k.account_of("tenant1/accounts/00/x/../y.json"), None);
+        assert_eq!(k.ledger_of(&k.ledger(&n("carol"))), Some(n("carol")));
         assert_eq!(KeyLayout::new("").accounts(), "accounts/");
         assert_eq!(KeyLayout::new("a/b/").accounts(), "a/b/accounts/");
     }

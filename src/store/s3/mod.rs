@@ -146,6 +146,20 @@ impl S3Store {
         }
     }
 
+    async fn put_small(&self, key: &str, text: &str) -> Result<(), StoreError> {
+        let body = ByteStream::from(text.as_bytes().to_vec());
+        self.client.put_object().bucket(&self.bucket).key(key).body(body).send().await.map_err(sdk_error)?;
+        Ok(())
+    }
+
+    /// Deletes keys (gone ones count as deleted); an error names the first that stayed.
+    async fn delete_all(&self, keys: &[String]) -> Result<(), StoreError> {
+        match self.delete_keys(keys).await?.failed.first() {
+            None => Ok(()),
+            Some((key, code)) => Err(StoreError::Unavailable(format!("could not delete {key}: {code}"))),
+        }
+    }
+
     async fn delete_keys(&self, keys: &[String]) -> Result<RemoveReport, StoreError> {
         let mut report = RemoveReport::default();
         for batch in keys.chunks(DELETE_BATCH) {
@@ -240,15 +254,24 @@ impl MessageStore for S3Store {
     }
 
     async fn put_marker(&self, maildrop: &AccountName, key: &MarkerKey, value: &str) -> Result<(), StoreError> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.keys.marker(maildrop, key.as_str()))
-            .body(ByteStream::from(value.as_bytes().to_vec()))
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        Ok(())
+        self.put_small(&self.keys.marker(maildrop, key.as_str()), value).await
+    }
+
+    async fn get_ledger(&self, maildrop: &AccountName) -> Result<Option<String>, StoreError> {
+        let bytes = self.get_small(&self.keys.ledger(maildrop)).await?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    async fn put_ledger(&self, maildrop: &AccountName, text: &str) -> Result<(), StoreError> {
+        let key = self.keys.ledger(maildrop);
+        if text.is_empty() { self.delete_all(&[key]).await } else { self.put_small(&key, text).await }
+    }
+
+    async fn ledgers(&self) -> Result<Vec<AccountName>, StoreError> {
+        let keys = self.list_prefix(&self.keys.ledgers()).await?;
+        let mut names: Vec<AccountName> = keys.iter().filter_map(|(k, _)| self.keys.ledger_of(k)).collect();
+        names.sort();
+        Ok(names)
     }
 
     async fn remove(&self, maildrop: &AccountName, ids: &[String]) -> Result<RemoveReport, StoreError> {
@@ -264,11 +287,8 @@ impl MessageStore for S3Store {
         let mut keys: Vec<String> =
             self.list_prefix(&self.keys.maildrop(maildrop)).await?.into_iter().map(|(k, _)| k).collect();
         keys.extend(self.list_prefix(&self.keys.markers(maildrop)).await?.into_iter().map(|(k, _)| k));
-        let report = self.delete_keys(&keys).await?;
-        match report.failed.first() {
-            None => Ok(()),
-            Some((key, code)) => Err(StoreError::Unavailable(format!("could not delete {key}: {code}"))),
-        }
+        keys.push(self.keys.ledger(maildrop));
+        self.delete_all(&keys).await
     }
 }
 
