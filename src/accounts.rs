@@ -25,6 +25,15 @@ pub enum AccountError {
     AlreadyExists(AccountName),
     #[error("account {0} does not exist")]
     NotFound(AccountName),
+    #[error("maildrop {0} is in use by a POP3 session; try again when it ends, or end it with EndSession")]
+    InUse(AccountName),
+    #[error("account {0} is being deleted; delete it again to finish")]
+    BeingDeleted(AccountName),
+    /// The maildrop lock was lost part-way; what is left is left for a retry.
+    #[error("{0}")]
+    Interrupted(String),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -124,16 +133,29 @@ impl Accounts {
         if admitted { Ok(Pending(self.pending.clone())) } else { Err(LoginError::Busy) }
     }
 
-    pub async fn create(&self, name: &str, password: &str) -> Result<AccountName, AccountError> {
+    /// Creates an account with an empty maildrop: whatever an earlier account of the same name
+    /// left behind (a delivery that was still being stored while it was deleted) is removed
+    /// first, so a re-created account inherits no mail and no markers.
+    pub async fn create(
+        &self,
+        name: &str,
+        password: &str,
+        messages: &dyn MessageStore,
+    ) -> Result<AccountName, AccountError> {
         let name = AccountName::parse(name)?;
         if name.as_str().starts_with("cloudpop-internal") {
             // Internal leases (health probe, sweeper) use these names.
             return Err(AccountError::InvalidName(crate::names::InvalidName::reserved()));
         }
         let password_hash = hash_blocking(password.to_owned()).await?;
-        if self.store.get(&name).await?.is_some() {
-            return Err(AccountError::AlreadyExists(name));
+        match self.store.get(&name).await? {
+            Some(existing) if existing.deleting => return Err(AccountError::BeingDeleted(name)),
+            Some(_) => return Err(AccountError::AlreadyExists(name)),
+            None => {}
         }
+        messages.remove_maildrop(&name).await?;
+        let mut incarnation = [0u8; 8];
+        getrandom::fill(&mut incarnation).map_err(|e| StoreError::Failed(e.to_string()))?;
         let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let record = AccountRecord {
             name: name.to_string(),
@@ -144,6 +166,8 @@ impl Accounts {
             quota_messages: 0,
             login_delay_secs: 0,
             expire_days: None,
+            deleting: false,
+            incarnation: u64::from_le_bytes(incarnation),
         };
         self.store.put(&record).await?;
         Ok(name)
@@ -154,13 +178,10 @@ impl Accounts {
         self.update(name, |record| record.password_hash = hash).await
     }
 
-    /// Deletes the account and its whole maildrop.
-    pub async fn delete(&self, name: &str, messages: &dyn MessageStore) -> Result<(), AccountError> {
-        let name = AccountName::parse(name)?;
-        if !self.store.delete(&name).await? {
-            return Err(AccountError::NotFound(name));
-        }
-        Ok(messages.remove_maildrop(&name).await?)
+    /// Removes the account record (the last step of deleting an account; see
+    /// [`crate::maintenance::delete_account`]); whether there was one.
+    pub async fn remove_record(&self, name: &AccountName) -> Result<bool, StoreError> {
+        self.store.delete(name).await
     }
 
     pub async fn list(&self) -> Result<Vec<AccountName>, AccountError> {
@@ -190,7 +211,7 @@ impl Accounts {
         let _pending = self.enter()?;
         let name = AccountName::parse(user).ok();
         let record = match &name {
-            Some(name) => self.store.get(name).await?.filter(|r| !r.disabled),
+            Some(name) => self.store.get(name).await?.filter(|r| !r.disabled && !r.deleting),
             None => None,
         };
         let phc = record.as_ref().map_or_else(|| decoy_hash().to_owned(), |r| r.password_hash.clone());

@@ -9,6 +9,7 @@
 //!   [`sessions`]: the sessions open across the pool; [`redis_conn`]: the shared Redis link
 //! - [`accounts`] and [`names`]: account records, validated names, argon2id logins
 //! - [`delivery`]: spooling, CRLF normalisation, quotas, idempotent storing
+//! - [`maintenance`]: operator deletions, under the maildrop lock
 //! - [`sweeper`]: retention after retrieval (EXPIRE)
 //! - [`api`]: the gRPC Admin and Ingest services; [`client`]: the command line's API client
 //! - [`tls`], [`secret`], [`config`]: certificates, secrets, the one configuration struct;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod delivery;
 pub mod limits;
 pub mod lock;
+pub mod maintenance;
 pub mod names;
 pub mod ops;
 pub mod protocol;

@@ -336,10 +336,11 @@ async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
         return account_via_api(cmd, &mut api).await;
     }
     let config = load_config(common)?;
-    let Backends { messages, accounts, .. } = Backends::from_config(&config).await?;
+    let backends = Backends::from_config(&config).await?;
+    let Backends { messages, accounts, .. } = backends.clone();
     match cmd {
         AccountCommand::Add(a) => {
-            let name = accounts.create(&a.name, &read_password()?).await?;
+            let name = accounts.create(&a.name, &read_password()?, messages.as_ref()).await?;
             println!("created account {name}");
         }
         AccountCommand::Passwd(a) => {
@@ -347,7 +348,7 @@ async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
             println!("password changed for {}", record.name);
         }
         AccountCommand::Del { name, .. } => {
-            accounts.delete(&name, messages.as_ref()).await?;
+            cloudpop::maintenance::delete_account(&backends, &name, config.lock_lease()).await?;
             println!("deleted account {} and its messages", name.to_ascii_lowercase());
         }
         AccountCommand::List { .. } => {

@@ -11,9 +11,9 @@
 //! logged and counted; the round goes on.
 
 use crate::backends::Backends;
-use crate::lock::held::{HeldLease, RemoveStopped};
+use crate::lock::held::{HeldLease, RemoveStopped, removed_ids};
 use crate::names::AccountName;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
@@ -147,10 +147,7 @@ async fn sweep_locked(backends: &Backends, held: &HeldLease, keep: Option<u64>, 
         // next round (removing a message that is gone already counts as done).
         return Err(format!("the maildrop lock was lost after {} removals", report.removed));
     }
-    // Batches run in order, so everything before the first unreached message was attempted.
-    let attempted = report.removed + report.failed.len();
-    let failed: HashSet<&String> = report.failed.iter().map(|(id, _)| id).collect();
-    for id in doomed.iter().take(attempted).filter(|id| !failed.contains(id)) {
+    for id in removed_ids(&doomed, &report) {
         ledger.remove(id);
     }
     backends.messages.put_ledger(name, &format_ledger(&ledger)).await.map_err(|e| e.to_string())?;

@@ -632,3 +632,88 @@ async fn a_sweep_round_reads_only_retained_mailboxes_and_survives_a_broken_one()
     assert!(reads <= 2.0 * rounds, "{reads} account reads in {rounds} rounds with two retained mailboxes");
     assert!(server.log().contains("cannot sweep this mailbox"), "the broken mailbox was not reported");
 }
+
+/// Item 17: operator deletions take the maildrop lock like a session. While a POP3 session
+/// holds the maildrop, DeleteMessages, PurgeMailbox and DeleteAccount are refused as "in use"
+/// and change nothing under it (before, they deleted messages the session was listing and
+/// about to retrieve); once it has ended they go through.
+#[tokio::test]
+async fn operator_deletions_wait_for_the_session_holding_the_maildrop() {
+    use cloudpop::api::proto::{DeleteAccountRequest, DeleteMessagesRequest, ListMessagesRequest, PurgeMailboxRequest};
+    use common::api::{ADMIN_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    server.add_account("busy", "pw");
+    for i in 0..3 {
+        server.deliver("busy", format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes());
+    }
+    let mut admin = common::api::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let list = ListMessagesRequest { name: "busy".into(), page_size: 0, page_token: String::new() };
+    let ids: Vec<String> =
+        admin.list_messages(list).await.unwrap().into_inner().messages.into_iter().map(|m| m.id).collect();
+    let pop3 = server.pop3;
+    let mut session = tokio::task::spawn_blocking(move || {
+        let mut c = common::Client::login(pop3, "busy", "pw");
+        assert!(c.cmd("STAT").starts_with("+OK 3 "));
+        c
+    })
+    .await
+    .unwrap();
+    let refusals = [
+        admin
+            .delete_messages(DeleteMessagesRequest { name: "busy".into(), ids: vec![ids[0].clone()] })
+            .await
+            .unwrap_err(),
+        admin.purge_mailbox(PurgeMailboxRequest { name: "busy".into() }).await.unwrap_err(),
+        admin.delete_account(DeleteAccountRequest { name: "busy".into() }).await.unwrap_err(),
+    ];
+    for status in refusals {
+        assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+        assert!(status.message().contains("in use"), "{status:?}");
+    }
+    session = tokio::task::spawn_blocking(move || {
+        for n in 1..=3 {
+            assert!(session.multi(&format!("RETR {n}")).0.starts_with("+OK"), "message {n} vanished under the session");
+        }
+        assert!(session.cmd("QUIT").starts_with("+OK"));
+        session
+    })
+    .await
+    .unwrap();
+    drop(session);
+    let deleted = admin.delete_messages(DeleteMessagesRequest { name: "busy".into(), ids: vec![ids[0].clone()] }).await;
+    assert_eq!(deleted.unwrap().into_inner().deleted, 1);
+    assert_eq!(admin.purge_mailbox(PurgeMailboxRequest { name: "busy".into() }).await.unwrap().into_inner().deleted, 2);
+    admin.delete_account(DeleteAccountRequest { name: "busy".into() }).await.unwrap();
+}
+
+/// Item 17: an account deleted and created again under the same name starts empty: no mail
+/// that a delivery still in flight stored after the deletion, no idempotency records, no
+/// retention ledger. Before, the new account showed the leftover message to its new owner.
+#[tokio::test]
+async fn a_recreated_account_inherits_nothing() {
+    use cloudpop::api::proto::{CreateAccountRequest, DeleteAccountRequest, DeliveryStatus};
+    use common::api::{ADMIN_TOKEN, INGEST_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    let mut admin = common::api::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let create = || CreateAccountRequest { name: "reborn".into(), password: "pw".into(), quota: None, policy: None };
+    admin.create_account(create()).await.unwrap();
+    let mut ingest = common::api::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let old = b"Subject: for the old owner\r\n\r\nprivate\r\n";
+    let first = common::api::deliver(&mut ingest, &["reborn"], "mta:1", old).await.unwrap();
+    assert_eq!(first.results[0].status, DeliveryStatus::Stored as i32);
+    let maildrop = server.data_dir().join("maildrops/reborn");
+    let leftover = std::fs::read(maildrop.join("cur").join(&first.results[0].message_id)).unwrap();
+    admin.delete_account(DeleteAccountRequest { name: "reborn".into() }).await.unwrap();
+    // What a delivery that was still being stored during the deletion leaves behind.
+    std::fs::create_dir_all(maildrop.join("cur")).unwrap();
+    let late_id = cloudpop::store::ids::new_message_id();
+    std::fs::write(maildrop.join("cur").join(&late_id), &leftover).unwrap();
+    admin.create_account(create()).await.unwrap();
+    let pop3 = server.pop3;
+    let stat =
+        tokio::task::spawn_blocking(move || common::Client::login(pop3, "reborn", "pw").cmd("STAT")).await.unwrap();
+    assert_eq!(stat, "+OK 0 0", "the new account inherited the old one's mail");
+    let again =
+        common::api::deliver(&mut ingest, &["reborn"], "mta:1", b"Subject: new\r\n\r\nnew owner\r\n").await.unwrap();
+    assert_eq!(again.results[0].status, DeliveryStatus::Stored as i32, "the old idempotency record was inherited");
+}

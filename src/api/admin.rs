@@ -4,6 +4,7 @@ use super::proto::{self, *};
 use super::status;
 use crate::backends::Backends;
 use crate::config::Config;
+use crate::maintenance::{self, Which};
 use crate::names::AccountName;
 use crate::store::{AccountRecord, ids};
 use std::sync::Arc;
@@ -43,7 +44,7 @@ fn name(raw: &str) -> Result<AccountName, Status> {
 fn account(record: AccountRecord) -> Account {
     Account {
         name: record.name,
-        enabled: !record.disabled,
+        enabled: !record.disabled && !record.deleting,
         created_unix: record.created_at as i64,
         quota: Some(Quota { max_bytes: record.quota_bytes, max_messages: record.quota_messages }),
         policy: Some(Policy { login_delay_secs: record.login_delay_secs, expire_days: record.expire_days }),
@@ -54,6 +55,21 @@ impl AdminService {
     async fn update(&self, raw: &str, change: impl FnOnce(&mut AccountRecord)) -> Result<Response<Account>, Status> {
         let record = self.backends.accounts.update(raw, change).await.map_err(status::account)?;
         Ok(Response::new(account(record)))
+    }
+
+    /// Deletes messages under the maildrop's lock (refused while a session holds it).
+    async fn remove(&self, raw: &str, which: Which) -> Result<Response<DeleteMessagesResponse>, Status> {
+        let lease = self.config.lock_lease();
+        let report = maintenance::delete_messages(&self.backends, raw, which, lease).await.map_err(status::account)?;
+        if let Some((id, why)) = report.failed.first() {
+            return Err(Status::unavailable(format!(
+                "{} of {} messages not deleted (first: {id}: {why})",
+                report.failed.len(),
+                report.removed + report.failed.len()
+            )));
+        }
+        info!(account = %raw.to_ascii_lowercase(), deleted = report.removed, "messages deleted by an operator");
+        Ok(Response::new(DeleteMessagesResponse { deleted: report.removed as u64 }))
     }
 
     async fn existing(&self, raw: &str) -> Result<AccountName, Status> {
@@ -70,7 +86,10 @@ impl proto::admin_server::Admin for AdminService {
     async fn create_account(&self, request: Request<CreateAccountRequest>) -> Result<Response<Account>, Status> {
         let req = request.into_inner();
         let accounts = &self.backends.accounts;
-        let created = accounts.create(&req.name, &req.password).await.map_err(status::account)?;
+        let created = accounts
+            .create(&req.name, &req.password, self.backends.messages.as_ref())
+            .await
+            .map_err(status::account)?;
         info!(account = %created, "account created");
         let (quota, policy) = (req.quota.unwrap_or_default(), req.policy.unwrap_or_default());
         self.update(created.as_str(), |r| {
@@ -151,7 +170,7 @@ impl proto::admin_server::Admin for AdminService {
         request: Request<DeleteAccountRequest>,
     ) -> Result<Response<DeleteAccountResponse>, Status> {
         let raw = request.into_inner().name;
-        self.backends.accounts.delete(&raw, self.backends.messages.as_ref()).await.map_err(status::account)?;
+        maintenance::delete_account(&self.backends, &raw, self.config.lock_lease()).await.map_err(status::account)?;
         info!(account = %raw.to_ascii_lowercase(), "account deleted");
         Ok(Response::new(DeleteAccountResponse {}))
     }
@@ -192,21 +211,14 @@ impl proto::admin_server::Admin for AdminService {
         request: Request<DeleteMessagesRequest>,
     ) -> Result<Response<DeleteMessagesResponse>, Status> {
         let req = request.into_inner();
-        let name = self.existing(&req.name).await?;
-        let present: std::collections::HashSet<String> =
-            self.backends.messages.list(&name).await.map_err(status::store)?.into_iter().map(|m| m.id).collect();
-        let ids: Vec<String> = req.ids.into_iter().filter(|id| present.contains(id)).collect();
-        remove(&self.backends, &name, &ids).await
+        self.remove(&req.name, Which::Ids(req.ids)).await
     }
 
     async fn purge_mailbox(
         &self,
         request: Request<PurgeMailboxRequest>,
     ) -> Result<Response<DeleteMessagesResponse>, Status> {
-        let name = self.existing(&request.into_inner().name).await?;
-        let ids: Vec<String> =
-            self.backends.messages.list(&name).await.map_err(status::store)?.into_iter().map(|m| m.id).collect();
-        remove(&self.backends, &name, &ids).await
+        self.remove(&request.into_inner().name, Which::All).await
     }
 
     async fn list_sessions(&self, _: Request<ListSessionsRequest>) -> Result<Response<ListSessionsResponse>, Status> {
@@ -260,21 +272,4 @@ impl proto::admin_server::Admin for AdminService {
             ),
         }))
     }
-}
-
-async fn remove(
-    backends: &Backends,
-    name: &AccountName,
-    ids: &[String],
-) -> Result<Response<DeleteMessagesResponse>, Status> {
-    let report = backends.messages.remove(name, ids).await.map_err(status::store)?;
-    if let Some((id, why)) = report.failed.first() {
-        return Err(Status::unavailable(format!(
-            "{} of {} messages not deleted (first: {id}: {why})",
-            report.failed.len(),
-            ids.len()
-        )));
-    }
-    info!(account = %name, deleted = report.removed, "messages deleted by an operator");
-    Ok(Response::new(DeleteMessagesResponse { deleted: report.removed as u64 }))
 }

@@ -20,6 +20,9 @@ pub fn account(e: AccountError) -> Status {
         AccountError::InvalidPassword(why) => Status::invalid_argument(format!("invalid password: {why}")),
         AccountError::AlreadyExists(name) => Status::already_exists(format!("account {name} already exists")),
         AccountError::NotFound(name) => Status::not_found(format!("account {name} does not exist")),
+        e @ (AccountError::InUse(_) | AccountError::Interrupted(_)) => Status::aborted(e.to_string()),
+        e @ AccountError::BeingDeleted(_) => Status::failed_precondition(e.to_string()),
+        AccountError::Lock(e) => Status::unavailable(e.to_string()),
         AccountError::Store(e) => store(e),
     }
 }

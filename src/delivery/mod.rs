@@ -234,7 +234,10 @@ async fn store_checked(
     uidl_marker: Option<&MarkerKey>,
 ) -> Result<Outcome, StoreError> {
     let key = options.idempotency_key.as_ref();
-    let Some(account) = accounts.get(name).await? else { return Ok(Outcome::UnknownMailbox) };
+    let account = match accounts.get(name).await? {
+        Some(account) if !account.deleting => account,
+        _ => return Ok(Outcome::UnknownMailbox),
+    };
     if account.disabled {
         return Ok(Outcome::Disabled);
     }
@@ -307,6 +310,15 @@ async fn store_checked(
         new.write(&chunk[..n]).await?;
     }
     let stored = new.commit().await?;
+    // The account may have been deleted (and even re-created) while the message was being
+    // stored: a re-created account starts empty, so the message is taken back.
+    match accounts.get(name).await? {
+        Some(now) if now.incarnation == account.incarnation && !now.deleting => {}
+        _ => {
+            store.remove(name, std::slice::from_ref(&stored.id)).await?;
+            return Ok(Outcome::UnknownMailbox);
+        }
+    }
     if let Some(marker) = uidl_marker {
         store.put_marker(name, marker, &stored.id).await?;
     }

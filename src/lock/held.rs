@@ -49,6 +49,13 @@ pub enum RemoveStopped {
     Store(#[from] StoreError),
 }
 
+/// The ids of `ids` that a [`HeldLease::remove`] with `report` removed: batches run in order,
+/// so every id before the first unreached one was attempted, and those not failed are gone.
+pub fn removed_ids<'a>(ids: &'a [String], report: &'a RemoveReport) -> impl Iterator<Item = &'a String> {
+    let attempted = report.removed + report.failed.len();
+    ids.iter().take(attempted).filter(|id| !report.failed.iter().any(|(failed, _)| failed == *id))
+}
+
 impl HeldLease {
     /// Takes the maildrop's lock and holds it (renewed) without registering a session; `None`
     /// while someone else holds it.

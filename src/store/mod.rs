@@ -206,6 +206,13 @@ pub struct AccountRecord {
     /// Days after first retrieval when messages are deleted (RFC 2449 EXPIRE); `None` keeps them.
     #[serde(default)]
     pub expire_days: Option<u32>,
+    /// Set while the account is being deleted: logins and deliveries treat it as gone, and no
+    /// account of that name can be created until the deletion has finished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
+    /// Random, fixed at creation: tells a re-created account from the one deleted before it.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl fmt::Debug for AccountRecord {
@@ -219,6 +226,8 @@ impl fmt::Debug for AccountRecord {
             .field("quota_messages", &self.quota_messages)
             .field("login_delay_secs", &self.login_delay_secs)
             .field("expire_days", &self.expire_days)
+            .field("deleting", &self.deleting)
+            .field("incarnation", &self.incarnation)
             .finish()
     }
 }
