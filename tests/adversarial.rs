@@ -717,3 +717,46 @@ async fn a_recreated_account_inherits_nothing() {
         common::api::deliver(&mut ingest, &["reborn"], "mta:1", b"Subject: new\r\n\r\nnew owner\r\n").await.unwrap();
     assert_eq!(again.results[0].status, DeliveryStatus::Stored as i32, "the old idempotency record was inherited");
 }
+
+/// Item 19: batch deletes work against stores that require Content-MD5 (sent now; before, only
+/// the SDK's CRC32 checksum went, and such a store refused every QUIT's deletions), and against
+/// stores that refuse DeleteObjects altogether (one DeleteObject per key from the first refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_work_on_stores_that_need_content_md5_or_have_no_batch_delete() {
+    use cloudpop::names::AccountName;
+    use cloudpop::store::MessageStore;
+    use cloudpop::store::s3::{S3Settings, S3Store};
+    use common::cloud::{BatchDeletes, S3, S3_ACCESS_KEY, S3_SECRET_KEY, S3Gate};
+    use std::sync::atomic::Ordering::SeqCst;
+    for rule in [BatchDeletes::RequireContentMd5, BatchDeletes::Refuse] {
+        let s3 = S3::start();
+        let gate = S3Gate::start(s3.port, rule);
+        let settings = S3Settings {
+            endpoint: gate.endpoint(),
+            region: "us-east-1".into(),
+            bucket: s3.bucket("older"),
+            prefix: "p".into(),
+            path_style: true,
+            access_key: Some((S3_ACCESS_KEY.into(), cloudpop::secret::Secret::new(S3_SECRET_KEY))),
+            timeout: Duration::from_secs(5),
+            max_attempts: 2,
+        };
+        let store = S3Store::new(&settings).await;
+        let md = AccountName::parse("older").unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut m = store.create(&md).await.unwrap();
+            m.write(format!("Subject: {i}\r\n\r\nbody\r\n").as_bytes()).await.unwrap();
+            ids.push(m.commit().await.unwrap().id);
+        }
+        let report = store.remove(&md, &ids[..3]).await.unwrap();
+        assert_eq!((report.removed, report.failed.len()), (3, 0));
+        store.remove_maildrop(&md).await.unwrap();
+        assert!(store.list(&md).await.unwrap().is_empty(), "messages survived their deletion");
+        let (passed, refused) = (gate.batches_passed.load(SeqCst), gate.batches_refused.load(SeqCst));
+        match rule {
+            BatchDeletes::RequireContentMd5 => assert_eq!((passed, refused), (2, 0), "batches must carry Content-MD5"),
+            BatchDeletes::Refuse => assert_eq!((passed, refused), (0, 1), "one refusal, then single deletes"),
+        }
+    }
+}

@@ -291,3 +291,107 @@ fn relay(mut client: TcpStream, mut server: TcpStream, armed: Armed) {
         let _ = server_r.shutdown(std::net::Shutdown::Both);
     });
 }
+
+/// What an [`S3Gate`] refuses of batch deletes (`POST /bucket?delete`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum BatchDeletes {
+    /// Those without Content-MD5, with 400 InvalidRequest (older MinIO, Ceph RGW).
+    RequireContentMd5,
+    /// All of them, with 501 NotImplemented (stores without DeleteObjects).
+    Refuse,
+}
+
+/// An HTTP relay in front of a real S3 server that plays an older S3-compatible store for
+/// batch deletes. Each request gets its own upstream connection (the relay asks for
+/// `Connection: close`), so only request heads need reading.
+pub struct S3Gate {
+    pub port: u16,
+    pub batches_passed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub batches_refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl S3Gate {
+    pub fn start(upstream: u16, rule: BatchDeletes) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gate = Self { port, batches_passed: Default::default(), batches_refused: Default::default() };
+        let (passed, refused) = (gate.batches_passed.clone(), gate.batches_refused.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let (passed, refused) = (passed.clone(), refused.clone());
+                std::thread::spawn(move || gate_one(client, upstream, rule, &passed, &refused));
+            }
+        });
+        gate
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn gate_one(
+    mut client: TcpStream,
+    upstream: u16,
+    rule: BatchDeletes,
+    passed: &std::sync::atomic::AtomicUsize,
+    refused: &std::sync::atomic::AtomicUsize,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let end = loop {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+    let request_line = text.lines().next().unwrap_or_default();
+    let batch = request_line.starts_with("POST ") && request_line.contains("?delete");
+    let has_md5 = text.lines().any(|l| l.to_ascii_lowercase().starts_with("content-md5:"));
+    if batch {
+        let refusal = match rule {
+            BatchDeletes::Refuse => Some(("501 Not Implemented", "NotImplemented", "DeleteObjects is not supported")),
+            BatchDeletes::RequireContentMd5 if !has_md5 => {
+                Some(("400 Bad Request", "InvalidRequest", "Missing required header for this request: Content-Md5."))
+            }
+            BatchDeletes::RequireContentMd5 => None,
+        };
+        if let Some((status, code, message)) = refusal {
+            refused.fetch_add(1, SeqCst);
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+            );
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(reply.as_bytes());
+            return;
+        }
+        passed.fetch_add(1, SeqCst);
+    }
+    let mut rewritten: String = text[..end - 2]
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    rewritten.push_str("Connection: close\r\n\r\n");
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+    if server.write_all(rewritten.as_bytes()).is_err() || server.write_all(&head[end..]).is_err() {
+        return;
+    }
+    let (mut client_r, mut server_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let upload = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_r, &mut server_w);
+    });
+    let _ = std::io::copy(&mut server, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = server.shutdown(std::net::Shutdown::Both);
+    let _ = upload.join();
+}

@@ -6,6 +6,7 @@
 //! by one part. Nothing relies on conditional writes, which some stores (Garage) ignore: ids
 //! carry 48 random bits besides the time, so two deliveries never pick the same key.
 
+mod delete;
 mod keys;
 mod observe;
 mod upload;
@@ -24,15 +25,11 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use std::time::Duration;
 use tokio::io::AsyncRead;
 
 /// The user metadata key (`x-amz-meta-traceparent`) that keeps a message's delivery trace context.
 pub const TRACEPARENT_METADATA: &str = "traceparent";
-
-/// DeleteObjects accepts at most this many keys per call.
-const DELETE_BATCH: usize = 1000;
 
 /// Connection settings, taken from [`Config`].
 #[derive(Debug, Clone)]
@@ -74,6 +71,8 @@ pub struct S3Store {
     keys: KeyLayout,
     /// Longest wait for one chunk of a body being read.
     read_timeout: Duration,
+    /// Set once the store has refused a DeleteObjects call: deletions go one key at a time.
+    single_deletes: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl S3Store {
@@ -112,6 +111,7 @@ impl S3Store {
             bucket: settings.bucket.clone(),
             keys: KeyLayout::new(&settings.prefix),
             read_timeout: settings.timeout,
+            single_deletes: Default::default(),
         }
     }
 
@@ -158,32 +158,6 @@ impl S3Store {
             None => Ok(()),
             Some((key, code)) => Err(StoreError::Unavailable(format!("could not delete {key}: {code}"))),
         }
-    }
-
-    async fn delete_keys(&self, keys: &[String]) -> Result<RemoveReport, StoreError> {
-        let mut report = RemoveReport::default();
-        for batch in keys.chunks(DELETE_BATCH) {
-            let objects = batch
-                .iter()
-                .map(|k| ObjectIdentifier::builder().key(k).build().map_err(|e| StoreError::Failed(e.to_string())))
-                .collect::<Result<Vec<_>, _>>()?;
-            let delete = Delete::builder()
-                .set_objects(Some(objects))
-                .quiet(true)
-                .build()
-                .map_err(|e| StoreError::Failed(e.to_string()))?;
-            let out =
-                self.client.delete_objects().bucket(&self.bucket).delete(delete).send().await.map_err(sdk_error)?;
-            let failed: Vec<(String, String)> = out
-                .errors()
-                .iter()
-                .filter(|e| e.code() != Some("NoSuchKey"))
-                .map(|e| (e.key().unwrap_or_default().to_owned(), e.code().unwrap_or("error").to_owned()))
-                .collect();
-            report.removed += batch.len() - failed.len();
-            report.failed.extend(failed);
-        }
-        Ok(report)
     }
 }
 
