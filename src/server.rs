@@ -280,9 +280,9 @@ impl Acceptor {
             tasks.spawn(async move {
                 let _open = GaugeGuard::hold(&metrics().connections_open.get_or_create(&labels));
                 if proxied {
-                    match session::proxied::accept(stream, peer, ctx.config.login_timeout()).await {
+                    match Box::pin(session::proxied::accept(stream, peer, ctx.config.login_timeout())).await {
                         Ok((stream, client)) => match per_address.try_acquire(client.ip()) {
-                            Some(_slot) => session::serve(stream, client, role, ctx).await,
+                            Some(_slot) => Box::pin(session::serve(stream, client, role, ctx)).await,
                             None => refuse(stream.get_ref(), client, role, "address_limit"),
                         },
                         // Garbled or missing: no reply, it is not our client.
@@ -295,7 +295,7 @@ impl Acceptor {
                         }
                     }
                 } else {
-                    session::serve(stream, peer, role, ctx).await;
+                    Box::pin(session::serve(stream, peer, role, ctx)).await;
                 }
                 drop(address_slot);
                 drop(permit);

@@ -103,17 +103,17 @@ where
     let conn = Connection { ctx: &ctx, id: &id, peer, span: span.clone(), listener, login_deadline };
     async {
         let result = match (listener, ctx.tls.clone()) {
-            (Listener::ImplicitTls, Some(tls)) => match conn.handshake(&tls, stream).await {
-                Ok(tls_stream) => conn.session(true).run(tls_stream, true).await.map(|_| ()),
+            (Listener::ImplicitTls, Some(tls)) => match Box::pin(conn.handshake(&tls, stream)).await {
+                Ok(tls_stream) => Box::pin(conn.session(true).run(tls_stream, true)).await.map(|_| ()),
                 Err(e) => Err(e),
             },
             (Listener::ImplicitTls, None) => Err(io::Error::other("implicit TLS listener without TLS configuration")),
-            (Listener::Plain, tls) => match conn.session(false).run(stream, true).await {
+            (Listener::Plain, tls) => match Box::pin(conn.session(false).run(stream, true)).await {
                 Ok(Some(plain)) => match tls {
-                    Some(tls) => match conn.handshake(&tls, plain).await {
+                    Some(tls) => match Box::pin(conn.handshake(&tls, plain)).await {
                         Ok(tls_stream) => {
                             debug!("STLS handshake complete");
-                            conn.session(true).run(tls_stream, false).await.map(|_| ())
+                            Box::pin(conn.session(true).run(tls_stream, false)).await.map(|_| ())
                         }
                         Err(e) => Err(e),
                     },
@@ -430,7 +430,7 @@ impl<'a> Session<'a> {
                     return Ok(Flow::Continue);
                 }
                 Step::Login(creds) => {
-                    let outcome = self.login(creds).await;
+                    let outcome = Box::pin(self.login(creds)).await;
                     self.machine.login_finished(outcome)
                 }
                 Step::AuthFailed { reply, close } => {
@@ -444,14 +444,14 @@ impl<'a> Session<'a> {
                     return Ok(Flow::StartTls);
                 }
                 Step::Send { header, key, top } => {
-                    self.send_message(stream, header, &key, top).await?;
+                    Box::pin(self.send_message(stream, header, &key, top)).await?;
                     if top.is_none() && self.expire_days.is_some() {
                         self.retrieved.insert(key);
                     }
                     return Ok(Flow::Continue);
                 }
                 Step::Update(keys) => {
-                    let outcome = self.update(&keys).await;
+                    let outcome = Box::pin(self.update(&keys)).await;
                     self.machine.update_finished(outcome)
                 }
                 Step::Close(reply) => {
