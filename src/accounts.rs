@@ -3,13 +3,14 @@
 //! Passwords exist in memory only while being hashed or verified; hashing runs on the blocking
 //! pool so a burst of logins cannot stall the network tasks.
 
+use crate::config::Config;
+use crate::hashing::Hasher;
 use crate::names::{AccountName, InvalidName};
 use crate::store::{AccountRecord, AccountStore, MessageStore, StoreError};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
-use argon2::{Algorithm, Argon2, Params, Version};
+use crate::verified::VerifiedCache;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD_LEN: usize = 1024;
@@ -38,28 +39,6 @@ pub enum AccountError {
     Store(#[from] StoreError),
 }
 
-/// Argon2id at one of OWASP's equivalent minimum costs: 7 MiB and 5 passes rather than 19 MiB
-/// and 2, so that a burst of logins costs CPU time, not a burst of resident memory.
-fn argon2() -> Argon2<'static> {
-    let params = Params::new(7 * 1024, 5, 1, None).expect("valid argon2 parameters");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
-
-/// Hashes a password into a PHC string with a fresh random salt.
-pub fn hash_password(password: &str) -> Result<String, AccountError> {
-    check_password(password)?;
-    let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|_| AccountError::InvalidPassword("could not be hashed"))
-}
-
-/// Checks a password against a PHC string; a malformed hash never matches.
-pub fn verify_password(phc: &str, password: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|hash| argon2().verify_password(password.as_bytes(), &hash).is_ok())
-}
-
 fn check_password(password: &str) -> Result<(), AccountError> {
     if password.is_empty() {
         return Err(AccountError::InvalidPassword("empty"));
@@ -74,19 +53,13 @@ fn check_password(password: &str) -> Result<(), AccountError> {
     Ok(())
 }
 
-/// A hash of nothing in particular, verified for unknown users so that a login for a name that
-/// does not exist takes as long as one with a wrong password.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| hash_password("decoy password for unknown users").expect("decoy hash"))
-}
-
 /// Account operations over any [`AccountStore`].
 #[derive(Clone)]
 pub struct Accounts {
     store: Arc<dyn AccountStore>,
-    /// Bounds simultaneous hash computations, and with them CPU and memory under a login storm.
-    hashing: Arc<tokio::sync::Semaphore>,
+    /// Hash jobs on a fixed pool of working memory: bounds CPU and memory under a login storm.
+    hasher: Arc<Hasher>,
+    verified: Arc<VerifiedCache>,
     /// Logins verifying or waiting to verify a password, and how many may.
     pending: Arc<AtomicUsize>,
     max_pending: usize,
@@ -112,16 +85,24 @@ impl Drop for Pending {
 }
 
 impl Accounts {
-    /// `max_pending` logins may wait for, or be in, a password check; more are refused at once
-    /// rather than queued without limit.
-    pub fn new(store: Arc<dyn AccountStore>, max_pending: usize) -> Self {
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+    /// `max_pending_logins` logins may wait for, or be in, a password check; more are refused
+    /// at once rather than queued without limit. Hashing runs one job per core at a time.
+    pub fn new(store: Arc<dyn AccountStore>, config: &Config) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cache_ttl = Duration::from_secs(config.credential_cache_secs);
         Self {
             store,
-            hashing: Arc::new(tokio::sync::Semaphore::new(parallel)),
+            hasher: Arc::new(Hasher::new(cores)),
+            verified: Arc::new(VerifiedCache::new(cache_ttl, config.credential_cache_entries as usize)),
             pending: Arc::new(AtomicUsize::new(0)),
-            max_pending,
+            max_pending: config.max_pending_logins as usize,
         }
+    }
+
+    /// Hashes a new password on the pool.
+    async fn hash(&self, password: &str) -> Result<String, AccountError> {
+        check_password(password)?;
+        self.hasher.hash(password.to_owned()).await.ok_or(AccountError::InvalidPassword("could not be hashed"))
     }
 
     /// Counts a login in, unless `max_pending` are already in.
@@ -147,7 +128,7 @@ impl Accounts {
             // Internal leases (health probe, sweeper) use these names.
             return Err(AccountError::InvalidName(crate::names::InvalidName::reserved()));
         }
-        let password_hash = hash_blocking(password.to_owned()).await?;
+        let password_hash = self.hash(password).await?;
         match self.store.get(&name).await? {
             Some(existing) if existing.deleting => return Err(AccountError::BeingDeleted(name)),
             Some(_) => return Err(AccountError::AlreadyExists(name)),
@@ -174,7 +155,7 @@ impl Accounts {
     }
 
     pub async fn set_password(&self, name: &str, password: &str) -> Result<AccountRecord, AccountError> {
-        let hash = hash_blocking(password.to_owned()).await?;
+        let hash = self.hash(password).await?;
         self.update(name, |record| record.password_hash = hash).await
     }
 
@@ -207,32 +188,37 @@ impl Accounts {
     }
 
     /// Checks a login. `Ok(None)` for any bad credential, unknown or disabled account alike.
+    /// A success remembered by the verified-credential cache skips the hash (and the queue).
     pub async fn authenticate(&self, user: &str, password: &str) -> Result<Option<AccountRecord>, LoginError> {
-        let _pending = self.enter()?;
         let name = AccountName::parse(user).ok();
         let record = match &name {
             Some(name) => self.store.get(name).await?.filter(|r| !r.disabled && !r.deleting),
             None => None,
         };
-        let phc = record.as_ref().map_or_else(|| decoy_hash().to_owned(), |r| r.password_hash.clone());
-        let password = password.to_owned();
-        let _slot = self.hashing.acquire().await.map_err(|e| StoreError::Failed(e.to_string()))?;
+        if let (Some(name), Some(record)) = (&name, &record)
+            && self.verified.hit(name.as_str(), password, &record.password_hash)
+        {
+            tracing::Span::current().record("hash_ms", 0.0);
+            crate::ops::metrics::metrics().credential_cache_hits.inc();
+            return Ok(Some(record.clone()));
+        }
+        let _pending = self.enter()?;
         let started = std::time::Instant::now();
-        let matches = tokio::task::spawn_blocking(move || verify_password(&phc, &password))
-            .await
-            .map_err(|e| StoreError::Failed(e.to_string()))?;
+        // Unknown users are checked against a decoy hash, so they take as long as a wrong password.
+        let phc = record.as_ref().map(|r| r.password_hash.clone());
+        let matches = self.hasher.verify(phc, password.to_owned()).await;
         let took = started.elapsed();
         crate::ops::metrics::metrics().password_hash_duration.observe(took.as_secs_f64());
         // The login span declares this field; the time says nothing about the password.
         tracing::Span::current().record("hash_ms", took.as_secs_f64() * 1000.0);
-        Ok(if matches { record } else { None })
+        match (matches, name, record) {
+            (true, Some(name), Some(record)) => {
+                self.verified.remember(name.as_str(), password, &record.password_hash);
+                Ok(Some(record))
+            }
+            _ => Ok(None),
+        }
     }
-}
-
-async fn hash_blocking(password: String) -> Result<String, AccountError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| AccountError::Store(StoreError::Failed(e.to_string())))?
 }
 
 #[cfg(test)]
@@ -240,21 +226,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hashes_are_salted_argon2id_and_verify() {
-        let a = hash_password("correct horse").unwrap();
-        let b = hash_password("correct horse").unwrap();
-        assert!(a.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{a}");
-        assert_ne!(a, b);
-        assert!(verify_password(&a, "correct horse"));
-        assert!(!verify_password(&a, "correct horsE"));
-        assert!(!verify_password("not a hash", "x"));
-    }
-
-    #[test]
     fn passwords_pop3_cannot_carry_are_refused() {
         for bad in ["", "a\r\nb", "nul\0"] {
-            assert!(hash_password(bad).is_err(), "{bad:?}");
+            assert!(check_password(bad).is_err(), "{bad:?}");
         }
-        assert!(hash_password(&"x".repeat(MAX_PASSWORD_LEN + 1)).is_err());
+        assert!(check_password(&"x".repeat(MAX_PASSWORD_LEN + 1)).is_err());
+        assert!(check_password("fine").is_ok());
     }
 }

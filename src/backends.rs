@@ -48,12 +48,12 @@ impl Backends {
         let (messages, accounts): (Arc<dyn MessageStore>, Accounts) = match config.store {
             StoreKind::Fs => {
                 let store = Arc::new(Observed::new(FsStore::open(&config.data_dir).await?, "fs"));
-                (store.clone(), Accounts::new(store, config.max_pending_logins as usize))
+                (store.clone(), Accounts::new(store, config))
             }
             StoreKind::S3 => {
                 let settings = S3Settings::from_config(config).map_err(BackendError::S3Secret)?;
                 let store = Arc::new(Observed::counting_own_requests(S3Store::new(&settings).await, "s3"));
-                (store.clone(), Accounts::new(store, config.max_pending_logins as usize))
+                (store.clone(), Accounts::new(store, config))
             }
         };
         let limits = Limits {

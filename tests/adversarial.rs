@@ -192,7 +192,8 @@ fn a_busy_connection_that_never_logs_in_is_closed_at_the_deadline() {
 /// Item 2: logins waiting for a password check are bounded; the rest get [SYS/TEMP] at once.
 #[test]
 fn a_login_storm_beyond_the_hashing_queue_is_refused_not_queued() {
-    let server = Server::start(&[("CLOUDPOP_MAX_PENDING_LOGINS", "2")]);
+    // Without the credential cache: every login must go through the queue.
+    let server = Server::start(&[("CLOUDPOP_MAX_PENDING_LOGINS", "2"), ("CLOUDPOP_CREDENTIAL_CACHE_SECS", "0")]);
     server.add_account("storm", "storm-password");
     let replies: Vec<String> = std::thread::scope(|scope| {
         let logins: Vec<_> = (0..16)

@@ -82,6 +82,13 @@ pub struct Config {
     /// Logins that may wait for, or be in, a password check at once; more get `[SYS/TEMP]` at
     /// once instead of queueing without limit behind a login storm.
     pub max_pending_logins: u32,
+    /// Seconds a successful password check is remembered, so a client that polls every minute
+    /// does not pay a full argon2id verification each time; 0 turns the cache off. Entries are
+    /// keyed by a keyed hash of user and password (never the password) and die at once when the
+    /// account's password hash changes; a disabled or deleted account is refused regardless.
+    pub credential_cache_secs: u64,
+    /// Most remembered verifications at once.
+    pub credential_cache_entries: u32,
     /// Failed logins allowed on one connection before it is closed.
     pub max_auth_failures: u32,
     /// Lifetime of a maildrop lock lease in seconds; renewed every third of it while the session
@@ -251,6 +258,8 @@ impl Default for Config {
             retr_min_bytes_per_sec: 2048,
             retr_grace_secs: 60,
             max_pending_logins: 128,
+            credential_cache_secs: 60,
+            credential_cache_entries: 100_000,
             max_auth_failures: 3,
             lock_lease_secs: 120,
             max_message_size: 512 * 1024 * 1024,
@@ -373,7 +382,9 @@ impl Config {
             }
             (None, None) => {}
         }
-        let ranges: [(&str, u64, u64, u64); 24] = [
+        let ranges: [(&str, u64, u64, u64); 26] = [
+            ("credential_cache_secs", self.credential_cache_secs, 0, 86_400),
+            ("credential_cache_entries", self.credential_cache_entries.into(), 1, 10_000_000),
             ("retr_grace_secs", self.retr_grace_secs, 1, 3600),
             ("max_pending_logins", self.max_pending_logins.into(), 1, 1_000_000),
             ("retr_min_bytes_per_sec", self.retr_min_bytes_per_sec, 1, 1 << 30),

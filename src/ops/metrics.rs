@@ -122,6 +122,7 @@ pub struct Metrics {
     pub lock_acquisitions: Family<OutcomeLabels, Counter>,
     pub throttle_refusals: Family<ReasonLabels, Counter>,
     pub password_hash_duration: Histogram,
+    pub credential_cache_hits: Counter,
     pub ingest_deliveries: Family<IngestLabels, Counter>,
     pub ingest_bytes: Family<ListenerLabels, Counter>,
     pub spans_dropped: Counter,
@@ -150,6 +151,7 @@ impl Metrics {
             lock_acquisitions: Family::default(),
             throttle_refusals: Family::default(),
             password_hash_duration: latency(),
+            credential_cache_hits: Counter::default(),
             ingest_deliveries: Family::default(),
             ingest_bytes: Family::default(),
             spans_dropped: Counter::default(),
@@ -222,6 +224,11 @@ impl Metrics {
             "Time to verify or compute one argon2id password hash",
             Unit::Seconds,
             self.password_hash_duration.clone(),
+        );
+        r.register(
+            "credential_cache_hits",
+            "Logins accepted from the verified-credential cache, without a password hash",
+            self.credential_cache_hits.clone(),
         );
         r.register("ingest_deliveries", "Per-recipient delivery outcomes", self.ingest_deliveries.clone());
         r.register_with_unit(

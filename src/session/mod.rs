@@ -280,16 +280,7 @@ impl<'a> Session<'a> {
                 Ok(false)
             }
         };
-        self.in_transaction = None;
-        if let Some(lease) = self.lease.take() {
-            let changed = !self.retrieved.is_empty() || !self.deleted.is_empty();
-            // Only while the lease is ours: the ledger is read, changed and written back.
-            if self.expire_days.is_some() && changed && lease.confirm().await {
-                let backends = &self.ctx.backends;
-                crate::sweeper::record_session(backends, lease.maildrop(), &self.retrieved, &self.deleted).await;
-            }
-            lease.release().await;
-        }
+        self.leave_maildrop().await;
         match result {
             Ok(true) => Ok(Some(stream)),
             Ok(false) => {
@@ -347,6 +338,9 @@ impl<'a> Session<'a> {
                             Flow::Continue if self.out.len() >= WRITE_CHUNK => self.flush(stream).await?,
                             Flow::Continue => {}
                             Flow::Close => {
+                                // The maildrop is free before the client reads the last
+                                // reply, so a client that reconnects at once gets in.
+                                self.leave_maildrop().await;
                                 self.flush(stream).await?;
                                 return Ok(false);
                             }
@@ -407,6 +401,20 @@ impl<'a> Session<'a> {
                     return Ok(false);
                 }
             }
+        }
+    }
+
+    /// Records the session's retrievals for EXPIRE and releases the maildrop lock (once).
+    async fn leave_maildrop(&mut self) {
+        self.in_transaction = None;
+        if let Some(lease) = self.lease.take() {
+            let changed = !self.retrieved.is_empty() || !self.deleted.is_empty();
+            // Only while the lease is ours: the ledger is read, changed and written back.
+            if self.expire_days.is_some() && changed && lease.confirm().await {
+                let backends = &self.ctx.backends;
+                crate::sweeper::record_session(backends, lease.maildrop(), &self.retrieved, &self.deleted).await;
+            }
+            lease.release().await;
         }
     }
 

@@ -1,0 +1,119 @@
+//! Recently verified credentials, so a client that logs in every minute pays one argon2id
+//! verification per TTL instead of one per login.
+//!
+//! An entry is keyed by HMAC-SHA256 of the user name and password under a random key made at
+//! startup and never stored, so neither the password nor anything that can be checked against
+//! it offline is kept. It also holds an HMAC of the account's password hash at verification
+//! time: a login hits only while the account's current hash is the same, so a password change
+//! (through any frontend of the pool, since the record is read at every login) ends every
+//! entry of that account at once. Disabled and deleted accounts are refused before the cache
+//! is consulted. Only successes are cached; failures always pay the full verification, and the
+//! failed-login throttle and delay apply to them as before.
+
+use aws_lc_rs::hmac;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+type Tag = [u8; 32];
+
+/// A bounded map of recent successful verifications.
+pub struct VerifiedCache {
+    key: hmac::Key,
+    ttl: Duration,
+    max: usize,
+    entries: Mutex<HashMap<Tag, (Tag, Instant)>>,
+}
+
+impl VerifiedCache {
+    /// Remembers at most `max` verifications for `ttl` each; a zero `ttl` remembers nothing.
+    pub fn new(ttl: Duration, max: usize) -> Self {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("operating system random source");
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), ttl, max, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn tag(&self, parts: &[&[u8]]) -> Tag {
+        let mut context = hmac::Context::with_key(&self.key);
+        for part in parts {
+            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+            context.update(&(part.len() as u64).to_le_bytes());
+            context.update(part);
+        }
+        let mut tag = [0u8; 32];
+        tag.copy_from_slice(context.sign().as_ref());
+        tag
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Tag, (Tag, Instant)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `user` logged in with `password` within the TTL while the account's hash was `phc`.
+    pub fn hit(&self, user: &str, password: &str, phc: &str) -> bool {
+        if self.ttl.is_zero() {
+            return false;
+        }
+        let key = self.tag(&[user.as_bytes(), password.as_bytes()]);
+        let mut entries = self.entries();
+        match entries.get(&key) {
+            Some((hash, at)) if at.elapsed() < self.ttl => {
+                // Tags compare in constant time, like any secret-derived value here.
+                let same = aws_lc_rs::constant_time::verify_slices_are_equal(hash, &self.tag(&[phc.as_bytes()]));
+                same.is_ok()
+            }
+            Some(_) => {
+                entries.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Records a successful verification.
+    pub fn remember(&self, user: &str, password: &str, phc: &str) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let (key, hash) = (self.tag(&[user.as_bytes(), password.as_bytes()]), self.tag(&[phc.as_bytes()]));
+        let mut entries = self.entries();
+        if entries.len() >= self.max {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+        }
+        if entries.len() < self.max {
+            entries.insert(key, (hash, Instant::now()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_password_against_the_same_hash_hits() {
+        let cache = VerifiedCache::new(Duration::from_secs(60), 10);
+        cache.remember("alice", "pw", "$argon2id$one");
+        assert!(cache.hit("alice", "pw", "$argon2id$one"));
+        assert!(!cache.hit("alice", "pW", "$argon2id$one"), "another password");
+        assert!(!cache.hit("alicep", "w", "$argon2id$one"), "the same bytes split differently");
+        assert!(!cache.hit("alice", "pw", "$argon2id$two"), "the password was changed since");
+    }
+
+    #[test]
+    fn entries_expire_the_cache_is_bounded_and_zero_ttl_turns_it_off() {
+        let cache = VerifiedCache::new(Duration::from_millis(30), 2);
+        cache.remember("a", "1", "h");
+        cache.remember("b", "1", "h");
+        cache.remember("c", "1", "h");
+        assert!(!cache.hit("c", "1", "h"), "a full cache took another entry");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!cache.hit("a", "1", "h"), "an entry outlived its TTL");
+        cache.remember("c", "1", "h");
+        assert!(cache.hit("c", "1", "h"), "expired entries were not made room for");
+        let off = VerifiedCache::new(Duration::ZERO, 10);
+        off.remember("a", "1", "h");
+        assert!(!off.hit("a", "1", "h"));
+    }
+}
