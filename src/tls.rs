@@ -1,7 +1,8 @@
 //! TLS for both POP3 roles: implicit TLS (995) and STLS (110). TLS 1.2 and 1.3 only.
 //!
-//! Certificates come from PEM files; without them a self-signed certificate for localhost is
-//! generated once into the data directory, so the embedded default works out of the box.
+//! Certificates come from PEM files; without them a self-signed ECDSA P-256 certificate for
+//! localhost is generated once into the data directory, so the embedded default works out of
+//! the box (and its handshakes cost a fraction of an RSA key's).
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -11,6 +12,9 @@ use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
+
+/// TLS 1.2 sessions remembered for resumption by session id (a few hundred bytes each).
+const SESSION_CACHE_ENTRIES: usize = 16 * 1024;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +55,16 @@ pub fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor, Tl
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     // No ALPN list: a server that sets one rejects clients offering other protocols, and POP3
     // clients in the field offer none or odd ones.
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
+    // Resumption, so a client that reconnects every minute skips the full handshake: stateless
+    // tickets (TLS 1.3, and RFC 5077 for TLS 1.2) under keys that rotate every few hours, and a
+    // bounded cache of TLS 1.2 session ids for clients without tickets. Both are per process: a
+    // client sent to another frontend of the pool does one full handshake there.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -94,7 +104,12 @@ pub fn self_signed_paths(data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError
         return Ok((cert, key));
     }
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let generate = || -> Result<_, rcgen::Error> {
+        let signing_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = rcgen::CertificateParams::new(names)?.self_signed(&signing_key)?;
+        Ok(rcgen::CertifiedKey { cert, signing_key })
+    };
+    let generated = generate().map_err(|e| TlsError::Generate(e.to_string()))?;
     let write = |path: &Path, text: String, mode: u32| -> Result<(), TlsError> {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};

@@ -109,3 +109,43 @@ fn configured_certificate_is_used() {
     let c = Client::connect_tls(server.pop3s, &cert);
     assert!(c.greeting.starts_with("+OK"));
 }
+
+/// Issue 10: reconnecting clients resume their TLS session (TLS 1.3 tickets, TLS 1.2 tickets or
+/// session ids) instead of paying a full handshake, and the default certificate is ECDSA P-256.
+/// Checked with OpenSSL's client (Python's `ssl`), on both TLS listeners' implicit port.
+#[test]
+fn reconnecting_clients_resume_their_tls_session() {
+    let server = Server::start(&[]);
+    let script = format!(
+        r#"
+import socket, ssl
+V = ssl.TLSVersion
+def resumed(version, tickets):
+    ctx = ssl.create_default_context(cafile={cert:?})
+    ctx.minimum_version = ctx.maximum_version = version
+    if not tickets:
+        ctx.options |= ssl.OP_NO_TICKET
+    session, results = None, []
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", {port})) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost", session=session) as t:
+                t.recv(100)  # the greeting; a TLS 1.3 ticket arrives with it
+                results.append((t.session_reused, t.cipher()[0]))
+                session = t.session
+    return results
+for version, tickets in [(V.TLSv1_3, True), (V.TLSv1_2, True), (V.TLSv1_2, False)]:
+    (first, _), (second, cipher) = resumed(version, tickets)
+    print(first, second, cipher)
+"#,
+        cert = server.cert().to_str().unwrap(),
+        port = server.pop3s.port()
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(script).output().expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines.len(), 3, "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for (line, what) in lines.iter().zip(["TLS 1.3 ticket", "TLS 1.2 ticket", "TLS 1.2 session id"]) {
+        assert_eq!(&line[..2], ["False", "True"], "{what}: the second connection was not resumed: {text}");
+    }
+    assert!(lines[1][2].starts_with("ECDHE-ECDSA-"), "the default certificate is not ECDSA: {text}");
+}
