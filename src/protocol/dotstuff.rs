@@ -22,18 +22,29 @@ impl DotStuffer {
         Self { at_line_start: true, last_two: [0, 0], wrote_any: false }
     }
 
-    /// Appends `chunk`, stuffed, to `out`.
+    /// Appends `chunk`, stuffed, to `out`: whole lines are copied at once between the line
+    /// ends `memchr` finds, and only the byte after each line end is looked at.
     pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(&last) = chunk.last() else { return };
         out.reserve(chunk.len() + 8);
-        for &b in chunk {
-            if self.at_line_start && b == b'.' {
+        if self.at_line_start && chunk[0] == b'.' {
+            out.push(b'.');
+        }
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', chunk) {
+            out.extend_from_slice(&chunk[start..=end]);
+            start = end + 1;
+            if chunk.get(start) == Some(&b'.') {
                 out.push(b'.');
             }
-            out.push(b);
-            self.at_line_start = b == b'\n';
-            self.last_two = [self.last_two[1], b];
         }
-        self.wrote_any |= !chunk.is_empty();
+        out.extend_from_slice(&chunk[start..]);
+        self.at_line_start = last == b'\n';
+        self.last_two = match chunk {
+            [.., a, b] => [*a, *b],
+            _ => [self.last_two[1], last],
+        };
+        self.wrote_any = true;
     }
 
     /// Appends the terminating `.CRLF`, preceded by a CRLF if the body did not end with one.
@@ -126,6 +137,47 @@ mod tests {
         let want = b"..hidden\r\nA: b\r\n\r\n..\r\nmid.dle\r\n...two\r\n.\r\n".to_vec();
         for chunk in [1, 2, 3, 7, 64] {
             assert_eq!(stuffed(msg, chunk), want, "chunk {chunk}");
+        }
+    }
+
+    /// The byte-at-a-time definition the fast encoder must match.
+    fn reference(msg: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at_line_start = true;
+        for &b in msg {
+            if at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            at_line_start = b == b'\n';
+        }
+        if !msg.is_empty() && !msg.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    #[test]
+    fn matches_the_byte_at_a_time_definition_for_any_split() {
+        // A small deterministic generator over the bytes that matter: dots, CR, LF, others.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let len = (next() % 40) as usize;
+            let msg: Vec<u8> = (0..len).map(|_| b".\r\nab"[(next() % 5) as usize]).collect();
+            let chunk = 1 + (next() % 8) as usize;
+            assert_eq!(
+                stuffed(&msg, chunk),
+                reference(&msg),
+                "{:?} in chunks of {chunk}",
+                String::from_utf8_lossy(&msg)
+            );
         }
     }
 

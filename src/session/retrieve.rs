@@ -92,12 +92,14 @@ impl Session<'_> {
         self.out.extend(header);
         let mut stuffer = DotStuffer::new();
         let mut cut = top.map(TopCut::new);
-        let mut chunk = vec![0u8; WRITE_CHUNK];
+        // Read into spare capacity: nothing is zeroed per RETR.
+        let mut chunk = Vec::with_capacity(WRITE_CHUNK);
         let mut octets = 0u64;
         let mut first = true;
         loop {
             // A read failure after "+OK" cannot be reported in-band: the connection is dropped.
-            let n = body.read(&mut chunk).await?;
+            chunk.clear();
+            let n = body.read_buf(&mut chunk).await?;
             if first {
                 // Time to first byte: until the first octets of the message are ready to send.
                 let ttfb = started.elapsed();
