@@ -13,31 +13,14 @@ and prints the server's resident memory (VmRSS) growth per connection after each
     cargo build --release && python3 bench/idle_memory.py [N]
 """
 
-import os
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("CLOUDPOP_BIN", os.path.join(ROOT, "target", "release", "cloudpop"))
+from common import provision, rss_kib, serve
+
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def line(sock_file):
@@ -48,25 +31,9 @@ def line(sock_file):
 
 
 def main():
-    data = tempfile.mkdtemp(prefix="cloudpop-idle-")
-    env = dict(os.environ, CLOUDPOP_DATA_DIR=data, CLOUDPOP_MAX_CONNECTIONS=str(N + 100),
-               CLOUDPOP_MAX_CONNECTIONS_PER_ADDRESS=str(N + 100), CLOUDPOP_MAX_PENDING_LOGINS=str(N + 100),
-               CLOUDPOP_API_LISTEN="", CLOUDPOP_OPS_LISTEN="", CLOUDPOP_LOG="warn",
-               CLOUDPOP_AUTH_FAILURE_DELAY_MS="0", CLOUDPOP_THROTTLE_ADDRESS_FAILURES="100000")
-    print(f"creating {N} accounts...", flush=True)
-
-    def add(i):
-        subprocess.run([BIN, "account", "add", f"u{i}", "--password-stdin"], input=b"pw\n", env=env,
-                       check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([BIN, "deliver", f"u{i}"], input=b"Subject: x\n\nhello\n", env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(add, range(N)))
-    port = free_port()
-    server = subprocess.Popen([BIN, "serve", "--pop3", f"127.0.0.1:{port}", "--pop3s", ""], env=env,
-                              stdout=subprocess.PIPE)
-    server.stdout.readline()  # "listening": ready
+    env = provision(N, b"Subject: x\n\nhello\n", max_connections=N + 100, max_connections_per_address=N + 100,
+                    max_pending_logins=N + 100, auth_failure_delay_ms=0, throttle_address_failures=100000)
+    server, port = serve(env)
     try:
         def session(i, quit_after=True):
             s = socket.create_connection(("127.0.0.1", port))

@@ -16,17 +16,14 @@ and after 5 s idle. Run it twice to compare, for example with CLOUDPOP_CREDENTIA
 """
 
 import multiprocessing
-import os
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("CLOUDPOP_BIN", os.path.join(ROOT, "target", "release", "cloudpop"))
+from common import BIN, provision, rss_kib, serve
+
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 15
 CLIENTS = int(sys.argv[2]) if len(sys.argv) > 2 else 64
 USERS = int(sys.argv[3]) if len(sys.argv) > 3 else 200
@@ -34,17 +31,7 @@ PROCESSES = 4
 
 
 def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return rss_kib(pid) / 1024
 
 
 class Pop3:
@@ -133,24 +120,9 @@ def storm(port, full, server_pid):
 def main():
     if USERS < CLIENTS:
         sys.exit("USERS must be at least CLIENTS (each client keeps to its own accounts)")
-    data = tempfile.mkdtemp(prefix="cloudpop-storm-")
-    env = dict(os.environ, CLOUDPOP_DATA_DIR=data, CLOUDPOP_MAX_CONNECTIONS=str(CLIENTS * 4),
-               CLOUDPOP_MAX_CONNECTIONS_PER_ADDRESS=str(CLIENTS * 4), CLOUDPOP_API_LISTEN="",
-               CLOUDPOP_OPS_LISTEN="", CLOUDPOP_LOG="warn", CLOUDPOP_THROTTLE_ADDRESS_FAILURES="1000000")
-    print(f"creating {USERS} accounts...", flush=True)
-
-    def add(i):
-        subprocess.run([BIN, "account", "add", f"u{i}", "--password-stdin"], input=b"pw\n", env=env,
-                       check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([BIN, "deliver", f"u{i}"], input=b"Subject: x\n\n" + b"hello world\n" * 800, env=env,
-                       check=True, stdout=subprocess.DEVNULL)
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(add, range(USERS)))
-    port = free_port()
-    server = subprocess.Popen([BIN, "serve", "--pop3", f"127.0.0.1:{port}", "--pop3s", ""], env=env,
-                              stdout=subprocess.PIPE)
-    server.stdout.readline()  # "listening": ready
+    env = provision(USERS, b"Subject: x\n\n" + b"hello world\n" * 800, max_connections=CLIENTS * 4,
+                    max_connections_per_address=CLIENTS * 4, throttle_address_failures=1000000)
+    server, port = serve(env)
     try:
         print(f"{CLIENTS} clients, {USERS} accounts, {SECONDS:.0f} s per workload, {BIN}")
         print(f"server RSS at start: {rss_mib(server.pid):.0f} MiB")

@@ -5,11 +5,12 @@
 //! it, when the delivery's trace context was kept with the message.
 
 use super::{Session, Transfer, WRITE_CHUNK};
-use crate::lock::held::RemoveStopped;
+use crate::lock::held::{RemoveStopped, removed_ids};
 use crate::ops::metrics::{VerbLabels, metrics};
 use crate::protocol::dotstuff::{DotStuffer, TopCut};
 use crate::protocol::machine::UpdateOutcome;
 use crate::protocol::response::{self, Code};
+use crate::store::RemoveReport;
 use crate::store::StoreError;
 use std::io;
 use std::time::Instant;
@@ -156,7 +157,7 @@ impl Session<'_> {
         }
         match lease.remove(self.ctx.backends.messages.as_ref(), uids).await {
             (report, None) => {
-                self.forget_removed(uids, &report.failed);
+                self.forget_removed(uids, &report);
                 if report.failed.is_empty() {
                     info!(removed = report.removed, "update applied");
                     return (UpdateOutcome::Applied, report.removed);
@@ -182,12 +183,11 @@ impl Session<'_> {
     }
 
     /// Keeps the retention bookkeeping in step with what UPDATE removed.
-    fn forget_removed(&mut self, uids: &[String], failed: &[(String, String)]) {
+    fn forget_removed(&mut self, uids: &[String], report: &RemoveReport) {
         if self.expire_days.is_none() {
             return;
         }
-        let failed: std::collections::HashSet<&String> = failed.iter().map(|(id, _)| id).collect();
-        for id in uids.iter().filter(|id| !failed.contains(id)) {
+        for id in removed_ids(uids, report) {
             self.retrieved.remove(id);
             self.deleted.push(id.clone());
         }

@@ -1,0 +1,52 @@
+"""What the benchmark scripts share: the binary, a server on the embedded store with
+provisioned accounts, and the server's resident memory."""
+
+import os
+import socket
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("CLOUDPOP_BIN", os.path.join(ROOT, "target", "release", "cloudpop"))
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def provision(users, message, **settings):
+    """A fresh data directory with accounts u0..u{users-1} (password `pw`), one `message`
+    each; returns the environment that points the server at it, with `settings` added."""
+    data = tempfile.mkdtemp(prefix="cloudpop-bench-")
+    env = dict(os.environ, CLOUDPOP_DATA_DIR=data, CLOUDPOP_API_LISTEN="", CLOUDPOP_OPS_LISTEN="",
+               CLOUDPOP_LOG="warn", **{f"CLOUDPOP_{k.upper()}": str(v) for k, v in settings.items()})
+    print(f"creating {users} accounts...", flush=True)
+
+    def add(i):
+        subprocess.run([BIN, "account", "add", f"u{i}", "--password-stdin"], input=b"pw\n", env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([BIN, "deliver", f"u{i}"], input=message, env=env, check=True, stdout=subprocess.DEVNULL)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(add, range(users)))
+    return env
+
+
+def serve(env):
+    """Starts the server on a free loopback port (no POP3S); returns (process, port) once ready."""
+    port = free_port()
+    server = subprocess.Popen([BIN, "serve", "--pop3", f"127.0.0.1:{port}", "--pop3s", ""], env=env,
+                              stdout=subprocess.PIPE)
+    server.stdout.readline()  # "listening": ready
+    return server, port
