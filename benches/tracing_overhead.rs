@@ -4,7 +4,7 @@
 //! `cargo bench --bench tracing_overhead`; the README has the figures from the development
 //! machine. A benchmark, not a test: it prints numbers and asserts nothing about speed.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/suite/common/mod.rs"]
 mod common;
 
 use common::Server;

@@ -1,7 +1,7 @@
 //! Storage in domain terms: maildrops of messages, and account records.
 //!
 //! Backends implement [`MessageStore`] and [`AccountStore`]; the POP3 layer cannot tell them
-//! apart. Every backend passes the same conformance suite (`tests/backend_conformance.rs`).
+//! apart. Every backend passes the same conformance suite (`tests/suite/backend_conformance.rs`).
 
 pub mod fs;
 pub mod ids;

@@ -1,7 +1,7 @@
 //! The gRPC API over real connections: delivery, idempotency, quotas, policies, management,
 //! security, health and reflection.
 
-mod common;
+use crate::common;
 use cloudpop::api::proto::admin_client::AdminClient;
 use cloudpop::api::proto::*;
 use common::api::{self as grpc, ADMIN_TOKEN, INGEST_TOKEN, token_env};

@@ -1,8 +1,8 @@
 //! Runs the one shared conformance suite against every backend: the embedded ones (filesystem,
 //! in-process locks) and the cloud ones (a real S3 server, a real Redis).
 
-mod common;
-mod conformance;
+use crate::common;
+use crate::conformance;
 
 use cloudpop::config::Config;
 use cloudpop::lock::memory::MemoryLocks;

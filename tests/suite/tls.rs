@@ -1,6 +1,6 @@
 //! STLS (RFC 2595) and implicit TLS (RFC 8314) with real rustls clients.
 
-mod common;
+use crate::common;
 use common::{Client, Server, message, tls_config};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;

@@ -4,7 +4,7 @@
 //! caller's trace, no secrets in any attribute, and a collector that goes away mid-test
 //! changing nothing for POP3 clients.
 
-mod common;
+use crate::common;
 use common::api::{self as grpc, ADMIN_TOKEN, INGEST_TOKEN, token_env};
 use common::cloud::{Redis, S3, cloud_env};
 use common::otlp::Collector;

@@ -1,7 +1,7 @@
 //! Behind a load balancer: the PROXY protocol header names the real client, whose address then
 //! decides the plaintext-login rule, the logs and the throttles.
 
-mod common;
+use crate::common;
 use common::{Client, Server};
 
 const REMOTE_V1: &[u8] = b"PROXY TCP4 203.0.113.9 192.0.2.1 51234 110\r\n";

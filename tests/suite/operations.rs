@@ -2,7 +2,7 @@
 //! own parser) moving by exactly what a scripted session does, `/healthz` and `/readyz`
 //! following Redis, S3 and SIGTERM, graceful drain, and certificates replaced while running.
 
-mod common;
+use crate::common;
 use common::cloud::{Redis, S3, cloud_env};
 use common::{Client, Server, eventually, message};
 use std::net::TcpStream;

@@ -1,6 +1,6 @@
 //! RFC 1939 / 2449 / 5034 / 6856 behaviour of the real server, over real sockets.
 
-mod common;
+use crate::common;
 use common::{Client, Server, message};
 
 fn server_with_mail(n: usize) -> (Server, Vec<Vec<u8>>) {

@@ -1,7 +1,7 @@
 //! The promises of DESIGN.md on the embedded backend: snapshot at login, deletes only at QUIT,
 //! stable unique ids, exact sizes, bounded streaming of large messages, names that cannot escape.
 
-mod common;
+use crate::common;
 use common::{Client, Server, cli_result, message};
 
 fn uids(c: &mut Client) -> Vec<String> {

@@ -1,7 +1,7 @@
 //! A client generated independently from `proto/` in another language (Python grpcio-tools)
 //! manages accounts and delivers mail; the mail is then retrieved over POP3 byte-exact.
 
-mod common;
+use crate::common;
 use common::Server;
 use common::api::{ADMIN_TOKEN, INGEST_TOKEN, token_env};
 

@@ -8,7 +8,7 @@
 //!
 //! The tools come from the README's test command; a missing one fails the test.
 
-mod common;
+use crate::common;
 
 use common::api::{ADMIN_TOKEN, INGEST_TOKEN};
 use common::cloud::{Redis, S3, S3_ACCESS_KEY, S3_SECRET_KEY};

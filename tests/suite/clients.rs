@@ -3,7 +3,7 @@
 //!
 //! The test command installs these clients; a missing one is a failure, never a skip.
 
-mod common;
+use crate::common;
 use common::Server;
 use std::path::Path;
 use std::process::Command;

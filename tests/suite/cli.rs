@@ -1,6 +1,6 @@
 //! The command line: account management, delivery, configuration errors.
 
-mod common;
+use crate::common;
 use common::{BIN, Client, Server, cli, cli_result};
 use std::process::Command;
 

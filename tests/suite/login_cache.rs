@@ -1,7 +1,7 @@
 //! The verified-credential cache (issue 10): repeated logins skip the argon2id verification,
 //! and every change that must end a cached login ends it.
 
-mod common;
+use crate::common;
 
 use common::{Client, Server};
 

@@ -1,7 +1,7 @@
 //! A pool of `cloudpop serve` processes sharing one real Redis and one real S3 server: the
 //! cluster-wide promises of DESIGN.md under contention, crashes and dependency outages.
 
-mod common;
+use crate::common;
 use common::cloud::{Redis, S3, cloud_env};
 use common::{Client, Server, message};
 use std::collections::{BTreeSet, HashMap};

@@ -1,7 +1,7 @@
 //! Adversarial clients and callers: each test is one way a single client, caller or outage
 //! could break a promise of DESIGN.md, run against the real binary.
 
-mod common;
+use crate::common;
 
 use common::{Server, cli_env};
 use std::io::{BufRead, Write};

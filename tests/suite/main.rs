@@ -1,0 +1,23 @@
+//! The integration suite: one test binary, so the real `cloudpop` binary, the real servers and
+//! the real clients are exercised without linking the whole dependency tree once per file.
+//! Each module is one area; `common` starts servers and speaks POP3, `conformance` is the suite
+//! every store and lock backend must pass.
+
+mod common;
+mod conformance;
+
+mod adversarial;
+mod api;
+mod api_python;
+mod backend_conformance;
+mod cli;
+mod clients;
+mod kubernetes;
+mod login_cache;
+mod operations;
+mod pool;
+mod pop3_commands;
+mod promises;
+mod proxy_protocol;
+mod tls;
+mod tracing;
