@@ -49,7 +49,8 @@ pub async fn delete_messages(
 
 async fn delete_held(backends: &Backends, held: &HeldLease, which: Which) -> Result<RemoveReport, AccountError> {
     let name = held.maildrop();
-    let present = backends.messages.list(name).await?.into_iter().map(|m| m.id);
+    let view = backends.messages.view(name).await?;
+    let present = view.messages.into_iter().map(|m| m.id);
     let ids: Vec<String> = match which {
         Which::All => present.collect(),
         Which::Ids(wanted) => {
@@ -57,7 +58,7 @@ async fn delete_held(backends: &Backends, held: &HeldLease, which: Which) -> Res
             wanted.into_iter().filter(|id| present.contains(id)).collect()
         }
     };
-    let (report, stopped) = held.remove(backends.messages.as_ref(), &ids).await;
+    let (report, stopped) = held.remove(backends.messages.as_ref(), &ids, view.upkeep).await;
     match stopped {
         None => {
             let gone: Vec<String> = removed_ids(&ids, &report).cloned().collect();

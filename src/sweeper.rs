@@ -13,6 +13,7 @@
 use crate::backends::Backends;
 use crate::lock::held::{HeldLease, RemoveStopped, removed_ids};
 use crate::names::AccountName;
+use crate::store::Upkeep;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -141,7 +142,8 @@ async fn sweep_locked(backends: &Backends, held: &HeldLease, keep: Option<u64>, 
     let mut ledger = read_ledger(backends, name).await?;
     let doomed: Vec<String> =
         ledger.iter().filter(|(_, at)| now >= at.saturating_add(keep)).map(|(id, _)| id.clone()).collect();
-    let (report, stopped) = held.remove(backends.messages.as_ref(), &doomed).await;
+    // No view of the maildrop here: index upkeep runs before any removal, to be safe.
+    let (report, stopped) = held.remove(backends.messages.as_ref(), &doomed, Upkeep::BeforeRemoval).await;
     if let Some(RemoveStopped::Fenced) = stopped {
         // Another holder may be changing the ledger now: what was removed is forgotten by the
         // next round (removing a message that is gone already counts as done).

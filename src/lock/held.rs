@@ -10,7 +10,7 @@
 use crate::lock::{LeaseToken, LockError, MaildropLocks};
 use crate::names::AccountName;
 use crate::sessions::{SessionInfo, SessionRegistry};
-use crate::store::{MessageStore, RemoveReport, StoreError};
+use crate::store::{MessageStore, RemoveReport, StoreError, Upkeep};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -143,10 +143,24 @@ impl HeldLease {
         true
     }
 
-    /// Removes messages in batches of [`REMOVE_BATCH`], confirming the lease before each. On a
-    /// stop, the report says what the earlier batches removed.
-    pub async fn remove(&self, store: &dyn MessageStore, ids: &[String]) -> (RemoveReport, Option<RemoveStopped>) {
+    /// Removes messages in batches of [`REMOVE_BATCH`], confirming the lease before each, after
+    /// the store's index upkeep when `upkeep` asks for it (which runs even with no ids when it
+    /// is due). On a stop, the report says what the earlier batches removed.
+    pub async fn remove(
+        &self,
+        store: &dyn MessageStore,
+        ids: &[String],
+        upkeep: Upkeep,
+    ) -> (RemoveReport, Option<RemoveStopped>) {
         let mut total = RemoveReport::default();
+        if upkeep.needed(ids.len()) {
+            if !self.confirm().await {
+                return (total, Some(RemoveStopped::Fenced));
+            }
+            if let Err(e) = store.upkeep(&self.maildrop, self.token.fence(), ids).await {
+                return (total, Some(RemoveStopped::Store(e)));
+            }
+        }
         for batch in ids.chunks(REMOVE_BATCH) {
             if !self.confirm().await {
                 return (total, Some(RemoveStopped::Fenced));
@@ -369,7 +383,7 @@ mod tests {
         let lease = HeldLease::take(locks, &name, Duration::from_secs(60)).await.unwrap().unwrap();
         // Messages that are already gone count as removed, so made-up ids show the batching.
         let ids: Vec<String> = (0..REMOVE_BATCH * 2 + 5).map(|_| crate::store::ids::new_message_id()).collect();
-        let (report, stopped) = lease.remove(&store, &ids).await;
+        let (report, stopped) = lease.remove(&store, &ids, Upkeep::None).await;
         assert_eq!(report.removed, REMOVE_BATCH, "only the batch confirmed before the loss may go");
         assert!(matches!(stopped, Some(RemoveStopped::Fenced)), "{stopped:?}");
         lease.release().await;

@@ -25,6 +25,17 @@ impl MemoryLocks {
     }
 }
 
+/// Microseconds since the epoch, or one more than the last fence handed out: increasing within
+/// the process, and across restarts as long as the clock does not go back.
+fn next_fence() -> u64 {
+    static LAST: Mutex<u64> = Mutex::new(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    *last = now.max(*last + 1);
+    *last
+}
+
 #[async_trait]
 impl MaildropLocks for MemoryLocks {
     async fn ping(&self) -> Result<(), LockError> {
@@ -59,7 +70,7 @@ impl MaildropLocks for MemoryLocks {
         if leases.get(maildrop).is_some_and(|(_, expiry)| *expiry > now) {
             return Ok(None);
         }
-        let token = LeaseToken::generate();
+        let token = LeaseToken::fenced(next_fence());
         leases.insert(maildrop.clone(), (token.clone(), now + ttl));
         Ok(Some(token))
     }

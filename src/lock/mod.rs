@@ -3,6 +3,11 @@
 //! A lease has an owner token and an expiry. The holder renews it while its session lives and
 //! releases it with compare-and-delete, so a crashed holder's lease frees itself in time and a
 //! holder that lost its lease can never release someone else's.
+//!
+//! Every maildrop lease also carries a fencing number: larger for each later holder of the same
+//! maildrop, pool-wide. What a holder writes for others to read later (the S3 backend's maildrop
+//! index) is stamped with it, so a holder that lost its lease without noticing can never pass
+//! off an older view as the newest.
 
 pub mod held;
 pub mod memory;
@@ -25,10 +30,25 @@ impl std::fmt::Debug for LeaseToken {
 impl LeaseToken {
     /// A fresh random token.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).expect("operating system random source");
-        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Self(random_hex())
     }
+
+    /// A fresh random token carrying `fence`.
+    pub fn fenced(fence: u64) -> Self {
+        Self(format!("{fence}.{}", random_hex()))
+    }
+
+    /// The fencing number of a maildrop lease (0 for a token that carries none, such as a
+    /// delivery claim).
+    pub fn fence(&self) -> u64 {
+        self.0.split_once('.').and_then(|(fence, _)| fence.parse().ok()).unwrap_or(0)
+    }
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("operating system random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Lock service failures.
@@ -41,7 +61,8 @@ pub enum LockError {
 /// Cluster-wide (or process-wide) exclusive access to maildrops.
 #[async_trait]
 pub trait MaildropLocks: Send + Sync + 'static {
-    /// Takes the lock for `ttl` if nobody holds it; `None` if it is held.
+    /// Takes the lock for `ttl` if nobody holds it; `None` if it is held. The token's
+    /// [`LeaseToken::fence`] is larger than that of every earlier lease on the maildrop.
     async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError>;
 
     /// Extends a lease we hold; `false` if it is no longer ours (expired and maybe taken).

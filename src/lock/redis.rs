@@ -1,9 +1,12 @@
 //! Maildrop leases in Redis, shared by every frontend of a pool.
 //!
-//! A lease is the key `{prefix}lock:{maildrop}` holding the owner's random token, with a PX
-//! expiry. Acquire is `SET NX PX`; renew and release are Lua scripts that act only while the key
-//! still holds our token, so a frontend that lost its lease can never extend or delete the next
-//! holder's.
+//! A lease is the key `{prefix}lock:{<maildrop>}` holding the owner's token, with a PX expiry.
+//! Acquire is a Lua script: if the key is free it stores a token that starts with the lease's
+//! fencing number, the larger of the server's clock in microseconds and one more than the last
+//! fence of that maildrop (kept in `{prefix}fence:{<maildrop>}` for 30 days, past which the clock
+//! alone is larger). Renew and release act only while the key still holds our token, so a
+//! frontend that lost its lease can never extend or delete the next holder's. The braces are
+//! Redis Cluster hash tags: both keys of a maildrop live in one slot.
 
 use super::{LeaseToken, LockError, MaildropLocks};
 use crate::names::AccountName;
@@ -20,6 +23,34 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| {
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
     )
 });
+
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local now = redis.call('TIME')
+local fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last and last >= fence then fence = last + 1 end
+local token = string.format('%.0f', fence) .. '.' .. ARGV[1]
+redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', ARGV[3])
+return token",
+    )
+});
+
+/// Deletes a lease whose token ends in `.ARGV[1]`: taking back a lease whose acquire reply was
+/// lost, when the fence part of the token is unknown.
+static TAKE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local held = redis.call('GET', KEYS[1])
+local mine = '.' .. ARGV[1]
+if held and string.sub(held, -string.len(mine)) == mine then return redis.call('DEL', KEYS[1]) end
+return 0",
+    )
+});
+
+/// How long a maildrop's last fence is remembered: far longer than any lease or clock step.
+const FENCE_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
@@ -38,7 +69,11 @@ impl RedisLocks {
     }
 
     fn key(&self, maildrop: &AccountName) -> String {
-        format!("{}lock:{maildrop}", self.prefix)
+        format!("{}lock:{{{maildrop}}}", self.prefix)
+    }
+
+    fn fence_key(&self, maildrop: &AccountName) -> String {
+        format!("{}fence:{{{maildrop}}}", self.prefix)
     }
 
     fn claim_key(&self, maildrop: &AccountName, scope: &str) -> String {
@@ -47,15 +82,15 @@ impl RedisLocks {
 }
 
 impl RedisLocks {
-    /// Releases `token`'s lease in the background, retrying for a while (the connection that
-    /// lost the reply is usually being re-established).
-    fn take_back(&self, key: String, token: LeaseToken) {
+    /// Releases the lease with `random` as its token's random part in the background, retrying
+    /// for a while (the connection that lost the reply is usually being re-established).
+    fn take_back(&self, key: String, random: LeaseToken) {
         let mut conn = self.conn.clone();
         tokio::spawn(
             async move {
                 let mut pause = Duration::from_millis(250);
                 for _ in 0..6 {
-                    let released: Result<i64, _> = RELEASE.key(&key).arg(&token.0).invoke_async(&mut conn).await;
+                    let released: Result<i64, _> = TAKE_BACK.key(&key).arg(&random.0).invoke_async(&mut conn).await;
                     if released.is_ok() {
                         return;
                     }
@@ -115,24 +150,25 @@ impl MaildropLocks for RedisLocks {
     }
 
     async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
-        let token = LeaseToken::generate();
         let mut conn = self.conn.clone();
-        let set: Result<Option<String>, _> = redis::cmd("SET")
-            .arg(self.key(maildrop))
-            .arg(&token.0)
-            .arg("NX")
-            .arg("PX")
+        let random = LeaseToken::generate();
+        let set: Result<Option<String>, _> = ACQUIRE
+            .key(self.key(maildrop))
+            .key(self.fence_key(maildrop))
+            .arg(&random.0)
             .arg(millis(ttl))
-            .query_async(&mut conn)
-            .instrument(span("SET", "lock.acquire"))
+            .arg(millis(FENCE_MEMORY))
+            .invoke_async(&mut conn)
+            .instrument(span("EVALSHA", "lock.acquire"))
             .await;
         match set {
-            Ok(set) => Ok(set.map(|_| token)),
+            Ok(token) => Ok(token.map(LeaseToken)),
             Err(e) => {
-                // The SET may have been applied with only its reply lost (a timeout, a dropped
+                // The script may have run with only its reply lost (a timeout, a dropped
                 // connection): take back the lease we may hold, or the user would be locked
-                // out for a whole lease by a lock that nobody holds.
-                self.take_back(self.key(maildrop), token);
+                // out for a whole lease by a lock that nobody holds. Our token is the one whose
+                // random part is ours.
+                self.take_back(self.key(maildrop), random);
                 Err(unavailable(e))
             }
         }

@@ -184,10 +184,12 @@ impl Session<'_> {
             store_calls = Empty,
             otel.status_code = Empty
         );
-        let listing = count_calls(self.ctx.backends.messages.list(name)).instrument(span.clone()).await;
+        let listing = count_calls(self.ctx.backends.messages.view(name)).instrument(span.clone()).await;
         span.record("store_calls", listing.1);
         match listing.0 {
-            Ok(list) => {
+            Ok(view) => {
+                let list = view.messages;
+                self.upkeep = view.upkeep;
                 let octets: u64 = list.iter().map(|m| m.size).sum();
                 span.record("messages", list.len());
                 span.record("octets", octets);

@@ -19,6 +19,7 @@ use crate::ops::metrics::{GaugeGuard, TlsLabels, VerbLabels, metrics};
 use crate::protocol::framing::{Frame, LineFramer};
 use crate::protocol::machine::{self, Machine, Settings, Step};
 use crate::protocol::response::{self, Code};
+use crate::store::Upkeep;
 use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
@@ -181,6 +182,8 @@ struct Session<'a> {
     span: tracing::Span,
     machine: Machine,
     lease: Option<HeldLease>,
+    /// What the holder of `lease` owes the store's index (from the login's view).
+    upkeep: Upkeep,
     /// Counts this session in `cloudpop_sessions_in_transaction` while it holds the maildrop.
     in_transaction: Option<GaugeGuard>,
     out: Vec<u8>,
@@ -249,6 +252,7 @@ impl<'a> Session<'a> {
             span,
             machine: Machine::new(settings),
             lease: None,
+            upkeep: Upkeep::None,
             in_transaction: None,
             out: Vec::new(),
             busy: false,

@@ -152,10 +152,10 @@ impl Session<'_> {
     /// The outcome, and how many messages are gone.
     async fn apply_deletions(&mut self, uids: &[String]) -> (UpdateOutcome, usize) {
         let Some(lease) = &self.lease else { return (UpdateOutcome::Applied, 0) };
-        if uids.is_empty() {
+        if uids.is_empty() && !self.upkeep.needed(0) {
             return (UpdateOutcome::Applied, 0);
         }
-        match lease.remove(self.ctx.backends.messages.as_ref(), uids).await {
+        match lease.remove(self.ctx.backends.messages.as_ref(), uids, self.upkeep).await {
             (report, None) => {
                 self.forget_removed(uids, &report);
                 if report.failed.is_empty() {

@@ -116,11 +116,56 @@ pub struct RemoveReport {
     pub failed: Vec<(String, String)>,
 }
 
+/// A maildrop as a session sees it at login.
+#[derive(Debug, Default)]
+pub struct MaildropView {
+    /// Every committed message, oldest first.
+    pub messages: Vec<StoredMessage>,
+    /// What the lease holder owes the store's index.
+    pub upkeep: Upkeep,
+}
+
+/// When a lease holder calls [`MessageStore::upkeep`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Upkeep {
+    /// Never: the store keeps no index of this maildrop.
+    #[default]
+    None,
+    /// Before removing anything: an index lists the messages.
+    BeforeRemoval,
+    /// Before letting go, even with nothing to remove: the index fell behind.
+    Due,
+}
+
+impl Upkeep {
+    /// Whether a holder about to remove `removing` messages must call `upkeep` first.
+    pub fn needed(self, removing: usize) -> bool {
+        match self {
+            Upkeep::None => false,
+            Upkeep::BeforeRemoval => removing > 0,
+            Upkeep::Due => true,
+        }
+    }
+}
+
 /// Where messages live. Ids are made by the store, unique within a maildrop forever.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Every committed message of the maildrop, oldest first. Never reads bodies.
     async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// [`list`](Self::list) for a lease holder, with what the store asks of it.
+    async fn view(&self, maildrop: &AccountName) -> Result<MaildropView, StoreError> {
+        Ok(MaildropView { messages: self.list(maildrop).await?, upkeep: Upkeep::None })
+    }
+
+    /// Called by the holder of the maildrop's lease (with the lease's fencing number) as
+    /// [`MaildropView::upkeep`] says: before it removes `removing`, or before it lets go. After it
+    /// returns, nothing lists `removing` again even if removing them then fails half-way. A
+    /// store without an index has nothing to do.
+    async fn upkeep(&self, _maildrop: &AccountName, _fence: u64, _removing: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Opens a message for streaming.
     async fn open(&self, maildrop: &AccountName, id: &str) -> Result<Opened, StoreError>;

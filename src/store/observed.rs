@@ -4,8 +4,8 @@
 //! S3 operation, HTTP status and attempt of each request) to the span opened here.
 
 use super::{
-    AccountRecord, AccountStore, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError, StoredMessage,
-    TraceParent,
+    AccountRecord, AccountStore, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError,
+    StoredMessage, TraceParent,
 };
 use crate::names::AccountName;
 use crate::ops::metrics::metrics;
@@ -107,6 +107,14 @@ async fn observe<T>(
 impl<S: MessageStore> MessageStore for Observed<S> {
     async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError> {
         self.observe("list", "store.list", self.inner.list(maildrop)).await
+    }
+
+    async fn view(&self, maildrop: &AccountName) -> Result<MaildropView, StoreError> {
+        self.observe("list", "store.list", self.inner.view(maildrop)).await
+    }
+
+    async fn upkeep(&self, maildrop: &AccountName, fence: u64, removing: &[String]) -> Result<(), StoreError> {
+        self.observe("upkeep", "store.upkeep", self.inner.upkeep(maildrop, fence, removing)).await
     }
 
     async fn open(&self, maildrop: &AccountName, id: &str) -> Result<Opened, StoreError> {

@@ -547,7 +547,7 @@ async fn an_operator_end_beats_a_racing_quit() {
 }
 
 /// Item 16: a lock acquire that Redis applied but whose reply was lost does not lock the user
-/// out for the whole lease. The relay swallows the reply to the maildrop's SET (the login gets
+/// out for the whole lease. The relay swallows the reply to the maildrop's acquire script (the login gets
 /// `[SYS/TEMP]`); the user's next attempt, seconds later, gets in. Before, the orphaned lease
 /// answered `[IN-USE]` for its full 60 s.
 #[test]
@@ -562,7 +562,11 @@ fn an_acquire_whose_reply_was_lost_does_not_lock_the_user_out() {
     env.push(("CLOUDPOP_LOCK_LEASE_SECS".into(), "60".into()));
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
     server.add_account("orphan", "pw");
-    dropper.arm(b"lock:orphan", Duration::from_secs(2));
+    // A first login loads the acquire script, so the armed request below is the one that runs it
+    // (not a NOSCRIPT answer that changed nothing).
+    server.add_account("warm", "pw");
+    common::Client::login(server.pop3, "warm", "pw").cmd("QUIT");
+    dropper.arm(b"lock:{orphan}", Duration::from_secs(2));
     let mut c = common::Client::connect(server.pop3);
     c.cmd("USER orphan");
     let reply = c.cmd("PASS pw");

@@ -14,6 +14,7 @@ mod cli;
 mod clients;
 mod kubernetes;
 mod login_cache;
+mod maildrop_index;
 mod operations;
 mod pool;
 mod pop3_commands;

@@ -4,6 +4,8 @@
 //! {prefix}accounts/{shard}/{name}.json     account record
 //! {prefix}mail/{shard}/{name}/{id}         one message, CRLF line endings, exact POP3 size
 //! {prefix}markers/{shard}/{name}/{key}     small marker (idempotency key -> message id)
+//! {prefix}mail/{shard}/{name}/~late/{id}.{size}  a message committed long after its id was made
+//! {prefix}index/{shard}/{name}/{20 digits}  the maildrop index, newest (highest fence) first
 //! {prefix}retention/{shard}/{name}         the maildrop's retention ledger, if it has one
 //! ```
 //! `shard` is two hex digits of a hash of the account name. S3 scales request rates per key
@@ -34,6 +36,28 @@ impl KeyLayout {
 
     pub fn message(&self, name: &AccountName, id: &str) -> String {
         format!("{}{id}", self.maildrop(name))
+    }
+
+    /// The prefix of a maildrop's late-arrival markers: inside the maildrop, after every id.
+    pub fn late_prefix(&self, name: &AccountName) -> String {
+        format!("{}~late/", self.maildrop(name))
+    }
+
+    /// The prefix of a maildrop's index objects (ends with `/`).
+    pub fn indexes(&self, name: &AccountName) -> String {
+        format!("{}index/{}/{name}/", self.prefix, shard(name))
+    }
+
+    /// The index written under `fence`: a larger fence sorts first, so the first key a listing
+    /// returns is the newest index.
+    pub fn index(&self, name: &AccountName, fence: u64) -> String {
+        format!("{}{:020}", self.indexes(name), u64::MAX - fence)
+    }
+
+    /// The fence of an index key under `prefix` (from [`Self::indexes`]).
+    pub fn fence_of(prefix: &str, key: &str) -> Option<u64> {
+        let digits = key.strip_prefix(prefix)?;
+        (digits.len() == 20).then(|| digits.parse::<u64>().ok()).flatten().map(|inverted| u64::MAX - inverted)
     }
 
     /// The prefix of a maildrop's markers (ends with `/`).
@@ -107,6 +131,17 @@ mod tests {
         assert_eq!(k.ledger_of(&k.ledger(&n("carol"))), Some(n("carol")));
         assert_eq!(KeyLayout::new("").accounts(), "accounts/");
         assert_eq!(KeyLayout::new("a/b/").accounts(), "a/b/accounts/");
+    }
+
+    #[test]
+    fn newer_indexes_sort_first_and_late_markers_after_every_id() {
+        let k = KeyLayout::new("p");
+        let (older, newer) = (k.index(&n("a"), 1_700_000_000_000_000), k.index(&n("a"), 1_700_000_000_000_001));
+        assert!(newer < older);
+        assert_eq!(KeyLayout::fence_of(&k.indexes(&n("a")), &newer), Some(1_700_000_000_000_001));
+        assert_eq!(KeyLayout::fence_of(&k.indexes(&n("a")), "p/index/xx/a/12"), None);
+        let id = crate::store::ids::new_message_id();
+        assert!(k.late_prefix(&n("a")) > k.message(&n("a"), &crate::store::ids::with_uidl(&id, "~~~~")));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! carry 48 random bits besides the time, so two deliveries never pick the same key.
 
 mod delete;
+mod index;
 mod keys;
 mod observe;
 mod upload;
@@ -14,8 +15,8 @@ mod upload;
 pub use keys::KeyLayout;
 
 use super::{
-    AccountRecord, AccountStore, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError, StoredMessage,
-    TraceParent,
+    AccountRecord, AccountStore, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError,
+    StoredMessage, TraceParent,
 };
 use crate::config::Config;
 use crate::names::AccountName;
@@ -117,7 +118,15 @@ impl S3Store {
 
     /// Every key and size under `prefix`, following ListObjectsV2 continuation tokens.
     async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        self.list_after(prefix, "").await
+    }
+
+    /// Every key and size under `prefix` that sorts after `start_after` (nothing skipped if
+    /// empty), following ListObjectsV2 continuation tokens.
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let request = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix);
+        let request = if start_after.is_empty() { request } else { request.start_after(start_after) };
+        let mut pages = request.into_paginator().send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(sdk_error)?;
@@ -172,17 +181,15 @@ impl MessageStore for S3Store {
     }
 
     async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError> {
-        let prefix = self.keys.maildrop(maildrop);
-        let objects = self.list_prefix(&prefix).await?;
-        let mut messages: Vec<StoredMessage> = objects
-            .into_iter()
-            .filter_map(|(key, size)| {
-                let id = key.strip_prefix(&prefix)?;
-                is_message_id(id).then(|| StoredMessage { id: id.to_owned(), size })
-            })
-            .collect();
-        messages.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(messages)
+        Ok(self.read_maildrop(maildrop).await?.messages)
+    }
+
+    async fn view(&self, maildrop: &AccountName) -> Result<MaildropView, StoreError> {
+        self.view_maildrop(maildrop).await
+    }
+
+    async fn upkeep(&self, maildrop: &AccountName, fence: u64, removing: &[String]) -> Result<(), StoreError> {
+        self.rewrite_index(maildrop, fence, removing).await
     }
 
     async fn open(&self, maildrop: &AccountName, id: &str) -> Result<Opened, StoreError> {
@@ -207,7 +214,8 @@ impl MessageStore for S3Store {
             return Err(StoreError::Invalid(format!("{id:?} is not a message id")));
         }
         let key = self.keys.message(maildrop, id);
-        Ok(Box::new(upload::S3NewMessage::new(self.client.clone(), self.bucket.clone(), key, id.to_owned())))
+        let late = self.keys.late_prefix(maildrop);
+        Ok(Box::new(upload::S3NewMessage::new(self.client.clone(), self.bucket.clone(), key, id.to_owned(), late)))
     }
 
     async fn exists(&self, maildrop: &AccountName, id: &str) -> Result<bool, StoreError> {
@@ -254,6 +262,13 @@ impl MessageStore for S3Store {
         let skipped = ids.len() - keys.len();
         let mut report = self.delete_keys(&keys).await?;
         report.removed += skipped;
+        // Callers know messages by id.
+        let prefix = self.keys.maildrop(maildrop);
+        for (key, _) in &mut report.failed {
+            if let Some(id) = key.strip_prefix(&prefix) {
+                *key = id.to_owned();
+            }
+        }
         Ok(report)
     }
 
@@ -261,6 +276,7 @@ impl MessageStore for S3Store {
         let mut keys: Vec<String> =
             self.list_prefix(&self.keys.maildrop(maildrop)).await?.into_iter().map(|(k, _)| k).collect();
         keys.extend(self.list_prefix(&self.keys.markers(maildrop)).await?.into_iter().map(|(k, _)| k));
+        keys.extend(self.list_prefix(&self.keys.indexes(maildrop)).await?.into_iter().map(|(k, _)| k));
         keys.push(self.keys.ledger(maildrop));
         self.delete_all(&keys).await
     }

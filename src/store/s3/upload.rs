@@ -2,7 +2,7 @@
 //! otherwise a multipart upload that is invisible until completed and aborted if abandoned.
 
 use super::TRACEPARENT_METADATA;
-use super::sdk_error;
+use super::{index, sdk_error};
 use crate::store::{NewMessage, StoreError, StoredMessage, TraceParent};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -17,6 +17,8 @@ pub struct S3NewMessage {
     bucket: String,
     key: String,
     id: String,
+    /// Where a late-arrival marker would go (see the index module).
+    late_prefix: String,
     buffer: Vec<u8>,
     size: u64,
     /// Upload id and finished parts, once the message outgrew one part.
@@ -26,8 +28,35 @@ pub struct S3NewMessage {
 }
 
 impl S3NewMessage {
-    pub fn new(client: Client, bucket: String, key: String, id: String) -> Self {
-        Self { client, bucket, key, id, buffer: Vec::new(), size: 0, multipart: None, traceparent: None, done: false }
+    pub fn new(client: Client, bucket: String, key: String, id: String, late_prefix: String) -> Self {
+        Self {
+            client,
+            bucket,
+            key,
+            id,
+            late_prefix,
+            buffer: Vec::new(),
+            size: 0,
+            multipart: None,
+            traceparent: None,
+            done: false,
+        }
+    }
+
+    /// A message committed long after its id was made may sort under an index watermark
+    /// written meanwhile: its marker makes logins see it. Without the marker the message must
+    /// not stay (it could be invisible forever), so a failed marker takes the message back.
+    async fn mark_if_late(&self, stored: &StoredMessage) -> Result<(), StoreError> {
+        if !index::is_late(&stored.id, index::now_ms()) {
+            return Ok(());
+        }
+        let marker = format!("{}{}", self.late_prefix, index::late_name(stored));
+        let put = self.client.put_object().bucket(&self.bucket).key(&marker).body(ByteStream::from_static(b"")).send();
+        if let Err(e) = put.await.map_err(sdk_error) {
+            let _ = self.client.delete_object().bucket(&self.bucket).key(&self.key).send().await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The object's user metadata: the delivery trace context, when there is one.
@@ -115,7 +144,9 @@ impl NewMessage for S3NewMessage {
                 .map_err(sdk_error)?;
         }
         self.done = true;
-        Ok(StoredMessage { id: self.id.clone(), size: self.size })
+        let stored = StoredMessage { id: self.id.clone(), size: self.size };
+        self.mark_if_late(&stored).await?;
+        Ok(stored)
     }
 }
 

@@ -231,7 +231,16 @@ pub async fn locks_are_exclusive_leases(locks: &dyn MaildropLocks) {
     assert!(locks.acquire(&md, ttl).await.unwrap().is_none(), "a stranger released our lock");
     locks.release(&md, &token).await.unwrap();
     let again = locks.acquire(&md, ttl).await.unwrap().expect("released lock is free");
+    assert!(again.fence() > token.fence(), "fences must grow: {} then {}", token.fence(), again.fence());
     locks.release(&md, &again).await.unwrap();
+    // Many holders in a row, faster than the clock ticks: still strictly increasing.
+    let mut last = again.fence();
+    for _ in 0..50 {
+        let next = locks.acquire(&md, ttl).await.unwrap().expect("free");
+        assert!(next.fence() > last, "fence went from {last} to {}", next.fence());
+        last = next.fence();
+        locks.release(&md, &next).await.unwrap();
+    }
 }
 
 pub async fn expired_leases_free_themselves(locks: &dyn MaildropLocks) {

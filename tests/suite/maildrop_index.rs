@@ -1,0 +1,222 @@
+//! The S3 backend's maildrop index against a real S3 server (s3s-fs): a login costs three
+//! requests whatever the maildrop's size, deliveries racing index rewrites lose nothing, a
+//! removal hides messages before they are gone, an older index never wins, and a damaged one is
+//! rebuilt. Old message ids (as slow uploads and migrations make) are used on purpose: they are
+//! the ones an index could hide.
+
+use crate::common::cloud::{S3, S3_ACCESS_KEY, S3_SECRET_KEY};
+use cloudpop::names::AccountName;
+use cloudpop::store::ids::new_message_id_at;
+use cloudpop::store::observed::count_calls;
+use cloudpop::store::s3::{S3Settings, S3Store};
+use cloudpop::store::{MessageStore, StoredMessage, Upkeep};
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+struct Fixture {
+    s3: S3,
+    bucket: String,
+    store: S3Store,
+}
+
+async fn fixture() -> Fixture {
+    let s3 = S3::start();
+    let bucket = s3.bucket("index");
+    let settings = S3Settings {
+        endpoint: s3.endpoint(),
+        region: "us-east-1".into(),
+        bucket: bucket.clone(),
+        prefix: "t".into(),
+        path_style: true,
+        access_key: Some((S3_ACCESS_KEY.into(), cloudpop::secret::Secret::new(S3_SECRET_KEY))),
+        timeout: Duration::from_secs(5),
+        max_attempts: 3,
+    };
+    let store = S3Store::new(&settings).await;
+    Fixture { s3, bucket, store }
+}
+
+impl Fixture {
+    /// The files s3s-fs keeps the maildrop's index objects in.
+    fn index_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut dirs = vec![self.s3.root.path().join("data").join(&self.bucket).join("t/index")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.file_name().is_some_and(|n| n.to_string_lossy().bytes().all(|b| b.is_ascii_digit())) {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files
+    }
+}
+
+fn md(name: &str) -> AccountName {
+    AccountName::parse(name).unwrap()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Stores a message whose id says it was received at `received_ms`.
+async fn put_at(store: &S3Store, maildrop: &AccountName, received_ms: u64) -> StoredMessage {
+    let mut new = store.create_with_id(maildrop, &new_message_id_at(received_ms)).await.unwrap();
+    new.write(format!("Subject: received {received_ms}\r\n\r\nbody\r\n").as_bytes()).await.unwrap();
+    new.commit().await.unwrap()
+}
+
+/// `count` messages received hours ago, 16 at a time; their ids, sorted.
+async fn put_old(store: &S3Store, maildrop: &AccountName, count: u64) -> Vec<String> {
+    let base = now_ms() - 3 * 3600 * 1000;
+    let mut ids: Vec<String> = futures::stream::iter(0..count)
+        .map(|i| async move { put_at(store, maildrop, base + i).await.id })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    ids.sort();
+    ids
+}
+
+async fn listed(store: &S3Store, maildrop: &AccountName) -> Vec<String> {
+    store.list(maildrop).await.unwrap().into_iter().map(|m| m.id).collect()
+}
+
+#[tokio::test]
+async fn a_login_costs_three_requests_whatever_the_size_of_the_maildrop() {
+    let f = fixture().await;
+    let name = md("big");
+    let mut ids = put_old(&f.store, &name, 1100).await;
+    // No index yet: the whole maildrop (and every late marker) is listed, page by page.
+    let (view, requests) = count_calls(f.store.view(&name)).await;
+    let view = view.unwrap();
+    assert!(requests > 3, "a full listing of 2,200 keys took {requests} requests");
+    assert_eq!(view.upkeep, Upkeep::Due, "a large maildrop without an index asks for one");
+    assert_eq!(view.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), ids);
+
+    f.store.upkeep(&name, 100, &[]).await.unwrap();
+    let (view, requests) = count_calls(f.store.view(&name)).await;
+    let view = view.unwrap();
+    assert_eq!(requests, 3, "an indexed login");
+    assert_eq!(view.upkeep, Upkeep::BeforeRemoval);
+    assert_eq!(view.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), ids);
+    assert!(view.messages.iter().all(|m| m.size > 0));
+
+    // New mail is found by the listing after the watermark: still three requests.
+    for _ in 0..5 {
+        ids.push(put_at(&f.store, &name, now_ms()).await.id);
+    }
+    let (view, requests) = count_calls(f.store.view(&name)).await;
+    assert_eq!(requests, 3);
+    assert_eq!(view.unwrap().messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+}
+
+#[tokio::test]
+async fn small_maildrops_get_no_index() {
+    let f = fixture().await;
+    let name = md("small");
+    let ids = put_old(&f.store, &name, 10).await;
+    f.store.upkeep(&name, 1, &[]).await.unwrap();
+    assert!(f.index_files().is_empty(), "an index for ten messages");
+    let (view, requests) = count_calls(f.store.view(&name)).await;
+    let view = view.unwrap();
+    assert_eq!(requests, 2, "index keys and one listing page");
+    assert_eq!(view.upkeep, Upkeep::None, "the late markers were cleared");
+    assert_eq!(view.messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+}
+
+#[tokio::test]
+async fn a_removal_hides_messages_before_they_are_gone_and_an_older_index_never_wins() {
+    let f = fixture().await;
+    let name = md("fenced");
+    let ids = put_old(&f.store, &name, 150).await;
+    f.store.upkeep(&name, 10, &[]).await.unwrap();
+    let older = f.index_files();
+    assert_eq!(older.len(), 1);
+    let older_text = std::fs::read(&older[0]).unwrap();
+
+    // The holder with fence 20 records the removal, then "crashes" before removing anything.
+    let doomed: Vec<String> = ids[..5].to_vec();
+    f.store.upkeep(&name, 20, &doomed).await.unwrap();
+    assert_eq!(listed(&f.store, &name).await, ids[5..].to_vec(), "removed messages still listed");
+    for id in &doomed {
+        assert!(f.store.exists(&name, id).await.unwrap(), "upkeep removed {id} itself");
+    }
+
+    // A holder that lost its lease without noticing: its index (fence 10, listing the doomed
+    // messages) lands late. It is not the newest, so nothing comes back.
+    std::fs::write(&older[0], &older_text).unwrap();
+    assert_eq!(f.index_files().len(), 2);
+    assert_eq!(listed(&f.store, &name).await, ids[5..].to_vec(), "an older index brought messages back");
+    // And such a holder is refused outright when it tries to write again.
+    let stale = f.store.upkeep(&name, 15, &[]).await;
+    assert!(stale.is_err(), "a holder with an older fence rewrote the index");
+
+    // The next holder removes the tombstones for good and clears the stray index.
+    f.store.upkeep(&name, 30, &[]).await.unwrap();
+    for id in &doomed {
+        assert!(!f.store.exists(&name, id).await.unwrap(), "tombstoned {id} was never removed");
+    }
+    assert_eq!(f.index_files().len(), 1);
+    assert_eq!(listed(&f.store, &name).await, ids[5..].to_vec());
+}
+
+#[tokio::test]
+async fn deliveries_racing_index_rewrites_lose_nothing() {
+    let f = fixture().await;
+    let name = md("racing");
+    let mut expected = put_old(&f.store, &name, 120).await;
+    f.store.upkeep(&name, 1, &[]).await.unwrap();
+    let store = &f.store;
+    let deliveries = async {
+        let start = now_ms();
+        futures::stream::iter(0..150u64)
+            .map(|i| {
+                // Half fresh, half received an hour ago (they leave late markers).
+                let at = if i % 2 == 0 { now_ms() } else { start - 3600 * 1000 - i };
+                let name = &name;
+                async move { put_at(store, name, at).await.id }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<String>>()
+            .await
+    };
+    let rewrites = async {
+        for fence in 2..=25 {
+            store.upkeep(&name, fence, &[]).await.unwrap();
+        }
+    };
+    let (delivered, ()) = tokio::join!(deliveries, rewrites);
+    expected.extend(delivered);
+    expected.sort();
+    assert_eq!(listed(store, &name).await, expected, "a delivery was lost or duplicated");
+    store.upkeep(&name, 26, &[]).await.unwrap();
+    let (view, requests) = count_calls(store.view(&name)).await;
+    assert_eq!(view.unwrap().messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), expected);
+    assert_eq!(requests, 3);
+}
+
+#[tokio::test]
+async fn a_damaged_index_is_rebuilt_from_a_full_listing() {
+    let f = fixture().await;
+    let name = md("damaged");
+    let ids = put_old(&f.store, &name, 130).await;
+    f.store.upkeep(&name, 1, &[]).await.unwrap();
+    let file = f.index_files().pop().unwrap();
+    let text = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &text[..text.len() / 2]).unwrap();
+
+    let view = f.store.view(&name).await.unwrap();
+    assert_eq!(view.messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), ids, "a damaged index hid mail");
+    assert_eq!(view.upkeep, Upkeep::Due);
+    f.store.upkeep(&name, 2, &[]).await.unwrap();
+    let (view, requests) = count_calls(f.store.view(&name)).await;
+    assert_eq!(requests, 3);
+    assert_eq!(view.unwrap().messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+}
