@@ -220,3 +220,64 @@ async fn a_damaged_index_is_rebuilt_from_a_full_listing() {
     assert_eq!(requests, 3);
     assert_eq!(view.unwrap().messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), ids);
 }
+
+/// S3 requests of one operation so far (2xx and 404 answers alike).
+fn s3_requests(server: &crate::common::Server, operation: &str) -> f64 {
+    let metrics = server.metrics();
+    let wanted = format!("operation=\"{operation}\"");
+    metrics
+        .keys()
+        .filter(|k| k.starts_with("cloudpop_s3_requests_total{") && k.contains(&wanted))
+        .map(|k| metrics.get(k))
+        .sum()
+}
+
+/// Through the real binary in cloud mode: the first session's QUIT writes the index, the next
+/// login reads the maildrop in three requests, and DELE on an indexed maildrop sticks.
+#[tokio::test]
+async fn pop3_sessions_keep_the_index_and_use_it() {
+    use crate::common::cloud::{Redis, cloud_env};
+    use crate::common::{Client, Server};
+    let redis = Redis::start();
+    let s3 = S3::start();
+    let bucket = s3.bucket("mail");
+    let settings = S3Settings {
+        endpoint: s3.endpoint(),
+        region: "us-east-1".into(),
+        bucket: bucket.clone(),
+        prefix: "pool".into(),
+        path_style: true,
+        access_key: Some((S3_ACCESS_KEY.into(), cloudpop::secret::Secret::new(S3_SECRET_KEY))),
+        timeout: Duration::from_secs(5),
+        max_attempts: 3,
+    };
+    let server = Server::start_with(tempfile::tempdir().unwrap(), cloud_env(&s3, &bucket, &redis));
+    // The account first: creating one clears whatever an earlier account of the name left.
+    server.add_account("bigbox", "pw");
+    let seeded = put_old(&S3Store::new(&settings).await, &md("bigbox"), 150).await;
+    let pop3 = server.pop3;
+    let session = move |commands: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let mut c = Client::login(pop3, "bigbox", "pw");
+            let replies: Vec<String> = commands.iter().map(|cmd| c.cmd(cmd)).collect();
+            assert!(c.cmd("QUIT").starts_with("+OK"));
+            replies
+        })
+    };
+    // First session: a full listing (no index yet); its QUIT writes the index.
+    assert!(session(vec!["STAT".into()]).await.unwrap()[0].starts_with("+OK 150 "));
+
+    let (lists, gets) = (s3_requests(&server, "ListObjectsV2"), s3_requests(&server, "GetObject"));
+    let replies = session((1..=10).map(|i| format!("DELE {i}")).collect()).await.unwrap();
+    assert!(replies.iter().all(|r| r.starts_with("+OK")), "{replies:?}");
+    // The login: the account record, then the maildrop in three requests (index keys, the
+    // index, the listing after its watermark). The QUIT's upkeep reads the maildrop the same
+    // way once more before it writes the new index and removes.
+    let session_lists = s3_requests(&server, "ListObjectsV2") - lists;
+    let session_gets = s3_requests(&server, "GetObject") - gets;
+    assert_eq!((session_lists, session_gets), (4.0, 3.0), "S3 requests of a session with DELE and QUIT");
+
+    let uidls = tokio::task::spawn_blocking(move || Client::login(pop3, "bigbox", "pw").lines("UIDL")).await.unwrap();
+    let listed: Vec<&str> = uidls.iter().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(listed, seeded[10..].iter().map(String::as_str).collect::<Vec<_>>(), "DELE on an indexed maildrop");
+}
