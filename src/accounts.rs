@@ -6,6 +6,7 @@
 use crate::config::Config;
 use crate::hashing::Hasher;
 use crate::names::{AccountName, InvalidName};
+use crate::record_cache::{Announcer, RecordCache};
 use crate::store::{AccountRecord, AccountStore, MessageStore, StoreError};
 use crate::verified::VerifiedCache;
 use std::sync::Arc;
@@ -60,6 +61,9 @@ pub struct Accounts {
     /// Hash jobs on a fixed pool of working memory: bounds CPU and memory under a login storm.
     hasher: Arc<Hasher>,
     verified: Arc<VerifiedCache>,
+    /// Records for logins and deliveries, and where their changes are announced.
+    records: Arc<RecordCache>,
+    announcer: Announcer,
     /// Logins verifying or waiting to verify a password, and how many may.
     pending: Arc<AtomicUsize>,
     max_pending: usize,
@@ -94,9 +98,43 @@ impl Accounts {
             store,
             hasher: Arc::new(Hasher::new(cores)),
             verified: Arc::new(VerifiedCache::new(cache_ttl, config.credential_cache_entries as usize)),
+            records: Arc::new(RecordCache::new(
+                Duration::from_secs(config.account_cache_secs),
+                config.account_cache_entries as usize,
+            )),
+            announcer: Announcer::Local,
             pending: Arc::new(AtomicUsize::new(0)),
             max_pending: config.max_pending_logins as usize,
         }
+    }
+
+    /// Announces record changes to a pool; the cache serves records while `records()` is
+    /// kept live by the pool's change feed ([`crate::record_cache::spawn_feed`]).
+    pub fn announce_through(&mut self, announcer: Announcer) {
+        self.announcer = announcer;
+    }
+
+    pub fn records(&self) -> Arc<RecordCache> {
+        self.records.clone()
+    }
+
+    /// After any change of `name`'s record: forgets it here and tells the pool.
+    async fn changed(&self, name: &AccountName) {
+        self.records.invalidate(name);
+        self.announcer.announce(name).await;
+    }
+
+    /// The record for a login or a delivery: from the cache when it has one (see
+    /// [`crate::record_cache`]), else from the store.
+    pub async fn get_cached(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
+        if let Some(hit) = self.records.get(name) {
+            crate::ops::metrics::metrics().account_cache_hits.inc();
+            return Ok(hit);
+        }
+        let epoch = self.records.epoch();
+        let record = self.store.get(name).await?;
+        self.records.insert(name, record.clone(), epoch);
+        Ok(record)
     }
 
     /// Hashes a new password on the pool.
@@ -151,6 +189,7 @@ impl Accounts {
             incarnation: u64::from_le_bytes(incarnation),
         };
         self.store.put(&record).await?;
+        self.changed(&name).await;
         Ok(name)
     }
 
@@ -162,7 +201,9 @@ impl Accounts {
     /// Removes the account record (the last step of deleting an account; see
     /// [`crate::maintenance::delete_account`]); whether there was one.
     pub async fn remove_record(&self, name: &AccountName) -> Result<bool, StoreError> {
-        self.store.delete(name).await
+        let existed = self.store.delete(name).await?;
+        self.changed(name).await;
+        Ok(existed)
     }
 
     pub async fn list(&self) -> Result<Vec<AccountName>, AccountError> {
@@ -181,9 +222,10 @@ impl Accounts {
         change: impl FnOnce(&mut AccountRecord),
     ) -> Result<AccountRecord, AccountError> {
         let name = AccountName::parse(name)?;
-        let mut record = self.store.get(&name).await?.ok_or(AccountError::NotFound(name))?;
+        let mut record = self.store.get(&name).await?.ok_or_else(|| AccountError::NotFound(name.clone()))?;
         change(&mut record);
         self.store.put(&record).await?;
+        self.changed(&name).await;
         Ok(record)
     }
 
@@ -192,7 +234,7 @@ impl Accounts {
     pub async fn authenticate(&self, user: &str, password: &str) -> Result<Option<AccountRecord>, LoginError> {
         let name = AccountName::parse(user).ok();
         let record = match &name {
-            Some(name) => self.store.get(name).await?.filter(|r| !r.disabled && !r.deleting),
+            Some(name) => self.get_cached(name).await?.filter(|r| !r.disabled && !r.deleting),
             None => None,
         };
         if let (Some(name), Some(record)) = (&name, &record)

@@ -6,6 +6,7 @@ use crate::config::{Config, LocksKind, StoreKind};
 use crate::lock::MaildropLocks;
 use crate::lock::memory::MemoryLocks;
 use crate::lock::redis::RedisLocks;
+use crate::record_cache::{self, Announcer};
 use crate::redis_conn::{self, RedisSetupError};
 use crate::sessions::SessionRegistry;
 use crate::sessions::memory::MemorySessions;
@@ -45,7 +46,7 @@ impl Backends {
     /// Sets up the configured backends. Remote ones connect lazily: a store or Redis that is
     /// down now gives `[SYS/TEMP]` until it comes back, rather than stopping the process.
     pub async fn from_config(config: &Config) -> Result<Self, BackendError> {
-        let (messages, accounts): (Arc<dyn MessageStore>, Accounts) = match config.store {
+        let (messages, mut accounts): (Arc<dyn MessageStore>, Accounts) = match config.store {
             StoreKind::Fs => {
                 let store = Arc::new(Observed::new(FsStore::open(&config.data_dir).await?, "fs"));
                 (store.clone(), Accounts::new(store, config))
@@ -71,6 +72,12 @@ impl Backends {
             LocksKind::Redis => {
                 let conn = redis_conn::connect(config)?;
                 let prefix = &config.redis_key_prefix;
+                // A pool: record changes are announced, and heard, through Redis.
+                let channel = record_cache::channel(prefix);
+                accounts.announce_through(Announcer::Redis { conn: conn.clone(), channel: channel.clone() });
+                if config.account_cache_secs > 0 {
+                    record_cache::spawn_feed(redis_conn::client(config)?, channel, accounts.records());
+                }
                 (
                     Arc::new(RedisLocks::new(conn.clone(), prefix)),
                     Arc::new(RedisThrottle::new(conn.clone(), prefix, limits)),

@@ -7,7 +7,8 @@
 //! - [`store`]: the narrow storage traits and their backends (filesystem, S3)
 //! - [`lock`]: maildrop leases (in-process, Redis); [`throttle`]: failed logins and LOGIN-DELAY;
 //!   [`sessions`]: the sessions open across the pool; [`redis_conn`]: the shared Redis link
-//! - [`accounts`] and [`names`]: account records, validated names, argon2id logins
+//! - [`accounts`] and [`names`]: account records, validated names, argon2id logins;
+//!   [`record_cache`]: records cached in a pool, dropped pool-wide on change
 //! - [`delivery`]: spooling, CRLF normalisation, quotas, idempotent storing
 //! - [`maintenance`]: operator deletions, under the maildrop lock
 //! - [`sweeper`]: retention after retrieval (EXPIRE)
@@ -30,6 +31,7 @@ pub mod maintenance;
 pub mod names;
 pub mod ops;
 pub mod protocol;
+pub mod record_cache;
 pub mod redis_conn;
 pub mod reload;
 pub mod secret;

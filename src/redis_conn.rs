@@ -26,6 +26,19 @@ pub enum RedisSetupError {
 
 /// Builds a lazily connecting, self-healing connection from the configuration.
 pub fn connect(config: &Config) -> Result<ConnectionManager, RedisSetupError> {
+    let client = client(config)?;
+    let timeout = Duration::from_millis(config.redis_timeout_ms);
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| RedisSetupError::Url(e.to_string()))
+}
+
+/// The client (address, credentials, TLS) from the configuration; connects nothing yet.
+pub fn client(config: &Config) -> Result<redis::Client, RedisSetupError> {
     let mut info = config.redis_url.as_str().into_connection_info().map_err(|e| RedisSetupError::Url(e.to_string()))?;
     let password = Secret::inline_or_file(config.redis_password.as_ref(), config.redis_password_file.as_deref())
         .map_err(RedisSetupError::PasswordFile)?;
@@ -37,7 +50,7 @@ pub fn connect(config: &Config) -> Result<ConnectionManager, RedisSetupError> {
         settings = settings.set_password(password.expose());
     }
     info = info.set_redis_settings(settings);
-    let client = match &config.redis_tls_ca_file {
+    match &config.redis_tls_ca_file {
         // A private CA (the usual case inside a cluster) instead of the system trust store.
         Some(ca) => {
             let root_cert = Some(std::fs::read(ca).map_err(RedisSetupError::CaFile)?);
@@ -45,13 +58,5 @@ pub fn connect(config: &Config) -> Result<ConnectionManager, RedisSetupError> {
         }
         None => redis::Client::open(info),
     }
-    .map_err(|e| RedisSetupError::Url(e.to_string()))?;
-    let timeout = Duration::from_millis(config.redis_timeout_ms);
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(2)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| RedisSetupError::Url(e.to_string()))
+    .map_err(|e| RedisSetupError::Url(e.to_string()))
 }

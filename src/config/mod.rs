@@ -89,6 +89,12 @@ pub struct Config {
     pub credential_cache_secs: u64,
     /// Most remembered verifications at once.
     pub credential_cache_entries: u32,
+    /// Seconds an account record (or the absence of one) is kept for logins and deliveries in
+    /// a pool; changes drop it pool-wide at once through Redis, and nothing is served while
+    /// that feed is down. 0 turns the cache off; the embedded deployment never caches.
+    pub account_cache_secs: u64,
+    /// Most cached account records at once.
+    pub account_cache_entries: u32,
     /// Failed logins allowed on one connection before it is closed.
     pub max_auth_failures: u32,
     /// Lifetime of a maildrop lock lease in seconds; renewed every third of it while the session
@@ -260,6 +266,8 @@ impl Default for Config {
             max_pending_logins: 128,
             credential_cache_secs: 60,
             credential_cache_entries: 100_000,
+            account_cache_secs: 60,
+            account_cache_entries: 100_000,
             max_auth_failures: 3,
             lock_lease_secs: 120,
             max_message_size: 512 * 1024 * 1024,
@@ -382,9 +390,11 @@ impl Config {
             }
             (None, None) => {}
         }
-        let ranges: [(&str, u64, u64, u64); 26] = [
+        let ranges: [(&str, u64, u64, u64); 28] = [
             ("credential_cache_secs", self.credential_cache_secs, 0, 86_400),
             ("credential_cache_entries", self.credential_cache_entries.into(), 1, 10_000_000),
+            ("account_cache_secs", self.account_cache_secs, 0, 86_400),
+            ("account_cache_entries", self.account_cache_entries.into(), 1, 10_000_000),
             ("retr_grace_secs", self.retr_grace_secs, 1, 3600),
             ("max_pending_logins", self.max_pending_logins.into(), 1, 1_000_000),
             ("retr_min_bytes_per_sec", self.retr_min_bytes_per_sec, 1, 1 << 30),

@@ -234,7 +234,7 @@ async fn store_checked(
     uidl_marker: Option<&MarkerKey>,
 ) -> Result<Outcome, StoreError> {
     let key = options.idempotency_key.as_ref();
-    let account = match accounts.get(name).await? {
+    let account = match accounts.get_cached(name).await? {
         Some(account) if !account.deleting => account,
         _ => return Ok(Outcome::UnknownMailbox),
     };

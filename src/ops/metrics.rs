@@ -123,6 +123,7 @@ pub struct Metrics {
     pub throttle_refusals: Family<ReasonLabels, Counter>,
     pub password_hash_duration: Histogram,
     pub credential_cache_hits: Counter,
+    pub account_cache_hits: Counter,
     pub ingest_deliveries: Family<IngestLabels, Counter>,
     pub ingest_bytes: Family<ListenerLabels, Counter>,
     pub spans_dropped: Counter,
@@ -152,6 +153,7 @@ impl Metrics {
             throttle_refusals: Family::default(),
             password_hash_duration: latency(),
             credential_cache_hits: Counter::default(),
+            account_cache_hits: Counter::default(),
             ingest_deliveries: Family::default(),
             ingest_bytes: Family::default(),
             spans_dropped: Counter::default(),
@@ -229,6 +231,11 @@ impl Metrics {
             "credential_cache_hits",
             "Logins accepted from the verified-credential cache, without a password hash",
             self.credential_cache_hits.clone(),
+        );
+        r.register(
+            "account_cache_hits",
+            "Account records for logins and deliveries taken from the cache instead of the store",
+            self.account_cache_hits.clone(),
         );
         r.register("ingest_deliveries", "Per-recipient delivery outcomes", self.ingest_deliveries.clone());
         r.register_with_unit(

@@ -345,3 +345,82 @@ async fn operators_see_and_end_sessions_across_the_pool() {
     let err = admin.end_session(EndSessionRequest { id: "nope".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+/// S3 GetObject requests a frontend has made so far.
+fn s3_gets(server: &Server) -> f64 {
+    let metrics = server.metrics();
+    metrics
+        .keys()
+        .filter(|k| k.starts_with("cloudpop_s3_requests_total{") && k.contains("operation=\"GetObject\""))
+        .map(|k| metrics.get(k))
+        .sum()
+}
+
+/// Polls a login on `server` until it gives the wanted answer; fails after a second.
+fn within_a_second(server: &Server, user: &str, password: &str, accepted: bool) {
+    let started = Instant::now();
+    loop {
+        let mut c = Client::connect(server.pop3);
+        c.cmd(&format!("USER {user}"));
+        let reply = c.cmd(&format!("PASS {password}"));
+        if reply.starts_with("+OK") {
+            // Lets go of the maildrop before the next attempt needs it.
+            assert!(c.cmd("QUIT").starts_with("+OK"));
+        }
+        // A maildrop still held by the previous attempt says nothing about the password.
+        if !reply.contains("[IN-USE]") && reply.starts_with("+OK") == accepted {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "{user}/{password} still gets {reply} after a second");
+    }
+}
+
+/// Issue 10: account records are cached on each frontend (a repeated login, and a repeated
+/// unknown name, read no record from S3), and a change made through any frontend's API or the
+/// command line holds on every other frontend within a second.
+#[test]
+fn account_records_are_cached_and_changes_reach_every_frontend_at_once() {
+    use cloudpop::api::proto::{CreateAccountRequest, SetEnabledRequest, SetPasswordRequest};
+    use common::api::{ADMIN_TOKEN, token_env};
+    let pool = pool(2, &token_env());
+    let (a, b) = (&pool.frontends[0], &pool.frontends[1]);
+    a.add_account("carol", "secret");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut admin = runtime.block_on(common::api::admin(a.api.unwrap(), Some(ADMIN_TOKEN)));
+
+    // The feed subscribes right after start: wait until b serves from its cache.
+    common::eventually("b never served a record from its cache", || {
+        Client::login(b.pop3, "carol", "secret").cmd("QUIT");
+        b.metrics().get("cloudpop_account_cache_hits_total{}") > 0.0
+    });
+    let before = s3_gets(b);
+    Client::login(b.pop3, "carol", "secret").cmd("QUIT");
+    for _ in 0..2 {
+        let (_, reply) = try_login(b, "nobody-here");
+        assert!(reply.starts_with("-ERR"), "{reply}");
+    }
+    // One read for the unknown name, none for carol.
+    assert_eq!(s3_gets(b) - before, 1.0, "account records read from S3 despite the cache");
+
+    runtime
+        .block_on(admin.set_password(SetPasswordRequest { name: "carol".into(), password: "changed".into() }))
+        .unwrap();
+    within_a_second(b, "carol", "secret", false);
+    within_a_second(b, "carol", "changed", true);
+
+    runtime.block_on(admin.set_enabled(SetEnabledRequest { name: "carol".into(), enabled: false })).unwrap();
+    within_a_second(b, "carol", "changed", false);
+    runtime.block_on(admin.set_enabled(SetEnabledRequest { name: "carol".into(), enabled: true })).unwrap();
+    within_a_second(b, "carol", "changed", true);
+
+    // The command line writes the store directly and announces the change too.
+    let args = ["account", "passwd", "carol", "--password-stdin"];
+    let (ok, _, err) = common::cli_env(&a.data_dir(), &a.env, &args, b"from-cli\n");
+    assert!(ok, "{err}");
+    within_a_second(b, "carol", "from-cli", true);
+
+    // A remembered absence ends when the account is created elsewhere.
+    let create = CreateAccountRequest { name: "nobody-here".into(), password: "secret".into(), ..Default::default() };
+    runtime.block_on(admin.create_account(create)).unwrap();
+    within_a_second(b, "nobody-here", "secret", true);
+}

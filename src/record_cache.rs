@@ -1,0 +1,255 @@
+//! Account records cached in memory, dropped pool-wide through Redis pub/sub.
+//!
+//! Without it every login attempt (and every delivery) fetches the account record from the
+//! object store: a request each time, and one any client can cause with made-up names. With it
+//! a record, or the fact that there is none, is kept for `account_cache_secs`.
+//!
+//! Staleness is bounded by invalidation, not by the TTL. Every change of a record (created,
+//! password, policy, enabled, deleted), on any frontend or from the command line, publishes the
+//! name on `{redis_key_prefix}accounts`; every frontend listens and drops its entry, so the
+//! change holds pool-wide within a round trip. Entries are served only while that subscription
+//! is up: when it drops, the cache is cleared and bypassed until it is back (a frontend that
+//! cannot hear changes must not trust what it remembers). A read that raced an invalidation is
+//! not cached. The embedded deployment has no cache (records are local files, and the command
+//! line writes them from another process).
+
+use crate::names::AccountName;
+use crate::store::AccountRecord;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Remembered records, with the epoch that tells a racing read from a safe one.
+pub struct RecordCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<AccountName, (Option<AccountRecord>, Instant)>>,
+    /// Bumped by every invalidation and every change of `live`.
+    epoch: AtomicU64,
+    /// Whether entries may be served (the invalidation feed is connected).
+    live: AtomicBool,
+}
+
+/// A record read from the cache: `None` is a miss, `Some(None)` a remembered absence.
+pub type Cached = Option<Option<AccountRecord>>;
+
+impl RecordCache {
+    /// A cache that serves nothing until [`Self::set_live`]; `ttl` 0 never serves anything.
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            live: AtomicBool::new(false),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<AccountName, (Option<AccountRecord>, Instant)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take before reading the store; hand to [`Self::insert`] with what was read.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, name: &AccountName) -> Cached {
+        if !self.live.load(Ordering::Acquire) || self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries();
+        let (record, expires) = entries.get(name)?;
+        (*expires > Instant::now()).then(|| record.clone())
+    }
+
+    /// Remembers what a read that started at `epoch` found, unless anything was invalidated
+    /// since (the read may predate the change).
+    pub fn insert(&self, name: &AccountName, record: Option<AccountRecord>, epoch: u64) {
+        if !self.live.load(Ordering::Acquire) || self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.entries();
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if entries.len() >= self.capacity {
+            entries.retain(|_, (_, expires)| *expires > now);
+            if entries.len() >= self.capacity {
+                return;
+            }
+        }
+        entries.insert(name.clone(), (record, now + self.ttl));
+    }
+
+    /// Forgets one record (its account changed here or elsewhere).
+    pub fn invalidate(&self, name: &AccountName) {
+        let mut entries = self.entries();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        entries.remove(name);
+    }
+
+    /// Forgets everything and serves (or stops serving) from now on.
+    pub fn set_live(&self, live: bool) {
+        let mut entries = self.entries();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+        self.live.store(live, Ordering::Release);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where record changes are announced.
+#[derive(Clone)]
+pub enum Announcer {
+    /// One process: dropping the local entry is all there is to do.
+    Local,
+    /// A pool: every frontend's feed hears the name on `channel`.
+    Redis { conn: redis::aio::ConnectionManager, channel: String },
+}
+
+impl Announcer {
+    /// Tells the pool that `name`'s record changed. A failure is logged: frontends that
+    /// missed it lost their feed too (the connection is shared by the pool's Redis), so they
+    /// stopped serving from their caches.
+    pub async fn announce(&self, name: &AccountName) {
+        let Announcer::Redis { conn, channel } = self else { return };
+        let mut conn = conn.clone();
+        let published: Result<i64, _> =
+            redis::cmd("PUBLISH").arg(channel).arg(name.as_str()).query_async(&mut conn).await;
+        if let Err(e) = published {
+            warn!(account = %name, error = %e.category(), "could not announce an account change to the pool");
+        }
+    }
+}
+
+/// The channel record changes are announced on.
+pub fn channel(key_prefix: &str) -> String {
+    format!("{key_prefix}accounts")
+}
+
+/// How often the feed proves its connection alive, and how long a ping may take.
+const PING_EVERY: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Listens for record changes for as long as the process runs, reconnecting after a failure;
+/// the cache serves entries only while subscribed.
+pub fn spawn_feed(client: redis::Client, channel: String, cache: Arc<RecordCache>) {
+    tokio::spawn(async move {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match listen(&client, &channel, &cache).await {
+                Ok(()) => pause = Duration::from_millis(100),
+                Err(e) => warn!(error = %e, "account change feed unavailable; account records are read from the store"),
+            }
+            cache.set_live(false);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    });
+}
+
+async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> Result<(), String> {
+    let connect = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    let pubsub = tokio::time::timeout(PING_TIMEOUT * 2, connect)
+        .await
+        .map_err(|_| "timed out subscribing".to_owned())?
+        .map_err(|e| e.category().to_owned())?;
+    let (mut sink, mut messages) = pubsub.split();
+    cache.set_live(true);
+    info!("account change feed subscribed; account records are cached");
+    let mut ticks = tokio::time::interval(PING_EVERY);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else { return Err("subscription connection closed".into()) };
+                let payload: String = message.get_payload().unwrap_or_default();
+                match AccountName::parse(&payload) {
+                    Ok(name) => cache.invalidate(&name),
+                    // Not a name this version knows: forget everything rather than guess.
+                    Err(_) => cache.set_live(true),
+                }
+            }
+            _ = ticks.tick() => {
+                let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<String>()).await;
+                if !matches!(ping, Ok(Ok(_))) {
+                    return Err("subscription connection stopped answering".into());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> AccountName {
+        AccountName::parse(s).unwrap()
+    }
+
+    fn record(s: &str) -> AccountRecord {
+        AccountRecord { name: s.into(), password_hash: "$argon2id$x".into(), ..Default::default() }
+    }
+
+    fn live(ttl: Duration) -> RecordCache {
+        let cache = RecordCache::new(ttl, 3);
+        cache.set_live(true);
+        cache
+    }
+
+    #[test]
+    fn serves_only_while_live_and_within_ttl() {
+        let cache = RecordCache::new(Duration::from_secs(60), 10);
+        let epoch = cache.epoch();
+        cache.insert(&name("a"), Some(record("a")), epoch);
+        assert_eq!(cache.get(&name("a")), None, "served before the feed was up");
+        cache.set_live(true);
+        cache.insert(&name("a"), Some(record("a")), cache.epoch());
+        cache.insert(&name("ghost"), None, cache.epoch());
+        assert_eq!(cache.get(&name("a")), Some(Some(record("a"))));
+        assert_eq!(cache.get(&name("ghost")), Some(None), "absence is remembered");
+        cache.set_live(false);
+        assert_eq!(cache.get(&name("a")), None, "served after the feed dropped");
+        let expired = live(Duration::ZERO);
+        expired.insert(&name("a"), Some(record("a")), expired.epoch());
+        assert_eq!(expired.get(&name("a")), None);
+    }
+
+    #[test]
+    fn a_read_that_raced_an_invalidation_is_not_remembered() {
+        let cache = live(Duration::from_secs(60));
+        let before = cache.epoch();
+        cache.invalidate(&name("a"));
+        cache.insert(&name("a"), Some(record("a")), before);
+        assert_eq!(cache.get(&name("a")), None);
+        cache.insert(&name("a"), Some(record("a")), cache.epoch());
+        cache.invalidate(&name("a"));
+        assert_eq!(cache.get(&name("a")), None);
+    }
+
+    #[test]
+    fn stays_within_capacity() {
+        let cache = live(Duration::from_secs(60));
+        for i in 0..10 {
+            cache.insert(&name(&format!("u{i}")), None, cache.epoch());
+        }
+        assert_eq!(cache.len(), 3);
+    }
+}
