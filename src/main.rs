@@ -299,7 +299,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.validate()?;
     let telemetry = cloudpop::telemetry::init(&config)?;
-    for warning in warnings {
+    for warning in warnings.into_iter().chain(config.advice()) {
         tracing::warn!("{warning}");
     }
     let (signals, received) = tokio::sync::mpsc::unbounded_channel();

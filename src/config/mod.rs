@@ -362,6 +362,21 @@ impl Config {
         Ok((config, warnings))
     }
 
+    /// Settings that are valid but weaken a guarantee, each as a sentence for the log.
+    pub fn advice(&self) -> Vec<String> {
+        let mut advice = Vec::new();
+        let s3_worst = self.s3_timeout_secs * u64::from(self.s3_max_attempts) + 2;
+        if self.store == StoreKind::S3 && self.lock_lease_secs <= s3_worst {
+            advice.push(format!(
+                "lock_lease_secs ({}) is not above s3_timeout_secs x s3_max_attempts ({s3_worst} s with the final \
+                 margin): a maildrop index written by a holder whose lease then lapsed could land after the next \
+                 holder started",
+                self.lock_lease_secs
+            ));
+        }
+        advice
+    }
+
     /// Checks every setting; nothing starts with a configuration that fails here.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError::Invalid(msg));

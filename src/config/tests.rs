@@ -76,3 +76,13 @@ fn s3_with_in_process_locks_needs_the_single_frontend_promise() {
     cloud(LocksKind::Memory, true).validate().unwrap();
     cloud(LocksKind::Redis, false).validate().unwrap();
 }
+
+#[test]
+fn a_lease_shorter_than_the_slowest_s3_request_is_advised_against() {
+    let cloud =
+        |lease| Config { store: StoreKind::S3, s3_bucket: "mail".into(), lock_lease_secs: lease, ..Config::default() };
+    assert!(cloud(120).advice().is_empty(), "the defaults are advised against");
+    let advice = cloud(20).advice();
+    assert!(advice.len() == 1 && advice[0].contains("lock_lease_secs (20)"), "{advice:?}");
+    assert!(Config { lock_lease_secs: 5, ..Config::default() }.advice().is_empty(), "no index without S3");
+}
