@@ -4,15 +4,15 @@
 //! rebuilt. Old message ids (as slow uploads and migrations make) are used on purpose: they are
 //! the ones an index could hide.
 
-use crate::common::cloud::{S3, S3_ACCESS_KEY, S3_SECRET_KEY};
+use crate::common::cloud::{S3, s3_settings};
 use cloudpop::names::AccountName;
 use cloudpop::store::ids::new_message_id_at;
 use cloudpop::store::observed::count_calls;
-use cloudpop::store::s3::{S3Settings, S3Store};
+use cloudpop::store::s3::S3Store;
 use cloudpop::store::{MessageStore, StoredMessage, Upkeep};
 use futures::StreamExt;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Fixture {
     s3: S3,
@@ -23,16 +23,7 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let s3 = S3::start();
     let bucket = s3.bucket("index");
-    let settings = S3Settings {
-        endpoint: s3.endpoint(),
-        region: "us-east-1".into(),
-        bucket: bucket.clone(),
-        prefix: "t".into(),
-        path_style: true,
-        access_key: Some((S3_ACCESS_KEY.into(), cloudpop::secret::Secret::new(S3_SECRET_KEY))),
-        timeout: Duration::from_secs(5),
-        max_attempts: 3,
-    };
+    let settings = s3_settings(&s3, &bucket, "t");
     let store = S3Store::new(&settings).await;
     Fixture { s3, bucket, store }
 }
@@ -241,16 +232,7 @@ async fn pop3_sessions_keep_the_index_and_use_it() {
     let redis = Redis::start();
     let s3 = S3::start();
     let bucket = s3.bucket("mail");
-    let settings = S3Settings {
-        endpoint: s3.endpoint(),
-        region: "us-east-1".into(),
-        bucket: bucket.clone(),
-        prefix: "pool".into(),
-        path_style: true,
-        access_key: Some((S3_ACCESS_KEY.into(), cloudpop::secret::Secret::new(S3_SECRET_KEY))),
-        timeout: Duration::from_secs(5),
-        max_attempts: 3,
-    };
+    let settings = s3_settings(&s3, &bucket, "pool");
     let mut env = cloud_env(&s3, &bucket, &redis);
     // The account record is read at every login here, so the counts below do not depend on
     // when the account cache's feed subscribed.

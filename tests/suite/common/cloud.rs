@@ -395,3 +395,17 @@ fn gate_one(
     let _ = server.shutdown(std::net::Shutdown::Both);
     let _ = upload.join();
 }
+
+/// Settings for a store client of the library itself against `s3`, under `prefix`.
+pub fn s3_settings(s3: &S3, bucket: &str, prefix: &str) -> cloudpop::store::s3::S3Settings {
+    cloudpop::store::s3::S3Settings {
+        endpoint: s3.endpoint(),
+        region: "us-east-1".into(),
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+        path_style: true,
+        access_key: Some((S3_ACCESS_KEY.into(), cloudpop::secret::Secret::new(S3_SECRET_KEY))),
+        timeout: Duration::from_secs(5),
+        max_attempts: 3,
+    }
+}
