@@ -187,7 +187,8 @@ async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> R
                 }
             }
             _ = ticks.tick() => {
-                let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<String>()).await;
+                // In subscribed mode (RESP2) PING answers ["pong", ""], not +PONG: any reply will do.
+                let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
                 if !matches!(ping, Ok(Ok(_))) {
                     return Err("subscription connection stopped answering".into());
                 }

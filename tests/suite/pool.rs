@@ -423,4 +423,12 @@ fn account_records_are_cached_and_changes_reach_every_frontend_at_once() {
     let create = CreateAccountRequest { name: "nobody-here".into(), password: "secret".into(), ..Default::default() };
     runtime.block_on(admin.create_account(create)).unwrap();
     within_a_second(b, "nobody-here", "secret", true);
+
+    // The feed's keepalive (a PING every 5 s, answered differently on a subscribed connection)
+    // must not end it: two intervals later b still serves carol without reading her record.
+    // Were the feed dropped and resubscribed meanwhile, b's cache would have been cleared.
+    std::thread::sleep(Duration::from_secs(11));
+    let before = s3_gets(b);
+    Client::login(b.pop3, "carol", "from-cli").cmd("QUIT");
+    assert_eq!(s3_gets(b) - before, 0.0, "the account change feed did not survive its keepalive");
 }
