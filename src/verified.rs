@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 
 type Tag = [u8; 32];
 
+/// Entries: the tag of the password hash verified against, and when the entry ends.
+type Entries = HashMap<Tag, (Tag, Instant)>;
+
 /// A bounded map of recent successful verifications.
 pub struct VerifiedCache {
     key: hmac::Key,
     ttl: Duration,
     max: usize,
-    entries: Mutex<HashMap<Tag, (Tag, Instant)>>,
+    entries: Mutex<Entries>,
 }
 
 impl VerifiedCache {
@@ -45,7 +48,7 @@ impl VerifiedCache {
         tag
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Tag, (Tag, Instant)>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -57,7 +60,7 @@ impl VerifiedCache {
         let key = self.tag(&[user.as_bytes(), password.as_bytes()]);
         let mut entries = self.entries();
         match entries.get(&key) {
-            Some((hash, at)) if at.elapsed() < self.ttl => {
+            Some((hash, until)) if Instant::now() < *until => {
                 // Tags compare in constant time, like any secret-derived value here.
                 let same = aws_lc_rs::constant_time::verify_slices_are_equal(hash, &self.tag(&[phc.as_bytes()]));
                 same.is_ok()
@@ -76,14 +79,24 @@ impl VerifiedCache {
             return;
         }
         let (key, hash) = (self.tag(&[user.as_bytes(), password.as_bytes()]), self.tag(&[phc.as_bytes()]));
+        let until = Instant::now() + self.lifetime(&key);
         let mut entries = self.entries();
         if entries.len() >= self.max {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            let now = Instant::now();
+            entries.retain(|_, (_, until)| now < *until);
         }
         if entries.len() < self.max {
-            entries.insert(key, (hash, Instant::now()));
+            entries.insert(key, (hash, until));
         }
+    }
+
+    /// How long the entry under `key` lives: between half the TTL and all of it, spread by the
+    /// key (itself unpredictable, being keyed by the process's secret). A login storm (every
+    /// client reconnecting after a restart) verifies thousands of passwords within seconds; with
+    /// one fixed lifetime all of them would come due again together, a storm every TTL.
+    fn lifetime(&self, key: &Tag) -> Duration {
+        let spread = u64::from_le_bytes(key[..8].try_into().expect("8 bytes")) as f64 / u64::MAX as f64;
+        self.ttl.mul_f64(1.0 - spread / 2.0)
     }
 }
 
@@ -115,5 +128,18 @@ mod tests {
         let off = VerifiedCache::new(Duration::ZERO, 10);
         off.remember("a", "1", "h");
         assert!(!off.hit("a", "1", "h"));
+    }
+
+    #[test]
+    fn lifetimes_are_spread_over_the_second_half_of_the_ttl() {
+        let ttl = Duration::from_secs(60);
+        let cache = VerifiedCache::new(ttl, 10);
+        let lifetimes: Vec<Duration> =
+            (0..1000).map(|i| cache.lifetime(&cache.tag(&[format!("user{i}").as_bytes(), b"pw"]))).collect();
+        assert!(lifetimes.iter().all(|&l| l >= ttl / 2 && l <= ttl));
+        let (first, last) = (lifetimes.iter().min().unwrap(), lifetimes.iter().max().unwrap());
+        assert!(*last - *first > ttl * 4 / 10, "lifetimes not spread: {first:?}..{last:?}");
+        let late = lifetimes.iter().filter(|&&l| l > ttl * 3 / 4).count();
+        assert!((400..600).contains(&late), "{late} of 1000 in the last quarter");
     }
 }
