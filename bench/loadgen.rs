@@ -645,7 +645,8 @@ async fn idle(options: &Options) -> Result<(), String> {
     let mut pending = tokio::task::JoinSet::new();
     let mut next = 0u64;
     while open.len() < sessions as usize {
-        while pending.len() < 256 && next < sessions {
+        // Logins in flight stay under the server's queue of password checks (max_pending_logins).
+        while pending.len() < if login { 64 } else { 256 } && next < sessions {
             let source = source(next);
             let (prefix, password) = (prefix.clone(), password.clone());
             let n = next;

@@ -66,7 +66,11 @@ pub async fn run(backends: Backends, interval: Duration, lease: Duration, shutdo
             () = tokio::time::sleep(interval) => {}
             () = shutdown.cancelled() => return,
         }
-        match sweep_once(&backends, interval, lease).instrument(info_span!("sweep")).await {
+        let outcome = sweep_once(&backends, interval, lease).instrument(info_span!("sweep")).await;
+        if let Ok(Some(_)) = outcome {
+            crate::ops::metrics::metrics().sweep_rounds.inc();
+        }
+        match outcome {
             Ok(Some(sweep)) if sweep.removed > 0 || sweep.failed > 0 => {
                 info!(
                     mailboxes = sweep.mailboxes,

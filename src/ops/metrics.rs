@@ -124,6 +124,7 @@ pub struct Metrics {
     pub password_hash_duration: Histogram,
     pub credential_cache_hits: Counter,
     pub account_cache_hits: Counter,
+    pub sweep_rounds: Counter,
     pub ingest_deliveries: Family<IngestLabels, Counter>,
     pub ingest_bytes: Family<ListenerLabels, Counter>,
     pub spans_dropped: Counter,
@@ -154,6 +155,7 @@ impl Metrics {
             password_hash_duration: latency(),
             credential_cache_hits: Counter::default(),
             account_cache_hits: Counter::default(),
+            sweep_rounds: Counter::default(),
             ingest_deliveries: Family::default(),
             ingest_bytes: Family::default(),
             spans_dropped: Counter::default(),
@@ -236,6 +238,11 @@ impl Metrics {
             "account_cache_hits",
             "Account records for logins and deliveries taken from the cache instead of the store",
             self.account_cache_hits.clone(),
+        );
+        r.register(
+            "sweep_rounds",
+            "Retention sweep rounds this frontend ran (one frontend of the pool per interval)",
+            self.sweep_rounds.clone(),
         );
         r.register("ingest_deliveries", "Per-recipient delivery outcomes", self.ingest_deliveries.clone());
         r.register_with_unit(
