@@ -74,7 +74,7 @@ def loadgen(*args):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def prepare():
+def prepare(garage=False):
     if shutil.which("dovecot") is None:
         log("installing dovecot-pop3d (Debian)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -83,6 +83,11 @@ def prepare():
     log("building cloudpop and the load generator (release)")
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "cloudpop", "--example", "loadgen"],
                    check=True, cwd=ROOT)
+    if garage and not os.path.exists(GARAGE):
+        log(f"installing garage {GARAGE_VERSION} (cargo install, pinned; a long build)")
+        subprocess.run(["cargo", "install", "--locked", "garage", "--version", GARAGE_VERSION, "--no-default-features",
+                        "--features", "bundled-libs,sqlite", "--root", os.path.dirname(os.path.dirname(GARAGE))],
+                       check=True)
 
 
 def certificate(work):
@@ -206,24 +211,93 @@ def start_cloudpop(servers, name, work, cert, key, corpus=None, **settings):
     return server
 
 
-def start_dependencies(servers, work):
-    """A real s3s-fs and redis-server on free ports; returns cloudpop's settings for them."""
-    for tool in ("s3s-fs", "redis-server"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is missing: `bash scripts/test` installs it, or pass --no-cloud")
+GARAGE = os.path.join(ROOT, "target", "tools", "bin", "garage")
+GARAGE_VERSION = "2.5.0"
+# Garage's key import wants its own formats: "GK" and 24 hex digits, and 64 hex digits.
+GARAGE_KEY, GARAGE_SECRET = "GK" + "be4c4" * 4 + "c0ffee00", "5ec7e7" * 10 + "beef"
+
+GARAGE_CONF = """\
+metadata_dir = "{work}/meta"
+data_dir = "{work}/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:{s3}"
+root_domain = ".s3.garage.localhost"
+"""
+
+
+def start_s3s_fs(servers, work):
+    if shutil.which("s3s-fs") is None:
+        sys.exit("s3s-fs is missing: `bash scripts/test` installs it, or pass --no-cloud")
     s3_dir = os.path.join(work, "s3")
     os.makedirs(os.path.join(s3_dir, "mail"))
-    s3_port, redis_port = free_port(), free_port()
-    s3 = subprocess.Popen(["s3s-fs", "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", "bench",
+    port = free_port()
+    s3 = subprocess.Popen(["s3s-fs", "--host", "127.0.0.1", "--port", str(port), "--access-key", "bench",
                            "--secret-key", "bench-secret", s3_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers.append(Server("s3s-fs", s3, 0, 0, ""))
+    wait_port(port, s3, "s3s-fs")
+    return dict(s3_endpoint=f"http://127.0.0.1:{port}", s3_access_key_id="bench", s3_secret_access_key="bench-secret")
+
+
+def start_garage(servers, work):
+    """A single-node Garage (installed by prepare())."""
+    home = os.path.join(work, "garage")
+    os.makedirs(home)
+    rpc, port = free_port(), free_port()
+    conf = os.path.join(home, "garage.toml")
+    with open(conf, "w") as f:
+        f.write(GARAGE_CONF.format(work=home, rpc=rpc, s3=port, secret="ab" * 32))
+    os.chmod(conf, 0o600)
+    garage = subprocess.Popen([GARAGE, "-c", conf, "server"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers.append(Server("garage", garage, 0, 0, ""))
+    wait_port(port, garage, "garage")
+
+    def cli(*args):
+        return subprocess.run([GARAGE, "-c", conf, *args], check=True, stdout=subprocess.PIPE, text=True).stdout
+
+    node = cli("node", "id", "-q").strip().split("@")[0]
+    cli("layout", "assign", "-z", "dc1", "-c", "10G", node[:16])
+    cli("layout", "apply", "--version", "1")
+    cli("bucket", "create", "mail")
+    cli("key", "import", "--yes", "-n", "bench", GARAGE_KEY, GARAGE_SECRET)
+    cli("bucket", "allow", "--read", "--write", "--owner", "mail", "--key", GARAGE_KEY)
+    return dict(s3_endpoint=f"http://127.0.0.1:{port}", s3_region="garage", s3_access_key_id=GARAGE_KEY,
+                s3_secret_access_key=GARAGE_SECRET)
+
+
+def start_dependencies(servers, work, s3="s3s-fs"):
+    """A real S3 server (s3s-fs or Garage) and redis-server on free ports; returns cloudpop's
+    settings for them."""
+    if shutil.which("redis-server") is None:
+        sys.exit("redis-server is missing: `bash scripts/test` installs it, or pass --no-cloud")
+    settings = start_garage(servers, work) if s3 == "garage" else start_s3s_fs(servers, work)
+    redis_port = free_port()
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    servers.append(Server("dependencies", s3, 0, 0, "", [redis]))
-    wait_port(s3_port, s3, "s3s-fs")
+    servers.append(Server("redis", redis, 0, 0, ""))
     wait_port(redis_port, redis, "redis-server")
-    return dict(store="s3", locks="redis", s3_endpoint=f"http://127.0.0.1:{s3_port}", s3_bucket="mail",
-                s3_path_style="true", s3_access_key_id="bench", s3_secret_access_key="bench-secret",
+    return dict(settings, store="s3", locks="redis", s3_bucket="mail", s3_path_style="true",
                 redis_url=f"redis://127.0.0.1:{redis_port}")
+
+
+def enter_quickack_namespace():
+    """Re-runs this script in a network namespace of its own whose loopback routes acknowledge
+    at once (quickack): Garage and s3s-fs do not set TCP_NODELAY, so a reused connection stalls
+    ~40 ms per request on delayed ACKs otherwise, which says nothing about either server."""
+    if os.environ.get("CLOUDPOP_BENCH_NETNS"):
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        for route in ("127.0.0.0/8", "127.0.0.1"):
+            subprocess.run(["ip", "route", "replace", "local", route, "dev", "lo", "table", "local", "proto",
+                            "kernel", "scope", "host", "src", "127.0.0.1", "quickack", "1"], check=True)
+        return
+    env = dict(os.environ, CLOUDPOP_BENCH_NETNS="1")
+    os.execvpe("unshare", ["unshare", "--net", "--", sys.executable, *sys.argv], env)
 
 
 def s3_requests(ops):
@@ -248,9 +322,16 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--no-cloud", action="store_true")
+    parser.add_argument("--s3", choices=["s3s-fs", "garage"], default="garage",
+                        help="the S3 server of the cloud mode (s3s-fs lists a prefix by walking the whole "
+                             "bucket, so it is slow past a few thousand objects)")
+    parser.add_argument("--quickack", action="store_true",
+                        help="run in a network namespace whose loopback ACKs at once (needs root)")
     args = parser.parse_args()
+    prepare(garage=not args.no_cloud and args.s3 == "garage")
+    if args.quickack:
+        enter_quickack_namespace()
     started = time.monotonic()
-    prepare()
     work = tempfile.mkdtemp(prefix="cloudpop-compare-")
     os.chmod(work, 0o755)
     cert, key = certificate(work)
@@ -262,7 +343,8 @@ def main():
         embedded = start_cloudpop(servers, "embedded", work, cert, key, corpus)
         targets.append(embedded)
         if not args.no_cloud:
-            cloud = start_cloudpop(servers, "cloud", work, cert, key, corpus, **start_dependencies(servers, work))
+            settings = start_dependencies(servers, work, args.s3)
+            cloud = start_cloudpop(servers, "cloud", work, cert, key, corpus, **settings)
             targets.append(cloud)
 
         def run(target, workload, clients, seconds, *more):
