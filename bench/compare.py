@@ -8,8 +8,10 @@ generator (bench/loadgen.rs), then starts on free loopback ports:
                performance login mode; users p0.. have {PLAIN} passwords, a0.. argon2id hashes
                at cloudpop's own cost, both with the same messages
   embedded     cloudpop on its embedded default (filesystem store, in-process locks)
-  cloud        cloudpop on S3 (a real s3s-fs) and Redis (a real redis-server); skipped with
-               --no-cloud, and a failure when the servers are missing
+  cloud        cloudpop on S3 and Redis (a real redis-server): a single-node Garage, installed
+               with cargo on first use (pinned), or s3s-fs with --s3 s3s-fs; --quickack runs
+               everything in a network namespace whose loopback ACKs at once (neither S3
+               server sets TCP_NODELAY); skipped with --no-cloud
 
 Every server gets the same corpus (USERS x 20 messages, median 11 KB, plus 16 mailboxes of four
 1 MiB messages) and the same ECDSA P-256 certificate. A warm-up session per user comes first
@@ -19,6 +21,7 @@ rounds and the ratios the issue sets as targets. Then 1000 idle logged-in sessio
 and as many idle connections as the file limit allows on cloudpop (server memory as PSS).
 
     python3 bench/compare.py [--seconds 10] [--rounds 2] [--users 1000] [--no-cloud]
+                             [--s3 garage|s3s-fs] [--quickack]
 
 Workloads (64 clients unless noted): sessions = USER, PASS, STAT, UIDL, RETR of every message,
 QUIT; logins = USER, PASS, QUIT; tls = implicit TLS with a full handshake each (no resumption),
