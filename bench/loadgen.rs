@@ -225,7 +225,10 @@ async fn corpus_cloudpop(options: &Options) -> Result<(), String> {
             None => break,
         }
     }
-    println!("{{\"accounts\": {accounts}, \"messages\": {messages}, \"seconds\": {:.1}}}", started.elapsed().as_secs_f64());
+    println!(
+        "{{\"accounts\": {accounts}, \"messages\": {messages}, \"seconds\": {:.1}}}",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -233,9 +236,15 @@ fn clone_api(api: &ApiClient) -> ApiClient {
     ApiClient { admin: api.admin.clone(), ingest: api.ingest.clone() }
 }
 
-async fn provision_one(api: &mut ApiClient, corpus: &Corpus, name: String, list: Vec<(u64, bool)>) -> Result<u64, String> {
+async fn provision_one(
+    api: &mut ApiClient,
+    corpus: &Corpus,
+    name: String,
+    list: Vec<(u64, bool)>,
+) -> Result<u64, String> {
     let user = name.trim_start_matches(|c: char| c.is_ascii_alphabetic()).parse::<u64>().unwrap_or(0);
-    let request = cloudpop::api::proto::CreateAccountRequest { name: name.clone(), password: "pw".into(), ..Default::default() };
+    let request =
+        cloudpop::api::proto::CreateAccountRequest { name: name.clone(), password: "pw".into(), ..Default::default() };
     match api.admin.create_account(request).await {
         Ok(_) => {}
         // A second run over the same server adds nothing.
@@ -262,13 +271,16 @@ fn corpus_dovecot(options: &Options) -> Result<(), String> {
     let mut users: Vec<(String, u64, bool)> = (0..corpus.users).map(|u| (format!("{prefix}{u}"), u, false)).collect();
     users.extend((0..corpus.big).map(|u| (format!("big{u}"), u, true)));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let chunks: Vec<Vec<(String, u64, bool)>> = (0..threads).map(|t| users.iter().skip(t).step_by(threads).cloned().collect()).collect();
+    let chunks: Vec<Vec<(String, u64, bool)>> =
+        (0..threads).map(|t| users.iter().skip(t).step_by(threads).cloned().collect()).collect();
     let lines: Vec<Result<Vec<String>, String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .iter()
             .map(|chunk| {
                 let (corpus, dir, scheme) = (&corpus, &dir, &scheme);
-                scope.spawn(move || chunk.iter().map(|(name, user, big)| dovecot_user(corpus, dir, scheme, name, *user, *big)).collect())
+                scope.spawn(move || {
+                    chunk.iter().map(|(name, user, big)| dovecot_user(corpus, dir, scheme, name, *user, *big)).collect()
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a provisioning thread panicked".into()))).collect()
