@@ -154,7 +154,7 @@ fn compose(random: &mut Random, user: u64, index: u64, size: usize) -> Vec<u8> {
     .into_bytes();
     while out.len() < size {
         let mut line = String::with_capacity(80);
-        if random.next() % 40 == 0 {
+        if random.next().is_multiple_of(40) {
             line.push('.');
         }
         while line.len() < 70 {
@@ -393,10 +393,10 @@ async fn run(options: &Options) -> Result<(), String> {
                     Workload::Retr => retr_loop(&target, client, deadline, &counters).await,
                     _ => one_session(&target, client, workload, &counters).await,
                 };
-                if let Err(e) = outcome {
-                    if counters.errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                        eprintln!("loadgen: {e}");
-                    }
+                if let Err(e) = outcome
+                    && counters.errors.fetch_add(1, Ordering::Relaxed) < 5
+                {
+                    eprintln!("loadgen: {e}");
                 }
             }
         });
