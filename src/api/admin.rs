@@ -192,8 +192,10 @@ impl proto::admin_server::Admin for AdminService {
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let name = self.existing(&req.name).await?;
-        let all = self.backends.messages.list(&name).await.map_err(status::store)?;
-        let (page, next_page_token) = paginate(all, |m| m.id.as_str(), &req.page_token, size);
+        // One page read from the store, not the whole maildrop per page.
+        let (page, more) =
+            self.backends.messages.list_page(&name, &req.page_token, size).await.map_err(status::store)?;
+        let next_page_token = if more { page.last().map(|m| m.id.clone()).unwrap_or_default() } else { String::new() };
         let messages = page
             .into_iter()
             .map(|m| MessageInfo {

@@ -154,6 +154,22 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Every committed message of the maildrop, oldest first. Never reads bodies.
     async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError>;
 
+    /// Up to `limit` messages with ids after `after` (from the start when empty), in id order,
+    /// and whether more follow: one page of an operator's listing. The default reads the whole
+    /// maildrop; a store that can start a listing at any key reads only the page.
+    async fn list_page(
+        &self,
+        maildrop: &AccountName,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<StoredMessage>, bool), StoreError> {
+        let mut page: Vec<StoredMessage> =
+            self.list(maildrop).await?.into_iter().filter(|m| m.id.as_str() > after).take(limit + 1).collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        Ok((page, more))
+    }
+
     /// [`list`](Self::list) for a lease holder, with what the store asks of it.
     async fn view(&self, maildrop: &AccountName) -> Result<MaildropView, StoreError> {
         Ok(MaildropView { messages: self.list(maildrop).await?, upkeep: Upkeep::None })

@@ -109,6 +109,15 @@ impl<S: MessageStore> MessageStore for Observed<S> {
         self.observe("list", "store.list", self.inner.list(maildrop)).await
     }
 
+    async fn list_page(
+        &self,
+        maildrop: &AccountName,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<StoredMessage>, bool), StoreError> {
+        self.observe("list_page", "store.list_page", self.inner.list_page(maildrop, after, limit)).await
+    }
+
     async fn view(&self, maildrop: &AccountName) -> Result<MaildropView, StoreError> {
         self.observe("list", "store.list", self.inner.view(maildrop)).await
     }

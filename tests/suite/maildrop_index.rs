@@ -109,6 +109,32 @@ async fn a_login_costs_three_requests_whatever_the_size_of_the_maildrop() {
 }
 
 #[tokio::test]
+async fn an_operators_page_is_one_request_whatever_the_size_of_the_maildrop() {
+    let f = fixture().await;
+    let name = md("paged");
+    // Old ids: each has a late marker too, which a page must not show as a message.
+    let ids = put_old(&f.store, &name, 250).await;
+    f.store.upkeep(&name, 7, &[]).await.unwrap();
+    let (mut seen, mut after, mut pages) = (Vec::new(), String::new(), Vec::new());
+    loop {
+        let (page, requests) = count_calls(f.store.list_page(&name, &after, 100)).await;
+        let (page, more) = page.unwrap();
+        assert_eq!(requests, 1, "page {} took {requests} requests", pages.len() + 1);
+        assert!(page.iter().all(|m| m.size > 0));
+        pages.push((page.len(), more));
+        seen.extend(page.into_iter().map(|m| m.id));
+        if !more {
+            break;
+        }
+        after = seen.last().unwrap().clone();
+    }
+    assert_eq!(pages, [(100, true), (100, true), (50, false)]);
+    assert_eq!(seen, ids, "the pages together are the maildrop, in order, once each");
+    let (last, _) = f.store.list_page(&name, &ids[249], 100).await.unwrap();
+    assert!(last.is_empty());
+}
+
+#[tokio::test]
 async fn small_maildrops_get_no_index() {
     let f = fixture().await;
     let name = md("small");

@@ -188,6 +188,41 @@ impl MessageStore for S3Store {
         self.view_maildrop(maildrop).await
     }
 
+    /// One ListObjectsV2 from the key after `after`, whatever the maildrop's size. It lists the
+    /// objects themselves, not the index: a message whose removal is under way may still show.
+    async fn list_page(
+        &self,
+        maildrop: &AccountName,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<StoredMessage>, bool), StoreError> {
+        let prefix = self.keys.maildrop(maildrop);
+        // The delimiter folds the late markers (`~late/`, after every id) into one prefix.
+        let mut request = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .max_keys(i32::try_from(limit + 1).unwrap_or(i32::MAX));
+        if !after.is_empty() {
+            request = request.start_after(format!("{prefix}{after}"));
+        }
+        let out = request.send().await.map_err(sdk_error)?;
+        let mut page: Vec<StoredMessage> = out
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                let id = object.key()?.strip_prefix(&prefix).filter(|id| is_message_id(id))?;
+                Some(StoredMessage { id: id.to_owned(), size: object.size().unwrap_or(0).max(0) as u64 })
+            })
+            .collect();
+        // A store may return fewer keys than asked (S3 at most 1,000) and say it stopped early.
+        let more = page.len() > limit || (page.len() == limit && out.is_truncated().unwrap_or(false));
+        page.truncate(limit);
+        Ok((page, more))
+    }
+
     async fn upkeep(&self, maildrop: &AccountName, fence: u64, removing: &[String]) -> Result<(), StoreError> {
         self.rewrite_index(maildrop, fence, removing).await
     }

@@ -69,6 +69,13 @@ pub async fn listing_pages_past_a_thousand(store: &dyn MessageStore) {
     let listed: Vec<String> = store.list(&md).await.unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(listed.len(), 1100, "listing stopped at a page boundary");
     assert_eq!(listed, ids);
+    // An operator's pages of the largest size (S3 returns at most 1,000 keys per request).
+    let (first, more) = store.list_page(&md, "", 1000).await.unwrap();
+    assert_eq!((first.len(), more), (1000, true));
+    let (rest, more) = store.list_page(&md, &first[999].id, 1000).await.unwrap();
+    assert_eq!((rest.len(), more), (100, false));
+    let paged: Vec<String> = first.into_iter().chain(rest).map(|m| m.id).collect();
+    assert_eq!(paged, ids, "pages of 1,000 differ from the listing");
 }
 
 pub async fn ids_are_unique_ordered_and_well_formed(store: &dyn MessageStore) {
