@@ -164,7 +164,7 @@ fn compose(random: &mut Random, user: u64, index: u64, size: usize) -> Vec<u8> {
         line.push_str("\r\n");
         out.extend_from_slice(line.as_bytes());
     }
-    // Cut to size, ending on a whole line end.
+    // Cut to size; the last line, cut short, still ends with CRLF.
     out.truncate(size.saturating_sub(2));
     while out.last() == Some(&b'\r') {
         out.pop();
