@@ -24,6 +24,19 @@ fn pool(size: usize, extra: &[(&str, &str)]) -> Pool {
     Pool { redis, s3, frontends }
 }
 
+/// Redis's subscribed client connections: (id, age in seconds).
+fn subscriptions(redis: &mut redis::Connection) -> Vec<(u64, u64)> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query(redis).unwrap();
+    list.lines()
+        .map(|line| {
+            let field = |name: &str| {
+                line.split(' ').find_map(|f| f.strip_prefix(name)?.strip_prefix('=')?.parse::<u64>().ok()).unwrap()
+            };
+            (field("id"), field("age"))
+        })
+        .collect()
+}
+
 /// Connects and sends USER/PASS; returns the client and the reply to PASS.
 fn try_login(server: &Server, user: &str) -> (Client, String) {
     let mut c = Client::connect(server.pop3);
@@ -425,9 +438,19 @@ fn account_records_are_cached_and_changes_reach_every_frontend_at_once() {
     within_a_second(b, "nobody-here", "secret", true);
 
     // The feed's keepalive (a PING every 5 s, answered differently on a subscribed connection)
-    // must not end it: two intervals later b still serves carol without reading her record.
-    // Were the feed dropped and resubscribed meanwhile, b's cache would have been cleared.
-    std::thread::sleep(Duration::from_secs(11));
+    // must not end it: both frontends' subscriptions live through two keepalives, and b still
+    // serves carol without reading her record. A dropped feed resubscribes on a new connection
+    // (so no subscription would grow that old) and clears b's cache.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", pool.redis.port)).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let first = subscriptions(&mut redis);
+    assert_eq!(first.len(), 2, "one subscription per frontend: {first:?}");
+    common::eventually("a subscription did not live through two keepalives", || {
+        let now = subscriptions(&mut redis);
+        now.len() == 2 && now.iter().all(|&(_, age)| age >= 11)
+    });
+    let ids = |list: Vec<(u64, u64)>| list.into_iter().map(|(id, _)| id).collect::<BTreeSet<_>>();
+    assert_eq!(ids(subscriptions(&mut redis)), ids(first), "a frontend resubscribed");
     let before = s3_gets(b);
     Client::login(b.pop3, "carol", "from-cli").cmd("QUIT");
     assert_eq!(s3_gets(b) - before, 0.0, "the account change feed did not survive its keepalive");
