@@ -76,7 +76,7 @@ impl Backends {
                 let channel = record_cache::channel(prefix);
                 accounts.announce_through(Announcer::Redis { conn: conn.clone(), channel: channel.clone() });
                 if config.account_cache_secs > 0 {
-                    record_cache::spawn_feed(redis_conn::client(config)?, channel, accounts.records());
+                    record_cache::spawn_feed(redis_conn::Subscriber::from_config(config)?, channel, accounts.records());
                 }
                 (
                     Arc::new(RedisLocks::new(conn.clone(), prefix)),

@@ -14,6 +14,7 @@
 //! line writes them from another process).
 
 use crate::names::AccountName;
+use crate::redis_conn::Subscriber;
 use crate::store::AccountRecord;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -116,7 +117,7 @@ pub enum Announcer {
     /// One process: dropping the local entry is all there is to do.
     Local,
     /// A pool: every frontend's feed hears the name on `channel`.
-    Redis { conn: redis::aio::ConnectionManager, channel: String },
+    Redis { conn: crate::redis_conn::RedisConn, channel: String },
 }
 
 impl Announcer {
@@ -145,11 +146,15 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Listens for record changes for as long as the process runs, reconnecting after a failure;
 /// the cache serves entries only while subscribed.
-pub fn spawn_feed(client: redis::Client, channel: String, cache: Arc<RecordCache>) {
+pub fn spawn_feed(mut nodes: Subscriber, channel: String, cache: Arc<RecordCache>) {
     tokio::spawn(async move {
         let mut pause = Duration::from_millis(100);
         loop {
-            match listen(&client, &channel, &cache).await {
+            let listened = match nodes.client().await {
+                Ok(client) => listen(&client, &channel, &cache).await,
+                Err(e) => Err(e.category().to_owned()),
+            };
+            match listened {
                 Ok(()) => pause = Duration::from_millis(100),
                 Err(e) => warn!(error = %e, "account change feed unavailable; account records are read from the store"),
             }

@@ -1,10 +1,22 @@
-//! The shared Redis connection of a frontend: one multiplexed connection that reconnects by
-//! itself, with timeouts on every command so a dead Redis gives an error, never a hang.
+//! The shared Redis connection of a frontend, in any of the three shapes Redis is deployed in:
+//! one server (`redis_mode = "standalone"`), Redis Cluster (`"cluster"`: commands go to the
+//! shard that owns their keys) or a Sentinel-managed primary (`"sentinel"`: the primary is
+//! looked up through the sentinels, and looked up again when it stops answering or turns into
+//! a replica). Every shape is multiplexed, reconnects by itself and has timeouts on every
+//! command, so a dead Redis gives an error, never a hang.
+//!
+//! Key layout for Cluster: a script's keys always share a hash tag (`{…}`), so every script
+//! runs on one shard; commands that touch keys of several slots (`DEL`, `MGET`) are split by
+//! the cluster client.
 
-use crate::config::Config;
+use crate::config::{Config, RedisMode};
 use crate::secret::Secret;
-use redis::IntoConnectionInfo;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The span of one Redis command, a child of whatever the session is doing (`db.operation` is
@@ -24,39 +36,318 @@ pub enum RedisSetupError {
     CaFile(std::io::Error),
 }
 
-/// Builds a lazily connecting, self-healing connection from the configuration.
-pub fn connect(config: &Config) -> Result<ConnectionManager, RedisSetupError> {
-    let client = client(config)?;
-    let timeout = Duration::from_millis(config.redis_timeout_ms);
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(2)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| RedisSetupError::Url(e.to_string()))
+/// One logical connection to the pool's Redis, cheap to clone (clones share it).
+#[derive(Clone)]
+pub enum RedisConn {
+    Standalone(ConnectionManager),
+    Cluster(Arc<LazyCluster>),
+    Sentinel(Arc<SentinelPrimary>),
 }
 
-/// The client (address, credentials, TLS) from the configuration; connects nothing yet.
-pub fn client(config: &Config) -> Result<redis::Client, RedisSetupError> {
-    let mut info = config.redis_url.as_str().into_connection_info().map_err(|e| RedisSetupError::Url(e.to_string()))?;
-    let password = Secret::inline_or_file(config.redis_password.as_ref(), config.redis_password_file.as_deref())
-        .map_err(RedisSetupError::PasswordFile)?;
-    let mut settings = info.redis_settings().clone();
-    if let Some(user) = &config.redis_username {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = password {
-        settings = settings.set_password(password.expose());
-    }
-    info = info.set_redis_settings(settings);
-    match &config.redis_tls_ca_file {
-        // A private CA (the usual case inside a cluster) instead of the system trust store.
-        Some(ca) => {
-            let root_cert = Some(std::fs::read(ca).map_err(RedisSetupError::CaFile)?);
-            redis::Client::build_with_tls(info, redis::TlsCertificates { client_tls: None, root_cert })
+/// Builds a lazily connecting, self-healing connection from the configuration.
+pub fn connect(config: &Config) -> Result<RedisConn, RedisSetupError> {
+    let settings = Settings::from_config(config)?;
+    Ok(match config.redis_mode {
+        RedisMode::Standalone => {
+            let client = settings.client(settings.urls[0].clone())?;
+            let manager = ConnectionManager::new_lazy_with_config(client, settings.manager_config())
+                .map_err(|e| RedisSetupError::Url(e.to_string()))?;
+            RedisConn::Standalone(manager)
         }
-        None => redis::Client::open(info),
+        RedisMode::Cluster => RedisConn::Cluster(Arc::new(LazyCluster {
+            client: settings.cluster_client()?,
+            conn: tokio::sync::OnceCell::new(),
+        })),
+        RedisMode::Sentinel => {
+            RedisConn::Sentinel(Arc::new(SentinelPrimary::new(&settings, &config.redis_sentinel_master)?))
+        }
+    })
+}
+
+/// Where the account change feed subscribes: any node hears a PUBLISH (Cluster forwards
+/// classic pub/sub to every node), so the feed takes the nodes in turn after a failure.
+pub enum Subscriber {
+    Nodes { clients: Vec<redis::Client>, next: usize },
+    Sentinel(SentinelPrimary),
+}
+
+impl Subscriber {
+    pub fn from_config(config: &Config) -> Result<Self, RedisSetupError> {
+        let settings = Settings::from_config(config)?;
+        Ok(match config.redis_mode {
+            RedisMode::Standalone | RedisMode::Cluster => Subscriber::Nodes {
+                clients: settings.urls.iter().map(|url| settings.client(url.clone())).collect::<Result<_, _>>()?,
+                next: 0,
+            },
+            RedisMode::Sentinel => {
+                Subscriber::Sentinel(SentinelPrimary::new(&settings, &config.redis_sentinel_master)?)
+            }
+        })
     }
-    .map_err(|e| RedisSetupError::Url(e.to_string()))
+
+    /// A client for the next node to subscribe on.
+    pub async fn client(&mut self) -> RedisResult<redis::Client> {
+        match self {
+            Subscriber::Nodes { clients, next } => {
+                let client = clients[*next % clients.len()].clone();
+                *next = next.wrapping_add(1);
+                Ok(client)
+            }
+            Subscriber::Sentinel(primary) => primary.lookup().await,
+        }
+    }
+}
+
+/// The parsed connection settings shared by the three shapes.
+struct Settings {
+    urls: Vec<ConnectionInfo>,
+    username: Option<String>,
+    password: Option<Secret>,
+    ca: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl Settings {
+    fn from_config(config: &Config) -> Result<Self, RedisSetupError> {
+        let urls = config
+            .redis_urls()
+            .map(|url| url.into_connection_info().map_err(|e| RedisSetupError::Url(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Err(RedisSetupError::Url("no address given".into()));
+        }
+        let password = Secret::inline_or_file(config.redis_password.as_ref(), config.redis_password_file.as_deref())
+            .map_err(RedisSetupError::PasswordFile)?;
+        let ca = match &config.redis_tls_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(RedisSetupError::CaFile)?),
+            None => None,
+        };
+        let timeout = Duration::from_millis(config.redis_timeout_ms);
+        Ok(Self { urls, username: config.redis_username.clone(), password, ca, timeout })
+    }
+
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        // A private CA (the usual case inside a cluster) instead of the system trust store.
+        self.ca.as_ref().map(|ca| redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) })
+    }
+
+    /// A client for one data node, with the configured credentials and CA.
+    fn client(&self, info: ConnectionInfo) -> Result<redis::Client, RedisSetupError> {
+        let mut redis_settings = info.redis_settings().clone();
+        if let Some(user) = &self.username {
+            redis_settings = redis_settings.set_username(user);
+        }
+        if let Some(password) = &self.password {
+            redis_settings = redis_settings.set_password(password.expose());
+        }
+        let info = info.set_redis_settings(redis_settings);
+        match self.certificates() {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates),
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| RedisSetupError::Url(e.to_string()))
+    }
+
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+    }
+
+    fn cluster_client(&self) -> Result<ClusterClient, RedisSetupError> {
+        let mut builder = ClusterClientBuilder::new(self.urls.clone())
+            .connection_timeout(self.timeout)
+            .response_timeout(self.timeout)
+            .retries(2)
+            .min_retry_wait(50)
+            .max_retry_wait(500);
+        if let Some(user) = &self.username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &self.password {
+            builder = builder.password(password.expose());
+        }
+        if let Some(certificates) = self.certificates() {
+            builder = builder.certs(certificates);
+        }
+        builder.build().map_err(|e| RedisSetupError::Url(e.to_string()))
+    }
+}
+
+/// A cluster connection made on first use, so a cluster that is down at start gives
+/// `[SYS/TEMP]` until it is back instead of stopping the process. Once made, the cluster
+/// client follows slot moves and failovers by itself.
+pub struct LazyCluster {
+    client: ClusterClient,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
+}
+
+impl LazyCluster {
+    async fn conn(&self) -> RedisResult<ClusterConnection> {
+        self.conn.get_or_try_init(|| self.client.get_async_connection()).await.cloned()
+    }
+}
+
+/// The primary a set of sentinels names, behind a self-healing connection that is replaced
+/// when the primary stops answering or answers as a replica (after a failover).
+pub struct SentinelPrimary {
+    sentinels: tokio::sync::Mutex<SentinelClient>,
+    /// The connection to the primary last looked up, and a number telling lookups apart.
+    current: Mutex<(u64, Option<ConnectionManager>)>,
+    config: ConnectionManagerConfig,
+    timeout: Duration,
+}
+
+impl SentinelPrimary {
+    fn new(settings: &Settings, master: &str) -> Result<Self, RedisSetupError> {
+        let invalid = |e: RedisError| RedisSetupError::Url(e.to_string());
+        let first = &settings.urls[0];
+        let tls = settings.urls.iter().any(|u| matches!(u.addr(), redis::ConnectionAddr::TcpTls { .. }));
+        let mut builder = SentinelClientBuilder::new(
+            settings.urls.iter().map(|u| u.addr().clone()),
+            master,
+            SentinelServerType::Master,
+        )
+        .map_err(invalid)?
+        .set_client_to_redis_db(first.redis_settings().db());
+        // The sentinels' own credentials come from their URLs; the primary's from the
+        // configuration, as in the other modes.
+        if let Some(user) = first.redis_settings().username() {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = first.redis_settings().password() {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+        if let Some(user) = &settings.username {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = &settings.password {
+            builder = builder.set_client_to_redis_password(password.expose());
+        }
+        if tls {
+            builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+            if let Some(certificates) = settings.certificates() {
+                builder = builder
+                    .set_client_to_redis_certificates(certificates.clone())
+                    .set_client_to_sentinel_certificates(certificates);
+            }
+        }
+        Ok(Self {
+            sentinels: tokio::sync::Mutex::new(builder.build().map_err(invalid)?),
+            current: Mutex::new((0, None)),
+            config: settings.manager_config(),
+            timeout: settings.timeout,
+        })
+    }
+
+    /// A client for the primary the sentinels name now (checked to be a primary).
+    async fn lookup(&self) -> RedisResult<redis::Client> {
+        let mut sentinels = self.sentinels.lock().await;
+        match tokio::time::timeout(self.timeout * 2, sentinels.async_get_client()).await {
+            Ok(found) => found,
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no sentinel named the primary in time",
+            ))),
+        }
+    }
+
+    /// The connection to the current primary, looking it up if there is none.
+    async fn manager(&self) -> RedisResult<(u64, ConnectionManager)> {
+        if let (generation, Some(manager)) = &*self.current.lock().expect("poisoned") {
+            return Ok((*generation, manager.clone()));
+        }
+        let client = self.lookup().await?;
+        let mut current = self.current.lock().expect("poisoned");
+        if let (generation, Some(manager)) = &*current {
+            // Someone else looked it up meanwhile.
+            return Ok((*generation, manager.clone()));
+        }
+        let manager = ConnectionManager::new_lazy_with_config(client, self.config.clone())?;
+        current.0 += 1;
+        current.1 = Some(manager.clone());
+        Ok((current.0, manager))
+    }
+
+    /// Forgets the connection of lookup `generation`, so the next command looks again.
+    fn forget(&self, generation: u64) {
+        let mut current = self.current.lock().expect("poisoned");
+        if current.0 == generation {
+            current.1 = None;
+        }
+    }
+
+    /// Runs `request` on the primary. When the primary may have moved, the connection is
+    /// dropped so the next command looks it up again; a command that certainly did not run
+    /// there (refused connection, READONLY from a demoted primary) is retried once at once.
+    async fn run<'a, T>(&self, request: impl Fn(ConnectionManager) -> RedisFuture<'a, T>) -> RedisResult<T> {
+        let mut retried = false;
+        loop {
+            let (generation, manager) = self.manager().await?;
+            match request(manager).await {
+                Err(e) if primary_may_have_moved(&e) => {
+                    self.forget(generation);
+                    if retried || !certainly_not_run(&e) {
+                        return Err(e);
+                    }
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn primary_may_have_moved(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() || certainly_not_run(e)
+}
+
+fn certainly_not_run(e: &RedisError) -> bool {
+    e.is_connection_refusal() || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Standalone(manager) => manager.req_packed_command(cmd),
+            RedisConn::Cluster(cluster) => Box::pin(async move {
+                let mut conn = cluster.conn().await?;
+                conn.req_packed_command(cmd).await
+            }),
+            RedisConn::Sentinel(primary) => {
+                Box::pin(primary.run(move |mut manager| Box::pin(async move { manager.req_packed_command(cmd).await })))
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Standalone(manager) => manager.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(cluster) => Box::pin(async move {
+                let mut conn = cluster.conn().await?;
+                conn.req_packed_commands(pipeline, offset, count).await
+            }),
+            RedisConn::Sentinel(primary) => Box::pin(primary.run(move |mut manager| {
+                Box::pin(async move { manager.req_packed_commands(pipeline, offset, count).await })
+            })),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Standalone(manager) => manager.get_db(),
+            RedisConn::Cluster(_) => 0,
+            RedisConn::Sentinel(primary) => {
+                primary.current.lock().expect("poisoned").1.as_ref().map_or(0, ConnectionLike::get_db)
+            }
+        }
+    }
 }

@@ -169,8 +169,16 @@ pub struct Config {
     /// Attempts per S3 call (with exponential backoff) before giving up with `[SYS/TEMP]`.
     pub s3_max_attempts: u32,
 
-    /// Redis URL, `redis://host:port/db` or `rediss://` for TLS.
+    /// How Redis is deployed: `standalone` (one server, or a managed endpoint that fails over
+    /// behind one address), `cluster` (Redis Cluster) or `sentinel` (a primary named by Redis
+    /// Sentinel).
+    pub redis_mode: RedisMode,
+    /// Redis URL, `redis://host:port/db` or `rediss://` for TLS. In `cluster` mode, one or
+    /// more seed nodes; in `sentinel` mode, the sentinels (their own credentials in the URL);
+    /// several URLs are separated by commas.
     pub redis_url: String,
+    /// In `sentinel` mode, the name the sentinels monitor the primary under.
+    pub redis_sentinel_master: String,
     /// Redis ACL user name.
     pub redis_username: Option<String>,
     /// Redis password; prefer `CLOUDPOP_REDIS_PASSWORD` or the `_file` form.
@@ -227,6 +235,16 @@ pub enum StoreKind {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// How the pool's Redis is deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    #[default]
+    Standalone,
+    Cluster,
+    Sentinel,
 }
 
 /// The lock and throttle backend.
@@ -298,7 +316,9 @@ impl Default for Config {
             s3_secret_access_key_file: None,
             s3_timeout_secs: 10,
             s3_max_attempts: 3,
+            redis_mode: RedisMode::Standalone,
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_sentinel_master: String::new(),
             redis_username: None,
             redis_password: None,
             redis_password_file: None,
@@ -472,10 +492,34 @@ impl Config {
             }
         }
         if self.locks == LocksKind::Redis {
-            let url_ok =
-                redis::parse_redis_url(&self.redis_url).is_some_and(|u| matches!(u.scheme(), "redis" | "rediss"));
-            if !url_ok {
-                return fail("redis_url must look like redis://host:port/db or rediss://host:port/db".into());
+            let urls: Vec<&str> = self.redis_urls().collect();
+            for url in &urls {
+                let Some(parsed) = redis::parse_redis_url(url).filter(|u| matches!(u.scheme(), "redis" | "rediss"))
+                else {
+                    return fail(format!(
+                        "redis_url: {url:?} must look like redis://host:port/db or rediss://host:port/db"
+                    ));
+                };
+                if self.redis_mode == RedisMode::Cluster && !matches!(parsed.path(), "" | "/" | "/0") {
+                    return fail("redis_url: Redis Cluster has only database 0".into());
+                }
+            }
+            match (self.redis_mode, urls.len()) {
+                (_, 0) => return fail("redis_url is empty".into()),
+                (RedisMode::Standalone, 2..) => {
+                    return fail(
+                        "redis_url names several servers: set redis_mode = \"cluster\" or \"sentinel\"".into(),
+                    );
+                }
+                _ => {}
+            }
+            if self.redis_mode == RedisMode::Sentinel && self.redis_sentinel_master.is_empty() {
+                return fail("redis_mode = \"sentinel\" needs redis_sentinel_master, the monitored name".into());
+            }
+            if self.redis_key_prefix.contains(['{', '}']) {
+                // The braces of hash tags are cloudpop's: one in the prefix would move keys
+                // that scripts use together to different Redis Cluster slots.
+                return fail(format!("redis_key_prefix = {:?} may not contain {{ or }}", self.redis_key_prefix));
             }
             readable_file("redis_password_file", self.redis_password_file.as_deref())?;
             readable_file("redis_tls_ca_file", self.redis_tls_ca_file.as_deref())?;
@@ -518,6 +562,11 @@ impl Config {
 
     pub fn lock_lease(&self) -> Duration {
         Duration::from_secs(self.lock_lease_secs)
+    }
+
+    /// The URLs in `redis_url`.
+    pub fn redis_urls(&self) -> impl Iterator<Item = &str> {
+        self.redis_url.split([',', ' ', '\n']).map(str::trim).filter(|u| !u.is_empty())
     }
 
     /// `proxy_trusted_networks` parsed; a bare address means just that host.

@@ -10,10 +10,10 @@
 
 use super::{LeaseToken, LockError, MaildropLocks};
 use crate::names::AccountName;
+use crate::redis_conn::RedisConn;
 use crate::redis_conn::span;
 use async_trait::async_trait;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use std::time::Duration;
 use tracing::Instrument;
@@ -59,12 +59,12 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 /// Leases in Redis.
 #[derive(Clone)]
 pub struct RedisLocks {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
 }
 
 impl RedisLocks {
-    pub fn new(conn: ConnectionManager, key_prefix: &str) -> Self {
+    pub fn new(conn: RedisConn, key_prefix: &str) -> Self {
         Self { conn, prefix: key_prefix.to_owned() }
     }
 
@@ -77,7 +77,7 @@ impl RedisLocks {
     }
 
     fn claim_key(&self, maildrop: &AccountName, scope: &str) -> String {
-        format!("{}claim:{maildrop}:{scope}", self.prefix)
+        format!("{}claim:{{{maildrop}}}:{scope}", self.prefix)
     }
 }
 
