@@ -39,7 +39,9 @@ impl SessionRegistry for MemorySessions {
     }
 
     async fn request_end(&self, id: &str) -> Result<bool, LockError> {
-        let known = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id);
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let known = sessions.get(id).is_some_and(|(_, expiry)| *expiry > Instant::now());
+        drop(sessions);
         if known {
             self.ending.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned());
         }

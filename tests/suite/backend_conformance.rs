@@ -4,14 +4,21 @@
 use crate::common;
 use crate::conformance;
 
-use cloudpop::config::Config;
+use cloudpop::config::{Config, RedisMode};
+use cloudpop::lock::MaildropLocks;
+use cloudpop::names::AccountName;
+use cloudpop::sessions::SessionRegistry;
+use cloudpop::sessions::memory::MemorySessions;
+use cloudpop::sessions::redis::RedisSessions;
+use cloudpop::throttle::LoginThrottle;
+use std::sync::Arc;
 use cloudpop::lock::memory::MemoryLocks;
 use cloudpop::lock::redis::RedisLocks;
 use cloudpop::store::fs::FsStore;
 use cloudpop::store::s3::{S3Settings, S3Store};
 use cloudpop::throttle::memory::MemoryThrottle;
 use cloudpop::throttle::redis::RedisThrottle;
-use common::cloud::{Redis, S3, S3_ACCESS_KEY, S3_SECRET_KEY};
+use common::cloud::{Redis, RedisCluster, RedisSentinel, S3, S3_ACCESS_KEY, S3_SECRET_KEY, SENTINEL_MASTER};
 use std::time::Duration;
 
 /// Runs each named case of the message and account suite against a store built by `$make`.
@@ -23,22 +30,6 @@ macro_rules! store_cases {
             conformance::$case(&store).await;
         }
     )*};
-}
-
-macro_rules! lock_cases {
-    ($make:path) => {
-        #[tokio::test]
-        async fn locks_are_exclusive_leases() {
-            let (_guard, locks) = $make();
-            conformance::locks_are_exclusive_leases(&locks).await;
-        }
-
-        #[tokio::test]
-        async fn expired_leases_free_themselves() {
-            let (_guard, locks) = $make();
-            conformance::expired_leases_free_themselves(&locks).await;
-        }
-    };
 }
 
 mod fs {
@@ -79,71 +70,163 @@ mod s3 {
         markers_and_fixed_ids, trace_context_travels_with_messages, ping_answers, retention_ledgers);
 }
 
+/// The coordination backends of one deployment, as the service builds them.
+struct Coordination {
+    locks: Arc<dyn MaildropLocks>,
+    throttle: Arc<dyn LoginThrottle>,
+    sessions: Arc<dyn SessionRegistry>,
+}
+
+fn redis_coordination(config: &Config) -> Coordination {
+    let conn = cloudpop::redis_conn::connect(config).unwrap();
+    Coordination {
+        locks: Arc::new(RedisLocks::new(conn.clone(), "conformance:")),
+        throttle: Arc::new(RedisThrottle::new(conn.clone(), "conformance:", conformance::throttle_limits())),
+        sessions: Arc::new(RedisSessions::new(conn, "conformance:")),
+    }
+}
+
+/// Runs the lock, throttle and session cases against the backends `$make` builds (with a
+/// guard that keeps their servers up).
+macro_rules! coordination_cases {
+    ($make:path) => {
+        #[tokio::test]
+        async fn locks_are_exclusive_leases() {
+            let (_guard, c) = $make();
+            conformance::locks_are_exclusive_leases(&*c.locks).await;
+        }
+
+        #[tokio::test]
+        async fn expired_leases_free_themselves() {
+            let (_guard, c) = $make();
+            conformance::expired_leases_free_themselves(&*c.locks).await;
+        }
+
+        #[tokio::test]
+        async fn throttle_counts_per_account_and_address() {
+            let (_guard, c) = $make();
+            conformance::throttle_counts_per_account_and_address(&*c.throttle).await;
+        }
+
+        #[tokio::test]
+        async fn throttle_trusts_the_owners_address() {
+            let (_guard, c) = $make();
+            conformance::throttle_trusts_the_owners_address(&*c.throttle).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn throttle_admits_no_more_than_the_limit_in_parallel() {
+            let (_guard, c) = $make();
+            conformance::throttle_admits_no_more_than_the_limit_in_parallel(c.throttle).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn throttle_address_limit_holds_in_parallel() {
+            let (_guard, c) = $make();
+            conformance::throttle_address_limit_holds_in_parallel(c.throttle).await;
+        }
+
+        #[tokio::test]
+        async fn sessions_register_list_and_end() {
+            let (_guard, c) = $make();
+            conformance::sessions_register_list_and_end(&*c.sessions).await;
+        }
+    };
+}
+
 mod memory_locks {
     use super::*;
 
-    fn make() -> ((), MemoryLocks) {
-        ((), MemoryLocks::new())
+    fn make() -> ((), Coordination) {
+        let c = Coordination {
+            locks: Arc::new(MemoryLocks::new()),
+            throttle: Arc::new(MemoryThrottle::new(conformance::throttle_limits())),
+            sessions: Arc::new(MemorySessions::default()),
+        };
+        ((), c)
     }
 
-    lock_cases!(make);
-
-    fn throttle() -> std::sync::Arc<MemoryThrottle> {
-        std::sync::Arc::new(MemoryThrottle::new(conformance::throttle_limits()))
-    }
-
-    #[tokio::test]
-    async fn throttle_counts_per_account_and_address() {
-        conformance::throttle_counts_per_account_and_address(&*throttle()).await;
-    }
-
-    #[tokio::test]
-    async fn throttle_trusts_the_owners_address() {
-        conformance::throttle_trusts_the_owners_address(&*throttle()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn throttle_admits_no_more_than_the_limit_in_parallel() {
-        conformance::throttle_admits_no_more_than_the_limit_in_parallel(throttle()).await;
-    }
+    coordination_cases!(make);
 }
 
 mod redis_locks {
     use super::*;
 
-    fn config(redis: &Redis) -> Config {
-        Config { redis_url: redis.url(), ..Config::default() }
-    }
-
-    fn make() -> (Redis, RedisLocks) {
+    fn make() -> (Redis, Coordination) {
         let redis = Redis::start();
-        let conn = cloudpop::redis_conn::connect(&config(&redis)).unwrap();
-        (redis, RedisLocks::new(conn, "conformance:"))
+        let c = redis_coordination(&Config { redis_url: redis.url(), ..Config::default() });
+        (redis, c)
     }
 
-    lock_cases!(make);
+    coordination_cases!(make);
+}
 
-    fn throttle(redis: &Redis) -> std::sync::Arc<RedisThrottle> {
-        let conn = cloudpop::redis_conn::connect(&config(redis)).unwrap();
-        std::sync::Arc::new(RedisThrottle::new(conn, "conformance:", conformance::throttle_limits()))
+/// A real three-primary Redis Cluster: every script's keys share a slot, and the rest is
+/// routed by the cluster client.
+mod redis_cluster {
+    use super::*;
+
+    fn config(cluster: &RedisCluster) -> Config {
+        Config { redis_mode: RedisMode::Cluster, redis_url: cluster.urls(), ..Config::default() }
+    }
+
+    fn make() -> (RedisCluster, Coordination) {
+        let cluster = RedisCluster::start();
+        let c = redis_coordination(&config(&cluster));
+        (cluster, c)
+    }
+
+    coordination_cases!(make);
+
+    /// The keys of many maildrops, accounts and addresses land on every primary: the layout
+    /// spreads load instead of pinning it to one slot.
+    #[tokio::test]
+    async fn keys_spread_over_every_primary() {
+        let (cluster, c) = make();
+        for i in 0..30u8 {
+            let maildrop = AccountName::parse(&format!("spread{i}")).unwrap();
+            let token = c.locks.acquire(&maildrop, Duration::from_secs(30)).await.unwrap().expect("free");
+            assert!(c.locks.renew(&maildrop, &token, Duration::from_secs(30)).await.unwrap());
+            let attempt = c.throttle.reserve(Some(&maildrop), std::net::IpAddr::from([192, 0, 2, i])).await.unwrap();
+            assert!(attempt.is_some());
+        }
+        for node in &cluster.nodes {
+            let mut conn = redis::Client::open(node.url()).unwrap().get_connection().unwrap();
+            let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+            assert!(keys > 0, "primary on port {} holds no keys", node.port);
+        }
+    }
+}
+
+/// A primary named by Redis Sentinel: the primary is looked up through the sentinel.
+mod redis_sentinel {
+    use super::*;
+
+    #[tokio::test]
+    async fn locks_through_the_sentinel() {
+        let set = RedisSentinel::start();
+        let c = redis_coordination(&Config {
+            redis_mode: RedisMode::Sentinel,
+            redis_url: set.url(),
+            redis_sentinel_master: SENTINEL_MASTER.into(),
+            ..Config::default()
+        });
+        conformance::locks_are_exclusive_leases(&*c.locks).await;
+        conformance::sessions_register_list_and_end(&*c.sessions).await;
     }
 
     #[tokio::test]
-    async fn throttle_counts_per_account_and_address() {
-        let redis = Redis::start();
-        conformance::throttle_counts_per_account_and_address(&*throttle(&redis)).await;
-    }
-
-    #[tokio::test]
-    async fn throttle_trusts_the_owners_address() {
-        let redis = Redis::start();
-        conformance::throttle_trusts_the_owners_address(&*throttle(&redis)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn throttle_admits_no_more_than_the_limit_in_parallel() {
-        let redis = Redis::start();
-        conformance::throttle_admits_no_more_than_the_limit_in_parallel(throttle(&redis)).await;
+    async fn an_unknown_primary_name_is_an_error_not_a_hang() {
+        let set = RedisSentinel::start();
+        let c = redis_coordination(&Config {
+            redis_mode: RedisMode::Sentinel,
+            redis_url: set.url(),
+            redis_sentinel_master: "nonesuch".into(),
+            ..Config::default()
+        });
+        let started = std::time::Instant::now();
+        assert!(c.locks.ping().await.is_err(), "a primary nobody monitors answered");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }
 

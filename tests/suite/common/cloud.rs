@@ -66,14 +66,26 @@ pub struct Redis {
     child: Running,
     pub port: u16,
     dir: tempfile::TempDir,
-    /// Extra server arguments (TLS, passwords); with TLS, readiness is checked by the client.
+    /// Extra server arguments (TLS, passwords, cluster mode, replication).
     extra: Vec<String>,
+    /// TLS only: readiness is checked by the client.
+    tls: bool,
 }
 
 impl Redis {
     pub fn start() -> Self {
-        let mut redis =
-            Self { child: Running::default(), port: free_port(), dir: tempfile::tempdir().unwrap(), extra: Vec::new() };
+        Self::start_with(&[])
+    }
+
+    /// A plain Redis with extra server arguments (cluster mode, replication).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut redis = Self {
+            child: Running::default(),
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            tls: false,
+        };
         redis.restart();
         redis
     }
@@ -99,7 +111,7 @@ impl Redis {
         ]
         .map(String::from)
         .to_vec();
-        let mut redis = Self { child: Running::default(), port, dir: tempfile::tempdir().unwrap(), extra };
+        let mut redis = Self { child: Running::default(), port, dir: tempfile::tempdir().unwrap(), extra, tls: true };
         redis.restart();
         redis
     }
@@ -111,12 +123,14 @@ impl Redis {
     /// Starts it again on the same port (after [`Redis::stop`]).
     pub fn restart(&mut self) {
         assert!(!self.child.is_running(), "already running");
-        let mut args = ["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            .map(String::from)
-            .to_vec();
+        let dir = self.dir.path().to_str().unwrap();
+        let mut args =
+            ["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir]
+                .map(String::from)
+                .to_vec();
         args.extend(self.extra.iter().cloned());
         self.child = Running(Some(spawn("redis-server", &args, self.dir.path().join("redis.log"))));
-        if self.extra.is_empty() {
+        if !self.tls {
             super::eventually("redis-server did not become ready", || {
                 exchange(self.port, b"PING\r\n").is_some_and(|r| r.starts_with(b"+PONG"))
             });
@@ -130,6 +144,117 @@ impl Redis {
     /// Kills it (SIGKILL: no goodbye to clients) and waits for it to exit.
     pub fn stop(&mut self) {
         self.child.stop();
+    }
+}
+
+/// A Redis Cluster of three primaries (no replicas) on loopback, slots spread by
+/// `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<Redis> = (0..3)
+            .map(|_| Redis::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]))
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create.args(["--cluster-replicas", "0", "--cluster-yes"]).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        for node in &nodes {
+            super::eventually("the cluster did not come up", || {
+                exchange(node.port, b"CLUSTER INFO\r\n").is_some_and(|r| {
+                    String::from_utf8_lossy(&r).contains("cluster_state:ok")
+                })
+            });
+        }
+        Self { nodes }
+    }
+
+    /// Seed URLs for `redis_url`, comma-separated.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(Redis::url).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A Redis primary, one replica and a Sentinel that monitors them as `primary`, reacting
+/// after one second without an answer.
+pub struct RedisSentinel {
+    pub servers: Vec<Redis>,
+    sentinel: Running,
+    pub sentinel_port: u16,
+    dir: tempfile::TempDir,
+}
+
+pub const SENTINEL_MASTER: &str = "primary";
+
+impl RedisSentinel {
+    pub fn start() -> Self {
+        let primary = Redis::start();
+        let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        let dir = tempfile::tempdir().unwrap();
+        let sentinel_port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 4000\n",
+                dir.path().display(),
+                primary.port
+            ),
+        )
+        .unwrap();
+        let args = [conf.to_str().unwrap().to_string(), "--sentinel".into()];
+        let sentinel = Running(Some(spawn("redis-server", &args, dir.path().join("sentinel.log"))));
+        let set = Self { servers: vec![primary, replica], sentinel, sentinel_port, dir };
+        super::eventually("the replica did not sync", || set.info(set.servers[1].port).contains("master_link_status:up"));
+        set
+    }
+
+    /// Waits until the sentinel has found the replica (it asks the primary every 10 s), so it
+    /// has somewhere to fail over to.
+    pub fn wait_for_replica(&self) {
+        super::eventually("the sentinel did not find the replica", || {
+            self.sentinel_says(&["SENTINEL", "REPLICAS", SENTINEL_MASTER]).contains("ip")
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.sentinel_port)
+    }
+
+    /// The port of the server the sentinel names as primary now.
+    pub fn primary_port(&self) -> u16 {
+        let reply = self.sentinel_says(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER]);
+        reply.lines().last().and_then(|p| p.trim().parse().ok()).unwrap_or(0)
+    }
+
+    fn sentinel_says(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").arg("-p").arg(self.sentinel_port.to_string()).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `INFO replication` of the server on `port`.
+    pub fn info(&self, port: u16) -> String {
+        let out = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(["INFO", "replication"]).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    }
+
+    /// Asks the sentinel to fail over now (the old primary becomes a replica).
+    pub fn fail_over(&self) {
+        let reply = self.sentinel_says(&["SENTINEL", "FAILOVER", SENTINEL_MASTER]);
+        assert!(reply.contains("OK"), "SENTINEL FAILOVER: {reply}");
+    }
+
+    /// The server on `port`.
+    pub fn server(&mut self, port: u16) -> &mut Redis {
+        self.servers.iter_mut().find(|s| s.port == port).expect("one of ours")
     }
 }
 

@@ -329,3 +329,67 @@ pub async fn throttle_admits_no_more_than_the_limit_in_parallel(
     }
     assert_eq!(admitted, 3, "{admitted} of 40 parallel guesses were admitted with a limit of 3");
 }
+
+/// Parallel attempts at many accounts from one address: the address limit holds, and the
+/// accounts' counts of the refused attempts are taken back.
+pub async fn throttle_address_limit_holds_in_parallel(throttle: std::sync::Arc<dyn cloudpop::throttle::LoginThrottle>) {
+    let address = std::net::IpAddr::from([10, 7, 7, 7]);
+    let attempts: Vec<_> = (0..40)
+        .map(|i| {
+            let throttle = throttle.clone();
+            tokio::spawn(async move { throttle.reserve(Some(&name(&format!("conf-spray{i}"))), address).await.unwrap() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for attempt in attempts {
+        admitted += usize::from(attempt.await.unwrap().is_some());
+    }
+    assert_eq!(admitted, 5, "{admitted} of 40 parallel guesses from one address were admitted with a limit of 5");
+    // An admitted attempt still counts against its account; a refused one was taken back.
+    let mut budgets = Vec::new();
+    for i in 0..40u8 {
+        let account = name(&format!("conf-spray{i}"));
+        let mut left = 0;
+        while left < 4 && throttle.reserve(Some(&account), std::net::IpAddr::from([10, 8, i, left])).await.unwrap().is_some() {
+            left += 1;
+        }
+        budgets.push(left);
+    }
+    budgets.sort();
+    assert_eq!(budgets, [vec![2; 5], vec![3; 35]].concat(), "accounts' budgets after attempts the address refused");
+}
+
+fn session(id: &str, started_unix: u64) -> cloudpop::sessions::SessionInfo {
+    cloudpop::sessions::SessionInfo {
+        id: id.into(),
+        account: format!("user-{id}"),
+        peer: "192.0.2.1:5000".into(),
+        frontend: "conformance/1".into(),
+        tls: true,
+        started_unix,
+    }
+}
+
+/// The pool's session registry: listed oldest first, ended on request, gone when
+/// unregistered or expired.
+pub async fn sessions_register_list_and_end(registry: &dyn cloudpop::sessions::SessionRegistry) {
+    let long = Duration::from_secs(60);
+    registry.register(&session("b", 200), long).await.unwrap();
+    registry.register(&session("a", 100), long).await.unwrap();
+    registry.register(&session("short", 300), Duration::from_millis(200)).await.unwrap();
+    // Refreshing keeps one entry.
+    registry.register(&session("b", 200), long).await.unwrap();
+    assert!(!registry.request_end("nobody").await.unwrap(), "ended a session nobody registered");
+    assert!(registry.request_end("a").await.unwrap());
+    assert!(registry.end_requested("a").await.unwrap());
+    assert!(!registry.end_requested("b").await.unwrap());
+    // The short one expires by itself, as when its frontend dies.
+    crate::common::eventually_async("an expired session is still listed", || async {
+        registry.list().await.unwrap() == vec![session("a", 100), session("b", 200)]
+    })
+    .await;
+    assert!(!registry.request_end("short").await.unwrap(), "ended an expired session");
+    registry.unregister("a").await.unwrap();
+    assert!(!registry.end_requested("a").await.unwrap(), "an end request outlived its session");
+    assert_eq!(registry.list().await.unwrap(), vec![session("b", 200)]);
+}
