@@ -68,7 +68,7 @@ pub fn connect(config: &Config) -> Result<RedisConn, RedisSetupError> {
 /// classic pub/sub to every node), so the feed takes the nodes in turn after a failure.
 pub enum Subscriber {
     Nodes { clients: Vec<redis::Client>, next: usize },
-    Sentinel(SentinelPrimary),
+    Sentinel(Box<SentinelPrimary>),
 }
 
 impl Subscriber {
@@ -80,7 +80,7 @@ impl Subscriber {
                 next: 0,
             },
             RedisMode::Sentinel => {
-                Subscriber::Sentinel(SentinelPrimary::new(&settings, &config.redis_sentinel_master)?)
+                Subscriber::Sentinel(Box::new(SentinelPrimary::new(&settings, &config.redis_sentinel_master)?))
             }
         })
     }
@@ -212,7 +212,11 @@ impl SentinelPrimary {
             SentinelServerType::Master,
         )
         .map_err(invalid)?
-        .set_client_to_redis_db(first.redis_settings().db());
+        .set_client_to_redis_db(first.redis_settings().db())
+        // RESP3: the connection hears its server go away and reconnects at once, so after a
+        // crash of the primary the next command finds the connection refused (and looks the
+        // primary up again) instead of failing on the dead connection.
+        .set_client_to_redis_protocol(redis::ProtocolVersion::RESP3);
         // The sentinels' own credentials come from their URLs; the primary's from the
         // configuration, as in the other modes.
         if let Some(user) = first.redis_settings().username() {
@@ -283,11 +287,16 @@ impl SentinelPrimary {
     /// Runs `request` on the primary. When the primary may have moved, the connection is
     /// dropped so the next command looks it up again; a command that certainly did not run
     /// there (refused connection, READONLY from a demoted primary) is retried once at once.
-    async fn run<'a, T>(&self, request: impl Fn(ConnectionManager) -> RedisFuture<'a, T>) -> RedisResult<T> {
+    async fn run<'a, T: Replies>(&self, request: impl Fn(ConnectionManager) -> RedisFuture<'a, T>) -> RedisResult<T> {
         let mut retried = false;
         loop {
             let (generation, manager) = self.manager().await?;
-            match request(manager).await {
+            let reply = request(manager).await.and_then(|reply| match reply.refused_as_replica() {
+                // Server errors come back as values; a demoted primary's READONLY is one.
+                Some(refusal) => Err(RedisError::from(refusal)),
+                None => Ok(reply),
+            });
+            match reply {
                 Err(e) if primary_may_have_moved(&e) => {
                     self.forget(generation);
                     if retried || !certainly_not_run(&e) {
@@ -298,6 +307,31 @@ impl SentinelPrimary {
                 other => return other,
             }
         }
+    }
+}
+
+/// Replies of a command or a pipeline, as the connection hands them back.
+trait Replies {
+    /// The READONLY error among them: the server is a replica now.
+    fn refused_as_replica(&self) -> Option<redis::ServerError>;
+}
+
+fn readonly(value: &Value) -> Option<redis::ServerError> {
+    match value {
+        Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::ReadOnly) => Some(e.clone()),
+        _ => None,
+    }
+}
+
+impl Replies for Value {
+    fn refused_as_replica(&self) -> Option<redis::ServerError> {
+        readonly(self)
+    }
+}
+
+impl Replies for Vec<Value> {
+    fn refused_as_replica(&self) -> Option<redis::ServerError> {
+        self.iter().find_map(readonly)
     }
 }
 

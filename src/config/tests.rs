@@ -86,3 +86,34 @@ fn a_lease_shorter_than_the_slowest_s3_request_is_advised_against() {
     assert!(advice.len() == 1 && advice[0].contains("lock_lease_secs (20)"), "{advice:?}");
     assert!(Config { lock_lease_secs: 5, ..Config::default() }.advice().is_empty(), "no index without S3");
 }
+
+#[test]
+fn redis_deployments_are_checked() {
+    let redis = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("CLOUDPOP_LOCKS", "redis")];
+        all.extend_from_slice(pairs);
+        Config::load(None, env(&all)).and_then(|c| c.validate().map(|()| c))
+    };
+    let cluster =
+        redis(&[("CLOUDPOP_REDIS_MODE", "cluster"), ("CLOUDPOP_REDIS_URL", "redis://a:7000, redis://b:7000")]).unwrap();
+    assert_eq!(cluster.redis_mode, RedisMode::Cluster);
+    assert_eq!(cluster.redis_urls().collect::<Vec<_>>(), ["redis://a:7000", "redis://b:7000"]);
+    let sentinel = redis(&[
+        ("CLOUDPOP_REDIS_MODE", "sentinel"),
+        ("CLOUDPOP_REDIS_URL", "redis://s1:26379,redis://s2:26379"),
+        ("CLOUDPOP_REDIS_SENTINEL_MASTER", "mail"),
+    ]);
+    assert!(sentinel.is_ok());
+
+    let refused = |pairs: &[(&str, &str)], says: &str| {
+        let err = redis(pairs).unwrap_err().to_string();
+        assert!(err.contains(says), "{pairs:?}: {err}");
+    };
+    refused(&[("CLOUDPOP_REDIS_URL", "redis://a:6379,redis://b:6379")], "redis_mode");
+    refused(&[("CLOUDPOP_REDIS_MODE", "cluster"), ("CLOUDPOP_REDIS_URL", "redis://a:7000/3")], "database 0");
+    refused(&[("CLOUDPOP_REDIS_MODE", "sentinel"), ("CLOUDPOP_REDIS_URL", "redis://s:26379")], "redis_sentinel_master");
+    refused(&[("CLOUDPOP_REDIS_URL", " , ")], "redis_url is empty");
+    refused(&[("CLOUDPOP_REDIS_URL", "http://a:6379")], "redis://");
+    refused(&[("CLOUDPOP_REDIS_KEY_PREFIX", "pool{1}:")], "redis_key_prefix");
+    refused(&[("CLOUDPOP_REDIS_MODE", "shards")], "redis_mode");
+}

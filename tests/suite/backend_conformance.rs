@@ -6,19 +6,19 @@ use crate::conformance;
 
 use cloudpop::config::{Config, RedisMode};
 use cloudpop::lock::MaildropLocks;
+use cloudpop::lock::memory::MemoryLocks;
+use cloudpop::lock::redis::RedisLocks;
 use cloudpop::names::AccountName;
 use cloudpop::sessions::SessionRegistry;
 use cloudpop::sessions::memory::MemorySessions;
 use cloudpop::sessions::redis::RedisSessions;
-use cloudpop::throttle::LoginThrottle;
-use std::sync::Arc;
-use cloudpop::lock::memory::MemoryLocks;
-use cloudpop::lock::redis::RedisLocks;
 use cloudpop::store::fs::FsStore;
 use cloudpop::store::s3::{S3Settings, S3Store};
+use cloudpop::throttle::LoginThrottle;
 use cloudpop::throttle::memory::MemoryThrottle;
 use cloudpop::throttle::redis::RedisThrottle;
 use common::cloud::{Redis, RedisCluster, RedisSentinel, S3, S3_ACCESS_KEY, S3_SECRET_KEY, SENTINEL_MASTER};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs each named case of the message and account suite against a store built by `$make`.

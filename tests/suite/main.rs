@@ -20,5 +20,6 @@ mod pool;
 mod pop3_commands;
 mod promises;
 mod proxy_protocol;
+mod redis_topologies;
 mod tls;
 mod tracing;

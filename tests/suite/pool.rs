@@ -38,7 +38,7 @@ fn subscriptions(redis: &mut redis::Connection) -> Vec<(u64, u64)> {
 }
 
 /// Connects and sends USER/PASS; returns the client and the reply to PASS.
-fn try_login(server: &Server, user: &str) -> (Client, String) {
+pub(crate) fn try_login(server: &Server, user: &str) -> (Client, String) {
     let mut c = Client::connect(server.pop3);
     c.cmd(&format!("USER {user}"));
     let reply = c.cmd("PASS secret");
@@ -50,7 +50,7 @@ fn uids(c: &mut Client) -> Vec<String> {
 }
 
 /// Retries a login until it succeeds or `within` passes; returns the client and the time taken.
-fn login_within(server: &Server, user: &str, within: Duration) -> (Client, Duration) {
+pub(crate) fn login_within(server: &Server, user: &str, within: Duration) -> (Client, Duration) {
     let started = Instant::now();
     loop {
         let (c, reply) = try_login(server, user);
@@ -370,7 +370,7 @@ fn s3_gets(server: &Server) -> f64 {
 }
 
 /// Polls a login on `server` until it gives the wanted answer; fails after a second.
-fn within_a_second(server: &Server, user: &str, password: &str, accepted: bool) {
+pub(crate) fn within_a_second(server: &Server, user: &str, password: &str, accepted: bool) {
     let started = Instant::now();
     loop {
         let mut c = Client::connect(server.pop3);

@@ -167,9 +167,8 @@ impl RedisCluster {
         assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
         for node in &nodes {
             super::eventually("the cluster did not come up", || {
-                exchange(node.port, b"CLUSTER INFO\r\n").is_some_and(|r| {
-                    String::from_utf8_lossy(&r).contains("cluster_state:ok")
-                })
+                exchange(node.port, b"CLUSTER INFO\r\n")
+                    .is_some_and(|r| String::from_utf8_lossy(&r).contains("cluster_state:ok"))
             });
         }
         Self { nodes }
@@ -213,7 +212,9 @@ impl RedisSentinel {
         let args = [conf.to_str().unwrap().to_string(), "--sentinel".into()];
         let sentinel = Running(Some(spawn("redis-server", &args, dir.path().join("sentinel.log"))));
         let set = Self { servers: vec![primary, replica], sentinel, sentinel_port, dir };
-        super::eventually("the replica did not sync", || set.info(set.servers[1].port).contains("master_link_status:up"));
+        super::eventually("the replica did not sync", || {
+            set.info(set.servers[1].port).contains("master_link_status:up")
+        });
         set
     }
 
@@ -310,6 +311,13 @@ impl S3 {
 
 /// The environment that puts `cloudpop` in cloud mode against these servers.
 pub fn cloud_env(s3: &S3, bucket: &str, redis: &Redis) -> Vec<(String, String)> {
+    let mut env = cloud_env_without_redis(s3, bucket);
+    env.push(("CLOUDPOP_REDIS_URL".into(), redis.url()));
+    env
+}
+
+/// [`cloud_env`] without the Redis address, for a test that sets up Redis its own way.
+pub fn cloud_env_without_redis(s3: &S3, bucket: &str) -> Vec<(String, String)> {
     [
         ("CLOUDPOP_STORE", "s3".to_string()),
         ("CLOUDPOP_LOCKS", "redis".into()),
@@ -320,7 +328,6 @@ pub fn cloud_env(s3: &S3, bucket: &str, redis: &Redis) -> Vec<(String, String)> 
         ("CLOUDPOP_S3_ACCESS_KEY_ID", S3_ACCESS_KEY.into()),
         ("CLOUDPOP_S3_SECRET_ACCESS_KEY", S3_SECRET_KEY.into()),
         ("CLOUDPOP_S3_TIMEOUT_SECS", "3".into()),
-        ("CLOUDPOP_REDIS_URL", redis.url()),
         ("CLOUDPOP_REDIS_TIMEOUT_MS", "500".into()),
     ]
     .into_iter()

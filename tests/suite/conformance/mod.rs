@@ -337,7 +337,9 @@ pub async fn throttle_address_limit_holds_in_parallel(throttle: std::sync::Arc<d
     let attempts: Vec<_> = (0..40)
         .map(|i| {
             let throttle = throttle.clone();
-            tokio::spawn(async move { throttle.reserve(Some(&name(&format!("conf-spray{i}"))), address).await.unwrap() })
+            tokio::spawn(
+                async move { throttle.reserve(Some(&name(&format!("conf-spray{i}"))), address).await.unwrap() },
+            )
         })
         .collect();
     let mut admitted = 0;
@@ -350,7 +352,9 @@ pub async fn throttle_address_limit_holds_in_parallel(throttle: std::sync::Arc<d
     for i in 0..40u8 {
         let account = name(&format!("conf-spray{i}"));
         let mut left = 0;
-        while left < 4 && throttle.reserve(Some(&account), std::net::IpAddr::from([10, 8, i, left])).await.unwrap().is_some() {
+        while left < 4
+            && throttle.reserve(Some(&account), std::net::IpAddr::from([10, 8, i, left])).await.unwrap().is_some()
+        {
             left += 1;
         }
         budgets.push(left);
