@@ -200,6 +200,48 @@ fn every_rendering_is_valid_for_kubernetes() {
     validate("every optional object", &everything);
 }
 
+/// Redis Cluster and Sentinel: the settings reach the configuration file, and the network
+/// policy lets the pods reach every node or sentinel, and in sentinel mode the primary.
+#[test]
+fn redis_cluster_and_sentinel_reach_the_config_and_the_network_policy() {
+    let egress_ports = |objects: &[Value]| -> Vec<u64> {
+        let policy = find(objects, "NetworkPolicy", "cloudpop");
+        let mut ports: Vec<u64> = policy["spec"]["egress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|rule| rule["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["port"].as_u64())
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports
+    };
+    let cloud = ["mode=cloud", "s3.bucket=mail", "s3.endpoint=http://minio:9000", "networkPolicy.enabled=true"];
+    let cluster = [&cloud[..], &["redis.mode=cluster", "redis.url=redis://r0:7000\\,redis://r1:7001"]].concat();
+    let objects = render(&[], &cluster);
+    validate("redis cluster", &objects);
+    let config = find(&objects, "ConfigMap", "cloudpop")["data"]["cloudpop.toml"].as_str().unwrap().to_owned();
+    assert!(config.contains("redis_mode = \"cluster\""), "{config}");
+    assert!(config.contains("redis_url = \"redis://r0:7000,redis://r1:7001\""), "{config}");
+    let ports = egress_ports(&objects);
+    assert!(ports.contains(&7000) && ports.contains(&7001), "{ports:?}");
+
+    let sentinel = [
+        &cloud[..],
+        &["redis.mode=sentinel", "redis.url=redis://s0:26379", "redis.sentinelMaster=mail-primary"],
+    ]
+    .concat();
+    let objects = render(&[], &sentinel);
+    let config = find(&objects, "ConfigMap", "cloudpop")["data"]["cloudpop.toml"].as_str().unwrap().to_owned();
+    assert!(config.contains("redis_sentinel_master = \"mail-primary\""), "{config}");
+    let ports = egress_ports(&objects);
+    assert!(ports.contains(&26379) && ports.contains(&6379), "sentinel and primary ports: {ports:?}");
+    let moved = [&sentinel[..], &["networkPolicy.egress.redis.ports={6380}"]].concat();
+    let ports = egress_ports(&render(&[], &moved));
+    assert!(ports.contains(&6380) && !ports.contains(&6379), "{ports:?}");
+}
+
 #[test]
 fn kustomize_overlays_are_valid_for_kubernetes() {
     for dir in ["overlays/cloud", "overlays/embedded", "examples/cloud-with-secrets"] {
@@ -220,6 +262,8 @@ fn values_schema_and_chart_refuse_bad_values_with_clear_messages() {
         (&["redis.url="], "/redis/url"),
         (&["redis.url=redis://user:pass@redis:6379"], "/redis/url"),
         (&["redis.url=http://redis:6379"], "/redis/url"),
+        (&["redis.mode=shards"], "/redis/mode"),
+        (&["mode=cloud", "s3.bucket=mail", "redis.mode=sentinel"], "/redis/sentinelMaster"),
         (&["pop3.service.type=Ingress"], "/pop3/service/type"),
         (&["pop3.service.externalTrafficPolicy=Anywhere"], "/pop3/service/externalTrafficPolicy"),
         (&["pop3.service.ports.pop3=70000"], "/pop3/service/ports/pop3"),

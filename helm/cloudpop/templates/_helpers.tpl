@@ -113,6 +113,19 @@ that YAML-decoded floats would print, booleans as they are.
 {{- end }}
 {{- end }}
 
+{{/* The ports cloudpop reaches Redis on, space-separated: every URL of redis.url, the extra
+ports, and in sentinel mode the data nodes' 6379 unless extra ports say otherwise. */}}
+{{- define "cloudpop.redisPorts" -}}
+{{- $ports := list }}
+{{- range splitList "," .Values.redis.url }}
+{{- $ports = append $ports (include "cloudpop.urlPort" (trim .)) }}
+{{- end }}
+{{- $extra := .Values.networkPolicy.egress.redis.ports | default list }}
+{{- if and (eq .Values.redis.mode "sentinel") (not $extra) }}{{ $extra = list 6379 }}{{ end }}
+{{- range $extra }}{{ $ports = append $ports (toString .) }}{{ end }}
+{{- join " " $ports }}
+{{- end }}
+
 {{- define "cloudpop.replicas" -}}
 {{- if kindIs "invalid" .Values.replicaCount }}{{ ternary 3 1 (eq .Values.mode "cloud") }}
 {{- else }}{{ int .Values.replicaCount }}{{ end }}
