@@ -18,6 +18,7 @@ use crate::store::{MessageStore, StoreError};
 use crate::throttle::memory::MemoryThrottle;
 use crate::throttle::redis::RedisThrottle;
 use crate::throttle::{Limits, LoginThrottle};
+use crate::usage::{RedisUsage, Uncounted, UsageCounters};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ pub struct Backends {
     pub locks: Arc<dyn MaildropLocks>,
     pub throttle: Arc<dyn LoginThrottle>,
     pub sessions: Arc<dyn SessionRegistry>,
+    pub usage: Arc<dyn UsageCounters>,
 }
 
 impl Backends {
@@ -62,12 +64,14 @@ impl Backends {
             per_account: config.throttle_account_failures,
             per_address: config.throttle_address_failures,
         };
-        type Coordination = (Arc<dyn MaildropLocks>, Arc<dyn LoginThrottle>, Arc<dyn SessionRegistry>);
-        let (locks, throttle, sessions): Coordination = match config.locks {
+        type Coordination =
+            (Arc<dyn MaildropLocks>, Arc<dyn LoginThrottle>, Arc<dyn SessionRegistry>, Arc<dyn UsageCounters>);
+        let (locks, throttle, sessions, usage): Coordination = match config.locks {
             LocksKind::Memory => (
                 Arc::new(MemoryLocks::new()),
                 Arc::new(MemoryThrottle::new(limits)),
                 Arc::new(MemorySessions::default()),
+                Arc::new(Uncounted),
             ),
             LocksKind::Redis => {
                 let conn = redis_conn::connect(config)?;
@@ -81,11 +85,12 @@ impl Backends {
                 (
                     Arc::new(RedisLocks::new(conn.clone(), prefix)),
                     Arc::new(RedisThrottle::new(conn.clone(), prefix, limits)),
-                    Arc::new(RedisSessions::new(conn, prefix)),
+                    Arc::new(RedisSessions::new(conn.clone(), prefix)),
+                    Arc::new(RedisUsage::new(conn, prefix)),
                 )
             }
         };
-        Ok(Self { messages, accounts, locks, throttle, sessions })
+        Ok(Self { messages, accounts, locks, throttle, sessions, usage })
     }
 
     /// Checks cheaply that the store and the lock service answer (the readiness probe); the

@@ -43,4 +43,5 @@ pub mod sweeper;
 pub mod telemetry;
 pub mod throttle;
 pub mod tls;
+pub mod usage;
 pub mod verified;

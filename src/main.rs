@@ -430,18 +430,19 @@ async fn deliver(name: &str, files: &[PathBuf], key: Option<String>, common: &Co
         bail!("--idempotency-key needs --api");
     }
     let config = load_config(common)?;
-    let Backends { messages, accounts, .. } = Backends::from_config(&config).await?;
-    let store = messages.as_ref();
+    let Backends { messages, accounts, usage, .. } = Backends::from_config(&config).await?;
+    let (store, usage) = (messages.as_ref(), usage.as_ref());
     let spool = config.spool_dir();
     if files.is_empty() {
-        let stored = delivery::deliver(store, &accounts, &spool, name, tokio::io::stdin(), config.max_message_size)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let stored =
+            delivery::deliver(store, &accounts, usage, &spool, name, tokio::io::stdin(), config.max_message_size)
+                .await
+                .map_err(anyhow::Error::msg)?;
         println!("delivered {} ({} octets)", stored.id, stored.size);
     }
     for file in files {
         let input = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
-        let stored = delivery::deliver(store, &accounts, &spool, name, input, config.max_message_size)
+        let stored = delivery::deliver(store, &accounts, usage, &spool, name, input, config.max_message_size)
             .await
             .map_err(|e| anyhow!("delivering {}: {e}", file.display()))?;
         println!("delivered {} ({} octets) from {}", stored.id, stored.size, file.display());

@@ -8,7 +8,7 @@ use crate::backends::Backends;
 use crate::lock::held::{HeldLease, RemoveStopped, removed_ids};
 use crate::names::AccountName;
 use crate::store::RemoveReport;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 /// Which messages to delete.
@@ -50,18 +50,22 @@ pub async fn delete_messages(
 async fn delete_held(backends: &Backends, held: &HeldLease, which: Which) -> Result<RemoveReport, AccountError> {
     let name = held.maildrop();
     let view = backends.messages.view(name).await?;
-    let present = view.messages.into_iter().map(|m| m.id);
-    let ids: Vec<String> = match which {
-        Which::All => present.collect(),
+    let ids: Vec<String> = match &which {
+        Which::All => view.messages.iter().map(|m| m.id.clone()).collect(),
         Which::Ids(wanted) => {
-            let present: HashSet<String> = present.collect();
-            wanted.into_iter().filter(|id| present.contains(id)).collect()
+            let present: HashSet<&str> = view.messages.iter().map(|m| m.id.as_str()).collect();
+            wanted.iter().filter(|id| present.contains(id.as_str())).cloned().collect()
         }
     };
+    let sizes: HashMap<String, u64> = view.messages.into_iter().map(|m| (m.id, m.size)).collect();
     let (report, stopped) = held.remove(backends.messages.as_ref(), &ids, view.upkeep).await;
+    let gone: Vec<String> = removed_ids(&ids, &report).cloned().collect();
+    let octets: u64 = gone.iter().filter_map(|id| sizes.get(id)).sum();
+    if let Err(e) = backends.usage.add(name, -(gone.len() as i64), -(octets as i64)).await {
+        tracing::warn!(error = %e, "cannot take removed messages off the mailbox's usage");
+    }
     match stopped {
         None => {
-            let gone: Vec<String> = removed_ids(&ids, &report).cloned().collect();
             crate::sweeper::record_session(backends, name, &BTreeSet::new(), &gone).await;
             Ok(report)
         }
@@ -93,6 +97,10 @@ async fn delete_held_account(backends: &Backends, held: &HeldLease) -> Result<()
         return Err(AccountError::Interrupted(format!("the maildrop lock of {name} was lost; delete it again")));
     }
     backends.messages.remove_maildrop(name).await?;
+    // A re-created account starts empty.
+    if let Err(e) = backends.usage.forget(name).await {
+        tracing::warn!(error = %e, "cannot drop the deleted mailbox's usage counter");
+    }
     backends.accounts.remove_record(name).await?;
     Ok(())
 }

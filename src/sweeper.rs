@@ -148,6 +148,12 @@ async fn sweep_locked(backends: &Backends, held: &HeldLease, keep: Option<u64>, 
         ledger.iter().filter(|(_, at)| now >= at.saturating_add(keep)).map(|(id, _)| id.clone()).collect();
     // No view of the maildrop here: index upkeep runs before any removal, to be safe.
     let (report, stopped) = held.remove(backends.messages.as_ref(), &doomed, Upkeep::BeforeRemoval).await;
+    // The ledger knows no sizes: the next delivery that needs the usage counts again.
+    if report.removed > 0
+        && let Err(e) = backends.usage.forget(name).await
+    {
+        tracing::warn!(error = %e, "cannot drop the mailbox's usage counter after expiring messages");
+    }
     if let Some(RemoveStopped::Fenced) = stopped {
         // Another holder may be changing the ledger now: what was removed is forgotten by the
         // next round (removing a message that is gone already counts as done).

@@ -103,6 +103,7 @@ impl proto::ingest_server::Ingest for IngestService {
                     self.backends.messages.as_ref(),
                     &self.backends.accounts,
                     self.backends.locks.as_ref(),
+                    self.backends.usage.as_ref(),
                     &message,
                     recipient,
                     &options,

@@ -16,6 +16,7 @@ use crate::accounts::Accounts;
 use crate::lock::MaildropLocks;
 use crate::names::{AccountName, InvalidName};
 use crate::store::{MarkerKey, MessageStore, StoreError, StoredMessage, TraceParent, ids};
+use crate::usage::{Usage, UsageCounters};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -175,6 +176,7 @@ pub async fn store_for(
     store: &dyn MessageStore,
     accounts: &Accounts,
     claims: &dyn MaildropLocks,
+    usage: &dyn UsageCounters,
     message: &Spooled,
     recipient: &str,
     options: &Options,
@@ -203,7 +205,7 @@ pub async fn store_for(
     }
     let outcome = match refused {
         Some(e) => Outcome::Failed(e),
-        None => match store_checked(store, accounts, message, &name, options, uidl_marker.as_ref()).await {
+        None => match store_checked(store, accounts, usage, message, &name, options, uidl_marker.as_ref()).await {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Failed(e),
         },
@@ -228,6 +230,7 @@ fn parse_record(value: &str) -> Option<(String, bool)> {
 async fn store_checked(
     store: &dyn MessageStore,
     accounts: &Accounts,
+    usage: &dyn UsageCounters,
     message: &Spooled,
     name: &AccountName,
     options: &Options,
@@ -258,26 +261,28 @@ async fn store_checked(
         _ => {}
     }
     // A kept UIDL, once used, stays used even after its message is deleted (DESIGN.md promise
-    // 5): the marker is written after the message is stored, and the listing below catches a
-    // message stored by an attempt that died before writing it.
-    if let Some(marker) = uidl_marker
-        && let Some(id) = store.get_marker(name, marker).await?
-    {
-        return Ok(Outcome::Duplicate(id));
-    }
-    let quota = account.quota_bytes > 0 || account.quota_messages > 0;
-    if quota || options.uidl.is_some() {
-        let present = store.list(name).await?;
-        if let Some(uidl) = &options.uidl
-            && let Some(existing) = present.iter().find(|m| ids::uidl_of(&m.id) == *uidl)
-        {
-            return Ok(Outcome::Duplicate(existing.id.clone()));
-        }
-        let bytes: u64 = present.iter().map(|m| m.size).sum();
-        if account.quota_messages > 0 && present.len() as u64 >= account.quota_messages {
+    // 5). Its marker names the id before the message is stored (`<id> pending`) and is made
+    // final after (the bare id), so an attempt that died in between is finished, not repeated.
+    let kept = match uidl_marker {
+        Some(marker) => match store.get_marker(name, marker).await? {
+            Some(value) => match value.split_once(' ') {
+                Some((id, _)) if store.exists(name, id).await? => {
+                    store.put_marker(name, marker, id).await?;
+                    return Ok(Outcome::Duplicate(id.to_owned()));
+                }
+                Some((id, _)) => Some(id.to_owned()),
+                None => return Ok(Outcome::Duplicate(value)),
+            },
+            None => None,
+        },
+        None => None,
+    };
+    if account.quota_bytes > 0 || account.quota_messages > 0 {
+        let now = current_usage(store, usage, name).await?;
+        if account.quota_messages > 0 && now.messages >= account.quota_messages {
             return Ok(Outcome::OverQuota("message count quota reached"));
         }
-        if account.quota_bytes > 0 && bytes + message.size > account.quota_bytes {
+        if account.quota_bytes > 0 && now.octets + message.size > account.quota_bytes {
             return Ok(Outcome::OverQuota("byte quota would be exceeded"));
         }
     }
@@ -285,16 +290,19 @@ async fn store_checked(
         let id = options.received_ms.map_or_else(ids::new_message_id, ids::new_message_id_at);
         options.uidl.as_deref().map_or_else(|| id.clone(), |uidl| ids::with_uidl(&id, uidl))
     };
-    let id = match (earlier, key) {
-        // The earlier attempt chose this id but never finished storing: finish it now.
-        (Some((id, _)), _) => id,
-        (None, Some(key)) => {
+    let id = match (earlier, kept, key) {
+        // An earlier attempt chose this id but never finished storing: finish it now.
+        (Some((id, _)), _, _) | (None, Some(id), _) => id,
+        (None, None, Some(key)) => {
             let id = fresh();
             store.put_marker(name, key, &format!("{id} pending")).await?;
             id
         }
-        (None, None) => fresh(),
+        (None, None, None) => fresh(),
     };
+    if let Some(marker) = uidl_marker {
+        store.put_marker(name, marker, &format!("{id} pending")).await?;
+    }
     let mut new = store.create_with_id(name, &id).await?;
     if let Some(traceparent) = &options.traceparent {
         new.set_trace_parent(traceparent);
@@ -325,7 +333,30 @@ async fn store_checked(
     if let Some(key) = key {
         store.put_marker(name, key, &stored_record(&stored.id)).await?;
     }
+    // Stored whatever the counter says; a counter that missed it is remade within a day.
+    if let Err(e) = usage.add(name, 1, stored.size as i64).await {
+        tracing::warn!(error = %e, "cannot count a delivery in the mailbox's usage");
+    }
     Ok(Outcome::Stored(stored))
+}
+
+/// What the mailbox holds: its counter, or a listing that starts one. Without a working
+/// counter service the listing answers.
+async fn current_usage(
+    store: &dyn MessageStore,
+    usage: &dyn UsageCounters,
+    name: &AccountName,
+) -> Result<Usage, StoreError> {
+    match usage.get(name).await {
+        Ok(Some(now)) => return Ok(now),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "mailbox usage unavailable; listing the mailbox"),
+    }
+    let now = Usage::of(&store.list(name).await?);
+    if let Err(e) = usage.start(name, now).await {
+        tracing::warn!(error = %e, "cannot start counting the mailbox's usage");
+    }
+    Ok(now)
 }
 
 /// The idempotency record of a stored message, with when it was stored.
@@ -339,6 +370,7 @@ fn stored_record(id: &str) -> String {
 pub async fn deliver(
     store: &dyn MessageStore,
     accounts: &Accounts,
+    usage: &dyn UsageCounters,
     spool_dir: &Path,
     mailbox: &str,
     input: impl AsyncRead + Unpin,
@@ -349,7 +381,7 @@ pub async fn deliver(
     let message = spooler.finish().await.map_err(|e| e.to_string())?;
     // No idempotency key and no kept UIDL: nothing to claim.
     let claims = crate::lock::memory::MemoryLocks::new();
-    match store_for(store, accounts, &claims, &message, mailbox, &Options::default()).await {
+    match store_for(store, accounts, &claims, usage, &message, mailbox, &Options::default()).await {
         Outcome::Stored(stored) => Ok(stored),
         Outcome::Duplicate(id) => Err(format!("already delivered as {id}")),
         Outcome::UnknownMailbox => Err(format!("unknown mailbox {}", mailbox.to_ascii_lowercase())),

@@ -47,9 +47,9 @@ pub enum Step {
     /// Send `header`, then the listing's lines piece by piece through
     /// [`Machine::write_listing`], so no reply of a large maildrop is ever whole in memory.
     Listing { header: Vec<u8>, kind: ListKind },
-    /// Enter UPDATE: remove the messages stored under these keys, then call
-    /// [`Machine::update_finished`].
-    Update(Vec<String>),
+    /// Enter UPDATE: remove the messages stored under these keys (this many octets in all),
+    /// then call [`Machine::update_finished`].
+    Update(Vec<String>, u64),
     /// Wait the failed-login delay, send the reply, and close the connection if `close`.
     AuthFailed { reply: Vec<u8>, close: bool },
     /// Send the reply and close the connection.
@@ -396,9 +396,9 @@ impl Machine {
                 Step::Reply(response::ok(&format!("Maildrop has {count} messages ({octets} octets)")))
             }
             Command::Quit => {
-                let doomed = view.deleted_keys();
+                let (doomed, octets) = view.deleted_keys();
                 self.phase = Phase::Closed;
-                return Step::Update(doomed);
+                return Step::Update(doomed, octets);
             }
             _ => Step::Reply(response::err(None, "Command not valid after login")),
         };

@@ -69,7 +69,7 @@ fn drive(machine: &mut Machine, mut step: Step, out: &mut Vec<u8>, log: &mut Vec
                 stuffer.finish(out);
                 return true;
             }
-            Step::Update(uids) => {
+            Step::Update(uids, _) => {
                 log.push(format!("update {uids:?}"));
                 machine.update_finished(UpdateOutcome::Applied)
             }

@@ -79,9 +79,13 @@ impl MaildropView {
         self.deleted.fill(false);
     }
 
-    /// The store keys to remove when the session reaches UPDATE.
-    pub fn deleted_keys(&self) -> Vec<String> {
-        self.messages.iter().zip(&self.deleted).filter(|(_, d)| **d).map(|(m, _)| m.key.clone()).collect()
+    /// The store keys to remove when the session reaches UPDATE, and their octets.
+    pub fn deleted_keys(&self) -> (Vec<String>, u64) {
+        let doomed = self.messages.iter().zip(&self.deleted).filter(|(_, d)| **d).map(|(m, _)| m);
+        doomed.fold((Vec::new(), 0), |(mut keys, octets), m| {
+            keys.push(m.key.clone());
+            (keys, octets + m.size)
+        })
     }
 
     fn index(&self, number: u64) -> Result<usize, Lookup> {
@@ -114,10 +118,10 @@ mod tests {
         assert_eq!(v.live_after(1).map(|(n, _)| n).collect::<Vec<_>>(), [3]);
         assert_eq!(v.live_after(3).count(), 0);
         assert_eq!(v.live_after(u64::MAX).count(), 0);
-        assert_eq!(v.deleted_keys(), ["k2"]);
+        assert_eq!(v.deleted_keys().0, ["k2"]);
         v.reset();
         assert_eq!(v.stat(), (3, 60));
-        assert!(v.deleted_keys().is_empty());
+        assert!(v.deleted_keys().0.is_empty());
     }
 
     #[test]

@@ -462,8 +462,8 @@ impl<'a> Session<'a> {
                     }
                     return Ok(Flow::Continue);
                 }
-                Step::Update(keys) => {
-                    let outcome = Box::pin(self.update(&keys)).await;
+                Step::Update(keys, octets) => {
+                    let outcome = Box::pin(self.update(&keys, octets)).await;
                     self.machine.update_finished(outcome)
                 }
                 Step::Close(reply) => {

@@ -131,10 +131,24 @@ impl Session<'_> {
 
     /// UPDATE state (`pop3.update`): confirm the lease is still ours, then remove the marked
     /// messages.
-    pub(super) async fn update(&mut self, uids: &[String]) -> UpdateOutcome {
+    pub(super) async fn update(&mut self, uids: &[String], octets: u64) -> UpdateOutcome {
         let span =
             info_span!("pop3.update", marked = uids.len(), deleted = Empty, outcome = Empty, otel.status_code = Empty);
         let outcome = self.apply_deletions(uids).instrument(span.clone()).await;
+        if outcome.1 > 0
+            && let Some(lease) = &self.lease
+        {
+            let usage = self.ctx.backends.usage.as_ref();
+            let counted = match outcome.0 {
+                // All of them: the counter takes away exactly what went.
+                UpdateOutcome::Applied => usage.add(lease.maildrop(), -(outcome.1 as i64), -(octets as i64)).await,
+                // Some of them: recount at the next delivery that needs it.
+                UpdateOutcome::Failed(_) => usage.forget(lease.maildrop()).await,
+            };
+            if let Err(e) = counted {
+                warn!(error = %e, "cannot take removed messages off the mailbox's usage");
+            }
+        }
         match &outcome {
             (UpdateOutcome::Applied, deleted) => {
                 span.record("deleted", deleted);

@@ -227,11 +227,9 @@ fn redis_cluster_and_sentinel_reach_the_config_and_the_network_policy() {
     let ports = egress_ports(&objects);
     assert!(ports.contains(&7000) && ports.contains(&7001), "{ports:?}");
 
-    let sentinel = [
-        &cloud[..],
-        &["redis.mode=sentinel", "redis.url=redis://s0:26379", "redis.sentinelMaster=mail-primary"],
-    ]
-    .concat();
+    let sentinel =
+        [&cloud[..], &["redis.mode=sentinel", "redis.url=redis://s0:26379", "redis.sentinelMaster=mail-primary"]]
+            .concat();
     let objects = render(&[], &sentinel);
     let config = find(&objects, "ConfigMap", "cloudpop")["data"]["cloudpop.toml"].as_str().unwrap().to_owned();
     assert!(config.contains("redis_sentinel_master = \"mail-primary\""), "{config}");

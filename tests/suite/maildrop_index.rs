@@ -293,3 +293,79 @@ async fn pop3_sessions_keep_the_index_and_use_it() {
     let listed: Vec<&str> = uidls.iter().filter_map(|l| l.split_whitespace().nth(1)).collect();
     assert_eq!(listed, seeded[10..].iter().map(String::as_str).collect::<Vec<_>>(), "DELE on an indexed maildrop");
 }
+
+/// Quota checks read the pool's usage counter, not the mailbox: one listing starts the counter,
+/// then deliveries, QUIT deletions and operator deletions keep it exact without listing.
+/// Kept-UIDL deliveries need no listing either.
+#[tokio::test]
+async fn quota_checks_count_without_listing_the_mailbox() {
+    use crate::common::api::{self as grpc, ADMIN_TOKEN, INGEST_TOKEN, token_env};
+    use crate::common::cloud::{Redis, cloud_env};
+    use crate::common::{Client, Server};
+    use cloudpop::api::proto::{DeleteMessagesRequest, Quota, SetQuotaRequest};
+    let redis = Redis::start();
+    let s3 = S3::start();
+    let bucket = s3.bucket("mail");
+    let mut env = cloud_env(&s3, &bucket, &redis);
+    env.extend(token_env().map(|(k, v)| (k.to_string(), v.to_string())));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    server.add_account("quota", "pw");
+    let seeded = put_old(&S3Store::new(&s3_settings(&s3, &bucket, "pool")).await, &md("quota"), 150).await;
+    let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let quota = Quota { max_bytes: 0, max_messages: 153 };
+    admin.set_quota(SetQuotaRequest { name: "quota".into(), quota: Some(quota) }).await.unwrap();
+    let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let message = b"Subject: q\r\n\r\nbody\r\n";
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+
+    // The first delivery reads the maildrop once (its index keys, then its messages) and
+    // starts the counter; the next ones list nothing.
+    let lists = s3_requests(&server, "ListObjectsV2");
+    grpc::deliver(&mut ingest, &["quota"], "", message).await.unwrap();
+    assert_eq!(s3_requests(&server, "ListObjectsV2") - lists, 2.0, "the first quota check");
+    let lists = s3_requests(&server, "ListObjectsV2");
+    grpc::deliver(&mut ingest, &["quota"], "", message).await.unwrap();
+    grpc::deliver(&mut ingest, &["quota"], "", message).await.unwrap();
+    let full = grpc::deliver(&mut ingest, &["quota"], "", message).await.unwrap_err();
+    assert_eq!(full.code(), tonic::Code::ResourceExhausted, "{full:?}");
+    assert_eq!(s3_requests(&server, "ListObjectsV2") - lists, 0.0, "quota checks listed the mailbox");
+    assert_eq!(usage_counter(&mut conn).await.0, 153);
+
+    // A session deletes two and the operator one: room for three again, still without listing.
+    let pop3 = server.pop3;
+    let stat = tokio::task::spawn_blocking(move || {
+        let mut c = Client::login(pop3, "quota", "pw");
+        assert!(c.cmd("DELE 1").starts_with("+OK") && c.cmd("DELE 2").starts_with("+OK"));
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+        let mut c = Client::login(pop3, "quota", "pw");
+        let stat = c.cmd("STAT");
+        c.cmd("QUIT");
+        stat
+    })
+    .await
+    .unwrap();
+    let (messages, octets) = usage_counter(&mut conn).await;
+    assert_eq!(stat, format!("+OK {messages} {octets}"), "the counter after QUIT differs from the mailbox");
+    assert_eq!(messages, 151);
+    admin.delete_messages(DeleteMessagesRequest { name: "quota".into(), ids: vec![seeded[2].clone()] }).await.unwrap();
+    assert_eq!(usage_counter(&mut conn).await.0, 150);
+    let lists = s3_requests(&server, "ListObjectsV2");
+    for _ in 0..3 {
+        grpc::deliver(&mut ingest, &["quota"], "", message).await.unwrap();
+    }
+    let full = grpc::deliver(&mut ingest, &["quota"], "", message).await.unwrap_err();
+    assert_eq!(full.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(s3_requests(&server, "ListObjectsV2") - lists, 0.0, "quota checks listed the mailbox");
+}
+
+/// The pool's usage counter of the `quota` mailbox: (messages, octets).
+async fn usage_counter(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
+    let (messages, octets): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+        .arg("cloudpop:usage:{quota}")
+        .arg("messages")
+        .arg("octets")
+        .query_async(conn)
+        .await
+        .unwrap();
+    (messages.expect("no counter"), octets.expect("no counter"))
+}

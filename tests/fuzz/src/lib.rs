@@ -233,7 +233,7 @@ pub mod protocol_machine {
                     out.extend_from_slice(b"body\r\n.\r\n");
                     return true;
                 }
-                Step::Update(_) => machine.update_finished(UpdateOutcome::Applied),
+                Step::Update(..) => machine.update_finished(UpdateOutcome::Applied),
                 Step::AuthFailed { reply, close } => {
                     out.extend(reply);
                     return !close;
