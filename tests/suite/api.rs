@@ -578,4 +578,24 @@ async fn migrated_mail_keeps_its_uidl_and_place() {
     assert_eq!(after.results[0].status, DeliveryStatus::Duplicate as i32, "a deleted message's UIDL was reused");
     let mut c = Client::login(server.pop3, "alice", "secret");
     assert_eq!(c.lines("UIDL").len(), 1);
+    c.cmd("QUIT");
+
+    // An attempt that named its id in the UIDL's marker and died before storing: the retry
+    // stores under that id. One that died after storing: the retry finds the message.
+    use cloudpop::store::ids;
+    let markers = server.data_dir().join("maildrops/alice/markers");
+    let crashed = ids::with_uidl(&ids::new_message_id_at(1_400_000_000_000), "legacy:002/B");
+    std::fs::write(markers.join(format!("uidl.{}", ids::uidl_hex("legacy:002/B"))), format!("{crashed} pending"))
+        .unwrap();
+    let retry =
+        ingest.deliver(tokio_stream::iter(migrate("legacy:002/B", 1_400_000_000_000))).await.unwrap().into_inner();
+    assert!(stored(&retry.results[0]) && retry.results[0].message_id == crashed, "{retry:?}");
+    let marker = markers.join(format!("uidl.{}", ids::uidl_hex("legacy:002/B")));
+    std::fs::write(&marker, format!("{crashed} pending")).unwrap();
+    let again =
+        ingest.deliver(tokio_stream::iter(migrate("legacy:002/B", 1_400_000_000_000))).await.unwrap().into_inner();
+    assert_eq!(again.results[0].status, DeliveryStatus::Duplicate as i32, "{again:?}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), crashed, "the marker was not made final");
+    let mut c = Client::login(server.pop3, "alice", "secret");
+    assert_eq!(c.lines("UIDL").len(), 2);
 }
