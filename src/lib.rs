@@ -26,6 +26,7 @@ pub mod config;
 pub mod delivery;
 pub mod hashing;
 pub mod limits;
+pub mod lmtp;
 pub mod lock;
 pub mod maintenance;
 pub mod names;

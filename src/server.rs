@@ -106,6 +106,15 @@ pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>)
         announce(role.name(), local);
         listeners.push((listener, role));
     }
+    let lmtp = match config.lmtp_listen.as_str() {
+        "" => None,
+        addr => {
+            let settings = Arc::new(crate::lmtp::Settings::from_config(&config)?);
+            let (listener, local) = bind(addr).await?;
+            announce("lmtp", local);
+            Some((listener, settings))
+        }
+    };
     let api = crate::api::bind(&config, &api_tokens.current()).await?;
     if let Some((_, local)) = &api {
         announce("api", *local);
@@ -141,9 +150,18 @@ pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>)
             }
         });
     }
+    let stop_accepting = CancellationToken::new();
+    if let Some((listener, settings)) = lmtp {
+        sessions.spawn(crate::lmtp::accept_loop(
+            listener,
+            ctx.clone(),
+            settings,
+            sessions.clone(),
+            stop_accepting.clone(),
+        ));
+    }
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let per_address = AddressSlots::new(config.max_connections_per_address);
-    let stop_accepting = CancellationToken::new();
     for (listener, role) in listeners {
         let accept = Acceptor {
             ctx: ctx.clone(),

@@ -59,7 +59,7 @@ impl proto::ingest_server::Ingest for IngestService {
         // caller's trace), else the caller's context as it was sent.
         let traceparent =
             crate::telemetry::traceparent_of(&span).or_else(|| traceparent.as_deref().and_then(TraceParent::parse));
-        let options = delivery::Options { idempotency_key: key, uidl, received_ms, traceparent };
+        let options = delivery::Options { idempotency_key: key, uidl, received_ms, traceparent, header: Vec::new() };
         let recorded = span.clone();
         async move {
             let mut spooler =

@@ -213,6 +213,32 @@ pub struct Config {
     /// PEM CA whose client certificates the API requires (mutual TLS); needs `api_tls`.
     pub api_client_ca: Option<PathBuf>,
 
+    /// Address of the LMTP listener (RFC 2033) for the provider's MTAs, e.g. `127.0.0.1:24` or
+    /// a cluster-internal address. Empty (the default) disables it.
+    pub lmtp_listen: String,
+    /// Clients allowed to deliver over LMTP (CIDR list); every other connection is refused
+    /// at once with `554 5.7.1`. Loopback only by default.
+    #[serde(deserialize_with = "string_or_list")]
+    pub lmtp_trusted_networks: Vec<String>,
+    /// Offer STARTTLS on the LMTP listener, with the POP3 certificate.
+    pub lmtp_starttls: bool,
+    /// Map recipient addresses to mailboxes by their local part only (`alice@example.com` ->
+    /// `alice`); off, the whole address is the mailbox name.
+    pub lmtp_strip_domain: bool,
+    /// Characters that start a subaddress in a recipient's local part (`alice+news@...` ->
+    /// `alice@...`); empty turns subaddresses off.
+    pub lmtp_subaddress_separator: String,
+    /// Add `Return-Path`, `Delivered-To` and `Received` in front of each message delivered over
+    /// LMTP (RFC 5321 section 4.4).
+    pub lmtp_trace_headers: bool,
+    /// The host name in the LMTP greeting and `Received` fields; empty means this host's name.
+    pub lmtp_hostname: String,
+    /// Refuse mail to a full mailbox temporarily (`452 4.2.2`: the MTA retries, and the mail
+    /// gets in once the user has made room) rather than for good (`552 5.2.2`: it bounces).
+    pub lmtp_quota_tempfail: bool,
+    /// Most simultaneous LMTP connections per process; more get `421 4.3.2`.
+    pub lmtp_max_connections: usize,
+
     /// Window over which failed logins are counted, in seconds.
     pub throttle_window_secs: u64,
     /// Failed logins per account within the window before further logins are refused.
@@ -333,6 +359,15 @@ impl Default for Config {
             api_tls: false,
             api_allow_cleartext: false,
             api_client_ca: None,
+            lmtp_listen: String::new(),
+            lmtp_trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            lmtp_starttls: true,
+            lmtp_strip_domain: false,
+            lmtp_subaddress_separator: "+".into(),
+            lmtp_trace_headers: true,
+            lmtp_hostname: String::new(),
+            lmtp_quota_tempfail: true,
+            lmtp_max_connections: 256,
             throttle_window_secs: 900,
             throttle_account_failures: 10,
             throttle_address_failures: 30,
@@ -424,21 +459,23 @@ impl Config {
 
     /// `proxy_trusted_networks` parsed; a bare address means just that host.
     pub fn proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-        self.proxy_trusted_networks
-            .iter()
-            .map(|raw| {
-                let raw = raw.trim();
-                raw.parse::<ipnet::IpNet>()
-                    .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map(|net| net.trunc())
-                    .map_err(|_| {
-                        ConfigError::Invalid(format!(
-                            "proxy_trusted_networks: {raw:?} is not a network like 10.0.0.0/8 or an address"
-                        ))
-                    })
-            })
-            .collect()
+        networks("proxy_trusted_networks", &self.proxy_trusted_networks)
     }
+}
+
+/// A list of networks (the setting `key`) parsed; a bare address means just that host.
+pub fn networks(key: &str, list: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.iter()
+        .map(|raw| {
+            let raw = raw.trim();
+            raw.parse::<ipnet::IpNet>()
+                .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    ConfigError::Invalid(format!("{key}: {raw:?} is not a network like 10.0.0.0/8 or an address"))
+                })
+        })
+        .collect()
 }
 
 /// A list given as a TOML array or as one comma-separated string (the form environment

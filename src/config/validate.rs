@@ -13,6 +13,19 @@ impl Config {
                 return fail(format!("{key} = {value:?} is not an address like 127.0.0.1:110 or [::]:995"));
             }
         }
+        if !self.lmtp_listen.is_empty() && self.lmtp_listen.parse::<SocketAddr>().is_err() {
+            return fail(format!("lmtp_listen = {:?} is not an address like 127.0.0.1:24", self.lmtp_listen));
+        }
+        super::networks("lmtp_trusted_networks", &self.lmtp_trusted_networks)?;
+        if !self.lmtp_hostname.bytes().all(|b| b.is_ascii_graphic()) || self.lmtp_hostname.len() > 255 {
+            return fail("lmtp_hostname must be a host name (printable ASCII, no spaces)".into());
+        }
+        if !self.lmtp_subaddress_separator.bytes().all(|b| b"+-_=.#~".contains(&b)) {
+            return fail("lmtp_subaddress_separator may hold only the characters + - _ = . # ~".into());
+        }
+        if !(1..=100_000).contains(&self.lmtp_max_connections) {
+            return fail("lmtp_max_connections must be between 1 and 100000".into());
+        }
         if !self.api_listen.is_empty() && self.api_listen.parse::<SocketAddr>().is_err() {
             return fail(format!("api_listen = {:?} is not an address like 127.0.0.1:7110", self.api_listen));
         }

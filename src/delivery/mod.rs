@@ -154,6 +154,9 @@ pub struct Options {
     pub received_ms: Option<u64>,
     /// The trace context of the delivering call, kept with the message for retrieval to link to.
     pub traceparent: Option<TraceParent>,
+    /// Header fields stored in front of the message for this recipient (LMTP's trace fields),
+    /// CRLF-terminated; empty for none.
+    pub header: Vec<u8>,
 }
 
 /// The marker that records a caller's idempotency key. Callers' keys live under their own
@@ -282,7 +285,7 @@ async fn store_checked(
         if account.quota_messages > 0 && now.messages >= account.quota_messages {
             return Ok(Outcome::OverQuota("message count quota reached"));
         }
-        if account.quota_bytes > 0 && now.octets + message.size > account.quota_bytes {
+        if account.quota_bytes > 0 && now.octets + message.size + options.header.len() as u64 > account.quota_bytes {
             return Ok(Outcome::OverQuota("byte quota would be exceeded"));
         }
     }
@@ -306,6 +309,9 @@ async fn store_checked(
     let mut new = store.create_with_id(name, &id).await?;
     if let Some(traceparent) = &options.traceparent {
         new.set_trace_parent(traceparent);
+    }
+    if !options.header.is_empty() {
+        new.write(&options.header).await?;
     }
     let mut file = tokio::fs::File::open(&message.path).await?;
     file.rewind().await?;

@@ -546,7 +546,7 @@ fn plaintext_allowed(peer: SocketAddr, tls_active: bool, allow_configured: bool,
     tls_active || allow_configured || (loopback_exempt && peer.ip().to_canonical().is_loopback())
 }
 
-fn session_id() -> String {
+pub(crate) fn session_id() -> String {
     let mut bytes = [0u8; 6];
     let _ = getrandom::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -39,8 +39,12 @@ pub trait SessionRegistry: Send + Sync + 'static {
     async fn end_requested(&self, id: &str) -> Result<bool, LockError>;
 }
 
+/// This host's name (the pod's name on Kubernetes); empty if it cannot be read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}
+
 /// This process's name in session listings.
 pub fn frontend_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-    format!("{host}/{}", std::process::id())
+    format!("{}/{}", host_name(), std::process::id())
 }

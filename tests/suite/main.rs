@@ -13,6 +13,7 @@ mod backend_conformance;
 mod cli;
 mod clients;
 mod kubernetes;
+mod lmtp;
 mod login_cache;
 mod maildrop_index;
 mod operations;

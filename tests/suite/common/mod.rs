@@ -27,6 +27,8 @@ pub struct Server {
     pub api: Option<SocketAddr>,
     /// The operations listener (`/metrics`, `/healthz`, `/readyz`).
     pub ops: Option<SocketAddr>,
+    /// The LMTP listener, when the test set `CLOUDPOP_LMTP_LISTEN`.
+    pub lmtp: Option<SocketAddr>,
 }
 
 impl Server {
@@ -63,8 +65,14 @@ impl Server {
         let want_api = !env.iter().any(|(k, v)| k == "CLOUDPOP_API_LISTEN" && v.is_empty())
             && (set("CLOUDPOP_API_ADMIN_TOKENS") || set("CLOUDPOP_API_INGEST_TOKENS"));
         let want_ops = !env.iter().any(|(k, v)| k == "CLOUDPOP_OPS_LISTEN" && v.is_empty());
-        let (mut pop3, mut pop3s, mut api, mut ops) = (None, None, None, None);
-        while pop3.is_none() || pop3s.is_none() || (want_api && api.is_none()) || (want_ops && ops.is_none()) {
+        let want_lmtp = set("CLOUDPOP_LMTP_LISTEN");
+        let (mut pop3, mut pop3s, mut api, mut ops, mut lmtp) = (None, None, None, None, None);
+        while pop3.is_none()
+            || pop3s.is_none()
+            || (want_api && api.is_none())
+            || (want_ops && ops.is_none())
+            || (want_lmtp && lmtp.is_none())
+        {
             let mut line = String::new();
             if stdout.read_line(&mut line).unwrap() == 0 {
                 let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
@@ -79,9 +87,11 @@ impl Server {
                 api = Some(addr());
             } else if line.starts_with("cloudpop: ops listening on") {
                 ops = Some(addr());
+            } else if line.starts_with("cloudpop: lmtp listening on") {
+                lmtp = Some(addr());
             }
         }
-        Self { child, dir, env, pop3: pop3.unwrap(), pop3s: pop3s.unwrap(), api, ops }
+        Self { child, dir, env, pop3: pop3.unwrap(), pop3s: pop3s.unwrap(), api, ops, lmtp }
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -1,0 +1,342 @@
+//! LMTP delivery from MTAs: the protocol over raw sockets, Python's `smtplib.LMTP` and `swaks`
+//! as clients, and what POP3 then retrieves. (A real Postfix relaying in: `lmtp_postfix`.)
+
+use crate::common::api::{self as grpc, ADMIN_TOKEN};
+use crate::common::cloud::{Redis, S3, cloud_env};
+use crate::common::{Client, Server};
+use cloudpop::api::proto::{Quota, SetEnabledRequest, SetQuotaRequest};
+use std::net::SocketAddr;
+use std::process::Command;
+
+/// A server with LMTP on a free loopback port and both API tokens; `env` adds or overrides.
+pub fn start(env: &[(&str, &str)]) -> Server {
+    let mut all = vec![("CLOUDPOP_LMTP_LISTEN", "127.0.0.1:0"), ("CLOUDPOP_LMTP_HOSTNAME", "pop.test")];
+    all.extend(grpc::token_env());
+    all.extend(env);
+    Server::start(&all)
+}
+
+/// Reads one reply, multi-line or not; returns its lines.
+pub fn reply(c: &mut Client) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = c.line();
+        assert!(line.len() >= 4, "truncated reply line {line:?} after {lines:?}");
+        let last = line.as_bytes()[3] == b' ';
+        lines.push(line);
+        if last {
+            return lines;
+        }
+    }
+}
+
+/// Sends a command and returns the (last line of its) reply.
+fn say(c: &mut Client, command: &str) -> String {
+    c.send(format!("{command}\r\n").as_bytes());
+    reply(c).pop().unwrap()
+}
+
+/// The messages of a mailbox as POP3 retrieves them.
+pub fn retrieve_all(server: &Server, user: &str, password: &str) -> Vec<Vec<u8>> {
+    let mut pop = Client::login(server.pop3, user, password);
+    let count = pop.lines("LIST").len();
+    let messages = (1..=count).map(|n| pop.multi(&format!("RETR {n}")).1).collect();
+    pop.cmd("QUIT");
+    messages
+}
+
+/// Splits off the trace fields cloudpop put in front: (those fields, the message as sent).
+pub fn split_trace(stored: &[u8]) -> (String, Vec<u8>) {
+    let text = String::from_utf8_lossy(stored);
+    let at = text.find("Received: ").expect("a Received field");
+    let after = at + text[at..].find(" +0000\r\n").expect("the Received date") + " +0000\r\n".len();
+    (text[..after].to_owned(), stored[after..].to_vec())
+}
+
+fn python(script: &str, args: &[String]) -> String {
+    let out = Command::new("python3").arg("-c").arg(script).args(args).output().expect("python3");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// smtplib.LMTP: the extensions, then one message to five recipients with every outcome (the
+/// body has bare LF line endings, which smtplib sends as they are, dot-stuffed line by line).
+/// smtplib reads only the first reply after DATA; the others are read with getreply().
+const SMTPLIB_MIXED: &str = r#"
+import smtplib, ssl, sys
+host, port, cert = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = smtplib.LMTP(host, port)
+print("LHLO", s.ehlo("mx.test")[0])
+print("FEATURES", " ".join(sorted(f"{k}={v}" if v else k for k, v in s.esmtp_features.items())))
+rcpts = ["alice@example.com", "nobody@example.com", "carol@example.com", "bob@example.com", "Alice+Lists@example.com"]
+print("MAIL", *s.mail("sender@example.org", ["BODY=8BITMIME", "SIZE=300"]))
+accepted = []
+for r in rcpts:
+    code, text = s.rcpt(r)
+    print("RCPT", r, code, text.decode())
+    if code == 250:
+        accepted.append(r)
+body = ("Subject: mixed\nFrom: sender@example.org\n\n.leading dot\n..two dots\n.\nnaïve 8-bit body\r\nend\r\n").encode()
+code, text = s.data(body)
+print("DATA", accepted[0], code, text.decode())
+for r in accepted[1:]:
+    code, text = s.getreply()
+    print("DATA", r, code, text.decode())
+s.rset()
+ctx = ssl.create_default_context(cafile=cert)
+ctx.check_hostname = False
+print("STARTTLS", s.starttls(context=ctx)[0])
+print("LHLO-TLS", s.ehlo("mx.test")[0], "starttls" in s.esmtp_features)
+s.mail("")
+s.rcpt("alice@example.com")
+print("DATA-TLS", *s.data(b"Subject: over tls\r\n\r\nsecret\r\n"))
+s.quit()
+"#;
+
+#[tokio::test]
+async fn smtplib_gets_one_reply_per_recipient_and_pop3_retrieves_the_message() {
+    let server = start(&[]);
+    for name in ["alice@example.com", "bob@example.com", "carol@example.com"] {
+        server.add_account(name, "pw");
+    }
+    let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    admin.set_enabled(SetEnabledRequest { name: "carol@example.com".into(), enabled: false }).await.unwrap();
+    let quota = Some(Quota { max_bytes: 0, max_messages: 1 });
+    admin.set_quota(SetQuotaRequest { name: "bob@example.com".into(), quota }).await.unwrap();
+    server.deliver("bob@example.com", b"Subject: fills the quota\r\n\r\nx\r\n");
+
+    let lmtp = server.lmtp.unwrap();
+    let args = [lmtp.ip().to_string(), lmtp.port().to_string(), server.cert().display().to_string()];
+    let out = tokio::task::spawn_blocking(move || python(SMTPLIB_MIXED, &args)).await.unwrap();
+    let max = 512 * 1024 * 1024;
+    let expected = [
+        "LHLO 250".to_string(),
+        format!("FEATURES 8bitmime enhancedstatuscodes pipelining size={max} starttls"),
+        "MAIL 250 b'2.1.0 Sender OK'".into(),
+        "RCPT alice@example.com 250 2.1.5 Recipient OK".into(),
+        "RCPT nobody@example.com 550 5.1.1 No such mailbox".into(),
+        "RCPT carol@example.com 550 5.2.1 Mailbox disabled".into(),
+        "RCPT bob@example.com 250 2.1.5 Recipient OK".into(),
+        "RCPT Alice+Lists@example.com 250 2.1.5 Recipient OK".into(),
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..expected.len()], expected.iter().map(String::as_str).collect::<Vec<_>>()[..], "{out}");
+    let data: Vec<&str> = lines[expected.len()..expected.len() + 3].to_vec();
+    assert!(data[0].starts_with("DATA alice@example.com 250 2.0.0 <alice@example.com> Delivered as "), "{out}");
+    assert_eq!(data[1], "DATA bob@example.com 452 4.2.2 <bob@example.com> Mailbox full", "{out}");
+    assert!(data[2].starts_with("DATA Alice+Lists@example.com 250 2.0.0 <Alice+Lists@example.com> Delivered"), "{out}");
+    assert!(out.contains("STARTTLS 220\nLHLO-TLS 250 False\nDATA-TLS 250"), "{out}");
+
+    let messages = retrieve_all(&server, "alice@example.com", "pw");
+    assert_eq!(messages.len(), 3, "two copies in clear and one over TLS");
+    let sent = "Subject: mixed\r\nFrom: sender@example.org\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nnaïve 8-bit body\r\nend\r\n";
+    for (message, rcpt) in messages[..2].iter().zip(["alice@example.com", "Alice+Lists@example.com"]) {
+        let (trace, rest) = split_trace(message);
+        assert_eq!(String::from_utf8(rest).unwrap(), sent, "the message changed on the way");
+        assert!(
+            trace.starts_with(&format!("Return-Path: <sender@example.org>\r\nDelivered-To: {rcpt}\r\n")),
+            "{trace}"
+        );
+        assert!(trace.contains("Received: from mx.test ([127.0.0.1])\r\n\tby pop.test (cloudpop) with LMTP id "));
+        assert!(trace.contains(&format!("\tfor <{rcpt}>; ")), "{trace}");
+    }
+    let (trace, rest) = split_trace(&messages[2]);
+    assert!(trace.starts_with("Return-Path: <>\r\n") && trace.contains(" with LMTPS id "), "{trace}");
+    assert_eq!(rest, b"Subject: over tls\r\n\r\nsecret\r\n");
+    assert_eq!(retrieve_all(&server, "bob@example.com", "pw").len(), 1, "bob's full mailbox took nothing");
+
+    let metrics = server.metrics();
+    assert_eq!(metrics.get(r#"cloudpop_ingest_deliveries_total{status="stored",via="lmtp"}"#), 3.0);
+    assert_eq!(metrics.get(r#"cloudpop_ingest_deliveries_total{status="over_quota",via="lmtp"}"#), 1.0);
+}
+
+#[test]
+fn pipelined_commands_garbage_and_smuggling_attempts() {
+    let server = start(&[("CLOUDPOP_LMTP_QUOTA_TEMPFAIL", "false")]);
+    server.add_account("alice@example.com", "pw");
+    let mut c = Client::connect(server.lmtp.unwrap());
+    assert_eq!(c.greeting, "220 pop.test LMTP cloudpop ready");
+    // Commands before LHLO, SMTP greetings, garbage and an overlong line: refused, not fatal.
+    assert_eq!(say(&mut c, "MAIL FROM:<a@b.example>"), "503 5.5.1 Send LHLO first");
+    assert_eq!(say(&mut c, "EHLO mx.test"), "500 5.5.1 This is an LMTP server: use LHLO");
+    c.send(b"\x00\xff\xfe\x16\x03\x01 binary\r\n");
+    assert_eq!(reply(&mut c), ["500 5.5.2 Syntax error: the command is not text"]);
+    c.send(&[b"NOOP ".as_slice(), &[b'x'; 10_000], b"\r\n"].concat());
+    assert_eq!(reply(&mut c), ["500 5.5.2 Line too long"]);
+
+    // One pipelined group, answered in order.
+    c.send(b"LHLO mx.test\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<alice@example.com>\r\nRCPT TO:<x@example.com>\r\nRCPT TO:<bad address>\r\nDATA\r\n");
+    let lhlo = reply(&mut c);
+    assert_eq!(lhlo.first().map(String::as_str), Some("250-pop.test"), "{lhlo:?}");
+    assert!(lhlo.iter().any(|l| l == "250-PIPELINING") && lhlo.iter().any(|l| l.ends_with("ENHANCEDSTATUSCODES")));
+    assert_eq!(reply(&mut c), ["250 2.1.0 Sender OK"]);
+    assert_eq!(reply(&mut c), ["250 2.1.5 Recipient OK"]);
+    assert_eq!(reply(&mut c), ["550 5.1.1 No such mailbox"]);
+    assert_eq!(reply(&mut c), ["501 5.1.3 Bad address syntax: expected <local@domain>"]);
+    assert!(reply(&mut c)[0].starts_with("354 "));
+    // A bare-LF "end" with a second transaction behind it is data, not a command (its dot is
+    // taken as stuffing); a bare LF is stored as CRLF; the real end and QUIT come in one packet.
+    c.send(b"Subject: smuggle\r\n\r\nbody\n.\nMAIL FROM:<evil@example.org>\nbare LF\r\n..dot\r\n.\r\nQUIT\r\n");
+    let delivered = reply(&mut c);
+    assert_eq!(delivered.len(), 1);
+    assert!(delivered[0].starts_with("250 2.0.0 <alice@example.com> Delivered as "), "{delivered:?}");
+    assert_eq!(reply(&mut c), ["221 2.0.0 Bye"]);
+    assert!(c.is_closed());
+    let messages = retrieve_all(&server, "alice@example.com", "pw");
+    assert_eq!(messages.len(), 1, "the smuggled transaction became a second message");
+    let (_, body) = split_trace(&messages[0]);
+    assert_eq!(body, b"Subject: smuggle\r\n\r\nbody\r\n\r\nMAIL FROM:<evil@example.org>\r\nbare LF\r\n.dot\r\n");
+
+    // Sequence errors, then an oversize message refused by SIZE and by its real size.
+    let mut c = Client::connect(server.lmtp.unwrap());
+    assert!(say(&mut c, "LHLO mx.test").starts_with("250 "));
+    assert_eq!(say(&mut c, "DATA"), "503 5.5.1 No valid recipients");
+    assert_eq!(say(&mut c, "RCPT TO:<alice@example.com>"), "503 5.5.1 Bad sequence of commands");
+    let huge = 600 * 1024 * 1024;
+    assert_eq!(
+        say(&mut c, &format!("MAIL FROM:<s@example.org> SIZE={huge}")),
+        "552 5.3.4 Message size exceeds the fixed maximum message size"
+    );
+    assert_eq!(say(&mut c, "NOOP"), "250 2.0.0 OK");
+    drop(c);
+
+    // A disabled-quota account that is full gets the permanent code with lmtp_quota_tempfail off.
+    let mut c = Client::connect(server.lmtp.unwrap());
+    let full = start_full_mailbox(&server);
+    say(&mut c, "LHLO mx.test");
+    say(&mut c, "MAIL FROM:<>");
+    assert_eq!(say(&mut c, &format!("RCPT TO:<{full}>")), "250 2.1.5 Recipient OK");
+    assert!(say(&mut c, "DATA").starts_with("354"));
+    c.send(b"Subject: q\r\n\r\nx\r\n.\r\n");
+    assert_eq!(reply(&mut c), [format!("552 5.2.2 <{full}> Mailbox full")]);
+}
+
+/// An account whose message quota is already reached, made through the CLI's store access.
+fn start_full_mailbox(server: &Server) -> &'static str {
+    let name = "full@example.com";
+    server.add_account(name, "pw");
+    server.deliver(name, b"Subject: first\r\n\r\nx\r\n");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+        let quota = Some(Quota { max_bytes: 0, max_messages: 1 });
+        admin.set_quota(SetQuotaRequest { name: name.into(), quota }).await.unwrap();
+    });
+    name
+}
+
+#[test]
+fn only_trusted_networks_may_deliver() {
+    let server = start(&[("CLOUDPOP_LMTP_TRUSTED_NETWORKS", "10.0.0.0/8, 192.0.2.1")]);
+    let mut c = Client::connect(server.lmtp.unwrap());
+    assert_eq!(c.greeting, "554 5.7.1 Not authorised to deliver here");
+    assert!(c.is_closed());
+    let refused = server.metrics().get(r#"cloudpop_connections_refused_total{listener="lmtp",reason="untrusted"}"#);
+    assert_eq!(refused, 1.0);
+}
+
+#[test]
+fn swaks_delivers_pipelined_to_several_mailboxes_with_domain_stripping() {
+    let server = start(&[("CLOUDPOP_LMTP_STRIP_DOMAIN", "true"), ("CLOUDPOP_MAX_MESSAGE_SIZE", "100000")]);
+    server.add_account("alice", "pw");
+    server.add_account("bob", "pw");
+    let lmtp = server.lmtp.unwrap();
+    let swaks = |extra: &[&str]| {
+        let out = Command::new("swaks")
+            .args(["--protocol", "LMTP", "--server", &lmtp.ip().to_string(), "--port", &lmtp.port().to_string()])
+            .args(["--helo", "mx.test", "--from", "sender@example.org", "--pipeline", "--hide-informational"])
+            .args(extra)
+            .output()
+            .expect("swaks");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let out = swaks(&["--to", "alice@example.com,nobody@example.com,bob+x@example.net", "--body", "hello from swaks"]);
+    assert!(out.contains("<** 550 5.1.1 No such mailbox"), "{out}");
+    assert!(out.contains("250 2.0.0 <alice@example.com> Delivered as "), "{out}");
+    assert!(out.contains("250 2.0.0 <bob+x@example.net> Delivered as "), "{out}");
+    for user in ["alice", "bob"] {
+        let messages = retrieve_all(&server, user, "pw");
+        assert_eq!(messages.len(), 1, "{user}");
+        assert!(String::from_utf8_lossy(&messages[0]).contains("hello from swaks"));
+    }
+    // Over max_message_size: refused after the data, once per recipient, nothing stored.
+    let big = server.dir.path().join("big-body.txt");
+    std::fs::write(&big, "x".repeat(200_000)).unwrap();
+    let out = swaks(&["--to", "alice@example.com,bob@example.com", "--body", big.to_str().unwrap()]);
+    assert_eq!(out.matches("552 5.3.4 Message size exceeds the fixed maximum message size").count(), 2, "{out}");
+    assert_eq!(retrieve_all(&server, "alice", "pw").len(), 1);
+}
+
+/// A message of 100 MB streamed through LMTP: stored whole, while the server's peak resident
+/// memory stays far below the message size.
+#[test]
+fn a_100_mb_message_is_streamed_in_bounded_memory() {
+    let server = start(&[]);
+    server.add_account("big@example.com", "pw");
+    let mut c = Client::connect(server.lmtp.unwrap());
+    say(&mut c, "LHLO mx.test");
+    say(&mut c, "MAIL FROM:<s@example.org> SIZE=104857600");
+    assert_eq!(say(&mut c, "RCPT TO:<big@example.com>"), "250 2.1.5 Recipient OK");
+    assert!(say(&mut c, "DATA").starts_with("354"));
+    let line = [b"..".as_slice(), &[b'y'; 1022], b"\r\n"].concat();
+    let mut block = b"Subject: big\r\n\r\n".to_vec();
+    let mut sent_lines = 0;
+    while block.len() < 100 * 1024 * 1024 {
+        block.extend_from_slice(&line);
+        sent_lines += 1;
+    }
+    c.send(&block);
+    c.send(b".\r\n");
+    drop(block);
+    assert!(reply(&mut c)[0].starts_with("250 2.0.0"));
+    let peak_kb = peak_rss_kb(server.pid());
+    assert!(peak_kb < 64 * 1024, "peak resident memory {peak_kb} kB for a 100 MB message");
+    let mut pop = Client::login(server.pop3, "big@example.com", "pw");
+    let (_, head) = pop.multi("TOP 1 0");
+    let (trace, _) = split_trace(&head);
+    let list = pop.cmd("LIST 1");
+    let size: usize = list.split(' ').nth(2).unwrap().parse().unwrap();
+    // One dot of each stuffed line was removed on the way in.
+    assert_eq!(size, trace.len() + "Subject: big\r\n\r\n".len() + sent_lines * (line.len() - 1), "{list}");
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// With the store down, a delivery fails temporarily (the MTA keeps the mail and retries),
+/// nothing is half-stored, and the retry succeeds once the store is back.
+#[test]
+fn a_store_outage_is_a_temporary_failure_and_the_retry_stores_once() {
+    let mut s3 = S3::start();
+    let redis = Redis::start();
+    let bucket = s3.bucket("lmtp-outage");
+    let mut env = cloud_env(&s3, &bucket, &redis);
+    env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
+    env.push(("CLOUDPOP_S3_MAX_ATTEMPTS".into(), "1".into()));
+    env.push(("CLOUDPOP_S3_TIMEOUT_SECS".into(), "2".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    server.add_account("alice@example.com", "pw");
+    let attempt = |lmtp: SocketAddr| {
+        let mut c = Client::connect(lmtp);
+        say(&mut c, "LHLO mx.test");
+        say(&mut c, "MAIL FROM:<s@example.org>");
+        let rcpt = say(&mut c, "RCPT TO:<alice@example.com>");
+        if !rcpt.starts_with("250") {
+            return rcpt;
+        }
+        assert!(say(&mut c, "DATA").starts_with("354"));
+        c.send(b"Subject: during an outage\r\n\r\nbody\r\n.\r\n");
+        reply(&mut c).pop().unwrap()
+    };
+    s3.stop();
+    let failed = attempt(server.lmtp.unwrap());
+    assert!(failed.starts_with("451 4.3.0"), "{failed}");
+    s3.restart();
+    let stored = attempt(server.lmtp.unwrap());
+    assert!(stored.starts_with("250 2.0.0"), "{stored}");
+    let messages = retrieve_all(&server, "alice@example.com", "pw");
+    assert_eq!(messages.len(), 1, "the failed attempt left something behind");
+}
