@@ -340,3 +340,146 @@ fn a_store_outage_is_a_temporary_failure_and_the_retry_stores_once() {
     let messages = retrieve_all(&server, "alice@example.com", "pw");
     assert_eq!(messages.len(), 1, "the failed attempt left something behind");
 }
+
+/// A private Postfix instance (Debian's `postfix`, its own configuration directory, queue and
+/// log) that accepts SMTP on a loopback port and relays `example.com` to `lmtp` over LMTP.
+/// Postfix's master runs as root and its daemons as the `postfix` user, as in production.
+struct Postfix {
+    dir: tempfile::TempDir,
+    smtp: u16,
+}
+
+impl Postfix {
+    fn start(lmtp: SocketAddr) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // Postfix's daemons run as `postfix` and must reach the queue.
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["etc", "queue", "data"] {
+            std::fs::create_dir(root.join(sub)).unwrap();
+        }
+        let chown = Command::new("chown").arg("postfix").arg(root.join("data")).status().unwrap();
+        assert!(chown.success(), "chown postfix: is Debian's postfix package installed (scripts/test)?");
+        let smtp = crate::common::cloud::free_port();
+        let root_str = root.display();
+        let main_cf = format!(
+            "compatibility_level = 3.6\nqueue_directory = {root_str}/queue\ndata_directory = {root_str}/data\n\
+             mail_owner = postfix\nsetgid_group = postdrop\nmyhostname = mx.test\nmydestination =\n\
+             inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmynetworks = 127.0.0.0/8\n\
+             relay_domains = example.com\nrelay_transport = lmtp:inet:{lmtp}\n\
+             default_transport = error:no mail leaves this test\nsmtpd_relay_restrictions = permit_mynetworks, reject\n\
+             local_recipient_maps =\nalias_maps =\nalias_database =\nsmtputf8_enable = no\n\
+             maillog_file_prefixes = {root_str}\nmaillog_file = {root_str}/maillog\n"
+        );
+        std::fs::write(root.join("etc/main.cf"), main_cf).unwrap();
+        let services = [
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "lmtp unix - - n - - lmtp",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ];
+        let master_cf = format!("127.0.0.1:{smtp} inet n - n - - smtpd\n{}\n", services.join("\n"));
+        std::fs::write(root.join("etc/master.cf"), master_cf).unwrap();
+        let postfix = Self { dir, smtp };
+        let started = postfix.command("postfix", &["start"]);
+        assert!(started.status.success(), "postfix start failed:\n{}", postfix.log());
+        crate::common::eventually("Postfix accepts SMTP", || std::net::TcpStream::connect(("127.0.0.1", smtp)).is_ok());
+        postfix
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> std::process::Output {
+        let config = self.dir.path().join("etc");
+        Command::new(program).arg("-c").arg(&config).args(args).output().expect(program)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = self.command("postfix", &["stop"]);
+        // The master we started, by the PID it recorded in our own queue directory.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("queue/pid/master.pid")) {
+            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+        }
+    }
+}
+
+/// The message as POP3 shows it, without cloudpop's trace fields and the `Received` field
+/// Postfix added in front.
+fn without_trace_fields(stored: &[u8]) -> Vec<u8> {
+    let (_, rest) = split_trace(stored);
+    assert!(rest.starts_with(b"Received: from "), "Postfix's Received field first");
+    // The field ends at the first line that does not start with white space.
+    let mut at = memchr_crlf(&rest, 0);
+    while rest[at] == b' ' || rest[at] == b'\t' {
+        at = memchr_crlf(&rest, at);
+    }
+    rest[at..].to_vec()
+}
+
+fn memchr_crlf(text: &[u8], from: usize) -> usize {
+    from + text[from..].windows(2).position(|w| w == b"\r\n").unwrap() + 2
+}
+
+#[test]
+fn postfix_relays_over_lmtp_and_pop3_retrieves_the_message_exactly() {
+    let server = start(&[]);
+    server.add_account("alice@example.com", "pw");
+    server.add_account("bob@example.com", "pw");
+    let postfix = Postfix::start(server.lmtp.unwrap());
+    let message = "From: Sender <sender@example.org>\r\nTo: alice@example.com, bob@example.com\r\n\
+                   Subject: through Postfix\r\nMessage-ID: <postfix-test@example.org>\r\n\
+                   Date: Wed, 02 Dec 2026 18:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+                   Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+                   .a line that starts with a dot\r\n..and two\r\n.\r\nnaïve café\r\n";
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+refused = s.sendmail("sender@example.org", ["alice@example.com", "bob@example.com"], sys.stdin.buffer.read())
+s.sendmail("sender@example.org", ["nobody@example.com"], b"Subject: lost\r\n\r\nx\r\n")
+s.quit()
+print(refused)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, &postfix.smtp.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), message.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "{}", "{out:?}");
+
+    crate::common::eventually("Postfix delivered to cloudpop over LMTP", || {
+        let log = postfix.log();
+        log.matches("status=sent (250 2.0.0 <").count() == 2 && log.contains("status=bounced")
+    });
+    let log = postfix.log();
+    assert!(log.contains("to=<nobody@example.com>") && log.contains("550 5.1.1"), "{log}");
+    for user in ["alice@example.com", "bob@example.com"] {
+        let messages = retrieve_all(&server, user, "pw");
+        assert_eq!(messages.len(), 1, "{user}");
+        let (trace, _) = split_trace(&messages[0]);
+        assert!(trace.starts_with(&format!("Return-Path: <sender@example.org>\r\nDelivered-To: {user}\r\n")));
+        assert!(trace.contains("Received: from mx.test ([127.0.0.1])"), "{trace}");
+        assert_eq!(String::from_utf8(without_trace_fields(&messages[0])).unwrap(), message, "{user}");
+    }
+}
