@@ -240,6 +240,37 @@ fn redis_cluster_and_sentinel_reach_the_config_and_the_network_policy() {
     assert!(ports.contains(&6380) && !ports.contains(&6379), "{ports:?}");
 }
 
+/// LMTP: on the in-cluster Service only, with its settings in the configuration file and an
+/// ingress rule of its own.
+#[test]
+fn lmtp_is_served_in_cluster_with_its_own_policy() {
+    let sets = ["lmtp.enabled=true", "lmtp.trustedNetworks={10.42.0.0/16}", "lmtp.stripDomain=true"];
+    let objects = render(&[], &sets);
+    validate("lmtp", &objects);
+    let config = find(&objects, "ConfigMap", "cloudpop")["data"]["cloudpop.toml"].as_str().unwrap().to_owned();
+    for line in
+        ["lmtp_listen = \"0.0.0.0:2424\"", "lmtp_trusted_networks = [\"10.42.0.0/16\"]", "lmtp_strip_domain = true"]
+    {
+        assert!(config.contains(line), "{line} missing:\n{config}");
+    }
+    let port_names = |service: &Value| -> Vec<String> {
+        service["spec"]["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let internal = find(&objects, "Service", "cloudpop-api");
+    assert!(port_names(internal).contains(&"lmtp".to_owned()), "{internal}");
+    assert!(
+        !port_names(find(&objects, "Service", "cloudpop-pop3")).contains(&"lmtp".to_owned()),
+        "LMTP must not be public"
+    );
+    let policy = find(&objects, "NetworkPolicy", "cloudpop");
+    let lmtp_rule =
+        policy["spec"]["ingress"].as_array().unwrap().iter().find(|rule| rule["ports"][0]["port"] == "lmtp");
+    assert!(lmtp_rule.is_some_and(|rule| rule["from"].is_array()), "no restricted LMTP ingress rule: {policy}");
+    let defaults = render(&[], &[]);
+    let config = find(&defaults, "ConfigMap", "cloudpop")["data"]["cloudpop.toml"].as_str().unwrap().to_owned();
+    assert!(!config.contains("lmtp_listen"), "LMTP is off by default");
+}
+
 #[test]
 fn kustomize_overlays_are_valid_for_kubernetes() {
     for dir in ["overlays/cloud", "overlays/embedded", "examples/cloud-with-secrets"] {
@@ -283,6 +314,9 @@ fn values_schema_and_chart_refuse_bad_values_with_clear_messages() {
         (&["tls.source=certManager"], "needs tls.certManager.issuerRef.name"),
         (&["s3.accessKeyId=AKIA0000"], "s3.accessKeyId needs s3.secretAccessKey"),
         (&["api.adminTokens={admin-token-0123456789}"], "API tokens need api.tls=true"),
+        (&["lmtp.enabled=true"], "/lmtp/trustedNetworks"),
+        (&["lmtp.trustedNetworks={everyone}"], "/lmtp/trustedNetworks/0"),
+        (&["lmtp.subaddressSeparator=@"], "/lmtp/subaddressSeparator"),
     ];
     for (sets, fragment) in cases {
         match helm_template(&[], sets) {

@@ -250,3 +250,32 @@ fn json_log_lines_in_a_traced_session_carry_session_and_trace_ids() {
     assert!(in_session >= 3, "too few session log lines:\n{log}");
     assert!(log.contains(r#""verb":"RETR""#), "RUST_LOG was not honoured:\n{log}");
 }
+
+/// An LMTP delivery is traced (`lmtp.session` with its `lmtp.deliver`), and the RETR of the
+/// message links to that delivery.
+#[test]
+fn an_lmtp_delivery_is_traced_and_retrieval_links_to_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (collector, addr, _stop) = Collector::start(&rt);
+    let mut env = otel_env(addr);
+    env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
+    env.push(("CLOUDPOP_LMTP_STRIP_DOMAIN".into(), "true".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    server.add_account("alice", "secret pw");
+    let mut lmtp = Client::connect(server.lmtp.unwrap());
+    lmtp.send(b"LHLO mx.test\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n");
+    let replies: Vec<String> = std::iter::from_fn(|| Some(lmtp.line())).take_while(|l| !l.starts_with("354")).collect();
+    assert!(replies.iter().any(|l| l.starts_with("250 2.1.5")), "{replies:?}");
+    lmtp.send(format!("Subject: traced\r\n\r\n{BODY_TEXT}\r\n.\r\nQUIT\r\n").as_bytes());
+    assert!(lmtp.line().starts_with("250 2.0.0"));
+    retrieve(&server);
+    let spans = collector.wait_for(&["lmtp.session", "lmtp.deliver", "pop3.retr"]);
+    let session = one(&spans, "lmtp.session");
+    let deliver = one(&spans, "lmtp.deliver");
+    assert_eq!(deliver.parent_span_id, session.span_id);
+    assert_eq!(attr(session, "lhlo").as_deref(), Some("mx.test"));
+    assert_eq!(attr(deliver, "stored").as_deref(), Some("1"));
+    let retr = one(&spans, "pop3.retr");
+    assert_eq!(retr.links.len(), 1, "the RETR span has no link to its LMTP delivery");
+    assert_eq!(retr.links[0].span_id, deliver.span_id);
+}

@@ -84,7 +84,7 @@ app.kubernetes.io/part-of: cloudpop
 
 {{/* Container ports: fixed by the image, unprivileged so no capability is needed. */}}
 {{- define "cloudpop.ports" -}}
-{{- dict "pop3" 1110 "pop3s" 1995 "api" 7110 "ops" 9110 | toJson }}
+{{- dict "pop3" 1110 "pop3s" 1995 "api" 7110 "ops" 9110 "lmtp" 2424 | toJson }}
 {{- end }}
 
 {{/*
