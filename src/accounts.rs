@@ -69,6 +69,16 @@ pub struct Accounts {
     max_pending: usize,
 }
 
+/// What [`Accounts::import`] did with one exported account.
+#[derive(Debug)]
+pub enum Imported {
+    Created(AccountName),
+    /// An account of that name already exists; it was left as it is.
+    Exists(AccountName),
+    /// The password field is not one cloudpop accepts (the reason says why).
+    Refused(String),
+}
+
 /// Why a login could not be checked.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -162,11 +172,45 @@ impl Accounts {
         messages: &dyn MessageStore,
     ) -> Result<AccountName, AccountError> {
         let name = AccountName::parse(name)?;
+        let password_hash = self.hash(password).await?;
+        self.insert(name, password_hash, messages).await
+    }
+
+    /// Creates an account from an account export, with its existing password hash (see
+    /// [`crate::password_schemes`]); a `{PLAIN}` password (only with `allow_plain`) is hashed
+    /// at once. An account that already exists is left as it is: its password may have been
+    /// changed, or re-hashed by a login, since the export.
+    pub async fn import(
+        &self,
+        name: &str,
+        password_field: &str,
+        allow_plain: bool,
+        messages: &dyn MessageStore,
+    ) -> Result<Imported, AccountError> {
+        let parsed = AccountName::parse(name)?;
+        let hash = match crate::password_schemes::parse(password_field, allow_plain) {
+            Ok(crate::password_schemes::Imported::Hash(hash)) => hash,
+            Ok(crate::password_schemes::Imported::Plain(password)) => self.hash(&password).await?,
+            Err(e) => return Ok(Imported::Refused(e.to_string())),
+        };
+        match self.insert(parsed, hash, messages).await {
+            Ok(name) => Ok(Imported::Created(name)),
+            Err(AccountError::AlreadyExists(name)) => Ok(Imported::Exists(name)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores a new account record with `password_hash`.
+    async fn insert(
+        &self,
+        name: AccountName,
+        password_hash: String,
+        messages: &dyn MessageStore,
+    ) -> Result<AccountName, AccountError> {
         if name.as_str().starts_with("cloudpop-internal") {
             // Internal leases (health probe, sweeper) use these names.
             return Err(AccountError::InvalidName(crate::names::InvalidName::reserved()));
         }
-        let password_hash = self.hash(password).await?;
         match self.store.get(&name).await? {
             Some(existing) if existing.deleting => return Err(AccountError::BeingDeleted(name)),
             Some(_) => return Err(AccountError::AlreadyExists(name)),
@@ -255,10 +299,40 @@ impl Accounts {
         tracing::Span::current().record("hash_ms", took.as_secs_f64() * 1000.0);
         match (matches, name, record) {
             (true, Some(name), Some(record)) => {
+                let record = self.upgrade_hash(&name, password, record).await;
                 self.verified.remember(name.as_str(), password, &record.password_hash);
                 Ok(Some(record))
             }
             _ => Ok(None),
+        }
+    }
+
+    /// After a login that matched an imported or outdated hash: replaces it with a current
+    /// argon2id hash of the same password, unless the record changed meanwhile. A failure
+    /// leaves the old hash, which still works, and is only logged.
+    async fn upgrade_hash(&self, name: &AccountName, password: &str, record: AccountRecord) -> AccountRecord {
+        if crate::hashing::is_current(&record.password_hash) {
+            return record;
+        }
+        let Some(new_hash) = self.hasher.hash(password.to_owned()).await else { return record };
+        let old_hash = record.password_hash.clone();
+        let replaced = self
+            .update(name.as_str(), |stored| {
+                if stored.password_hash == old_hash {
+                    stored.password_hash = new_hash;
+                }
+            })
+            .await;
+        match replaced {
+            Ok(updated) => {
+                tracing::info!(account = %name, "password hash upgraded to argon2id");
+                crate::ops::metrics::metrics().password_rehashes.inc();
+                updated
+            }
+            Err(e) => {
+                tracing::warn!(account = %name, error = %e, "cannot upgrade the password hash; the old one stays");
+                record
+            }
         }
     }
 }

@@ -54,10 +54,14 @@ impl Hasher {
         self.run(move |blocks| hash_with(&password, blocks)).await.flatten()
     }
 
-    /// Whether `password` matches the PHC string; a malformed hash never matches. Without a
-    /// hash (an unknown user) a decoy is verified, so that takes as long as a wrong password.
+    /// Whether `password` matches the stored hash (a PHC string, or an imported hash in one of
+    /// [`crate::password_schemes`]); a malformed hash never matches. Without a hash (an unknown
+    /// user) a decoy is verified, so that takes as long as a wrong password.
     pub async fn verify(&self, phc: Option<String>, password: String) -> bool {
         self.run(move |blocks| match &phc {
+            Some(stored) if crate::password_schemes::is_imported(stored) => {
+                crate::password_schemes::verify(stored, password.as_bytes())
+            }
             Some(phc) => verify_with(phc, password.as_bytes(), blocks),
             None => {
                 let _ = verify_with(decoy(blocks), password.as_bytes(), blocks);
@@ -67,6 +71,14 @@ impl Hasher {
         .await
         .unwrap_or(false)
     }
+}
+
+/// Whether `stored` is a hash this version makes (argon2id with the current parameters); any
+/// other (imported, or older parameters) is replaced at the next successful login.
+pub fn is_current(stored: &str) -> bool {
+    let params = params();
+    let prefix = format!("$argon2id$v=19$m={},t={},p={}$", params.m_cost(), params.t_cost(), params.p_cost());
+    stored.starts_with(&prefix)
 }
 
 /// A hash of nothing in particular, made once (with the first job's memory).
@@ -131,6 +143,7 @@ mod tests {
         let hasher = Hasher::new(2);
         let ours = hasher.hash("correct horse".into()).await.unwrap();
         assert!(ours.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{ours}");
+        assert!(is_current(&ours));
         assert!(hasher.verify(Some(ours.clone()), "correct horse".into()).await);
         assert!(!hasher.verify(Some(ours.clone()), "correct horsE".into()).await);
         // A hash made by the argon2 crate's own path verifies here, and ours verifies there.

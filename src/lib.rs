@@ -31,6 +31,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod names;
 pub mod ops;
+pub mod password_schemes;
 pub mod protocol;
 pub mod record_cache;
 pub mod redis_conn;

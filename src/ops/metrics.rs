@@ -123,6 +123,7 @@ pub struct Metrics {
     pub throttle_refusals: Family<ReasonLabels, Counter>,
     pub password_hash_duration: Histogram,
     pub credential_cache_hits: Counter,
+    pub password_rehashes: Counter,
     pub account_cache_hits: Counter,
     pub sweep_rounds: Counter,
     pub ingest_deliveries: Family<IngestLabels, Counter>,
@@ -154,6 +155,7 @@ impl Metrics {
             throttle_refusals: Family::default(),
             password_hash_duration: latency(),
             credential_cache_hits: Counter::default(),
+            password_rehashes: Counter::default(),
             account_cache_hits: Counter::default(),
             sweep_rounds: Counter::default(),
             ingest_deliveries: Family::default(),
@@ -233,6 +235,11 @@ impl Metrics {
             "credential_cache_hits",
             "Logins accepted from the verified-credential cache, without a password hash",
             self.credential_cache_hits.clone(),
+        );
+        r.register(
+            "password_rehashes",
+            "Imported or outdated password hashes replaced with argon2id at a successful login",
+            self.password_rehashes.clone(),
         );
         r.register(
             "account_cache_hits",

@@ -1,0 +1,192 @@
+//! Password hashes imported from other servers, in the forms Dovecot (and most providers'
+//! account databases) write them: `{SHA512-CRYPT}`/`$6$`, `{SHA256-CRYPT}`/`$5$`,
+//! `{BLF-CRYPT}`/`$2y$`, `{ARGON2ID}`/`{ARGON2I}`, `{SSHA512}` and `{PBKDF2}`.
+//!
+//! An imported hash is stored as it came, under its scheme prefix, and verified natively; the
+//! first login that matches replaces it with cloudpop's own argon2id hash
+//! ([`crate::accounts::Accounts::authenticate`]). `{PLAIN}` is never stored: an import that
+//! allows it hashes the password at once.
+
+use aws_lc_rs::{digest, pbkdf2};
+use base64::Engine;
+use std::num::NonZeroU32;
+
+/// What an imported password field turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Imported {
+    /// A hash to store as it is (canonical form: an argon2 PHC string, or `{SCHEME}hash`).
+    Hash(String),
+    /// A clear-text password (`{PLAIN}`), to be hashed before anything is stored.
+    Plain(String),
+}
+
+/// Why an imported password field was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemeError {
+    #[error("unsupported password scheme {0}")]
+    Unsupported(String),
+    #[error("malformed {0} hash")]
+    Malformed(&'static str),
+    #[error("{{PLAIN}} passwords need --allow-plain")]
+    PlainRefused,
+}
+
+/// The schemes [`verify`] knows, by the prefix they are stored under.
+const SHA512_CRYPT: &str = "{SHA512-CRYPT}";
+const SHA256_CRYPT: &str = "{SHA256-CRYPT}";
+const BLF_CRYPT: &str = "{BLF-CRYPT}";
+const SSHA512: &str = "{SSHA512}";
+const PBKDF2: &str = "{PBKDF2}";
+
+/// Reads a password field from an account export: `{SCHEME}value`, or a bare crypt string
+/// (`$6$...`, `$5$...`, `$2y$...`, `$argon2id$...`) as `{CRYPT}` or no prefix gives it.
+pub fn parse(field: &str, allow_plain: bool) -> Result<Imported, SchemeError> {
+    let field = field.trim_end_matches(['\r', '\n']);
+    let (scheme, value) = match field.strip_prefix('{').and_then(|rest| rest.split_once('}')) {
+        Some((scheme, value)) => (scheme.to_ascii_uppercase(), value),
+        None => ("CRYPT".to_owned(), field),
+    };
+    let crypt = |value: &str| -> Result<Imported, SchemeError> {
+        if value.starts_with("$6$") {
+            checked(SHA512_CRYPT, value)
+        } else if value.starts_with("$5$") {
+            checked(SHA256_CRYPT, value)
+        } else if ["$2y$", "$2b$", "$2a$"].iter().any(|p| value.starts_with(p)) {
+            checked(BLF_CRYPT, value)
+        } else if value.starts_with("$argon2") {
+            argon2(value)
+        } else {
+            Err(SchemeError::Unsupported("CRYPT (only $6$, $5$, $2y$ and $argon2 crypt strings)".into()))
+        }
+    };
+    match scheme.as_str() {
+        "CRYPT" => crypt(value),
+        "SHA512-CRYPT" if value.starts_with("$6$") => crypt(value),
+        "SHA256-CRYPT" if value.starts_with("$5$") => crypt(value),
+        "BLF-CRYPT" if value.starts_with("$2") => crypt(value),
+        "ARGON2ID" | "ARGON2I" if value.starts_with("$argon2") => argon2(value),
+        "SSHA512" => checked(SSHA512, value),
+        "PBKDF2" => checked(PBKDF2, value),
+        "PLAIN" | "CLEAR" | "CLEARTEXT" if allow_plain => Ok(Imported::Plain(value.to_owned())),
+        "PLAIN" | "CLEAR" | "CLEARTEXT" => Err(SchemeError::PlainRefused),
+        "SHA512-CRYPT" | "SHA256-CRYPT" | "BLF-CRYPT" | "ARGON2ID" | "ARGON2I" => Err(SchemeError::Malformed("crypt")),
+        other => Err(SchemeError::Unsupported(other.to_owned())),
+    }
+}
+
+/// An argon2 PHC string, stored bare (the hasher verifies those natively).
+fn argon2(value: &str) -> Result<Imported, SchemeError> {
+    let hash = argon2::PasswordHash::new(value).map_err(|_| SchemeError::Malformed("argon2"))?;
+    let known = argon2::Algorithm::try_from(hash.algorithm).is_ok() && argon2::Params::try_from(&hash).is_ok();
+    if known && hash.salt.is_some() && hash.hash.is_some() {
+        Ok(Imported::Hash(value.to_owned()))
+    } else {
+        Err(SchemeError::Malformed("argon2"))
+    }
+}
+
+/// `{SCHEME}value`, once its shape has been checked (so a typo fails the import, not a login).
+fn checked(prefix: &'static str, value: &str) -> Result<Imported, SchemeError> {
+    let stored = format!("{prefix}{value}");
+    let well_formed = match prefix {
+        SHA512_CRYPT | SHA256_CRYPT => value.split('$').count() >= 4 && value.is_ascii(),
+        BLF_CRYPT => value.len() == 60 && value.is_ascii(),
+        SSHA512 => base64::engine::general_purpose::STANDARD.decode(value).is_ok_and(|raw| raw.len() > 64),
+        PBKDF2 => pbkdf2_parts(value).is_some(),
+        _ => false,
+    };
+    if well_formed { Ok(Imported::Hash(stored)) } else { Err(SchemeError::Malformed(prefix)) }
+}
+
+/// Whether `stored` is an imported hash that [`verify`] handles (argon2 PHC strings are the
+/// hasher's own).
+pub fn is_imported(stored: &str) -> bool {
+    stored.starts_with('{')
+}
+
+/// Verifies `password` against an imported hash; anything unknown or malformed never matches.
+/// All comparisons of derived values are constant-time.
+pub fn verify(stored: &str, password: &[u8]) -> bool {
+    let text = || std::str::from_utf8(password).ok();
+    if let Some(value) = stored.strip_prefix(SHA512_CRYPT) {
+        text().is_some_and(|pw| sha_crypt::sha512_check(pw, value).is_ok())
+    } else if let Some(value) = stored.strip_prefix(SHA256_CRYPT) {
+        text().is_some_and(|pw| sha_crypt::sha256_check(pw, value).is_ok())
+    } else if let Some(value) = stored.strip_prefix(BLF_CRYPT) {
+        // bcrypt reads at most 72 bytes; a longer password is refused rather than truncated.
+        password.len() <= 72 && bcrypt::verify(password, value).unwrap_or(false)
+    } else if let Some(value) = stored.strip_prefix(SSHA512) {
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(value) else { return false };
+        let Some((expected, salt)) = raw.split_at_checked(64) else { return false };
+        let mut ctx = digest::Context::new(&digest::SHA512);
+        ctx.update(password);
+        ctx.update(salt);
+        aws_lc_rs::constant_time::verify_slices_are_equal(ctx.finish().as_ref(), expected).is_ok()
+    } else if let Some(value) = stored.strip_prefix(PBKDF2) {
+        let Some((salt, rounds, expected)) = pbkdf2_parts(value) else { return false };
+        pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA1, rounds, salt.as_bytes(), password, &expected).is_ok()
+    } else {
+        false
+    }
+}
+
+/// Dovecot's PBKDF2 form: `$1$<salt>$<rounds>$<hex of 20 bytes of PBKDF2-HMAC-SHA1>`.
+fn pbkdf2_parts(value: &str) -> Option<(&str, NonZeroU32, Vec<u8>)> {
+    let mut parts = value.strip_prefix("$1$")?.split('$');
+    let (salt, rounds, hex) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || salt.is_empty() || hex.len() != 40 {
+        return None;
+    }
+    let rounds = rounds.parse::<u32>().ok().and_then(NonZeroU32::new).filter(|r| r.get() <= 10_000_000)?;
+    let bytes =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect::<Option<_>>()?;
+    Some((salt, rounds, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hashes of "pässword 1" as Dovecot 2.3's `doveadm pw -s <scheme>` wrote them.
+    const DOVEADM: [&str; 7] = [
+        "{SHA512-CRYPT}$6$JGqAkAl20V2OmA2M$P6VEODaqRVmaGsg6EMDGOKLGvfl2tJ3h/uVXcg6MfdlBut44RDFz5cLupbgJKrpV7YGiDVU/zarNG6SwX7mOQ/",
+        "{SHA256-CRYPT}$5$nk9GjWxGynJMnqmn$XNTBTUjo0DZ88aa6dgx6hKPnb10pUuNv9fPnsR4orI6",
+        "{BLF-CRYPT}$2y$05$Qr1nJz/GDQRf8bQK46lMl.yvcDcmuk1/l6.n/gh9eF2NHbWJlTS.i",
+        "{SSHA512}yIzCNUuGj+hrzVhjN+hiVjr84BmegRu2ZbjX9G+ARUEszpCaR3rdg3Ros09V5EGhh60i72RfGQKc+v+hmzLFO25Egro=",
+        "{PBKDF2}$1$yy1xLWJR9IlUKx7z$5000$357804f493e1137cc79d669f41dd424c1e935224",
+        "{CRYPT}$2y$05$/CVg8gdN3eE2reENcMUa9uilucjhCd44jdeNILW/d50oSxWAgS0ya",
+        "$6$JGqAkAl20V2OmA2M$P6VEODaqRVmaGsg6EMDGOKLGvfl2tJ3h/uVXcg6MfdlBut44RDFz5cLupbgJKrpV7YGiDVU/zarNG6SwX7mOQ/",
+    ];
+
+    #[test]
+    fn dovecot_hashes_verify_natively() {
+        for field in DOVEADM {
+            let Ok(Imported::Hash(stored)) = parse(field, false) else { panic!("{field} refused") };
+            assert!(is_imported(&stored), "{stored}");
+            assert!(verify(&stored, "pässword 1".as_bytes()), "{field} did not verify");
+            assert!(!verify(&stored, "pässword 2".as_bytes()), "{field} took a wrong password");
+            assert!(!verify(&stored, b""), "{field} took an empty password");
+        }
+        let argon = "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$yPvNGgmXR+pPkh07kWnULA$Ap4N/SxFtASJ/AaC02ZeITOjwP8tKkoIm6BCUFTvxTg";
+        let Ok(Imported::Hash(stored)) = parse(argon, false) else { panic!("argon2id refused") };
+        assert!(stored.starts_with("$argon2id$") && !is_imported(&stored), "stored bare for the hasher");
+    }
+
+    #[test]
+    fn plain_unknown_and_malformed_fields_are_refused() {
+        assert_eq!(parse("{PLAIN}secret", false), Err(SchemeError::PlainRefused));
+        assert_eq!(parse("{PLAIN}secret", true), Ok(Imported::Plain("secret".into())));
+        assert!(matches!(parse("{MD5-CRYPT}$1$abc$def", false), Err(SchemeError::Unsupported(_))));
+        assert!(matches!(parse("{SSHA512}c2hvcnQ=", false), Err(SchemeError::Malformed(_))));
+        assert!(matches!(parse("{PBKDF2}$1$salt$0$00", false), Err(SchemeError::Malformed(_))));
+        assert!(matches!(parse("{BLF-CRYPT}$2y$05$short", false), Err(SchemeError::Malformed(_))));
+        assert!(matches!(parse("{ARGON2ID}$argon2id$v=19$garbage", false), Err(SchemeError::Malformed(_))));
+        assert!(matches!(parse("plaintext", false), Err(SchemeError::Unsupported(_))));
+        // A tampered stored value never verifies.
+        assert!(!verify(
+            "{PBKDF2}$1$yy1xLWJR9IlUKx7z$5000$357804f493e1137cc79d669f41dd424c1e935225",
+            "pässword 1".as_bytes()
+        ));
+        assert!(!verify("{UNKNOWN}x", b"x"));
+    }
+}
