@@ -98,10 +98,18 @@ impl ApiClient {
         &mut self,
         recipients: Vec<String>,
         idempotency_key: String,
+        input: impl AsyncRead + Unpin + Send + 'static,
+    ) -> Result<DeliverResponse, tonic::Status> {
+        self.deliver_envelope(Envelope { recipients, idempotency_key, ..Envelope::default() }, input).await
+    }
+
+    /// Streams one message with a whole envelope (a kept UIDL and receipt time, for imports).
+    pub async fn deliver_envelope(
+        &mut self,
+        envelope: Envelope,
         mut input: impl AsyncRead + Unpin + Send + 'static,
     ) -> Result<DeliverResponse, tonic::Status> {
         let (tx, rx) = tokio::sync::mpsc::channel::<DeliverRequest>(4);
-        let envelope = Envelope { recipients, idempotency_key, ..Envelope::default() };
         let envelope = DeliverRequest { frame: Some(Frame::Envelope(envelope)) };
         // A read error drops the sender without the End frame, so the server stores nothing.
         let reader = tokio::spawn(async move {

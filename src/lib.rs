@@ -25,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod hashing;
+pub mod import;
 pub mod limits;
 pub mod lmtp;
 pub mod lock;

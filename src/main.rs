@@ -46,6 +46,15 @@ enum Command {
     /// Check a running deployment as its clients would: each POP3 listener greets and answers
     /// CAPA, and the API's grpc.health.v1 says SERVING. For `helm test` and smoke tests.
     Check(CheckArgs),
+    /// Bring existing accounts and mailboxes in from another server, keeping every message's
+    /// UIDL (clients that left mail on the server download nothing again). Safe to run again:
+    /// nothing is imported twice, and a crashed run resumes where it stopped.
+    Import {
+        #[command(subcommand)]
+        command: cloudpop::import::ImportCommand,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Operate a running server through its API (needs --api).
     Admin {
         #[command(subcommand)]
@@ -251,6 +260,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Check(args) => check(args).await,
         Command::Admin { command, common } => admin(command, &common).await,
+        Command::Import { command, common } => import(command, &common).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -261,6 +271,24 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `cloudpop import`: into the configured store, or through the API with `--api` (accounts
+/// need an admin token, messages an ingest token).
+async fn import(command: cloudpop::import::ImportCommand, common: &CommonArgs) -> anyhow::Result<()> {
+    use cloudpop::import::Sink;
+    let config = load_config(common)?;
+    let max_size = config.max_message_size;
+    let mut sink = match api_client(common).await? {
+        Some(client) => Sink::Api { client: Box::new(client), spool: std::env::temp_dir(), max_size },
+        None => Sink::Store { backends: Backends::from_config(&config).await?, spool: config.spool_dir(), max_size },
+    };
+    let report = cloudpop::import::run(command, &mut sink, common.allow_cleartext).await.map_err(anyhow::Error::msg)?;
+    print!("{}", report.summary());
+    if !report.failed.is_empty() {
+        bail!("{} items failed; run the same import again to retry them", report.failed.len());
+    }
+    Ok(())
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<()> {

@@ -81,8 +81,44 @@ impl AdminService {
     }
 }
 
+/// Most accounts in one ImportAccounts call.
+const MAX_IMPORT_BATCH: usize = 1000;
+
 #[tonic::async_trait]
 impl proto::admin_server::Admin for AdminService {
+    async fn import_accounts(
+        &self,
+        request: Request<ImportAccountsRequest>,
+    ) -> Result<Response<ImportAccountsResponse>, Status> {
+        use crate::accounts::{AccountError, Imported};
+        let req = request.into_inner();
+        if req.accounts.len() > MAX_IMPORT_BATCH {
+            return Err(Status::invalid_argument(format!("at most {MAX_IMPORT_BATCH} accounts per call")));
+        }
+        let mut results = Vec::with_capacity(req.accounts.len());
+        for imported in req.accounts {
+            let outcome = self
+                .backends
+                .accounts
+                .import(&imported.name, &imported.password_hash, req.allow_plain, self.backends.messages.as_ref())
+                .await;
+            let (status, detail) = match outcome {
+                Ok(Imported::Created(name)) => {
+                    info!(account = %name, "account imported");
+                    (ImportStatus::Created, String::new())
+                }
+                Ok(Imported::Exists(_)) => (ImportStatus::Exists, "already exists; left as it is".into()),
+                Ok(Imported::Refused(why)) => (ImportStatus::Refused, why),
+                Err(e @ (AccountError::InvalidName(_) | AccountError::BeingDeleted(_))) => {
+                    (ImportStatus::Refused, e.to_string())
+                }
+                Err(e) => return Err(status::account(e)),
+            };
+            results.push(ImportAccountResult { name: imported.name, status: status as i32, detail });
+        }
+        Ok(Response::new(ImportAccountsResponse { results }))
+    }
+
     async fn create_account(&self, request: Request<CreateAccountRequest>) -> Result<Response<Account>, Status> {
         let req = request.into_inner();
         let accounts = &self.backends.accounts;

@@ -19,7 +19,7 @@ use crate::store::{MarkerKey, MessageStore, StoreError, StoredMessage, TracePare
 use crate::usage::{Usage, UsageCounters};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Why a message could not be taken at all. Nothing is stored in any of these cases.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,13 @@ pub struct Spooler {
 pub struct Spooled {
     path: tempfile::TempPath,
     pub size: u64,
+}
+
+impl Spooled {
+    /// The message, from its first byte.
+    pub async fn open(&self) -> std::io::Result<tokio::fs::File> {
+        tokio::fs::File::open(&self.path).await
+    }
 }
 
 impl Spooler {
@@ -313,8 +320,7 @@ async fn store_checked(
     if !options.header.is_empty() {
         new.write(&options.header).await?;
     }
-    let mut file = tokio::fs::File::open(&message.path).await?;
-    file.rewind().await?;
+    let mut file = message.open().await?;
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         let n = file.read(&mut chunk).await?;

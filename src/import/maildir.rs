@@ -1,0 +1,292 @@
+//! Dovecot maildirs: the messages of a mailbox's INBOX in the order, with the sizes and the
+//! UIDLs Dovecot's POP3 server showed.
+//!
+//! The UIDL of a message is, as Dovecot makes it: the `P` (saved POP3 UIDL) field of its
+//! `dovecot-uidlist` line when there is one; else `pop3_uidl_format` (default `%08Xu%08Xv`)
+//! filled in with its UID, the UIDVALIDITY, its file name and its GUID; a message with no
+//! uidlist line (never seen by Dovecot) gets the next UIDs in file-name order, as Dovecot's
+//! next sync would give it. The order is the `O` (POP3 order) field when present, else the UID.
+
+use super::{Progress, Report, Sink};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// One message of a maildir, ready to import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub path: PathBuf,
+    pub uidl: String,
+    /// From the file name's delivery time (seconds), made strictly increasing in POP3 order.
+    pub received_ms: u64,
+}
+
+/// A `pop3_uidl_format` string: `%u %v %f %g` (or `%{uid}` ...), with an optional zero-padded
+/// width and `X`/`x` for hex, e.g. `%08Xu%08Xv`.
+#[derive(Debug, Clone)]
+pub struct UidlFormat(Vec<Part>);
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    Var { var: Var, width: usize, hex: Option<bool> },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Var {
+    Uid,
+    UidValidity,
+    Filename,
+    Guid,
+}
+
+/// The values a UIDL is made of, for one message.
+struct Values<'a> {
+    uid: u32,
+    uidvalidity: u32,
+    filename: &'a str,
+    guid: &'a str,
+}
+
+impl UidlFormat {
+    pub fn parse(format: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut chars = format.chars().peekable();
+        let mut text = String::new();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                text.push(c);
+                continue;
+            }
+            if chars.peek() == Some(&'%') {
+                chars.next();
+                text.push('%');
+                continue;
+            }
+            let mut width = String::new();
+            while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                width.push(d);
+                chars.next();
+            }
+            let hex = match chars.peek() {
+                Some('X') => Some(true),
+                Some('x') => Some(false),
+                _ => None,
+            };
+            if hex.is_some() {
+                chars.next();
+            }
+            let name: String = match chars.next() {
+                Some('{') => chars.by_ref().take_while(|&c| c != '}').collect(),
+                Some(c) => c.to_string(),
+                None => return Err(format!("pop3_uidl_format {format:?} ends with '%'")),
+            };
+            let var = match name.as_str() {
+                "u" | "uid" => Var::Uid,
+                "v" | "uidvalidity" => Var::UidValidity,
+                "f" | "filename" => Var::Filename,
+                "g" | "guid" => Var::Guid,
+                other => return Err(format!("pop3_uidl_format variable %{other} is not supported (use %u %v %f %g)")),
+            };
+            if !text.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut text)));
+            }
+            parts.push(Part::Var { var, width: width.parse().unwrap_or(0), hex });
+        }
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Ok(Self(parts))
+    }
+
+    fn render(&self, values: &Values) -> String {
+        let mut out = String::new();
+        for part in &self.0 {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Var { var, width, hex } => {
+                    let number = match var {
+                        Var::Uid => Some(values.uid),
+                        Var::UidValidity => Some(values.uidvalidity),
+                        Var::Filename | Var::Guid => None,
+                    };
+                    let value = match (number, hex) {
+                        (Some(n), Some(true)) => format!("{n:0width$X}"),
+                        (Some(n), Some(false)) => format!("{n:0width$x}"),
+                        (Some(n), None) => format!("{n:0width$}"),
+                        (None, _) if matches!(var, Var::Filename) => values.filename.to_owned(),
+                        (None, _) => values.guid.to_owned(),
+                    };
+                    out.push_str(&value);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One line of `dovecot-uidlist`.
+#[derive(Debug)]
+struct Entry {
+    uid: u32,
+    fields: HashMap<char, String>,
+    filename: String,
+}
+
+/// `dovecot-uidlist`: the header's UIDVALIDITY and next UID, and the entries.
+#[derive(Debug, Default)]
+struct Uidlist {
+    uidvalidity: u32,
+    next_uid: u32,
+    entries: Vec<Entry>,
+}
+
+fn parse_uidlist(text: &str) -> Result<Uidlist, String> {
+    let mut lines = text.lines();
+    let header = lines.next().ok_or("dovecot-uidlist is empty")?;
+    let mut words = header.split_whitespace();
+    let mut list = Uidlist::default();
+    match words.next() {
+        Some("3") => {
+            for word in words {
+                let (key, value) = word.split_at(1);
+                match key {
+                    "V" => list.uidvalidity = value.parse().map_err(|_| "bad UIDVALIDITY in dovecot-uidlist")?,
+                    "N" => list.next_uid = value.parse().map_err(|_| "bad next UID in dovecot-uidlist")?,
+                    _ => {}
+                }
+            }
+        }
+        Some("1") => {
+            list.uidvalidity = words.next().and_then(|v| v.parse().ok()).ok_or("bad dovecot-uidlist header")?;
+            list.next_uid = words.next().and_then(|v| v.parse().ok()).ok_or("bad dovecot-uidlist header")?;
+        }
+        _ => return Err(format!("dovecot-uidlist version not supported: {header:?}")),
+    }
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let (head, filename) = match line.split_once(" :") {
+            Some((head, filename)) => (head, filename),
+            // Version 1: `<uid> <filename>`.
+            None => line.split_once(' ').ok_or_else(|| format!("bad dovecot-uidlist line {line:?}"))?,
+        };
+        let mut words = head.split_whitespace();
+        let uid = words.next().and_then(|u| u.parse().ok()).ok_or_else(|| format!("bad UID in {line:?}"))?;
+        let fields = words.filter_map(|w| w.chars().next().map(|key| (key, w[key.len_utf8()..].to_owned()))).collect();
+        list.entries.push(Entry { uid, fields, filename: filename.to_owned() });
+    }
+    Ok(list)
+}
+
+/// The base name of a maildir file: without the `:2,FLAGS` info part.
+fn base_name(file: &str) -> &str {
+    file.split_once(':').map_or(file, |(base, _)| base)
+}
+
+/// The messages of the maildir at `dir` in the order Dovecot's POP3 showed them.
+pub fn scan(dir: &Path, format: &UidlFormat) -> Result<Vec<Message>, String> {
+    let mut files: HashMap<String, PathBuf> = HashMap::new();
+    for sub in ["cur", "new"] {
+        let entries = std::fs::read_dir(dir.join(sub)).map_err(|e| format!("{}: {e}", dir.join(sub).display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_file()) {
+                files.insert(base_name(&name).to_owned(), entry.path());
+            }
+        }
+    }
+    let list = match std::fs::read_to_string(dir.join("dovecot-uidlist")) {
+        Ok(text) => parse_uidlist(&text)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Uidlist { uidvalidity: 0, next_uid: 1, entries: vec![] },
+        Err(e) => return Err(format!("{}: {e}", dir.join("dovecot-uidlist").display())),
+    };
+    // (order key, uid, uidl, path, filename)
+    let mut found = Vec::new();
+    for entry in &list.entries {
+        let Some(path) = files.remove(&entry.filename) else { continue };
+        let guid = entry.fields.get(&'G').map_or(entry.filename.as_str(), String::as_str);
+        let values = Values { uid: entry.uid, uidvalidity: list.uidvalidity, filename: &entry.filename, guid };
+        let uidl = entry.fields.get(&'P').cloned().unwrap_or_else(|| format.render(&values));
+        let order = entry.fields.get(&'O').and_then(|o| o.parse::<u64>().ok());
+        found.push((order.unwrap_or(u64::MAX), entry.uid, uidl, path, entry.filename.clone()));
+    }
+    // Files Dovecot has not seen yet get the next UIDs, in name order.
+    let mut unseen: Vec<(String, PathBuf)> = files.into_iter().collect();
+    unseen.sort();
+    let mut uid = list.next_uid.max(list.entries.iter().map(|e| e.uid + 1).max().unwrap_or(1));
+    for (filename, path) in unseen {
+        let values = Values { uid, uidvalidity: list.uidvalidity, filename: &filename, guid: &filename };
+        found.push((u64::MAX, uid, format.render(&values), path, filename));
+        uid += 1;
+    }
+    // Messages with a POP3 order first, in it; then the rest by UID.
+    found.sort_by_key(|(order, uid, ..)| (*order, *uid));
+    let mut last_ms = 0u64;
+    Ok(found
+        .into_iter()
+        .map(|(_, _, uidl, path, filename)| {
+            let secs = filename.split('.').next().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+            last_ms = (secs * 1000).max(last_ms + 1);
+            Message { path, uidl, received_ms: last_ms }
+        })
+        .collect())
+}
+
+/// Imports the maildir at `dir` into `mailbox`.
+pub async fn import(
+    sink: &mut Sink,
+    mailbox: &str,
+    dir: &Path,
+    format: &UidlFormat,
+    report: &mut Report,
+    progress: &mut Progress,
+) -> Result<(), String> {
+    let messages = scan(dir, format)?;
+    progress.expect(messages.len() as u64);
+    for message in messages {
+        let what = format!("{mailbox} {}", message.path.display());
+        if sink.known(mailbox, &message.uidl).await {
+            report.count(&what, Ok(super::Put::AlreadyImported), progress);
+            continue;
+        }
+        let put = match tokio::fs::File::open(&message.path).await {
+            Ok(file) => sink.message(mailbox, &message.uidl, message.received_ms, file).await,
+            Err(e) => Err(e.to_string()),
+        };
+        report.count(&what, put, progress);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uidl_formats_render_like_dovecot() {
+        let values = Values { uid: 1, uidvalidity: 0x6b10_6896, filename: "1700000000.M1P1.host", guid: "g1" };
+        let render = |f: &str| UidlFormat::parse(f).unwrap().render(&values);
+        assert_eq!(render("%08Xu%08Xv"), "000000016B106896");
+        assert_eq!(render("%08xu%08xv"), "000000016b106896");
+        assert_eq!(render("%u-%v"), "1-1796237462");
+        assert_eq!(render("%f"), "1700000000.M1P1.host");
+        assert_eq!(render("%{uid}.%{guid}%%"), "1.g1%");
+        assert!(UidlFormat::parse("%m").is_err());
+    }
+
+    #[test]
+    fn uidlists_of_both_versions_parse() {
+        let v3 = parse_uidlist(
+            "3 V1796237462 N3 G9171\n1 W26 :1700000000.M1P1.host\n2 W37 P0a0b O1 :1700000001.M2P2.host\n",
+        )
+        .unwrap();
+        assert_eq!((v3.uidvalidity, v3.next_uid, v3.entries.len()), (1796237462, 3, 2));
+        assert_eq!(v3.entries[1].fields.get(&'P').map(String::as_str), Some("0a0b"));
+        assert_eq!(v3.entries[1].filename, "1700000001.M2P2.host");
+        let v1 = parse_uidlist("1 1796237462 2\n1 1700000000.M1P1.host\n").unwrap();
+        assert_eq!(
+            (v1.uidvalidity, v1.entries[0].uid, v1.entries[0].filename.as_str()),
+            (1796237462, 1, "1700000000.M1P1.host")
+        );
+        assert!(parse_uidlist("9 weird").is_err());
+    }
+}

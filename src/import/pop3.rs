@@ -1,0 +1,261 @@
+//! Any live POP3 server as a source: each mailbox is read with UIDL, LIST and RETR, as the
+//! users' own clients read it, and nothing is deleted there. Messages keep the old server's
+//! UIDLs and order. A message imported by an earlier run is not fetched again (with the store
+//! as the destination) and never stored twice (with either destination).
+
+use super::{Progress, Put, Report, Sink};
+use rustls_pki_types::ServerName;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// How to reach the old server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Security {
+    /// TLS from the first byte (port 995).
+    Implicit,
+    /// STLS after the greeting (port 110).
+    Starttls,
+    /// No TLS: passwords cross the network in clear. Only for loopback or a trusted network.
+    None,
+}
+
+/// The old server.
+pub struct Source {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    /// PEM CA certificates to trust instead of the system's.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// One mailbox to pull: the login on the old server and the cloudpop account it goes to.
+pub struct User {
+    pub login: String,
+    pub password: String,
+    pub mailbox: String,
+}
+
+/// Longest reply line accepted from the old server.
+const MAX_LINE: usize = 64 * 1024;
+/// Time allowed for any one reply line.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A POP3 connection in the TRANSACTION state.
+struct Connection {
+    io: BufReader<Box<dyn Stream>>,
+}
+
+impl Source {
+    /// `users`: one `login:password[:mailbox]` per line, or the same separated by tabs (for
+    /// passwords with a colon); blank lines and `#` comments are skipped.
+    pub fn read_users(text: &str) -> Result<Vec<User>, String> {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|(n, line)| {
+                let separator = if line.contains('\t') { '\t' } else { ':' };
+                let mut parts = line.trim_end_matches('\r').splitn(3, separator);
+                let (login, password) = (parts.next().unwrap_or(""), parts.next());
+                let Some(password) = password.filter(|p| !p.is_empty() && !login.is_empty()) else {
+                    return Err(format!("users file line {}: expected login:password[:mailbox]", n + 1));
+                };
+                let mailbox = parts.next().filter(|m| !m.is_empty()).unwrap_or(login);
+                Ok(User { login: login.to_owned(), password: password.to_owned(), mailbox: mailbox.to_owned() })
+            })
+            .collect()
+    }
+
+    fn tls(&self) -> Result<tokio_rustls::TlsConnector, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca {
+            Some(path) => {
+                use rustls_pki_types::{CertificateDer, pem::PemObject};
+                for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))? {
+                    let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                    roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }
+
+    async fn connect(&self, user: &User) -> Result<Connection, String> {
+        let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect((self.host.as_str(), self.port)))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| format!("{}: {e}", self.host))?;
+        let stream: Box<dyn Stream> = match self.security {
+            Security::Implicit => Box::new(
+                self.tls()?.connect(name.clone(), tcp).await.map_err(|e| format!("TLS handshake failed: {e}"))?,
+            ),
+            Security::None | Security::Starttls => Box::new(tcp),
+        };
+        let mut conn = Connection { io: BufReader::new(stream) };
+        conn.expect_ok("greeting").await?;
+        if self.security == Security::Starttls {
+            conn.command("STLS").await?;
+            let Connection { io } = conn;
+            // Nothing may be buffered from before the handshake.
+            if !io.buffer().is_empty() {
+                return Err("the server sent data after its STLS answer".into());
+            }
+            let tls =
+                self.tls()?.connect(name, io.into_inner()).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+            conn = Connection { io: BufReader::new(Box::new(tls)) };
+        }
+        conn.command(&format!("USER {}", user.login)).await?;
+        conn.command(&format!("PASS {}", user.password))
+            .await
+            .map_err(|_| format!("login as {} refused", user.login))?;
+        Ok(conn)
+    }
+}
+
+impl Connection {
+    async fn line(&mut self) -> Result<String, String> {
+        let mut line = Vec::new();
+        let mut limited = (&mut self.io).take(MAX_LINE as u64);
+        match tokio::time::timeout(TIMEOUT, limited.read_until(b'\n', &mut line)).await {
+            Err(_) => Err("the server stopped answering".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(0)) => Err("the server closed the connection".into()),
+            Ok(Ok(_)) if !line.ends_with(b"\n") => Err("reply line too long".into()),
+            Ok(Ok(_)) => Ok(String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_owned()),
+        }
+    }
+
+    async fn expect_ok(&mut self, what: &str) -> Result<String, String> {
+        let line = self.line().await?;
+        if line.starts_with("+OK") { Ok(line) } else { Err(format!("{what}: {line}")) }
+    }
+
+    async fn command(&mut self, command: &str) -> Result<String, String> {
+        let stream = self.io.get_mut();
+        stream.write_all(format!("{command}\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
+        let verb = command.split(' ').next().unwrap_or(command);
+        self.expect_ok(verb).await
+    }
+
+    /// The lines of a multi-line listing.
+    async fn listing(&mut self, command: &str) -> Result<Vec<String>, String> {
+        self.command(command).await?;
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line().await?;
+            if line == "." {
+                return Ok(lines);
+            }
+            lines.push(line.strip_prefix('.').map(str::to_owned).unwrap_or(line));
+        }
+    }
+
+    /// RETR `n`: the message, without the dot-stuffing; `None` (after reading it all) if it
+    /// is longer than `max`.
+    async fn retrieve(&mut self, n: u64, max: u64) -> Result<Option<Vec<u8>>, String> {
+        self.command(&format!("RETR {n}")).await?;
+        let mut body = Vec::new();
+        let mut too_large = false;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let read = tokio::time::timeout(TIMEOUT, self.io.read_until(b'\n', &mut line)).await;
+            match read {
+                Err(_) => return Err("the server stopped sending".into()),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Ok(0)) => return Err("the server closed the connection mid-message".into()),
+                Ok(Ok(_)) => {}
+            }
+            if line == b".\r\n" || line == b".\n" {
+                return Ok((!too_large).then_some(body));
+            }
+            let content = line.strip_prefix(b".").unwrap_or(&line);
+            if body.len() as u64 + content.len() as u64 > max {
+                too_large = true;
+                body.clear();
+            }
+            if !too_large {
+                body.extend_from_slice(content);
+            }
+        }
+    }
+}
+
+/// Pulls `user`'s mailbox into `user.mailbox`.
+pub async fn import(
+    sink: &mut Sink,
+    source: &Source,
+    user: &User,
+    report: &mut Report,
+    progress: &mut Progress,
+) -> Result<(), String> {
+    let mut conn = source.connect(user).await?;
+    let uidls = conn.listing("UIDL").await?;
+    let mut messages: Vec<(u64, String)> = Vec::with_capacity(uidls.len());
+    for line in uidls {
+        let mut words = line.split_whitespace();
+        match (words.next().and_then(|n| n.parse().ok()), words.next()) {
+            (Some(n), Some(uidl)) => messages.push((n, uidl.to_owned())),
+            _ => return Err(format!("malformed UIDL line {line:?}")),
+        }
+    }
+    messages.sort_by_key(|(n, _)| *n);
+    progress.expect(messages.len() as u64);
+    let (_, max_size) = sink.spool();
+    let start_ms = super::now_ms();
+    for (index, (n, uidl)) in messages.iter().enumerate() {
+        let what = format!("{} message {n} ({uidl})", user.mailbox);
+        if sink.known(&user.mailbox, uidl).await {
+            report.count(&what, Ok(Put::AlreadyImported), progress);
+            continue;
+        }
+        let put = match conn.retrieve(*n, max_size).await? {
+            Some(body) => sink.message(&user.mailbox, uidl, start_ms + index as u64, body.as_slice()).await,
+            None => Ok(Put::Refused(format!("larger than max_message_size ({max_size} octets)"))),
+        };
+        report.count(&what, put, progress);
+    }
+    let _ = conn.command("QUIT").await;
+    Ok(())
+}
+
+/// Reads a users file.
+pub fn users_from(path: &Path) -> Result<Vec<User>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Source::read_users(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_files_name_login_password_and_mailbox() {
+        let users =
+            Source::read_users("# old server\nalice\tpw:with:colons\talice@example.com\nbob:secret\n\n").unwrap();
+        assert_eq!((users[0].login.as_str(), users[0].password.as_str()), ("alice", "pw:with:colons"));
+        assert_eq!(users[0].mailbox, "alice@example.com");
+        assert_eq!((users[1].login.as_str(), users[1].mailbox.as_str()), ("bob", "bob"));
+        assert!(Source::read_users("nopassword\n").is_err());
+        assert!(Source::read_users("carol:\n").is_err());
+    }
+}
