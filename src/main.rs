@@ -279,8 +279,10 @@ async fn import(command: cloudpop::import::ImportCommand, common: &CommonArgs) -
     use cloudpop::import::Sink;
     let config = load_config(common)?;
     let max_size = config.max_message_size;
+    // Through the API, messages wait in a private scratch directory removed at the end.
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let mut sink = match api_client(common).await? {
-        Some(client) => Sink::Api { client: Box::new(client), spool: std::env::temp_dir(), max_size },
+        Some(client) => Sink::Api { client: Box::new(client), spool: scratch.path().join("spool"), max_size },
         None => Sink::Store { backends: Backends::from_config(&config).await?, spool: config.spool_dir(), max_size },
     };
     let report = cloudpop::import::run(command, &mut sink, common.allow_cleartext).await.map_err(anyhow::Error::msg)?;

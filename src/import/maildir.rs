@@ -21,14 +21,14 @@ pub struct Message {
 }
 
 /// A `pop3_uidl_format` string: `%u %v %f %g` (or `%{uid}` ...), with an optional zero-padded
-/// width and `X`/`x` for hex, e.g. `%08Xu%08Xv`.
+/// width and `X` for hex, e.g. `%08Xu%08Xv`. Dovecot writes that hex in lowercase.
 #[derive(Debug, Clone)]
 pub struct UidlFormat(Vec<Part>);
 
 #[derive(Debug, Clone)]
 enum Part {
     Text(String),
-    Var { var: Var, width: usize, hex: Option<bool> },
+    Var { var: Var, width: usize, hex: bool },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,12 +67,8 @@ impl UidlFormat {
                 width.push(d);
                 chars.next();
             }
-            let hex = match chars.peek() {
-                Some('X') => Some(true),
-                Some('x') => Some(false),
-                _ => None,
-            };
-            if hex.is_some() {
+            let hex = chars.peek() == Some(&'X');
+            if hex {
                 chars.next();
             }
             let name: String = match chars.next() {
@@ -110,9 +106,8 @@ impl UidlFormat {
                         Var::Filename | Var::Guid => None,
                     };
                     let value = match (number, hex) {
-                        (Some(n), Some(true)) => format!("{n:0width$X}"),
-                        (Some(n), Some(false)) => format!("{n:0width$x}"),
-                        (Some(n), None) => format!("{n:0width$}"),
+                        (Some(n), true) => format!("{n:0width$x}"),
+                        (Some(n), false) => format!("{n:0width$}"),
                         (None, _) if matches!(var, Var::Filename) => values.filename.to_owned(),
                         (None, _) => values.guid.to_owned(),
                     };
@@ -212,11 +207,10 @@ pub fn scan(dir: &Path, format: &UidlFormat) -> Result<Vec<Message>, String> {
     // Files Dovecot has not seen yet get the next UIDs, in name order.
     let mut unseen: Vec<(String, PathBuf)> = files.into_iter().collect();
     unseen.sort();
-    let mut uid = list.next_uid.max(list.entries.iter().map(|e| e.uid + 1).max().unwrap_or(1));
-    for (filename, path) in unseen {
+    let first_free = list.next_uid.max(list.entries.iter().map(|e| e.uid + 1).max().unwrap_or(1));
+    for (uid, (filename, path)) in (first_free..).zip(unseen) {
         let values = Values { uid, uidvalidity: list.uidvalidity, filename: &filename, guid: &filename };
         found.push((u64::MAX, uid, format.render(&values), path, filename));
-        uid += 1;
     }
     // Messages with a POP3 order first, in it; then the rest by UID.
     found.sort_by_key(|(order, uid, ..)| (*order, *uid));
@@ -265,12 +259,34 @@ mod tests {
     fn uidl_formats_render_like_dovecot() {
         let values = Values { uid: 1, uidvalidity: 0x6b10_6896, filename: "1700000000.M1P1.host", guid: "g1" };
         let render = |f: &str| UidlFormat::parse(f).unwrap().render(&values);
-        assert_eq!(render("%08Xu%08Xv"), "000000016B106896");
-        assert_eq!(render("%08xu%08xv"), "000000016b106896");
+        // As Dovecot 2.3 showed it for UID 1 of a maildir with that UIDVALIDITY.
+        assert_eq!(render("%08Xu%08Xv"), "000000016b106896");
         assert_eq!(render("%u-%v"), "1-1796237462");
         assert_eq!(render("%f"), "1700000000.M1P1.host");
         assert_eq!(render("%{uid}.%{guid}%%"), "1.g1%");
         assert!(UidlFormat::parse("%m").is_err());
+    }
+
+    #[test]
+    fn scans_keep_pop3_order_saved_uidls_and_number_unseen_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        for (sub, name) in
+            [("cur", "100.a.host:2,S"), ("cur", "200.b.host:2,"), ("cur", "300.c.host:2,"), ("new", "400.d.host")]
+        {
+            std::fs::write(dir.path().join(sub).join(name), "Subject: x\n\nx\n").unwrap();
+        }
+        std::fs::write(
+            dir.path().join("dovecot-uidlist"),
+            "3 V16 N4\n1 :100.a.host\n2 Pkept-uidl :200.b.host\n3 O1 :300.c.host\n",
+        )
+        .unwrap();
+        let scanned = scan(dir.path(), &UidlFormat::parse("%08Xu%08Xv").unwrap()).unwrap();
+        let uidls: Vec<&str> = scanned.iter().map(|m| m.uidl.as_str()).collect();
+        assert_eq!(uidls, ["0000000300000010", "0000000100000010", "kept-uidl", "0000000400000010"]);
+        assert!(scanned.windows(2).all(|w| w[0].received_ms < w[1].received_ms), "order by receipt time");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod kubernetes;
 mod lmtp;
 mod login_cache;
 mod maildrop_index;
+mod migration;
 mod operations;
 mod pool;
 mod pop3_commands;
