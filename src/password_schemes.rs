@@ -29,6 +29,8 @@ pub enum SchemeError {
     Malformed(&'static str),
     #[error("{{PLAIN}} passwords need --allow-plain")]
     PlainRefused,
+    #[error("the hash asks for more work per login than cloudpop allows")]
+    TooCostly,
 }
 
 /// The schemes [`verify`] knows, by the prefix they are stored under.
@@ -74,23 +76,46 @@ pub fn parse(field: &str, allow_plain: bool) -> Result<Imported, SchemeError> {
     }
 }
 
+/// The most work one imported hash may ask of a login: a hash beyond these (a bcrypt cost of
+/// 31 takes days) would let one account stall the hashing pool. Dovecot's defaults are far
+/// below them.
+const MAX_BCRYPT_COST: u32 = 16;
+const MAX_ROUNDS: u32 = 1_000_000;
+const MAX_ARGON2_KIB: u32 = 256 * 1024;
+const MAX_ARGON2_PASSES: u32 = 16;
+
 /// An argon2 PHC string, stored bare (the hasher verifies those natively).
 fn argon2(value: &str) -> Result<Imported, SchemeError> {
     let hash = argon2::PasswordHash::new(value).map_err(|_| SchemeError::Malformed("argon2"))?;
-    let known = argon2::Algorithm::try_from(hash.algorithm).is_ok() && argon2::Params::try_from(&hash).is_ok();
-    if known && hash.salt.is_some() && hash.hash.is_some() {
-        Ok(Imported::Hash(value.to_owned()))
-    } else {
-        Err(SchemeError::Malformed("argon2"))
+    let params = argon2::Params::try_from(&hash).map_err(|_| SchemeError::Malformed("argon2"))?;
+    if argon2::Algorithm::try_from(hash.algorithm).is_err() || hash.salt.is_none() || hash.hash.is_none() {
+        return Err(SchemeError::Malformed("argon2"));
     }
+    if params.m_cost() > MAX_ARGON2_KIB || params.t_cost() > MAX_ARGON2_PASSES || params.p_cost() > 16 {
+        return Err(SchemeError::TooCostly);
+    }
+    Ok(Imported::Hash(value.to_owned()))
 }
 
 /// `{SCHEME}value`, once its shape has been checked (so a typo fails the import, not a login).
 fn checked(prefix: &'static str, value: &str) -> Result<Imported, SchemeError> {
     let stored = format!("{prefix}{value}");
     let well_formed = match prefix {
-        SHA512_CRYPT | SHA256_CRYPT => value.split('$').count() >= 4 && value.is_ascii(),
-        BLF_CRYPT => value.len() == 60 && value.is_ascii(),
+        SHA512_CRYPT | SHA256_CRYPT => {
+            let rounds = value.split('$').nth(2).and_then(|r| r.strip_prefix("rounds=")).map(str::parse::<u32>);
+            match rounds {
+                Some(Ok(rounds)) if rounds > MAX_ROUNDS => return Err(SchemeError::TooCostly),
+                Some(Err(_)) => false,
+                _ => value.split('$').count() >= 4 && value.is_ascii(),
+            }
+        }
+        BLF_CRYPT => {
+            let cost = value.get(4..6).and_then(|c| c.parse::<u32>().ok());
+            if cost.is_some_and(|c| c > MAX_BCRYPT_COST) {
+                return Err(SchemeError::TooCostly);
+            }
+            value.len() == 60 && value.is_ascii() && cost.is_some()
+        }
         SSHA512 => base64::engine::general_purpose::STANDARD.decode(value).is_ok_and(|raw| raw.len() > 64),
         PBKDF2 => pbkdf2_parts(value).is_some(),
         _ => false,
@@ -137,7 +162,7 @@ fn pbkdf2_parts(value: &str) -> Option<(&str, NonZeroU32, Vec<u8>)> {
     if parts.next().is_some() || salt.is_empty() || hex.len() != 40 {
         return None;
     }
-    let rounds = rounds.parse::<u32>().ok().and_then(NonZeroU32::new).filter(|r| r.get() <= 10_000_000)?;
+    let rounds = rounds.parse::<u32>().ok().and_then(NonZeroU32::new).filter(|r| r.get() <= MAX_ROUNDS)?;
     let bytes =
         (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect::<Option<_>>()?;
     Some((salt, rounds, bytes))
@@ -182,6 +207,13 @@ mod tests {
         assert!(matches!(parse("{BLF-CRYPT}$2y$05$short", false), Err(SchemeError::Malformed(_))));
         assert!(matches!(parse("{ARGON2ID}$argon2id$v=19$garbage", false), Err(SchemeError::Malformed(_))));
         assert!(matches!(parse("plaintext", false), Err(SchemeError::Unsupported(_))));
+        // Hashes that would stall every login behind them.
+        let slow_bcrypt = "{BLF-CRYPT}$2y$31$Qr1nJz/GDQRf8bQK46lMl.yvcDcmuk1/l6.n/gh9eF2NHbWJlTS.i";
+        assert_eq!(parse(slow_bcrypt, false), Err(SchemeError::TooCostly));
+        assert_eq!(parse("$6$rounds=999999999$salt$hash", false), Err(SchemeError::TooCostly));
+        let big_argon =
+            "$argon2id$v=19$m=4194304,t=3,p=1$yPvNGgmXR+pPkh07kWnULA$Ap4N/SxFtASJ/AaC02ZeITOjwP8tKkoIm6BCUFTvxTg";
+        assert_eq!(parse(big_argon, false), Err(SchemeError::TooCostly));
         // A tampered stored value never verifies.
         assert!(!verify(
             "{PBKDF2}$1$yy1xLWJR9IlUKx7z$5000$357804f493e1137cc79d669f41dd424c1e935225",
