@@ -193,6 +193,12 @@ fn fetchmail(port: u16, cert: &Path, idfile: &Path, inbox: &Path) -> usize {
     std::fs::read_dir(inbox).unwrap().count() - before
 }
 
+/// The number of messages an import report says it stored.
+fn messages_stored(report: &str) -> usize {
+    let before = &report[..report.find(" messages, ").expect("a report line")];
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 fn import(server: &Server, env: &[(String, String)], args: &[&str]) -> String {
     let (ok, out, err) = cli_env(&server.data_dir(), env, args, b"");
     assert!(ok, "cloudpop {args:?} failed: {out}{err}");
@@ -273,4 +279,61 @@ fn mailboxes_and_passwords_move_from_dovecot_without_redownloads() {
     let again = import(&cloud, &as_ingest, &pull);
     assert!(again.contains(" 0 messages, 0 octets; 21 messages already imported earlier"), "{again}");
     assert_eq!(listing(cloud.pop3s.port(), &cloud.cert(), "ssl"), before, "the cloud pool differs from Dovecot");
+}
+
+/// An mbox written by Python's `mailbox` module, imported with a `kill -9` half-way: running
+/// the same import again finishes it, and every message is in the mailbox exactly once, in
+/// the file's order, with the same UIDLs a clean import assigns.
+#[test]
+fn an_interrupted_mbox_import_resumes_without_duplicates() {
+    const COUNT: usize = 1000;
+    let work = tempfile::tempdir().unwrap();
+    let mbox = work.path().join("alice.mbox");
+    let script = r#"
+import mailbox, sys
+box = mailbox.mbox(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    box.add(f"From: s@example.org\nSubject: message {i}\nX-Order: {i}\n\nFrom the start of line {i}\n.dot {i}\n".encode())
+box.flush()
+"#;
+    let out =
+        Command::new("python3").args(["-c", script, mbox.to_str().unwrap(), &COUNT.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let server = Server::start(&[]);
+    server.add_account("alice", "pw");
+    let arg = format!("alice={}", mbox.display());
+    let mut child = Command::new(crate::common::BIN)
+        .args(["import", "mbox", &arg, "--data-dir"])
+        .arg(server.data_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stored = || std::fs::read_dir(server.data_dir().join("maildrops/alice/cur")).map_or(0, |d| d.count());
+    crate::common::eventually("the import stores its first messages", || stored() >= 50);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = stored();
+    assert!(partial < COUNT, "the import finished before it could be interrupted");
+    let out = import(&server, &[], &["import", "mbox", &arg]);
+    let resumed = messages_stored(&out);
+    assert!(resumed <= COUNT - partial + 1, "{out}");
+    assert!(out.contains(" 0 failed"), "{out}");
+
+    let mut pop = crate::common::Client::login(server.pop3, "alice", "pw");
+    let uidls = pop.lines("UIDL");
+    assert_eq!(uidls.len(), COUNT, "messages lost or duplicated");
+    // A clean import elsewhere assigns the same UIDLs, in the same order.
+    let clean = Server::start(&[]);
+    clean.add_account("alice", "pw");
+    import(&clean, &[], &["import", "mbox", &arg]);
+    let mut pop_clean = crate::common::Client::login(clean.pop3, "alice", "pw");
+    assert_eq!(pop_clean.lines("UIDL"), uidls);
+    let (_, first) = pop.multi("RETR 1");
+    assert_eq!(
+        first,
+        b"From: s@example.org\r\nSubject: message 0\r\nX-Order: 0\r\n\r\nFrom the start of line 0\r\n.dot 0\r\n"
+    );
+    let (_, last) = pop.multi(&format!("TOP {COUNT} 0"));
+    assert!(String::from_utf8_lossy(&last).contains(&format!("X-Order: {}", COUNT - 1)), "the order was lost");
 }
