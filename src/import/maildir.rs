@@ -3,9 +3,11 @@
 //!
 //! The UIDL of a message is, as Dovecot makes it: the `P` (saved POP3 UIDL) field of its
 //! `dovecot-uidlist` line when there is one; else `pop3_uidl_format` (default `%08Xu%08Xv`)
-//! filled in with its UID, the UIDVALIDITY, its file name and its GUID; a message with no
-//! uidlist line (never seen by Dovecot) gets the next UIDs in file-name order, as Dovecot's
-//! next sync would give it. The order is the `O` (POP3 order) field when present, else the UID.
+//! filled in with its UID, the UIDVALIDITY, its file name and its GUID. A message without a
+//! uidlist line (a maildir Dovecot never opened, as Courier or qmail left it, or mail Dovecot
+//! has not seen yet) keeps the maildir base name as its UIDL, as those servers showed it, after
+//! the listed ones, in name order. The order is the `O` (POP3 order) field when present, else
+//! the UID.
 
 use super::{Progress, Report, Sink};
 use std::collections::HashMap;
@@ -127,11 +129,10 @@ struct Entry {
     filename: String,
 }
 
-/// `dovecot-uidlist`: the header's UIDVALIDITY and next UID, and the entries.
+/// `dovecot-uidlist`: the header's UIDVALIDITY, and the entries.
 #[derive(Debug, Default)]
 struct Uidlist {
     uidvalidity: u32,
-    next_uid: u32,
     entries: Vec<Entry>,
 }
 
@@ -142,18 +143,12 @@ fn parse_uidlist(text: &str) -> Result<Uidlist, String> {
     let mut list = Uidlist::default();
     match words.next() {
         Some("3") => {
-            for word in words {
-                let (key, value) = word.split_at(1);
-                match key {
-                    "V" => list.uidvalidity = value.parse().map_err(|_| "bad UIDVALIDITY in dovecot-uidlist")?,
-                    "N" => list.next_uid = value.parse().map_err(|_| "bad next UID in dovecot-uidlist")?,
-                    _ => {}
-                }
+            if let Some(value) = words.find_map(|word| word.strip_prefix('V')) {
+                list.uidvalidity = value.parse().map_err(|_| "bad UIDVALIDITY in dovecot-uidlist")?;
             }
         }
         Some("1") => {
             list.uidvalidity = words.next().and_then(|v| v.parse().ok()).ok_or("bad dovecot-uidlist header")?;
-            list.next_uid = words.next().and_then(|v| v.parse().ok()).ok_or("bad dovecot-uidlist header")?;
         }
         _ => return Err(format!("dovecot-uidlist version not supported: {header:?}")),
     }
@@ -191,7 +186,7 @@ pub fn scan(dir: &Path, format: &UidlFormat) -> Result<Vec<Message>, String> {
     }
     let list = match std::fs::read_to_string(dir.join("dovecot-uidlist")) {
         Ok(text) => parse_uidlist(&text)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Uidlist { uidvalidity: 0, next_uid: 1, entries: vec![] },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Uidlist::default(),
         Err(e) => return Err(format!("{}: {e}", dir.join("dovecot-uidlist").display())),
     };
     // (order key, uid, uidl, path, filename)
@@ -204,15 +199,14 @@ pub fn scan(dir: &Path, format: &UidlFormat) -> Result<Vec<Message>, String> {
         let order = entry.fields.get(&'O').and_then(|o| o.parse::<u64>().ok());
         found.push((order.unwrap_or(u64::MAX), entry.uid, uidl, path, entry.filename.clone()));
     }
-    // Files Dovecot has not seen yet get the next UIDs, in name order.
-    let mut unseen: Vec<(String, PathBuf)> = files.into_iter().collect();
-    unseen.sort();
-    let first_free = list.next_uid.max(list.entries.iter().map(|e| e.uid + 1).max().unwrap_or(1));
-    for (uid, (filename, path)) in (first_free..).zip(unseen) {
-        let values = Values { uid, uidvalidity: list.uidvalidity, filename: &filename, guid: &filename };
-        found.push((u64::MAX, uid, format.render(&values), path, filename));
+    // Files without a uidlist line keep their base name, after the listed ones, in name order.
+    let mut unlisted: Vec<(String, PathBuf)> = files.into_iter().collect();
+    unlisted.sort();
+    for (filename, path) in unlisted {
+        found.push((u64::MAX, u32::MAX, filename.clone(), path, filename));
     }
-    // Messages with a POP3 order first, in it; then the rest by UID.
+    // Messages with a POP3 order first, in it; then the rest by UID (stable: unlisted files
+    // stay in name order).
     found.sort_by_key(|(order, uid, ..)| (*order, *uid));
     let mut last_ms = 0u64;
     Ok(found
@@ -268,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn scans_keep_pop3_order_saved_uidls_and_number_unseen_files() {
+    fn scans_keep_pop3_order_saved_uidls_and_base_names_of_unlisted_files() {
         let dir = tempfile::tempdir().unwrap();
         for sub in ["cur", "new", "tmp"] {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
@@ -285,8 +279,13 @@ mod tests {
         .unwrap();
         let scanned = scan(dir.path(), &UidlFormat::parse("%08Xu%08Xv").unwrap()).unwrap();
         let uidls: Vec<&str> = scanned.iter().map(|m| m.uidl.as_str()).collect();
-        assert_eq!(uidls, ["0000000300000010", "0000000100000010", "kept-uidl", "0000000400000010"]);
+        assert_eq!(uidls, ["0000000300000010", "0000000100000010", "kept-uidl", "400.d.host"]);
         assert!(scanned.windows(2).all(|w| w[0].received_ms < w[1].received_ms), "order by receipt time");
+        // A maildir Dovecot never opened: base names, in name order.
+        std::fs::remove_file(dir.path().join("dovecot-uidlist")).unwrap();
+        let scanned = scan(dir.path(), &UidlFormat::parse("%08Xu%08Xv").unwrap()).unwrap();
+        let uidls: Vec<&str> = scanned.iter().map(|m| m.uidl.as_str()).collect();
+        assert_eq!(uidls, ["100.a.host", "200.b.host", "300.c.host", "400.d.host"]);
     }
 
     #[test]
@@ -295,7 +294,7 @@ mod tests {
             "3 V1796237462 N3 G9171\n1 W26 :1700000000.M1P1.host\n2 W37 P0a0b O1 :1700000001.M2P2.host\n",
         )
         .unwrap();
-        assert_eq!((v3.uidvalidity, v3.next_uid, v3.entries.len()), (1796237462, 3, 2));
+        assert_eq!((v3.uidvalidity, v3.entries.len()), (1796237462, 2));
         assert_eq!(v3.entries[1].fields.get(&'P').map(String::as_str), Some("0a0b"));
         assert_eq!(v3.entries[1].filename, "1700000001.M2P2.host");
         let v1 = parse_uidlist("1 1796237462 2\n1 1700000000.M1P1.host\n").unwrap();
