@@ -68,7 +68,8 @@ pub async fn health(url: &str, ca: Option<&Path>) -> Result<(), String> {
     }
 }
 
-/// Connected clients of both services.
+/// Connected clients of both services (clones share the connection).
+#[derive(Clone)]
 pub struct ApiClient {
     pub admin: AdminClient<Authed>,
     pub ingest: IngestClient<Authed>,

@@ -52,6 +52,9 @@ enum Command {
     Import {
         #[command(subcommand)]
         command: cloudpop::import::ImportCommand,
+        /// Mailboxes imported at once.
+        #[arg(long, default_value_t = 4, global = true)]
+        jobs: usize,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -260,7 +263,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Check(args) => check(args).await,
         Command::Admin { command, common } => admin(command, &common).await,
-        Command::Import { command, common } => import(command, &common).await,
+        Command::Import { command, jobs, common } => import(command, jobs, &common).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -275,17 +278,18 @@ async fn main() -> std::process::ExitCode {
 
 /// `cloudpop import`: into the configured store, or through the API with `--api` (accounts
 /// need an admin token, messages an ingest token).
-async fn import(command: cloudpop::import::ImportCommand, common: &CommonArgs) -> anyhow::Result<()> {
+async fn import(command: cloudpop::import::ImportCommand, jobs: usize, common: &CommonArgs) -> anyhow::Result<()> {
     use cloudpop::import::Sink;
     let config = load_config(common)?;
     let max_size = config.max_message_size;
     // Through the API, messages wait in a private scratch directory removed at the end.
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    let mut sink = match api_client(common).await? {
+    let sink = match api_client(common).await? {
         Some(client) => Sink::Api { client: Box::new(client), spool: scratch.path().join("spool"), max_size },
         None => Sink::Store { backends: Backends::from_config(&config).await?, spool: config.spool_dir(), max_size },
     };
-    let report = cloudpop::import::run(command, &mut sink, common.allow_cleartext).await.map_err(anyhow::Error::msg)?;
+    let report =
+        cloudpop::import::run(command, &sink, jobs, common.allow_cleartext).await.map_err(anyhow::Error::msg)?;
     print!("{}", report.summary());
     if !report.failed.is_empty() {
         bail!("{} items failed; run the same import again to retry them", report.failed.len());

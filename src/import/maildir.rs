@@ -9,7 +9,7 @@
 //! the listed ones, in name order. The order is the `O` (POP3 order) field when present, else
 //! the UID.
 
-use super::{Progress, Report, Sink};
+use super::{Sink, Tally};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -220,27 +220,20 @@ pub fn scan(dir: &Path, format: &UidlFormat) -> Result<Vec<Message>, String> {
 }
 
 /// Imports the maildir at `dir` into `mailbox`.
-pub async fn import(
-    sink: &mut Sink,
-    mailbox: &str,
-    dir: &Path,
-    format: &UidlFormat,
-    report: &mut Report,
-    progress: &mut Progress,
-) -> Result<(), String> {
+pub async fn import(sink: &Sink, mailbox: &str, dir: &Path, format: &UidlFormat, tally: &Tally) -> Result<(), String> {
     let messages = scan(dir, format)?;
-    progress.expect(messages.len() as u64);
+    tally.expect(messages.len() as u64);
     for message in messages {
         let what = format!("{mailbox} {}", message.path.display());
         if sink.known(mailbox, &message.uidl).await {
-            report.count(&what, Ok(super::Put::AlreadyImported), progress);
+            tally.count(&what, Ok(super::Put::AlreadyImported));
             continue;
         }
         let put = match tokio::fs::File::open(&message.path).await {
             Ok(file) => sink.message(mailbox, &message.uidl, message.received_ms, file).await,
             Err(e) => Err(e.to_string()),
         };
-        report.count(&what, put, progress);
+        tally.count(&what, put);
     }
     Ok(())
 }

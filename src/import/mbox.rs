@@ -6,9 +6,9 @@
 //! that is valid and not repeated in the file (older POP3 servers such as qpopper kept UIDLs
 //! there), else `mbox-` and the MD5 of the message, with `-2`, `-3`... for identical copies.
 
-use super::{Progress, Report, Sink};
+use super::{Sink, Tally};
 use md5::Digest;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -24,7 +24,8 @@ pub struct Message {
 #[derive(Default)]
 pub struct Splitter {
     current: Option<(Vec<u8>, u64)>,
-    seen: HashMap<String, u32>,
+    /// Every UIDL given so far.
+    seen: HashSet<String>,
     last_ms: u64,
 }
 
@@ -58,13 +59,18 @@ impl Splitter {
         if body.is_empty() {
             return None;
         }
-        let uidl = match header_uidl(&body) {
-            Some(uidl) if !self.seen.contains_key(&uidl) => uidl,
+        let base = match header_uidl(&body) {
+            Some(uidl) if !self.seen.contains(&uidl) => uidl,
             _ => format!("mbox-{}", hex(&md5::Md5::digest(&body))),
         };
-        let copies = self.seen.entry(uidl.clone()).or_insert(0);
-        *copies += 1;
-        let uidl = if *copies == 1 { uidl } else { format!("{uidl}-{copies}") };
+        let mut uidl = base.clone();
+        for copy in 2.. {
+            if !self.seen.contains(&uidl) {
+                break;
+            }
+            uidl = format!("{base}-{copy}");
+        }
+        self.seen.insert(uidl.clone());
         self.last_ms = (secs * 1000).max(self.last_ms + 1);
         Some(Message { body, uidl, received_ms: self.last_ms })
     }
@@ -110,13 +116,7 @@ fn asctime_secs(rest: &str) -> Option<u64> {
 }
 
 /// Imports every message of the mbox at `file` into `mailbox`.
-pub async fn import(
-    sink: &mut Sink,
-    mailbox: &str,
-    file: &Path,
-    report: &mut Report,
-    progress: &mut Progress,
-) -> Result<(), String> {
+pub async fn import(sink: &Sink, mailbox: &str, file: &Path, tally: &Tally) -> Result<(), String> {
     let input = tokio::fs::File::open(file).await.map_err(|e| format!("{}: {e}", file.display()))?;
     let mut reader = BufReader::new(input);
     let mut splitter = Splitter::default();
@@ -128,13 +128,13 @@ pub async fn import(
         let message = if n == 0 { splitter.finish() } else { splitter.line(&line) };
         if let Some(message) = message {
             index += 1;
-            progress.expect(1);
+            tally.expect(1);
             let what = format!("{mailbox} {} message {index}", file.display());
             if sink.known(mailbox, &message.uidl).await {
-                report.count(&what, Ok(super::Put::AlreadyImported), progress);
+                tally.count(&what, Ok(super::Put::AlreadyImported));
             } else {
                 let put = sink.message(mailbox, &message.uidl, message.received_ms, message.body.as_slice()).await;
-                report.count(&what, put, progress);
+                tally.count(&what, put);
             }
         }
         if n == 0 {
@@ -168,5 +168,13 @@ mod tests {
         assert!(messages[1].received_ms < messages[2].received_ms, "the file's order is kept");
         // The same file gives the same UIDLs on every run.
         assert_eq!(split(mbox), messages);
+        // A message whose X-UIDL names a UIDL already given gets its own.
+        let tricky = format!(
+            "From x\nSubject: two\n\nbody\n\nFrom y\nSubject: two\n\nbody\n\nFrom z\nX-UIDL: {}-2\n\nz\n",
+            messages[1].uidl
+        );
+        let uidls: Vec<String> = split(tricky.as_bytes()).into_iter().map(|m| m.uidl).collect();
+        assert_eq!(uidls.len(), 3);
+        assert!(uidls[0] != uidls[1] && uidls[1] != uidls[2] && uidls[0] != uidls[2], "{uidls:?}");
     }
 }

@@ -69,11 +69,13 @@ pub enum ImportCommand {
     },
 }
 
-/// Runs one import into `sink`; `allow_cleartext` lets POP3 passwords go to another host
-/// without TLS.
-pub async fn run(command: ImportCommand, sink: &mut Sink, allow_cleartext: bool) -> Result<Report, String> {
+/// Runs one import into `sink`, `jobs` mailboxes at a time; `allow_cleartext` lets POP3
+/// passwords go to another host without TLS.
+pub async fn run(command: ImportCommand, sink: &Sink, jobs: usize, allow_cleartext: bool) -> Result<Report, String> {
+    use futures::StreamExt;
     let mut report = Report::default();
-    let mut progress = Progress::new();
+    let tally = Tally::default();
+    let jobs = jobs.max(1);
     match command {
         ImportCommand::Accounts { file, allow_plain } => {
             let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -88,20 +90,28 @@ pub async fn run(command: ImportCommand, sink: &mut Sink, allow_cleartext: bool)
         }
         ImportCommand::Maildir { mailboxes, uidl_format } => {
             let format = maildir::UidlFormat::parse(&uidl_format)?;
-            for (mailbox, dir) in pairs(&mailboxes)? {
-                if let Err(e) =
-                    maildir::import(sink, mailbox, Path::new(dir), &format, &mut report, &mut progress).await
-                {
-                    report.failed.push(format!("{mailbox}: {e}"));
-                }
-            }
+            futures::stream::iter(pairs(&mailboxes)?)
+                .for_each_concurrent(jobs, |(mailbox, dir)| {
+                    let (format, tally) = (&format, &tally);
+                    async move {
+                        if let Err(e) = maildir::import(sink, mailbox, Path::new(dir), format, tally).await {
+                            tally.failed(format!("{mailbox}: {e}"));
+                        }
+                    }
+                })
+                .await;
         }
         ImportCommand::Mbox { mailboxes } => {
-            for (mailbox, file) in pairs(&mailboxes)? {
-                if let Err(e) = mbox::import(sink, mailbox, Path::new(file), &mut report, &mut progress).await {
-                    report.failed.push(format!("{mailbox}: {e}"));
-                }
-            }
+            futures::stream::iter(pairs(&mailboxes)?)
+                .for_each_concurrent(jobs, |(mailbox, file)| {
+                    let tally = &tally;
+                    async move {
+                        if let Err(e) = mbox::import(sink, mailbox, Path::new(file), tally).await {
+                            tally.failed(format!("{mailbox}: {e}"));
+                        }
+                    }
+                })
+                .await;
         }
         ImportCommand::Pop3 { server, security, ca, users } => {
             let (host, port) = server
@@ -115,13 +125,24 @@ pub async fn run(command: ImportCommand, sink: &mut Sink, allow_cleartext: bool)
                     .into());
             }
             let source = pop3::Source { host, port, security, ca };
-            for user in pop3::users_from(&users)? {
-                if let Err(e) = pop3::import(sink, &source, &user, &mut report, &mut progress).await {
-                    report.failed.push(format!("{} (login {}): {e}", user.mailbox, user.login));
-                }
-            }
+            futures::stream::iter(pop3::users_from(&users)?)
+                .for_each_concurrent(jobs, |user| {
+                    let (source, tally) = (&source, &tally);
+                    async move {
+                        if let Err(e) = pop3::import(sink, source, &user, tally).await {
+                            tally.failed(format!("{} (login {}): {e}", user.mailbox, user.login));
+                        }
+                    }
+                })
+                .await;
         }
     }
+    let messages = tally.into_report();
+    report.messages = messages.messages;
+    report.octets = messages.octets;
+    report.already_imported = messages.already_imported;
+    report.skipped.extend(messages.skipped);
+    report.failed.extend(messages.failed);
     Ok(report)
 }
 
@@ -172,7 +193,7 @@ impl Sink {
     }
 
     /// Imports one account of an export (`password_field` as the old server stored it).
-    pub async fn account(&mut self, name: &str, password_field: &str, allow_plain: bool) -> Result<AccountPut, String> {
+    pub async fn account(&self, name: &str, password_field: &str, allow_plain: bool) -> Result<AccountPut, String> {
         use crate::accounts::{AccountError, Imported};
         match self {
             Sink::Store { backends, .. } => {
@@ -190,7 +211,7 @@ impl Sink {
                 let account =
                     proto::ImportedAccount { name: name.to_owned(), password_hash: password_field.to_owned() };
                 let request = proto::ImportAccountsRequest { accounts: vec![account], allow_plain };
-                let reply = client.admin.import_accounts(request).await.map_err(|s| s.message().to_owned())?;
+                let reply = client.admin.clone().import_accounts(request).await.map_err(|s| s.message().to_owned())?;
                 let result = reply.into_inner().results.pop().ok_or("the server sent no result")?;
                 Ok(match result.status() {
                     ImportStatus::Created => AccountPut::Created,
@@ -217,7 +238,7 @@ impl Sink {
 
     /// Stores one message read from `input` in `mailbox`, keeping `uidl`, at `received_ms`.
     pub async fn message(
-        &mut self,
+        &self,
         mailbox: &str,
         uidl: &str,
         received_ms: u64,
@@ -242,7 +263,7 @@ impl Sink {
         self.put(mailbox, uidl, received_ms, &message).await
     }
 
-    async fn put(&mut self, mailbox: &str, uidl: &str, received_ms: u64, message: &Spooled) -> Result<Put, String> {
+    async fn put(&self, mailbox: &str, uidl: &str, received_ms: u64, message: &Spooled) -> Result<Put, String> {
         match self {
             Sink::Store { backends, .. } => {
                 let options = delivery::Options {
@@ -276,7 +297,7 @@ impl Sink {
                     ..Envelope::default()
                 };
                 let file = message.open().await.map_err(|e| e.to_string())?;
-                let reply = match client.deliver_envelope(envelope, file).await {
+                let reply = match ApiClient::clone(client).deliver_envelope(envelope, file).await {
                     Ok(reply) => reply,
                     Err(status) if status.code() == tonic::Code::Unavailable => {
                         return Err(status.message().to_owned());
@@ -312,20 +333,49 @@ pub struct Report {
 /// Lines of the skipped and failed lists printed at the end; the rest are counted.
 const LISTED: usize = 50;
 
-impl Report {
-    pub fn count(&mut self, what: &str, put: Result<Put, String>, progress: &mut Progress) {
-        match put {
-            Ok(Put::Stored(size)) => {
-                self.messages += 1;
-                self.octets += size;
-            }
-            Ok(Put::AlreadyImported) => self.already_imported += 1,
-            Ok(Put::Refused(why)) => self.skipped.push(format!("{what}: {why}")),
-            Err(why) => self.failed.push(format!("{what}: {why}")),
-        }
-        progress.step(self);
+/// The report and the progress display, shared by the mailboxes imported at once.
+#[derive(Default)]
+pub struct Tally(std::sync::Mutex<(Report, Progress)>);
+
+impl Tally {
+    fn with<T>(&self, f: impl FnOnce(&mut Report, &mut Progress) -> T) -> T {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (report, progress) = &mut *guard;
+        f(report, progress)
     }
 
+    /// More messages are now known to be coming.
+    pub fn expect(&self, more: u64) {
+        self.with(|_, progress| progress.expect(more));
+    }
+
+    /// One message's outcome.
+    pub fn count(&self, what: &str, put: Result<Put, String>) {
+        self.with(|report, progress| {
+            match put {
+                Ok(Put::Stored(size)) => {
+                    report.messages += 1;
+                    report.octets += size;
+                }
+                Ok(Put::AlreadyImported) => report.already_imported += 1,
+                Ok(Put::Refused(why)) => report.skipped.push(format!("{what}: {why}")),
+                Err(why) => report.failed.push(format!("{what}: {why}")),
+            }
+            progress.step(report);
+        });
+    }
+
+    /// A mailbox that could not be imported (or not to the end).
+    pub fn failed(&self, what: String) {
+        self.with(|report, _| report.failed.push(what));
+    }
+
+    pub fn into_report(self) -> Report {
+        self.0.into_inner().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+impl Report {
     pub fn count_account(&mut self, name: &str, put: Result<AccountPut, String>) {
         match put {
             Ok(AccountPut::Created) => self.accounts_created += 1,

@@ -3,7 +3,7 @@
 //! UIDLs and order. A message imported by an earlier run is not fetched again (with the store
 //! as the destination) and never stored twice (with either destination).
 
-use super::{Progress, Put, Report, Sink};
+use super::{Put, Sink, Tally};
 use rustls_pki_types::ServerName;
 use std::path::Path;
 use std::sync::Arc;
@@ -201,13 +201,7 @@ impl Connection {
 }
 
 /// Pulls `user`'s mailbox into `user.mailbox`.
-pub async fn import(
-    sink: &mut Sink,
-    source: &Source,
-    user: &User,
-    report: &mut Report,
-    progress: &mut Progress,
-) -> Result<(), String> {
+pub async fn import(sink: &Sink, source: &Source, user: &User, tally: &Tally) -> Result<(), String> {
     let mut conn = source.connect(user).await?;
     let uidls = conn.listing("UIDL").await?;
     let mut messages: Vec<(u64, String)> = Vec::with_capacity(uidls.len());
@@ -219,20 +213,20 @@ pub async fn import(
         }
     }
     messages.sort_by_key(|(n, _)| *n);
-    progress.expect(messages.len() as u64);
+    tally.expect(messages.len() as u64);
     let (_, max_size) = sink.spool();
     let start_ms = super::now_ms();
     for (index, (n, uidl)) in messages.iter().enumerate() {
         let what = format!("{} message {n} ({uidl})", user.mailbox);
         if sink.known(&user.mailbox, uidl).await {
-            report.count(&what, Ok(Put::AlreadyImported), progress);
+            tally.count(&what, Ok(Put::AlreadyImported));
             continue;
         }
         let put = match conn.retrieve(*n, max_size).await? {
             Some(body) => sink.message(&user.mailbox, uidl, start_ms + index as u64, body.as_slice()).await,
             None => Ok(Put::Refused(format!("larger than max_message_size ({max_size} octets)"))),
         };
-        report.count(&what, put, progress);
+        tally.count(&what, put);
     }
     let _ = conn.command("QUIT").await;
     Ok(())

@@ -291,3 +291,95 @@ pub mod protocol_machine {
         }
     }
 }
+
+pub mod lmtp {
+    use cloudpop::lmtp::{command, data::Unstuffer};
+    use cloudpop::protocol::dotstuff::DotStuffer;
+
+    /// The DATA reader over `input` in pieces of `piece` bytes: the message and where the end
+    /// marker ended, if it did.
+    fn read(input: &[u8], piece: usize) -> (Vec<u8>, Option<usize>) {
+        let mut reader = Unstuffer::default();
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for chunk in input.chunks(piece.max(1)) {
+            if let Some(n) = reader.feed(chunk, &mut out) {
+                return (out, Some(offset + n));
+            }
+            offset += chunk.len();
+        }
+        (out, None)
+    }
+
+    /// Whether every CR is followed by LF and every LF preceded by CR.
+    fn crlf_only(bytes: &[u8]) -> bool {
+        bytes.iter().enumerate().all(|(i, &b)| match b {
+            b'\r' => bytes.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && bytes[i - 1] == b'\r',
+            _ => true,
+        })
+    }
+
+    /// LMTP's DATA reader and command parser on arbitrary bytes in arbitrary pieces: the message
+    /// and where it ends do not depend on the pieces; the data ends only just after `. CR LF`
+    /// at the start or after CR LF (never after a bare LF); every line gets an answer from the
+    /// command parser; and CRLF text stuffed by the POP3 side's encoder reads back exactly.
+    pub fn check(data: &[u8]) {
+        let Some((&split, input)) = data.split_first() else { return };
+        let piece = usize::from(split) + 1;
+        let whole = read(input, input.len());
+        assert_eq!(whole, read(input, piece), "pieces changed the message or its end");
+        if let Some(end) = whole.1 {
+            assert!(input[..end].ends_with(b".\r\n"), "ended without the end marker");
+            assert!(end == 3 || input[..end - 3].ends_with(b"\r\n"), "ended after a bare line ending");
+            assert!(whole.0.len() + 3 <= end, "more message than input");
+        }
+        for line in input.split(|&b| b == b'\n') {
+            let _ = command::parse(line.strip_suffix(b"\r").unwrap_or(line));
+        }
+        if !crlf_only(input) {
+            return;
+        }
+        let mut wire = Vec::new();
+        let mut stuffer = DotStuffer::new();
+        stuffer.encode(input, &mut wire);
+        stuffer.finish(&mut wire);
+        let (message, end) = read(&wire, piece);
+        assert_eq!(end, Some(wire.len()), "the stuffed message ended early or never");
+        let mut expected = input.to_vec();
+        if !expected.is_empty() && !expected.ends_with(b"\r\n") {
+            expected.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(message, expected, "stuffing and unstuffing changed the message");
+    }
+}
+
+pub mod import_parsers {
+    use cloudpop::import::{maildir::UidlFormat, mbox::Splitter, passwd_entries};
+    use cloudpop::password_schemes;
+    use cloudpop::store::ids;
+
+    /// The parsers of `cloudpop import` on arbitrary input: password fields, UIDL formats and
+    /// passwd files never panic; an mbox split in any way gives valid, distinct UIDLs and no more
+    /// message bytes than the file holds.
+    pub fn check(data: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(data) {
+            if let Ok(password_schemes::Imported::Hash(stored)) = password_schemes::parse(text, true) {
+                assert!(stored.starts_with('{') || stored.starts_with("$argon2"), "stored as {stored}");
+            }
+            let _ = UidlFormat::parse(text);
+            let _ = passwd_entries(text);
+        }
+        let mut splitter = Splitter::default();
+        let mut messages: Vec<_> = data.split_inclusive(|&b| b == b'\n').filter_map(|l| splitter.line(l)).collect();
+        messages.extend(splitter.finish());
+        let total: usize = messages.iter().map(|m| m.body.len()).sum();
+        assert!(total <= data.len());
+        let mut uidls: Vec<&str> = messages.iter().map(|m| m.uidl.as_str()).collect();
+        assert!(uidls.iter().all(|u| ids::is_valid_uidl(u)), "{uidls:?}");
+        assert!(messages.windows(2).all(|w| w[0].received_ms < w[1].received_ms));
+        uidls.sort();
+        uidls.dedup();
+        assert_eq!(uidls.len(), messages.len(), "two messages share a UIDL");
+    }
+}

@@ -25,4 +25,6 @@ fn seeds_and_regressions_hold() {
     run("dot_stuffing", cloudpop_fuzz::dot_stuffing::check);
     run("crlf_and_headers", cloudpop_fuzz::crlf_and_headers::check);
     run("protocol_machine", cloudpop_fuzz::protocol_machine::check);
+    run("lmtp", cloudpop_fuzz::lmtp::check);
+    run("import_parsers", cloudpop_fuzz::import_parsers::check);
 }
