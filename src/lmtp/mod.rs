@@ -429,7 +429,8 @@ impl<'a> Session<'a> {
         async {
             let spool_dir = self.ctx.config.spool_dir();
             let mut spooler = Spooler::new(&spool_dir, self.settings.max_size, false).await;
-            self.reply(354, "2.0.0", "Send the message, ending with <CRLF>.<CRLF>");
+            // An intermediate reply: no enhanced status code (RFC 2034 gives them to 2xx, 4xx, 5xx).
+            self.out.extend_from_slice(b"354 Send the message, ending with <CRLF>.<CRLF>\r\n");
             self.flush(stream).await?;
             // Read to the end marker whatever happens, so the client's next command is read as
             // one; a failed spool keeps its first error and the rest is discarded.

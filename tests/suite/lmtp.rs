@@ -483,3 +483,42 @@ print(refused)
         assert_eq!(String::from_utf8(without_trace_fields(&messages[0])).unwrap(), message, "{user}");
     }
 }
+
+/// A full mailbox is a temporary failure: Postfix keeps the message in its queue, and once the
+/// operator raises the quota a queue run delivers it, once.
+#[tokio::test]
+async fn postfix_keeps_mail_for_a_full_mailbox_and_delivers_it_after_the_quota_is_raised() {
+    let server = start(&[]);
+    server.add_account("alice@example.com", "pw");
+    server.deliver("alice@example.com", b"Subject: fills the quota\r\n\r\nx\r\n");
+    let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let full = Some(Quota { max_bytes: 0, max_messages: 1 });
+    admin.set_quota(SetQuotaRequest { name: "alice@example.com".into(), quota: full }).await.unwrap();
+    let postfix = Postfix::start(server.lmtp.unwrap());
+    let port = postfix.smtp.to_string();
+    let sent = tokio::task::spawn_blocking(move || {
+        let script = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+s.sendmail("sender@example.org", ["alice@example.com"], b"Subject: waits in the queue\r\n\r\nkept\r\n")
+s.quit()
+"#;
+        Command::new("python3").args(["-c", script, &port]).status().unwrap()
+    });
+    assert!(sent.await.unwrap().success());
+    crate::common::eventually("Postfix defers the message", || postfix.log().contains("status=deferred"));
+    assert!(postfix.log().contains("452 4.2.2"), "{}", postfix.log());
+
+    let unlimited = Some(Quota { max_bytes: 0, max_messages: 0 });
+    admin.set_quota(SetQuotaRequest { name: "alice@example.com".into(), quota: unlimited }).await.unwrap();
+    let flushed = postfix.command("postqueue", &["-f"]);
+    assert!(flushed.status.success(), "postqueue -f: {}", String::from_utf8_lossy(&flushed.stderr));
+    crate::common::eventually("the queue run delivers it", || postfix.log().contains("status=sent"));
+    let messages = tokio::task::spawn_blocking(move || retrieve_all(&server, "alice@example.com", "pw")).await.unwrap();
+    assert_eq!(messages.len(), 2);
+    let delivered = String::from_utf8_lossy(&messages[1]);
+    assert!(
+        delivered.contains("Subject: waits in the queue\r\n") && delivered.ends_with("\r\n\r\nkept\r\n"),
+        "{delivered}"
+    );
+}
