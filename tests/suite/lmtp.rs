@@ -225,6 +225,35 @@ fn start_full_mailbox(server: &Server) -> &'static str {
     name
 }
 
+/// Connections over `lmtp_max_connections` are turned away with 421; on SIGTERM an idle
+/// session is told 421 4.3.2 while a transaction in DATA finishes and is stored.
+#[test]
+fn connection_limit_and_shutdown_answer_with_421() {
+    let server = start(&[("CLOUDPOP_LMTP_MAX_CONNECTIONS", "2"), ("CLOUDPOP_SHUTDOWN_GRACE_SECS", "20")]);
+    server.add_account("alice@example.com", "pw");
+    let lmtp = server.lmtp.unwrap();
+    let mut idle = Client::connect(lmtp);
+    let mut busy = Client::connect(lmtp);
+    let mut over = Client::connect(lmtp);
+    assert_eq!(over.greeting, "421 4.3.2 Too many connections, try again later");
+    assert!(over.is_closed());
+    say(&mut busy, "LHLO mx.test");
+    say(&mut busy, "MAIL FROM:<s@example.org>");
+    assert_eq!(say(&mut busy, "RCPT TO:<alice@example.com>"), "250 2.1.5 Recipient OK");
+    assert!(say(&mut busy, "DATA").starts_with("354"));
+    busy.send(b"Subject: sent during shutdown\r\n\r\nfirst half\r\n");
+    server.signal("-TERM");
+    assert_eq!(idle.line(), "421 4.3.2 Service shutting down, try again later");
+    busy.send(b"second half\r\n.\r\n");
+    assert!(reply(&mut busy)[0].starts_with("250 2.0.0 <alice@example.com> Delivered as "));
+    // Its transaction done, that session too is told to go away.
+    assert_eq!(say(&mut busy, "QUIT"), "421 4.3.2 Service shutting down, try again later");
+    let (status, dir) = server.wait();
+    assert!(status.success(), "{status:?}");
+    let stored = std::fs::read_dir(dir.path().join("data/maildrops/alice@example.com/cur")).unwrap().count();
+    assert_eq!(stored, 1, "the transaction in DATA was not stored");
+}
+
 #[test]
 fn only_trusted_networks_may_deliver() {
     let server = start(&[("CLOUDPOP_LMTP_TRUSTED_NETWORKS", "10.0.0.0/8, 192.0.2.1")]);
