@@ -244,16 +244,33 @@ impl Sink {
         received_ms: u64,
         input: impl AsyncRead + Unpin,
     ) -> Result<Put, String> {
+        let mut spooler = self.spooler().await?;
+        let read = spooler.read_from(input).await.map(|()| spooler);
+        self.finish(mailbox, uidl, received_ms, read).await
+    }
+
+    /// An empty spool for one message on its way in (bounded memory whatever its size).
+    pub async fn spooler(&self) -> Result<Spooler, String> {
+        let (spool, max_size) = self.spool();
+        Spooler::new(spool, max_size, false).await.map_err(|e| e.to_string())
+    }
+
+    /// Stores the message in `spooled` (or reports why spooling it failed).
+    pub async fn finish(
+        &self,
+        mailbox: &str,
+        uidl: &str,
+        received_ms: u64,
+        spooled: Result<Spooler, delivery::DeliveryError>,
+    ) -> Result<Put, String> {
         if !ids::is_valid_uidl(uidl) {
             return Ok(Put::Refused(format!("UIDL {uidl:?} is not 1-70 printable characters")));
         }
-        let (spool, max_size) = self.spool();
-        let mut spooler = Spooler::new(spool, max_size, false).await.map_err(|e| e.to_string())?;
-        let spooled = match spooler.read_from(input).await {
-            Ok(()) => spooler.finish().await,
+        let message = match spooled {
+            Ok(spooler) => spooler.finish().await,
             Err(e) => Err(e),
         };
-        let message = match spooled {
+        let message = match message {
             Ok(message) => message,
             Err(e @ (delivery::DeliveryError::Read(_) | delivery::DeliveryError::Spool(_))) => {
                 return Err(e.to_string());

@@ -4,6 +4,7 @@
 //! as the destination) and never stored twice (with either destination).
 
 use super::{Put, Sink, Tally};
+use crate::delivery::Spooler;
 use rustls_pki_types::ServerName;
 use std::path::Path;
 use std::sync::Arc;
@@ -169,33 +170,42 @@ impl Connection {
         }
     }
 
-    /// RETR `n`: the message, without the dot-stuffing; `None` (after reading it all) if it
-    /// is longer than `max`.
-    async fn retrieve(&mut self, n: u64, max: u64) -> Result<Option<Vec<u8>>, String> {
+    /// RETR `n` into `spooler`, without the dot-stuffing, line by line (bounded memory). The
+    /// reply is always read to its end; a spool that refused a line (the message is too large,
+    /// the disk failed) is the inner error.
+    async fn retrieve(
+        &mut self,
+        n: u64,
+        mut spooler: Spooler,
+    ) -> Result<Result<Spooler, crate::delivery::DeliveryError>, String> {
         self.command(&format!("RETR {n}")).await?;
-        let mut body = Vec::new();
-        let mut too_large = false;
+        let mut refused = None;
         let mut line = Vec::new();
+        // Lines are read in pieces of at most MAX_LINE: only a piece that starts a line can be
+        // the terminator or carry a stuffed dot.
+        let mut line_start = true;
         loop {
             line.clear();
-            let read = tokio::time::timeout(TIMEOUT, self.io.read_until(b'\n', &mut line)).await;
-            match read {
+            let mut limited = (&mut self.io).take(MAX_LINE as u64);
+            match tokio::time::timeout(TIMEOUT, limited.read_until(b'\n', &mut line)).await {
                 Err(_) => return Err("the server stopped sending".into()),
                 Ok(Err(e)) => return Err(e.to_string()),
                 Ok(Ok(0)) => return Err("the server closed the connection mid-message".into()),
                 Ok(Ok(_)) => {}
             }
-            if line == b".\r\n" || line == b".\n" {
-                return Ok((!too_large).then_some(body));
+            if line_start && (line == b".\r\n" || line == b".\n") {
+                return Ok(match refused {
+                    Some(e) => Err(e),
+                    None => Ok(spooler),
+                });
             }
-            let content = line.strip_prefix(b".").unwrap_or(&line);
-            if body.len() as u64 + content.len() as u64 > max {
-                too_large = true;
-                body.clear();
+            let content = if line_start { line.strip_prefix(b".").unwrap_or(&line) } else { &line };
+            if refused.is_none()
+                && let Err(e) = spooler.push(content).await
+            {
+                refused = Some(e);
             }
-            if !too_large {
-                body.extend_from_slice(content);
-            }
+            line_start = line.ends_with(b"\n");
         }
     }
 }
@@ -214,7 +224,6 @@ pub async fn import(sink: &Sink, source: &Source, user: &User, tally: &Tally) ->
     }
     messages.sort_by_key(|(n, _)| *n);
     tally.expect(messages.len() as u64);
-    let (_, max_size) = sink.spool();
     let start_ms = super::now_ms();
     for (index, (n, uidl)) in messages.iter().enumerate() {
         let what = format!("{} message {n} ({uidl})", user.mailbox);
@@ -222,10 +231,8 @@ pub async fn import(sink: &Sink, source: &Source, user: &User, tally: &Tally) ->
             tally.count(&what, Ok(Put::AlreadyImported));
             continue;
         }
-        let put = match conn.retrieve(*n, max_size).await? {
-            Some(body) => sink.message(&user.mailbox, uidl, start_ms + index as u64, body.as_slice()).await,
-            None => Ok(Put::Refused(format!("larger than max_message_size ({max_size} octets)"))),
-        };
+        let spooled = conn.retrieve(*n, sink.spooler().await?).await?;
+        let put = sink.finish(&user.mailbox, uidl, start_ms + index as u64, spooled).await;
         tally.count(&what, put);
     }
     let _ = conn.command("QUIT").await;
