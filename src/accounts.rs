@@ -67,6 +67,9 @@ pub struct Accounts {
     /// Logins verifying or waiting to verify a password, and how many may.
     pending: Arc<AtomicUsize>,
     max_pending: usize,
+    /// PBKDF2 iterations of the SCRAM-SHA-256 credentials stored with each password; `None`
+    /// stores none.
+    scram_iterations: Option<u32>,
 }
 
 /// What [`Accounts::import`] did with one exported account.
@@ -87,10 +90,17 @@ pub enum LoginError {
     Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The directory or identity provider gave no answer.
+    #[error("{0}")]
+    Directory(String),
 }
 
+/// The password hash of a mailbox made for a directory user: it matches no password, so
+/// only the directory can let the user in.
+pub const EXTERNAL_HASH: &str = "!external";
+
 /// One login counted in [`Accounts::pending`] until dropped.
-struct Pending(Arc<AtomicUsize>);
+pub(crate) struct Pending(Arc<AtomicUsize>);
 
 impl Drop for Pending {
     fn drop(&mut self) {
@@ -115,6 +125,7 @@ impl Accounts {
             announcer: Announcer::Local,
             pending: Arc::new(AtomicUsize::new(0)),
             max_pending: config.max_pending_logins as usize,
+            scram_iterations: config.scram.then_some(config.scram_iterations),
         }
     }
 
@@ -153,8 +164,31 @@ impl Accounts {
         self.hasher.hash(password.to_owned()).await.ok_or(AccountError::InvalidPassword("could not be hashed"))
     }
 
+    /// SCRAM-SHA-256 credentials for `password` with a fresh salt, if they are kept.
+    async fn scram(&self, password: &str) -> Option<String> {
+        let iterations = self.scram_iterations?;
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut salt = [0u8; 16];
+            getrandom::fill(&mut salt).ok()?;
+            Some(crate::auth::scram::StoredCredentials::derive(&password, &salt, iterations).encode())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Whether `record` lacks the SCRAM credentials this configuration keeps (none yet, or
+    /// another iteration count).
+    fn scram_outdated(&self, record: &AccountRecord) -> bool {
+        self.scram_iterations.is_some_and(|wanted| {
+            record.scram_sha256.as_deref().and_then(crate::auth::scram::StoredCredentials::decode).map(|c| c.iterations)
+                != Some(wanted)
+        })
+    }
+
     /// Counts a login in, unless `max_pending` are already in.
-    fn enter(&self) -> Result<Pending, LoginError> {
+    pub(crate) fn enter(&self) -> Result<Pending, LoginError> {
         let admitted = self
             .pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_pending).then_some(n + 1))
@@ -173,7 +207,8 @@ impl Accounts {
     ) -> Result<AccountName, AccountError> {
         let name = AccountName::parse(name)?;
         let password_hash = self.hash(password).await?;
-        self.insert(name, password_hash, messages).await
+        let scram = self.scram(password).await;
+        self.insert(name, password_hash, scram, messages).await
     }
 
     /// Creates an account from an account export, with its existing password hash (see
@@ -188,12 +223,14 @@ impl Accounts {
         messages: &dyn MessageStore,
     ) -> Result<Imported, AccountError> {
         let parsed = AccountName::parse(name)?;
-        let hash = match crate::password_schemes::parse(password_field, allow_plain) {
-            Ok(crate::password_schemes::Imported::Hash(hash)) => hash,
-            Ok(crate::password_schemes::Imported::Plain(password)) => self.hash(&password).await?,
+        let (hash, scram) = match crate::password_schemes::parse(password_field, allow_plain) {
+            Ok(crate::password_schemes::Imported::Hash(hash)) => (hash, None),
+            Ok(crate::password_schemes::Imported::Plain(password)) => {
+                (self.hash(&password).await?, self.scram(&password).await)
+            }
             Err(e) => return Ok(Imported::Refused(e.to_string())),
         };
-        match self.insert(parsed, hash, messages).await {
+        match self.insert(parsed, hash, scram, messages).await {
             Ok(name) => Ok(Imported::Created(name)),
             Err(AccountError::AlreadyExists(name)) => Ok(Imported::Exists(name)),
             Err(e) => Err(e),
@@ -205,6 +242,7 @@ impl Accounts {
         &self,
         name: AccountName,
         password_hash: String,
+        scram_sha256: Option<String>,
         messages: &dyn MessageStore,
     ) -> Result<AccountName, AccountError> {
         if name.as_str().starts_with("cloudpop-internal") {
@@ -231,6 +269,7 @@ impl Accounts {
             expire_days: None,
             deleting: false,
             incarnation: u64::from_le_bytes(incarnation),
+            scram_sha256,
         };
         self.store.put(&record).await?;
         self.changed(&name).await;
@@ -239,7 +278,42 @@ impl Accounts {
 
     pub async fn set_password(&self, name: &str, password: &str) -> Result<AccountRecord, AccountError> {
         let hash = self.hash(password).await?;
-        self.update(name, |record| record.password_hash = hash).await
+        let scram = self.scram(password).await;
+        self.update(name, |record| {
+            record.password_hash = hash;
+            record.scram_sha256 = scram;
+        })
+        .await
+    }
+
+    /// The mailbox record of a user a directory (or an identity provider) let in: created
+    /// the first time, with `policy` applied whenever the record differs from it. `None` if
+    /// the record is disabled or being deleted.
+    pub async fn provision(
+        &self,
+        name: &AccountName,
+        policy: &crate::auth::directory::Policy,
+        messages: &dyn MessageStore,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        let mut record = self.get_cached(name).await?;
+        if record.is_none() {
+            match self.insert(name.clone(), EXTERNAL_HASH.to_owned(), None, messages).await {
+                Ok(_) => tracing::info!(account = %name, "mailbox created for a directory user"),
+                Err(AccountError::AlreadyExists(_) | AccountError::BeingDeleted(_)) => {}
+                Err(AccountError::Store(e)) => return Err(e),
+                Err(e) => return Err(StoreError::Failed(e.to_string())),
+            }
+            record = self.store.get(name).await?;
+        }
+        let Some(record) = record.filter(AccountRecord::can_log_in) else { return Ok(None) };
+        if policy.is_applied(&record) {
+            return Ok(Some(record));
+        }
+        match self.update(name.as_str(), |stored| policy.apply(stored)).await {
+            Ok(updated) => Ok(Some(updated).filter(AccountRecord::can_log_in)),
+            Err(AccountError::Store(e)) => Err(e),
+            Err(e) => Err(StoreError::Failed(e.to_string())),
+        }
     }
 
     /// Removes the account record (the last step of deleting an account; see
@@ -278,11 +352,11 @@ impl Accounts {
     pub async fn authenticate(&self, user: &str, password: &str) -> Result<Option<AccountRecord>, LoginError> {
         let name = AccountName::parse(user).ok();
         let record = match &name {
-            Some(name) => self.get_cached(name).await?.filter(|r| !r.disabled && !r.deleting),
+            Some(name) => self.get_cached(name).await?.filter(AccountRecord::can_log_in),
             None => None,
         };
         if let (Some(name), Some(record)) = (&name, &record)
-            && self.verified.hit(name.as_str(), password, &record.password_hash)
+            && self.verified.hit(name.as_str(), password, &record.password_hash).is_some()
         {
             tracing::Span::current().record("hash_ms", 0.0);
             crate::ops::metrics::metrics().credential_cache_hits.inc();
@@ -300,7 +374,7 @@ impl Accounts {
         match (matches, name, record) {
             (true, Some(name), Some(record)) => {
                 let record = self.upgrade_hash(&name, password, record).await;
-                self.verified.remember(name.as_str(), password, &record.password_hash);
+                self.verified.remember(name.as_str(), password, &record.password_hash, ());
                 Ok(Some(record))
             }
             _ => Ok(None),
@@ -308,25 +382,36 @@ impl Accounts {
     }
 
     /// After a login that matched an imported or outdated hash: replaces it with a current
-    /// argon2id hash of the same password, unless the record changed meanwhile. A failure
-    /// leaves the old hash, which still works, and is only logged.
+    /// argon2id hash of the same password, and adds SCRAM credentials where they are kept but
+    /// missing, unless the record changed meanwhile. A failure leaves the old hash, which
+    /// still works, and is only logged.
     async fn upgrade_hash(&self, name: &AccountName, password: &str, record: AccountRecord) -> AccountRecord {
-        if crate::hashing::is_current(&record.password_hash) {
+        let rehash = !crate::hashing::is_current(&record.password_hash);
+        if !rehash && !self.scram_outdated(&record) {
             return record;
         }
-        let Some(new_hash) = self.hasher.hash(password.to_owned()).await else { return record };
+        let new_hash = if rehash {
+            let Some(hash) = self.hasher.hash(password.to_owned()).await else { return record };
+            hash
+        } else {
+            record.password_hash.clone()
+        };
+        let scram = self.scram(password).await;
         let old_hash = record.password_hash.clone();
         let replaced = self
             .update(name.as_str(), |stored| {
                 if stored.password_hash == old_hash {
                     stored.password_hash = new_hash;
+                    stored.scram_sha256 = scram;
                 }
             })
             .await;
         match replaced {
             Ok(updated) => {
-                tracing::info!(account = %name, "password hash upgraded to argon2id");
-                crate::ops::metrics::metrics().password_rehashes.inc();
+                if rehash {
+                    tracing::info!(account = %name, "password hash upgraded to argon2id");
+                    crate::ops::metrics::metrics().password_rehashes.inc();
+                }
                 updated
             }
             Err(e) => {

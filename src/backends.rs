@@ -2,6 +2,7 @@
 //! service sees only the traits, so the embedded and the cloud deployment share every other line.
 
 use crate::accounts::Accounts;
+use crate::auth::Authenticator;
 use crate::config::{Config, LocksKind, StoreKind};
 use crate::lock::MaildropLocks;
 use crate::lock::memory::MemoryLocks;
@@ -31,6 +32,8 @@ pub enum BackendError {
     S3Secret(std::io::Error),
     #[error(transparent)]
     Redis(#[from] RedisSetupError),
+    #[error("authentication: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// Every backend of one process.
@@ -38,6 +41,8 @@ pub enum BackendError {
 pub struct Backends {
     pub messages: Arc<dyn MessageStore>,
     pub accounts: Accounts,
+    /// Checks logins (the configured backend, SCRAM, bearer tokens).
+    pub auth: Arc<Authenticator>,
     pub locks: Arc<dyn MaildropLocks>,
     pub throttle: Arc<dyn LoginThrottle>,
     pub sessions: Arc<dyn SessionRegistry>,
@@ -90,7 +95,8 @@ impl Backends {
                 )
             }
         };
-        Ok(Self { messages, accounts, locks, throttle, sessions, usage })
+        let auth = Arc::new(Authenticator::from_config(config, accounts.clone(), messages.clone())?);
+        Ok(Self { messages, accounts, auth, locks, throttle, sessions, usage })
     }
 
     /// Checks cheaply that the store and the lock service answer (the readiness probe); the

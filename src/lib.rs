@@ -19,6 +19,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod auth;
 pub mod backends;
 pub mod check;
 pub mod client;

@@ -4,7 +4,7 @@
 //! localhost is generated once into the data directory, so the embedded default works out of
 //! the box (and its handshakes cost a fraction of an RSA key's).
 
-use rustls::ServerConfig;
+use rustls::{ClientConfig, ServerConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ResolvesServerCert;
@@ -47,6 +47,46 @@ pub fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsEr
     // Checks that the key can sign and matches the certificate, so a mismatched pair is
     // refused here instead of failing every handshake.
     Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider)?))
+}
+
+/// A client configuration for the services cloudpop calls out to (a directory, an identity
+/// provider's JWKS, a server being migrated from): TLS 1.2 and 1.3, trusting the PEM
+/// certificates in `ca_file` or else the system's roots, presenting `client_cert` (chain and
+/// key) when given.
+pub fn client_config(ca_file: Option<&Path>, client_cert: Option<(&Path, &Path)>) -> Result<ClientConfig, TlsError> {
+    let pem_err = |path: &Path| {
+        let path = path.to_owned();
+        move |e: rustls::pki_types::pem::Error| TlsError::Pem { path, message: e.to_string() }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path).map_err(pem_err(path))? {
+                roots.add(cert.map_err(pem_err(path))?)?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::Pem { path: path.into(), message: "no certificate found".into() });
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots);
+    Ok(match client_cert {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(pem_err(cert))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(pem_err(cert))?;
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?)?
+        }
+        None => builder.with_no_client_auth(),
+    })
 }
 
 /// A server configuration for both POP3 roles that asks `resolver` for the certificate at

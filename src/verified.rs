@@ -9,6 +9,10 @@
 //! entry of that account at once. Disabled and deleted accounts are refused before the cache
 //! is consulted. Only successes are cached; failures always pay the full verification, and the
 //! failed-login throttle and delay apply to them as before.
+//!
+//! A directory backend (LDAP, HTTP) has no hash to compare against; its entries hold what the
+//! directory answered (the mailbox and policy) and end with their TTL, or at once when the
+//! local record is disabled or deleted, which every login checks.
 
 use aws_lc_rs::hmac;
 use std::collections::HashMap;
@@ -17,18 +21,19 @@ use std::time::{Duration, Instant};
 
 type Tag = [u8; 32];
 
-/// Entries: the tag of the password hash verified against, and when the entry ends.
-type Entries = HashMap<Tag, (Tag, Instant)>;
+/// Entries: the tag of what was verified against (the password hash), what the check
+/// answered, and when the entry ends.
+type Entries<V> = HashMap<Tag, (Tag, V, Instant)>;
 
-/// A bounded map of recent successful verifications.
-pub struct VerifiedCache {
+/// A bounded map of recent successful verifications, each with the value `V` the check gave.
+pub struct VerifiedCache<V = ()> {
     key: hmac::Key,
     ttl: Duration,
     max: usize,
-    entries: Mutex<Entries>,
+    entries: Mutex<Entries<V>>,
 }
 
-impl VerifiedCache {
+impl<V: Clone> VerifiedCache<V> {
     /// Remembers at most `max` verifications for `ttl` each; a zero `ttl` remembers nothing.
     pub fn new(ttl: Duration, max: usize) -> Self {
         let mut secret = [0u8; 32];
@@ -48,33 +53,34 @@ impl VerifiedCache {
         tag
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries<V>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `user` logged in with `password` within the TTL while the account's hash was `phc`.
-    pub fn hit(&self, user: &str, password: &str, phc: &str) -> bool {
+    /// What the check gave when `user` logged in with `password` within the TTL, while what
+    /// it was verified against (the account's hash) was `phc`.
+    pub fn hit(&self, user: &str, password: &str, phc: &str) -> Option<V> {
         if self.ttl.is_zero() {
-            return false;
+            return None;
         }
         let key = self.tag(&[user.as_bytes(), password.as_bytes()]);
         let mut entries = self.entries();
         match entries.get(&key) {
-            Some((hash, until)) if Instant::now() < *until => {
+            Some((hash, value, until)) if Instant::now() < *until => {
                 // Tags compare in constant time, like any secret-derived value here.
                 let same = aws_lc_rs::constant_time::verify_slices_are_equal(hash, &self.tag(&[phc.as_bytes()]));
-                same.is_ok()
+                same.is_ok().then(|| value.clone())
             }
             Some(_) => {
                 entries.remove(&key);
-                false
+                None
             }
-            None => false,
+            None => None,
         }
     }
 
-    /// Records a successful verification.
-    pub fn remember(&self, user: &str, password: &str, phc: &str) {
+    /// Records a successful verification and what it gave.
+    pub fn remember(&self, user: &str, password: &str, phc: &str, value: V) {
         if self.ttl.is_zero() {
             return;
         }
@@ -83,10 +89,10 @@ impl VerifiedCache {
         let mut entries = self.entries();
         if entries.len() >= self.max {
             let now = Instant::now();
-            entries.retain(|_, (_, until)| now < *until);
+            entries.retain(|_, (_, _, until)| now < *until);
         }
         if entries.len() < self.max {
-            entries.insert(key, (hash, until));
+            entries.insert(key, (hash, value, until));
         }
     }
 
@@ -106,34 +112,34 @@ mod tests {
 
     #[test]
     fn only_the_same_password_against_the_same_hash_hits() {
-        let cache = VerifiedCache::new(Duration::from_secs(60), 10);
-        cache.remember("alice", "pw", "$argon2id$one");
-        assert!(cache.hit("alice", "pw", "$argon2id$one"));
-        assert!(!cache.hit("alice", "pW", "$argon2id$one"), "another password");
-        assert!(!cache.hit("alicep", "w", "$argon2id$one"), "the same bytes split differently");
-        assert!(!cache.hit("alice", "pw", "$argon2id$two"), "the password was changed since");
+        let cache: VerifiedCache = VerifiedCache::new(Duration::from_secs(60), 10);
+        cache.remember("alice", "pw", "$argon2id$one", ());
+        assert!(cache.hit("alice", "pw", "$argon2id$one").is_some());
+        assert!(cache.hit("alice", "pW", "$argon2id$one").is_none(), "another password");
+        assert!(cache.hit("alicep", "w", "$argon2id$one").is_none(), "the same bytes split differently");
+        assert!(cache.hit("alice", "pw", "$argon2id$two").is_none(), "the password was changed since");
     }
 
     #[test]
     fn entries_expire_the_cache_is_bounded_and_zero_ttl_turns_it_off() {
-        let cache = VerifiedCache::new(Duration::from_millis(30), 2);
-        cache.remember("a", "1", "h");
-        cache.remember("b", "1", "h");
-        cache.remember("c", "1", "h");
-        assert!(!cache.hit("c", "1", "h"), "a full cache took another entry");
+        let cache: VerifiedCache = VerifiedCache::new(Duration::from_millis(30), 2);
+        cache.remember("a", "1", "h", ());
+        cache.remember("b", "1", "h", ());
+        cache.remember("c", "1", "h", ());
+        assert!(cache.hit("c", "1", "h").is_none(), "a full cache took another entry");
         std::thread::sleep(Duration::from_millis(40));
-        assert!(!cache.hit("a", "1", "h"), "an entry outlived its TTL");
-        cache.remember("c", "1", "h");
-        assert!(cache.hit("c", "1", "h"), "expired entries were not made room for");
-        let off = VerifiedCache::new(Duration::ZERO, 10);
-        off.remember("a", "1", "h");
-        assert!(!off.hit("a", "1", "h"));
+        assert!(cache.hit("a", "1", "h").is_none(), "an entry outlived its TTL");
+        cache.remember("c", "1", "h", ());
+        assert!(cache.hit("c", "1", "h").is_some(), "expired entries were not made room for");
+        let off: VerifiedCache = VerifiedCache::new(Duration::ZERO, 10);
+        off.remember("a", "1", "h", ());
+        assert!(off.hit("a", "1", "h").is_none());
     }
 
     #[test]
     fn lifetimes_are_spread_over_the_second_half_of_the_ttl() {
         let ttl = Duration::from_secs(60);
-        let cache = VerifiedCache::new(ttl, 10);
+        let cache: VerifiedCache = VerifiedCache::new(ttl, 10);
         let lifetimes: Vec<Duration> =
             (0..1000).map(|i| cache.lifetime(&cache.tag(&[format!("user{i}").as_bytes(), b"pw"]))).collect();
         assert!(lifetimes.iter().all(|&l| l >= ttl / 2 && l <= ttl));

@@ -1,6 +1,7 @@
 //! The one configuration struct: defaults, then the TOML file, then `CLOUDPOP_*` environment
 //! variables, then command-line flags; validated before anything starts.
 
+mod defaults;
 mod env;
 mod validate;
 
@@ -239,6 +240,88 @@ pub struct Config {
     /// Most simultaneous LMTP connections per process; more get `421 4.3.2`.
     pub lmtp_max_connections: usize,
 
+    /// Where logins are checked: `local` (cloudpop's own argon2id records), `ldap` or `http`
+    /// (a directory; see the README's "Authentication" section). Never a fallback from one
+    /// to another: a directory that does not answer makes logins `[SYS/TEMP]`.
+    pub auth_backend: AuthBackend,
+    /// How a login name (from a directory without a mailbox attribute, or a token's user
+    /// claim) becomes a mailbox name: `%u` the whole name, `%n` its local part, `%d` its domain.
+    pub auth_mailbox_format: String,
+    /// Directory failures in a row that open the circuit breaker: further logins get
+    /// `[SYS/TEMP]` at once, without calling the directory, for `auth_breaker_secs`.
+    pub auth_breaker_failures: u32,
+    /// Seconds the circuit breaker stays open before one trial call is let through.
+    pub auth_breaker_secs: u64,
+    /// LDAP server, `ldap://host:389` or `ldaps://host:636`.
+    pub ldap_url: String,
+    /// Upgrade `ldap://` connections with StartTLS before anything is sent.
+    pub ldap_starttls: bool,
+    /// PEM CA certificate(s) to trust for LDAPS/StartTLS instead of the system trust store.
+    pub ldap_ca_file: Option<PathBuf>,
+    /// The service account that searches for users (search-then-bind); empty searches
+    /// anonymously.
+    pub ldap_bind_dn: String,
+    /// The service account's password; prefer `CLOUDPOP_LDAP_BIND_PASSWORD` or the `_file` form.
+    pub ldap_bind_password: Option<Secret>,
+    /// File holding the service account's password.
+    pub ldap_bind_password_file: Option<PathBuf>,
+    /// Where users are searched for.
+    pub ldap_base_dn: String,
+    /// Finds the user with `%u`, `%n`, `%d` (each escaped, RFC 4515); write the "enabled"
+    /// condition into it, e.g. `(&(uid=%u)(!(pwdAccountLockedTime=*)))`.
+    pub ldap_user_filter: String,
+    /// Bind directly as this DN (`%u`, `%n`, `%d` escaped, RFC 4514), e.g.
+    /// `uid=%n,ou=people,dc=example,dc=com`, instead of searching first.
+    pub ldap_dn_template: String,
+    /// LDAP attributes for the mailbox name and per-user policy, as `field=attribute` pairs:
+    /// `mailbox`, `login_delay_secs`, `expire_days` (days or `never`), `quota_bytes`,
+    /// `quota_messages`.
+    pub ldap_attributes: String,
+    /// Time allowed for connecting and for each LDAP operation, in milliseconds.
+    pub ldap_timeout_ms: u64,
+    /// LDAP connections per pool (one pool searches, one binds as users).
+    pub ldap_pool_size: u32,
+    /// The HTTP directory's URL (HTTPS; plain HTTP only to loopback).
+    pub auth_http_url: String,
+    /// Bearer token sent to the HTTP directory; prefer `CLOUDPOP_AUTH_HTTP_TOKEN` or the
+    /// `_file` form.
+    pub auth_http_token: Option<Secret>,
+    /// File holding the HTTP directory's bearer token.
+    pub auth_http_token_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for the HTTP directory instead of the system trust store.
+    pub auth_http_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM chain) for mutual TLS with the HTTP directory.
+    pub auth_http_client_cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub auth_http_client_key: Option<PathBuf>,
+    /// Time allowed for one HTTP directory call, connecting included, in milliseconds.
+    pub auth_http_timeout_ms: u64,
+    /// Offer SCRAM-SHA-256 (and -PLUS over TLS 1.3) with the local backend, and keep SCRAM
+    /// credentials (PBKDF2-SHA256, weaker against offline guessing than argon2id) beside each
+    /// password set or used from now on.
+    pub scram: bool,
+    /// PBKDF2 iterations of new SCRAM credentials (RFC 7677 asks for 4096 at least); every
+    /// client login computes them once.
+    pub scram_iterations: u32,
+    /// The identity provider's JSON Web Key Set URL; set, OAUTHBEARER and XOAUTH2 are offered
+    /// wherever plaintext authentication is allowed.
+    pub oauth_jwks_url: String,
+    /// The `iss` tokens must carry.
+    pub oauth_issuer: String,
+    /// The `aud` tokens must carry (one of, if a list).
+    pub oauth_audience: String,
+    /// The claim naming the user, mapped to a mailbox by `auth_mailbox_format`.
+    pub oauth_user_claim: String,
+    /// PEM CA certificate(s) to trust for the JWKS URL instead of the system trust store.
+    pub oauth_ca_file: Option<PathBuf>,
+    /// Seconds between fetches of the key set (a token signed by an unknown key fetches it
+    /// at once, at most every 10 s).
+    pub oauth_jwks_refresh_secs: u64,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub oauth_leeway_secs: u64,
+    /// The scope named in the RFC 7628 error a client gets for a refused token.
+    pub oauth_scope: String,
+
     /// Window over which failed logins are counted, in seconds.
     pub throttle_window_secs: u64,
     /// Failed logins per account within the window before further logins are refused.
@@ -273,106 +356,22 @@ pub enum RedisMode {
     Sentinel,
 }
 
+/// Where logins are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthBackend {
+    #[default]
+    Local,
+    Ldap,
+    Http,
+}
+
 /// The lock and throttle backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LocksKind {
     Memory,
     Redis,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            store: StoreKind::Fs,
-            locks: LocksKind::Memory,
-            single_frontend: false,
-            data_dir: PathBuf::from("cloudpop-data"),
-            pop3_listen: "127.0.0.1:1110".into(),
-            pop3s_listen: "127.0.0.1:1995".into(),
-            tls_cert: None,
-            tls_key: None,
-            allow_plaintext_auth: false,
-            plaintext_auth_loopback: true,
-            proxy_protocol: false,
-            proxy_trusted_networks: Vec::new(),
-            max_connections: 1024,
-            max_connections_per_address: 64,
-            login_deadline_secs: 120,
-            max_line_length: 1024,
-            max_line_violations: 3,
-            max_bad_commands: 20,
-            login_timeout_secs: 60,
-            idle_timeout_secs: 600,
-            auth_failure_delay_ms: 2000,
-            retr_min_bytes_per_sec: 2048,
-            retr_grace_secs: 60,
-            max_pending_logins: 128,
-            credential_cache_secs: 60,
-            credential_cache_entries: 100_000,
-            account_cache_secs: 60,
-            account_cache_entries: 100_000,
-            max_auth_failures: 3,
-            lock_lease_secs: 120,
-            max_message_size: 512 * 1024 * 1024,
-            spool_dir: None,
-            sweep_interval_secs: 3600,
-            drain_delay_secs: 5,
-            shutdown_grace_secs: 30,
-            log: "info".into(),
-            log_format: LogFormat::Text,
-            ops_listen: "127.0.0.1:9110".into(),
-            reload_interval_secs: 10,
-            otel_endpoint: String::new(),
-            otel_traces_endpoint: String::new(),
-            otel_headers: None,
-            otel_service_name: "cloudpop".into(),
-            otel_resource_attributes: String::new(),
-            otel_traces_sampler: "parentbased_always_on".into(),
-            otel_traces_sampler_arg: String::new(),
-            otel_sdk_disabled: false,
-            s3_endpoint: String::new(),
-            s3_region: "us-east-1".into(),
-            s3_bucket: String::new(),
-            s3_prefix: String::new(),
-            s3_path_style: false,
-            s3_access_key_id: None,
-            s3_access_key_id_file: None,
-            s3_secret_access_key: None,
-            s3_secret_access_key_file: None,
-            s3_timeout_secs: 10,
-            s3_max_attempts: 3,
-            redis_mode: RedisMode::Standalone,
-            redis_url: "redis://127.0.0.1:6379".into(),
-            redis_sentinel_master: String::new(),
-            redis_username: None,
-            redis_password: None,
-            redis_password_file: None,
-            redis_tls_ca_file: None,
-            redis_key_prefix: "cloudpop:".into(),
-            redis_timeout_ms: 2000,
-            api_listen: "127.0.0.1:7110".into(),
-            api_admin_tokens: None,
-            api_admin_tokens_file: None,
-            api_ingest_tokens: None,
-            api_ingest_tokens_file: None,
-            api_tls: false,
-            api_allow_cleartext: false,
-            api_client_ca: None,
-            lmtp_listen: String::new(),
-            lmtp_trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
-            lmtp_starttls: true,
-            lmtp_strip_domain: false,
-            lmtp_subaddress_separator: "+".into(),
-            lmtp_trace_headers: true,
-            lmtp_hostname: String::new(),
-            lmtp_quota_tempfail: true,
-            lmtp_max_connections: 256,
-            throttle_window_secs: 900,
-            throttle_account_failures: 10,
-            throttle_address_failures: 30,
-        }
-    }
 }
 
 /// A configuration that could not be loaded or is not usable.

@@ -73,27 +73,7 @@ impl Source {
     }
 
     fn tls(&self) -> Result<tokio_rustls::TlsConnector, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.ca {
-            Some(path) => {
-                use rustls_pki_types::{CertificateDer, pem::PemObject};
-                for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))? {
-                    let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-                    roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
-                }
-            }
-            None => {
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let config = crate::tls::client_config(self.ca.as_deref(), None).map_err(|e| e.to_string())?;
         Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
     }
 

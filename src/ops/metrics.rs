@@ -122,6 +122,7 @@ pub struct Metrics {
     pub lock_acquisitions: Family<OutcomeLabels, Counter>,
     pub throttle_refusals: Family<ReasonLabels, Counter>,
     pub password_hash_duration: Histogram,
+    pub directory_duration: Histogram,
     pub credential_cache_hits: Counter,
     pub password_rehashes: Counter,
     pub account_cache_hits: Counter,
@@ -154,6 +155,7 @@ impl Metrics {
             lock_acquisitions: Family::default(),
             throttle_refusals: Family::default(),
             password_hash_duration: latency(),
+            directory_duration: latency(),
             credential_cache_hits: Counter::default(),
             password_rehashes: Counter::default(),
             account_cache_hits: Counter::default(),
@@ -230,6 +232,12 @@ impl Metrics {
             "Time to verify or compute one argon2id password hash",
             Unit::Seconds,
             self.password_hash_duration.clone(),
+        );
+        r.register_with_unit(
+            "directory_check_duration",
+            "Time for one answer from the LDAP or HTTP directory (auth_backend), failures included",
+            Unit::Seconds,
+            self.directory_duration.clone(),
         );
         r.register(
             "credential_cache_hits",

@@ -7,7 +7,10 @@
 use super::command::{self, Command};
 use super::maildrop::{Listing, MaildropView};
 use super::response::{self, Code};
-use super::sasl::{self, Credentials, Mechanism};
+use super::sasl::{self, Credentials, Mechanism, Presented};
+use crate::auth::scram;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 /// Facts about the connection that decide what is offered on it.
 #[derive(Debug, Clone)]
@@ -16,8 +19,18 @@ pub struct Settings {
     pub tls_active: bool,
     /// STLS can be offered: TLS is configured and not yet active.
     pub stls_available: bool,
-    /// USER/PASS and AUTH PLAIN/LOGIN may be used on this connection.
+    /// USER/PASS and the plaintext-equivalent SASL mechanisms (PLAIN, LOGIN, OAUTHBEARER,
+    /// XOAUTH2) may be used on this connection.
     pub plaintext_allowed: bool,
+    /// SCRAM-SHA-256 is available (the local backend keeps SCRAM credentials).
+    pub scram: bool,
+    /// The connection's `tls-exporter` channel binding (TLS 1.3 only): SCRAM-SHA-256-PLUS is
+    /// offered with it.
+    pub channel_binding: Option<Vec<u8>>,
+    /// OAUTHBEARER and XOAUTH2 are available (an identity provider is configured).
+    pub bearer: bool,
+    /// The scope named in the error a refused token gets.
+    pub oauth_scope: String,
     /// Failed logins tolerated before the connection is closed.
     pub max_auth_failures: u32,
     /// Overlong lines tolerated before the connection is closed.
@@ -39,6 +52,9 @@ pub enum Step {
     Reply(Vec<u8>),
     /// Verify the credentials and lock the maildrop, then call [`Machine::login_finished`].
     Login(Credentials),
+    /// Look up the SCRAM credentials of `user` (a decoy's for an unknown user), make a fresh
+    /// server nonce, then call [`Machine::scram_lookup_finished`].
+    ScramLookup { user: String },
     /// Send the reply, discard anything buffered, and run the TLS handshake.
     StartTls(Vec<u8>),
     /// Send `header`, then the message stored under `key` dot-stuffed, cut after `top` body
@@ -103,6 +119,21 @@ enum Phase {
     SaslLoginPass {
         user: String,
     },
+    /// Waiting for SCRAM's client-first message.
+    SaslScramFirst {
+        plus: bool,
+    },
+    /// Waiting for the driver to look up SCRAM credentials.
+    ScramLookup(scram::ClientFirst, Mechanism),
+    /// Waiting for SCRAM's client-final message.
+    SaslScramFinal(Box<scram::Pending>, Mechanism),
+    /// Logged in with SCRAM: the server-final message was sent, and the client's empty
+    /// response completes the login with this reply.
+    SaslScramDone(MaildropView, Vec<u8>),
+    /// Waiting for an OAUTHBEARER or XOAUTH2 response.
+    SaslBearer(Mechanism),
+    /// A token was refused and the error challenge sent; the client's answer gets `-ERR`.
+    SaslBearerFailed,
     /// Waiting for the driver to finish a login.
     Authenticating,
     Transaction(MaildropView),
@@ -123,6 +154,10 @@ pub struct Machine {
     user_login_delay: Option<u64>,
     /// The logged-in account's EXPIRE (`None` inside: never), for CAPA after login.
     user_expire: Option<Option<u32>>,
+    /// The mechanism of the login in flight.
+    pending: Option<Mechanism>,
+    /// SCRAM's server-final message, sent once the login it proved has succeeded.
+    scram_final: Option<String>,
 }
 
 impl Machine {
@@ -136,12 +171,52 @@ impl Machine {
             bad_commands: 0,
             user_login_delay: None,
             user_expire: None,
+            pending: None,
+            scram_final: None,
         }
+    }
+
+    /// The SASL mechanisms that work on this connection now, in the order advertised.
+    pub fn mechanisms(&self) -> Vec<&'static str> {
+        let s = &self.settings;
+        let mut mechanisms = Vec::new();
+        if s.plaintext_allowed {
+            mechanisms.extend([Mechanism::Plain, Mechanism::Login]);
+        }
+        if s.scram {
+            mechanisms.push(Mechanism::ScramSha256);
+            if s.channel_binding.is_some() {
+                mechanisms.push(Mechanism::ScramSha256Plus);
+            }
+        }
+        if s.bearer && s.plaintext_allowed {
+            mechanisms.extend([Mechanism::OAuthBearer, Mechanism::XOAuth2]);
+        }
+        mechanisms.into_iter().map(Mechanism::as_str).collect()
+    }
+
+    fn in_sasl(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::SaslPlain
+                | Phase::SaslLoginUser
+                | Phase::SaslLoginPass { .. }
+                | Phase::SaslScramFirst { .. }
+                | Phase::SaslScramFinal(..)
+                | Phase::SaslScramDone(..)
+                | Phase::SaslBearer(_)
+                | Phase::SaslBearerFailed
+        )
     }
 
     /// The greeting. It carries no APOP timestamp: APOP is not offered.
     pub fn greeting(&self) -> Vec<u8> {
         response::ok("cloudpop POP3 server ready")
+    }
+
+    /// Sets the connection's `tls-exporter` channel binding (known once TLS is up).
+    pub fn set_channel_binding(&mut self, binding: Option<Vec<u8>>) {
+        self.settings.channel_binding = binding;
     }
 
     /// Whether the connection is encrypted.
@@ -167,8 +242,10 @@ impl Machine {
     /// Handles one complete line from the client.
     pub fn on_line(&mut self, line: &[u8]) -> Step {
         match &self.phase {
-            Phase::SaslPlain | Phase::SaslLoginUser | Phase::SaslLoginPass { .. } => self.on_sasl_line(line),
-            Phase::Authenticating | Phase::Closed => Step::Close(response::err(None, "Unexpected input")),
+            _ if self.in_sasl() => self.on_sasl_line(line),
+            Phase::Authenticating | Phase::ScramLookup(..) | Phase::Closed => {
+                Step::Close(response::err(None, "Unexpected input"))
+            }
             _ => match command::parse(line) {
                 Ok(cmd) => self.on_command(cmd),
                 Err(e) => {
@@ -185,7 +262,12 @@ impl Machine {
 
     /// Handles a line that exceeded the length limit.
     pub fn on_line_too_long(&mut self) -> Step {
-        if matches!(self.phase, Phase::SaslPlain | Phase::SaslLoginUser | Phase::SaslLoginPass { .. }) {
+        if matches!(self.phase, Phase::SaslScramDone(..)) {
+            // The maildrop is already locked; close rather than leave a half-finished login.
+            self.phase = Phase::Closed;
+            return Step::Close(response::err(None, "Line too long"));
+        }
+        if self.in_sasl() {
             self.phase = Phase::Authorization { user: None };
         }
         self.line_violations += 1;
@@ -219,8 +301,10 @@ impl Machine {
         };
         self.phase = Phase::Authorization { user: None };
         match cmd {
-            Command::User(_) | Command::Pass(_) | Command::Auth { mechanism: Some(_), .. }
-                if !self.settings.plaintext_allowed =>
+            Command::User(_) | Command::Pass(_) if !self.settings.plaintext_allowed => plaintext_refused(),
+            Command::Auth { mechanism: Some(mech), .. }
+                if !self.settings.plaintext_allowed
+                    && Mechanism::from_name(&mech).is_some_and(Mechanism::plaintext_equivalent) =>
             {
                 plaintext_refused()
             }
@@ -229,12 +313,11 @@ impl Machine {
                 Step::Reply(response::ok("Send your password"))
             }
             Command::Pass(password) => match user {
-                Some(user) => self.begin_login(Credentials { user, password, mechanism: Mechanism::User }),
+                Some(user) => self.begin_login(Credentials::password(user, password, Mechanism::User)),
                 None => Step::Reply(response::err(None, "Send USER first")),
             },
             Command::Auth { mechanism: None, .. } => {
-                let mechs: &[&str] = if self.settings.plaintext_allowed { &sasl::MECHANISMS } else { &[] };
-                Step::Reply(response::multiline("Supported SASL mechanisms follow", mechs))
+                Step::Reply(response::multiline("Supported SASL mechanisms follow", self.mechanisms()))
             }
             Command::Auth { mechanism: Some(mech), initial_response } => self.begin_sasl(&mech, initial_response),
             Command::Apop => Step::Reply(response::err(
@@ -261,7 +344,21 @@ impl Machine {
     }
 
     fn begin_sasl(&mut self, mech: &str, initial_response: Option<String>) -> Step {
+        if !self.mechanisms().contains(&mech) {
+            return Step::Reply(response::err(None, "Unsupported authentication mechanism"));
+        }
         match (mech, initial_response) {
+            ("SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS", Some(ir)) => self.scram_first(&ir, mech.ends_with("-PLUS")),
+            ("SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS", None) => {
+                self.phase = Phase::SaslScramFirst { plus: mech.ends_with("-PLUS") };
+                Step::Reply(response::continuation(""))
+            }
+            ("OAUTHBEARER" | "XOAUTH2", Some(ir)) => self.finish_bearer(&ir, mech == "XOAUTH2"),
+            ("OAUTHBEARER" | "XOAUTH2", None) => {
+                let kind = if mech == "XOAUTH2" { Mechanism::XOAuth2 } else { Mechanism::OAuthBearer };
+                self.phase = Phase::SaslBearer(kind);
+                Step::Reply(response::continuation(""))
+            }
             ("PLAIN", Some(ir)) => self.finish_plain(&ir),
             ("PLAIN", None) => {
                 self.phase = Phase::SaslPlain;
@@ -284,6 +381,18 @@ impl Machine {
 
     fn on_sasl_line(&mut self, line: &[u8]) -> Step {
         let phase = std::mem::replace(&mut self.phase, Phase::Authorization { user: None });
+        if let Phase::SaslScramDone(view, reply) = phase {
+            // The client's empty answer to the server-final message completes the login.
+            if line.is_empty() || line == b"=" {
+                self.phase = Phase::Transaction(view);
+                return Step::Reply(reply);
+            }
+            self.phase = Phase::Closed;
+            return Step::Close(response::err(None, "Authentication cancelled"));
+        }
+        if let Phase::SaslBearerFailed = phase {
+            return self.auth_failed(Code::Auth, "Authentication failed");
+        }
         let Ok(text) = std::str::from_utf8(line) else {
             return Step::Reply(response::err(None, &sasl::SaslError::Base64.to_string()));
         };
@@ -291,6 +400,9 @@ impl Machine {
             return Step::Reply(response::err(None, "Authentication cancelled"));
         }
         match phase {
+            Phase::SaslScramFirst { plus } => self.scram_first(text, plus),
+            Phase::SaslScramFinal(pending, mechanism) => self.scram_final(text, &pending, mechanism),
+            Phase::SaslBearer(kind) => self.finish_bearer(text, kind == Mechanism::XOAuth2),
             Phase::SaslPlain => self.finish_plain(text),
             Phase::SaslLoginUser => match sasl::login_field(text) {
                 Ok(user) => {
@@ -300,7 +412,7 @@ impl Machine {
                 Err(e) => Step::Reply(response::err(None, &e.to_string())),
             },
             Phase::SaslLoginPass { user } => match sasl::login_field(text) {
-                Ok(password) => self.begin_login(Credentials { user, password, mechanism: Mechanism::Login }),
+                Ok(password) => self.begin_login(Credentials::password(user, password, Mechanism::Login)),
                 Err(e) => Step::Reply(response::err(None, &e.to_string())),
             },
             _ => unreachable_phase(),
@@ -314,22 +426,101 @@ impl Machine {
         }
     }
 
+    fn finish_bearer(&mut self, b64: &str, xoauth2: bool) -> Step {
+        let parsed = if xoauth2 { sasl::xoauth2(b64) } else { sasl::oauthbearer(b64) };
+        match parsed {
+            Ok(creds) => self.begin_login(creds),
+            Err(e) => Step::Reply(response::err(None, &e.to_string())),
+        }
+    }
+
+    /// SCRAM's client-first message: asks the driver for the user's credentials.
+    fn scram_first(&mut self, b64: &str, plus: bool) -> Step {
+        let message = match sasl::decode(b64) {
+            Ok(message) => message,
+            Err(e) => return Step::Reply(response::err(None, &e.to_string())),
+        };
+        let plus_offered = self.settings.channel_binding.is_some();
+        match scram::client_first(&message, plus, plus_offered) {
+            Ok(first) => {
+                let user = first.user.clone();
+                let mechanism = if plus { Mechanism::ScramSha256Plus } else { Mechanism::ScramSha256 };
+                self.phase = Phase::ScramLookup(first, mechanism);
+                Step::ScramLookup { user }
+            }
+            Err(e) => Step::Reply(response::err(None, &e.to_string())),
+        }
+    }
+
+    /// Continues after a [`Step::ScramLookup`]: the credentials to challenge with and a fresh
+    /// nonce (printable ASCII without commas), or why there are none.
+    pub fn scram_lookup_finished(&mut self, found: Result<(scram::StoredCredentials, String), String>) -> Step {
+        let Phase::ScramLookup(first, mechanism) = std::mem::replace(&mut self.phase, Phase::Authorization { user: None })
+        else {
+            return unreachable_phase();
+        };
+        match found {
+            Ok((credentials, nonce)) => {
+                let (pending, server_first) = first.challenge(credentials, &nonce);
+                self.phase = Phase::SaslScramFinal(Box::new(pending), mechanism);
+                Step::Reply(response::continuation(&STANDARD.encode(server_first)))
+            }
+            Err(why) => Step::Reply(response::err(
+                Some(Code::SysTemp),
+                &format!("Temporary server failure ({why}), try again later"),
+            )),
+        }
+    }
+
+    /// SCRAM's client-final message: a right proof goes on to the login (which still checks
+    /// the throttle and the account), a wrong one fails like a wrong password.
+    fn scram_final(&mut self, b64: &str, pending: &scram::Pending, mechanism: Mechanism) -> Step {
+        let message = match sasl::decode(b64) {
+            Ok(message) => message,
+            Err(e) => return Step::Reply(response::err(None, &e.to_string())),
+        };
+        let verified = match pending.finish(&message, self.settings.channel_binding.as_deref()) {
+            Ok(server_final) => {
+                self.scram_final = Some(server_final);
+                true
+            }
+            Err(scram::ScramError::Proof) => false,
+            Err(e) => return Step::Reply(response::err(None, &e.to_string())),
+        };
+        let user = pending.user().to_owned();
+        self.begin_login(Credentials { user, presented: Presented::Scram { verified }, mechanism })
+    }
+
     fn begin_login(&mut self, creds: Credentials) -> Step {
         self.phase = Phase::Authenticating;
+        self.pending = Some(creds.mechanism);
         Step::Login(creds)
     }
 
     /// Continues after a [`Step::Login`].
     pub fn login_finished(&mut self, outcome: LoginOutcome) -> Step {
         self.phase = Phase::Authorization { user: None };
+        let mechanism = self.pending.take();
+        let scram_final = self.scram_final.take();
         match outcome {
             LoginOutcome::LoggedIn { listing, login_delay_secs, expire_days } => {
                 self.user_login_delay = Some(login_delay_secs);
                 self.user_expire = Some(expire_days);
                 let view = MaildropView::new(listing);
                 let (count, octets) = view.stat();
+                let reply = response::ok(&format!("Logged in, maildrop has {count} messages ({octets} octets)"));
+                if let Some(server_final) = scram_final {
+                    // RFC 5034 section 4: the server-final message goes out as a challenge.
+                    self.phase = Phase::SaslScramDone(view, reply);
+                    return Step::Reply(response::continuation(&STANDARD.encode(server_final)));
+                }
                 self.phase = Phase::Transaction(view);
-                Step::Reply(response::ok(&format!("Logged in, maildrop has {count} messages ({octets} octets)")))
+                Step::Reply(reply)
+            }
+            LoginOutcome::BadCredentials if mechanism.is_some_and(Mechanism::is_bearer) => {
+                let mechanism = mechanism.expect("checked");
+                self.phase = Phase::SaslBearerFailed;
+                Step::Reply(response::continuation(&sasl::bearer_error(mechanism, &self.settings.oauth_scope)))
             }
             LoginOutcome::BadCredentials => self.auth_failed(Code::Auth, "Authentication failed"),
             // Temporary, so that clients retry later instead of asking the user for a password.
@@ -450,7 +641,10 @@ impl Machine {
         let mut caps: Vec<String> = vec!["TOP".into(), "UIDL".into()];
         if s.plaintext_allowed {
             caps.push("USER".into());
-            caps.push(format!("SASL {}", sasl::MECHANISMS.join(" ")));
+        }
+        let mechanisms = self.mechanisms();
+        if !mechanisms.is_empty() {
+            caps.push(format!("SASL {}", mechanisms.join(" ")));
         }
         caps.extend(["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"].map(String::from));
         if s.stls_available && !s.tls_active {

@@ -9,6 +9,10 @@ fn settings() -> Settings {
         tls_active: false,
         stls_available: true,
         plaintext_allowed: true,
+        scram: false,
+        channel_binding: None,
+        bearer: false,
+        oauth_scope: String::new(),
         max_auth_failures: 3,
         max_line_violations: 3,
         max_bad_commands: 20,
@@ -17,6 +21,8 @@ fn settings() -> Settings {
         login_delay_secs: 0,
     }
 }
+
+const SCRAM_SALT: &[u8] = b"sixteen byte slt";
 
 const MESSAGES: [(&str, &[u8]); 2] =
     [("uid-a", b"Subject: a\r\n\r\n.dot line\r\nbody a\r\n"), ("uid-b", b"Subject: b\r\n\r\nbody b\r\n")];
@@ -40,18 +46,31 @@ fn drive(machine: &mut Machine, mut step: Step, out: &mut Vec<u8>, log: &mut Vec
                 }
                 return true;
             }
-            Step::Login(c) => machine.login_finished(match (c.user.as_str(), c.password.as_str()) {
-                ("alice", "secret") => LoginOutcome::LoggedIn {
-                    listing: MESSAGES
-                        .iter()
-                        .map(|(u, b)| Listing { uid: u.to_string(), key: format!("key-{u}"), size: b.len() as u64 })
-                        .collect(),
-                    login_delay_secs: 0,
-                    expire_days: None,
-                },
-                ("locked", _) => LoginOutcome::InUse,
-                _ => LoginOutcome::BadCredentials,
-            }),
+            Step::ScramLookup { user } => {
+                let password = if user == "alice" { "secret" } else { "decoy" };
+                let credentials = scram::StoredCredentials::derive(password, SCRAM_SALT, 4096);
+                machine.scram_lookup_finished(Ok((credentials, "srvnonce".into())))
+            }
+            Step::Login(c) => {
+                let good = match (c.user.as_str(), &c.presented) {
+                    ("alice", Presented::Password(p)) => p == "secret",
+                    ("alice", Presented::Scram { verified }) => *verified,
+                    ("" | "alice", Presented::Token(t)) => t == "good-token",
+                    _ => false,
+                };
+                machine.login_finished(match c.user.as_str() {
+                    _ if good => LoginOutcome::LoggedIn {
+                        listing: MESSAGES
+                            .iter()
+                            .map(|(u, b)| Listing { uid: u.to_string(), key: format!("key-{u}"), size: b.len() as u64 })
+                            .collect(),
+                        login_delay_secs: 0,
+                        expire_days: None,
+                    },
+                    "locked" => LoginOutcome::InUse,
+                    _ => LoginOutcome::BadCredentials,
+                })
+            }
             Step::StartTls(r) => {
                 out.extend(r);
                 log.push("starttls".into());
@@ -87,8 +106,12 @@ fn drive(machine: &mut Machine, mut step: Step, out: &mut Vec<u8>, log: &mut Vec
 
 /// Runs a whole client script, fed to the framer in `chunk`-byte pieces.
 fn run(script: &[u8], chunk: usize) -> (String, Vec<String>) {
-    let mut machine = Machine::new(settings());
-    let mut framer = LineFramer::new(64);
+    run_with(settings(), script, chunk)
+}
+
+fn run_with(settings: Settings, script: &[u8], chunk: usize) -> (String, Vec<String>) {
+    let mut machine = Machine::new(settings);
+    let mut framer = LineFramer::new(256);
     let mut out = machine.greeting();
     let mut log = Vec::new();
     let mut buf = Vec::new();
@@ -201,7 +224,7 @@ fn stls_stops_reading_and_overlong_lines_are_refused() {
     let (out, log) = transcript("STLS\r\nUSER evil\r\n");
     assert_eq!(out, "+OK cloudpop POP3 server ready\r\n+OK Begin TLS negotiation\r\n");
     assert_eq!(log, ["starttls"]);
-    let long = "X".repeat(100);
+    let long = "X".repeat(300);
     let (out, _) = transcript(&format!("{long}\r\nNOOP\r\n{long}\r\n{long}\r\nNOOP\r\n"));
     assert_eq!(out.matches("-ERR Line too long").count(), 2, "{out}");
     assert!(out.ends_with("-ERR Too many overlong lines, closing connection\r\n"), "{out}");
@@ -225,4 +248,91 @@ fn garbage_floods_are_cut_off() {
     let (out, _) = transcript(&script);
     assert_eq!(out.matches("-ERR Unknown command").count(), 19, "{out}");
     assert!(out.ends_with("-ERR Too many bad commands, closing connection\r\n"));
+}
+
+/// Every mechanism configured: SCRAM (with -PLUS over TLS 1.3) and bearer tokens.
+fn settings_all(tls13: bool) -> Settings {
+    Settings {
+        scram: true,
+        bearer: true,
+        tls_active: tls13,
+        channel_binding: tls13.then(|| b"exporter".to_vec()),
+        oauth_scope: "mail".into(),
+        ..settings()
+    }
+}
+
+fn b64(text: &str) -> String {
+    STANDARD.encode(text)
+}
+
+#[test]
+fn capa_and_auth_list_exactly_the_mechanisms_that_work() {
+    let mechs = |settings: Settings| Machine::new(settings).mechanisms().join(" ");
+    assert_eq!(mechs(settings()), "PLAIN LOGIN");
+    assert_eq!(mechs(settings_all(false)), "PLAIN LOGIN SCRAM-SHA-256 OAUTHBEARER XOAUTH2");
+    assert_eq!(mechs(settings_all(true)), "PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS OAUTHBEARER XOAUTH2");
+    // Where plaintext is refused, only SCRAM is left: passwords and tokens are hidden.
+    let refused = Settings { plaintext_allowed: false, ..settings_all(false) };
+    assert_eq!(mechs(refused.clone()), "SCRAM-SHA-256");
+    let mut m = Machine::new(refused);
+    let caps = String::from_utf8(m.capabilities()).unwrap();
+    assert!(caps.contains("\r\nSASL SCRAM-SHA-256\r\n") && !caps.contains("\r\nUSER\r\n"), "{caps}");
+    let Step::Reply(r) = m.on_line(b"AUTH XOAUTH2 dXNlcj1h") else { panic!() };
+    assert!(r.starts_with(b"-ERR [AUTH] Plaintext"));
+    let Step::Reply(r) = m.on_line(b"AUTH SCRAM-SHA-256-PLUS") else { panic!() };
+    assert_eq!(r, b"-ERR Unsupported authentication mechanism\r\n", "no -PLUS without TLS 1.3");
+    assert!(matches!(m.on_line(b"AUTH SCRAM-SHA-256"), Step::Reply(r) if r == b"+ \r\n"));
+}
+
+/// A SCRAM client's messages for alice against the fixed salt and server nonce of `drive`.
+fn scram_script(password: &str, final_answer: &str) -> String {
+    let first_bare = "n=alice,r=cnonce";
+    let server_first = format!("r=cnoncesrvnonce,s={},i=4096", STANDARD.encode(SCRAM_SALT));
+    let client_final = scram::tests::client_final(first_bare, &server_first, "n,,", b"", password);
+    format!("AUTH SCRAM-SHA-256 {}\r\n{}\r\n{final_answer}", b64(&format!("n,,{first_bare}")), b64(&client_final))
+}
+
+#[test]
+fn scram_logs_in_only_after_the_server_final_message_is_taken() {
+    let (out, _) = run_with(settings_all(false), scram_script("secret", "\r\nSTAT\r\n").as_bytes(), 9999);
+    let lines: Vec<&str> = out.lines().collect();
+    let server_first = String::from_utf8(STANDARD.decode(&lines[1][2..]).unwrap()).unwrap();
+    assert!(server_first.starts_with("r=cnoncesrvnonce,s="), "{server_first}");
+    let server_final = String::from_utf8(STANDARD.decode(&lines[2][2..]).unwrap()).unwrap();
+    assert!(server_final.starts_with("v="), "{server_final}");
+    assert!(lines[3].starts_with("+OK Logged in") && lines[4].starts_with("+OK 2 "), "{out}");
+    // A wrong password fails like any wrong password; cancelling after the server-final
+    // message closes the connection (the maildrop was already locked).
+    let (out, _) = run_with(settings_all(false), scram_script("wrong", "").as_bytes(), 9999);
+    assert!(out.ends_with("-ERR [AUTH] Authentication failed\r\n"), "{out}");
+    let (out, _) = run_with(settings_all(false), scram_script("secret", "*\r\nSTAT\r\n").as_bytes(), 9999);
+    assert!(out.ends_with("-ERR Authentication cancelled\r\n"), "{out}");
+}
+
+#[test]
+fn refused_tokens_get_the_error_challenge_then_err() {
+    let oauthbearer = |token: &str| b64(&format!("n,a=alice,\x01auth=Bearer {token}\x01\x01"));
+    let (out, _) = transcript_with(&format!("AUTH OAUTHBEARER {}\r\nSTAT\r\n", oauthbearer("good-token")));
+    let total = MESSAGES[0].1.len() + MESSAGES[1].1.len();
+    assert!(out.contains("+OK Logged in") && out.ends_with(&format!("+OK 2 {total}\r\n")), "{out}");
+    let (out, _) = transcript_with(&format!("AUTH OAUTHBEARER {}\r\nAQ==\r\n", oauthbearer("expired")));
+    let lines: Vec<&str> = out.lines().collect();
+    let error = String::from_utf8(STANDARD.decode(&lines[1][2..]).unwrap()).unwrap();
+    assert_eq!(error, r#"{"scope":"mail","status":"invalid_token"}"#);
+    assert_eq!(lines[2], "-ERR [AUTH] Authentication failed");
+    let xoauth2 = b64("user=alice\x01auth=Bearer expired\x01\x01");
+    let (out, _) = transcript_with(&format!("AUTH XOAUTH2\r\n{xoauth2}\r\n\r\n"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[1], "+ ");
+    assert!(String::from_utf8(STANDARD.decode(&lines[2][2..]).unwrap()).unwrap().contains(r#""status":"401""#));
+    assert_eq!(lines[3], "-ERR [AUTH] Authentication failed");
+}
+
+fn transcript_with(script: &str) -> (String, Vec<String>) {
+    let (out, log) = run_with(settings_all(false), script.as_bytes(), script.len());
+    for chunk in [1, 3, 64] {
+        assert_eq!(run_with(settings_all(false), script.as_bytes(), chunk), (out.clone(), log.clone()));
+    }
+    (out, log)
 }

@@ -10,7 +10,8 @@ use crate::names::AccountName;
 use crate::ops::metrics::{GaugeGuard, LoginLabels, OutcomeLabels, ReasonLabels, metrics};
 use crate::protocol::machine::LoginOutcome;
 use crate::protocol::maildrop::Listing;
-use crate::protocol::sasl::Credentials;
+use crate::auth::Proof;
+use crate::protocol::sasl::{Credentials, Presented};
 use crate::store::AccountRecord;
 use crate::store::observed::count_calls;
 use std::time::Duration;
@@ -76,7 +77,16 @@ impl Session<'_> {
             }
         };
         // The attempt already counts as a failure; success (or no check at all) takes it back.
-        let verified = ctx.backends.accounts.authenticate(&creds.user, &creds.password).await;
+        let proof = match &creds.presented {
+            Presented::Password(password) => Some(Proof::Password(password)),
+            Presented::Scram { verified: true } => Some(Proof::Scram),
+            Presented::Scram { verified: false } => None,
+            Presented::Token(token) => Some(Proof::Bearer(token)),
+        };
+        let verified = match proof {
+            Some(proof) => ctx.backends.auth.login(&creds.user, proof, addr).await,
+            None => Ok(None),
+        };
         if let Some(claimed) = &claimed {
             let refund = match &verified {
                 Ok(Some(_)) => Some(true),
@@ -102,6 +112,10 @@ impl Session<'_> {
             Err(LoginError::Store(e)) => {
                 warn!(error = %e, "account lookup failed");
                 return LoginOutcome::Unavailable("account store unavailable".into());
+            }
+            Err(LoginError::Directory(e)) => {
+                warn!(error = %e, "login could not be checked");
+                return LoginOutcome::Unavailable("authentication service unavailable".into());
             }
         };
         let Ok(name) = AccountName::parse(&account.name) else {

@@ -105,16 +105,20 @@ where
     async {
         let result = match (listener, ctx.tls.clone()) {
             (Listener::ImplicitTls, Some(tls)) => match Box::pin(conn.handshake(&tls, stream)).await {
-                Ok(tls_stream) => Box::pin(conn.session(true).run(tls_stream, true)).await.map(|_| ()),
+                Ok(tls_stream) => {
+                    let binding = channel_binding(&tls_stream);
+                    Box::pin(conn.session(true, binding).run(tls_stream, true)).await.map(|_| ())
+                }
                 Err(e) => Err(e),
             },
             (Listener::ImplicitTls, None) => Err(io::Error::other("implicit TLS listener without TLS configuration")),
-            (Listener::Plain, tls) => match Box::pin(conn.session(false).run(stream, true)).await {
+            (Listener::Plain, tls) => match Box::pin(conn.session(false, None).run(stream, true)).await {
                 Ok(Some(plain)) => match tls {
                     Some(tls) => match Box::pin(conn.handshake(&tls, plain)).await {
                         Ok(tls_stream) => {
                             debug!("STLS handshake complete");
-                            Box::pin(conn.session(true).run(tls_stream, false)).await.map(|_| ())
+                            let binding = channel_binding(&tls_stream);
+                            Box::pin(conn.session(true, binding).run(tls_stream, false)).await.map(|_| ())
                         }
                         Err(e) => Err(e),
                     },
@@ -146,8 +150,9 @@ struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    fn session(&self, tls_active: bool) -> Session<'a> {
+    fn session(&self, tls_active: bool, channel_binding: Option<Vec<u8>>) -> Session<'a> {
         let mut session = Session::new(self.ctx, self.id, self.peer, tls_active, self.span.clone());
+        session.machine.set_channel_binding(channel_binding);
         session.login_deadline = self.login_deadline;
         session
     }
@@ -171,6 +176,17 @@ impl<'a> Connection<'a> {
         self.span.record("tls.version", version);
         Ok(tls_stream)
     }
+}
+
+/// The connection's `tls-exporter` channel binding (RFC 9266) for SCRAM-SHA-256-PLUS. Only
+/// over TLS 1.3: a TLS 1.2 exporter is safe only with the extended master secret, which a
+/// server cannot confirm through rustls.
+fn channel_binding<S>(stream: &tokio_rustls::server::TlsStream<S>) -> Option<Vec<u8>> {
+    let conn = stream.get_ref().1;
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None).ok()
 }
 
 /// The protocol state of one stream (a connection has two after STLS).
@@ -241,6 +257,10 @@ impl<'a> Session<'a> {
             max_auth_failures: cfg.max_auth_failures,
             max_line_violations: cfg.max_line_violations,
             max_bad_commands: cfg.max_bad_commands,
+            scram: ctx.backends.auth.offers_scram(),
+            channel_binding: None,
+            bearer: ctx.backends.auth.offers_bearer(),
+            oauth_scope: cfg.oauth_scope.clone(),
             implementation: format!("cloudpop-{}", env!("CARGO_PKG_VERSION")),
             expire: "NEVER".into(),
             login_delay_secs: 0,
@@ -445,6 +465,16 @@ impl<'a> Session<'a> {
                     let outcome = Box::pin(self.login(creds)).await;
                     self.machine.login_finished(outcome)
                 }
+                Step::ScramLookup { user } => {
+                    let found = self.ctx.backends.auth.scram_credentials(&user).await;
+                    self.machine.scram_lookup_finished(match found {
+                        Ok(credentials) => Ok((credentials, scram_nonce())),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "SCRAM credentials lookup failed");
+                            Err("account store unavailable".into())
+                        }
+                    })
+                }
                 Step::AuthFailed { reply, close } => {
                     self.flush(stream).await?;
                     tokio::time::sleep(Duration::from_millis(self.ctx.config.auth_failure_delay_ms)).await;
@@ -544,6 +574,14 @@ fn verb_of(line: &[u8]) -> &'static str {
 /// (for example behind a TLS-terminating load balancer on a private network).
 fn plaintext_allowed(peer: SocketAddr, tls_active: bool, allow_configured: bool, loopback_exempt: bool) -> bool {
     tls_active || allow_configured || (loopback_exempt && peer.ip().to_canonical().is_loopback())
+}
+
+/// A fresh SCRAM server nonce: 18 random bytes as base64 (no commas).
+fn scram_nonce() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).expect("operating system random source");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 pub(crate) fn session_id() -> String {

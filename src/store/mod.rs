@@ -274,6 +274,17 @@ pub struct AccountRecord {
     /// Random, fixed at creation: tells a re-created account from the one deleted before it.
     #[serde(default)]
     pub incarnation: u64,
+    /// SCRAM-SHA-256 credentials derived from the same password (`scram = true`), in the form
+    /// of [`crate::auth::scram::StoredCredentials`]; never the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scram_sha256: Option<String>,
+}
+
+impl AccountRecord {
+    /// Whether a login to this account may succeed at all (not disabled, not being deleted).
+    pub fn can_log_in(&self) -> bool {
+        !self.disabled && !self.deleting
+    }
 }
 
 impl fmt::Debug for AccountRecord {
@@ -289,6 +300,7 @@ impl fmt::Debug for AccountRecord {
             .field("expire_days", &self.expire_days)
             .field("deleting", &self.deleting)
             .field("incarnation", &self.incarnation)
+            .field("scram_sha256", &self.scram_sha256.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }

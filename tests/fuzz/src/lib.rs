@@ -185,12 +185,18 @@ pub mod protocol_machine {
     use cloudpop::protocol::framing::{Frame, LineFramer};
     use cloudpop::protocol::machine::{LoginOutcome, Machine, Settings, Step, UpdateOutcome};
     use cloudpop::protocol::maildrop::Listing;
+    use cloudpop::auth::scram::StoredCredentials;
+    use cloudpop::protocol::sasl::Presented;
 
     fn settings() -> Settings {
         Settings {
             tls_active: false,
             stls_available: true,
             plaintext_allowed: true,
+            scram: true,
+            channel_binding: Some(b"exporter".to_vec()),
+            bearer: true,
+            oauth_scope: "mail".into(),
             max_auth_failures: 3,
             max_line_violations: 3,
             max_bad_commands: 20,
@@ -219,11 +225,26 @@ pub mod protocol_machine {
                     while !machine.write_listing(kind, &mut cursor, out, 7) {}
                     return true;
                 }
-                Step::Login(credentials) => machine.login_finished(match credentials.password.as_str() {
-                    "secret" => LoginOutcome::LoggedIn { listing: listing(), login_delay_secs: 0, expire_days: None },
-                    "locked" => LoginOutcome::InUse,
+                Step::Login(credentials) => machine.login_finished(match &credentials.presented {
+                    Presented::Password(p) if p == "secret" => {
+                        LoginOutcome::LoggedIn { listing: listing(), login_delay_secs: 0, expire_days: None }
+                    }
+                    Presented::Scram { verified: true } => {
+                        LoginOutcome::LoggedIn { listing: listing(), login_delay_secs: 0, expire_days: None }
+                    }
+                    Presented::Token(t) if t == "secret" => {
+                        LoginOutcome::LoggedIn { listing: listing(), login_delay_secs: 0, expire_days: None }
+                    }
+                    Presented::Password(p) if p == "locked" => LoginOutcome::InUse,
                     _ => LoginOutcome::BadCredentials,
                 }),
+                Step::ScramLookup { .. } => {
+                    // Derived once: 4096 PBKDF2 rounds per input would slow the fuzzer down.
+                    static CREDENTIALS: std::sync::OnceLock<StoredCredentials> = std::sync::OnceLock::new();
+                    let credentials =
+                        CREDENTIALS.get_or_init(|| StoredCredentials::derive("secret", b"fuzz-salt-16byte", 4096));
+                    machine.scram_lookup_finished(Ok((credentials.clone(), "srvnonce".into())))
+                }
                 Step::StartTls(reply) => {
                     out.extend(reply);
                     return false;

@@ -1,0 +1,125 @@
+//! The HTTP directory: a JSON POST per login to a service the provider runs in front of its
+//! customer database.
+//!
+//! Request (`Content-Type: application/json`, `Authorization: Bearer <auth_http_token>` when set):
+//!
+//! ```json
+//! {"user": "alice@example.com", "password": "...", "client_address": "203.0.113.9", "protocol": "pop3"}
+//! ```
+//!
+//! Answer: status 200 with `{"result": "ok"}` or `{"result": "fail"}`. With `ok`, optional
+//! fields: `mailbox` (the mailbox name; else `auth_mailbox_format`), `enabled` (false fails the
+//! login), `login_delay_secs`, `expire_days` (a number, or `null` to keep mail for ever),
+//! `quota_bytes`, `quota_messages`. Anything else (another status, a body that is not that
+//! JSON, a timeout) is no answer: the login gets `[SYS/TEMP]`, and the circuit breaker counts it
+//! (see [`super::directory::Breaker`]).
+
+use super::directory::{Directory, DirectoryError, Entry, Policy};
+use super::https::HttpsClient;
+use crate::secret::Secret;
+use serde_json::Value;
+
+pub struct HttpDirectory {
+    url: String,
+    token: Option<Secret>,
+    client: HttpsClient,
+}
+
+impl HttpDirectory {
+    pub fn new(url: String, token: Option<Secret>, client: HttpsClient) -> Self {
+        Self { url, token, client }
+    }
+}
+
+#[async_trait::async_trait]
+impl Directory for HttpDirectory {
+    async fn verify(
+        &self,
+        login: &str,
+        password: &str,
+        peer: std::net::IpAddr,
+    ) -> Result<Option<Entry>, DirectoryError> {
+        let body = serde_json::json!({
+            "user": login,
+            "password": password,
+            "client_address": peer.to_string(),
+            "protocol": "pop3",
+        });
+        let token = self.token.as_ref().map(Secret::expose);
+        let (status, body) = self
+            .client
+            .post_json(&self.url, token, body.to_string().into_bytes())
+            .await
+            .map_err(|e| DirectoryError(format!("HTTP directory: {e}")))?;
+        if status != http::StatusCode::OK {
+            return Err(DirectoryError(format!("HTTP directory answered {status}")));
+        }
+        answer(&body).map_err(|e| DirectoryError(format!("HTTP directory: {e}")))
+    }
+}
+
+/// Reads a 200 answer's body.
+fn answer(body: &[u8]) -> Result<Option<Entry>, String> {
+    let doc: Value = serde_json::from_slice(body).map_err(|_| "the answer is not JSON".to_owned())?;
+    match doc.get("result").and_then(Value::as_str) {
+        Some("fail") => return Ok(None),
+        Some("ok") => {}
+        _ => return Err("the answer has no \"result\": \"ok\" or \"fail\"".into()),
+    }
+    if doc.get("enabled").and_then(Value::as_bool) == Some(false) {
+        return Ok(None);
+    }
+    let number = |field: &str| -> Result<Option<u64>, String> {
+        match doc.get(field) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| format!("{field} is not a whole number")),
+        }
+    };
+    let expire_days = match doc.get("expire_days") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(v) => Some(Some(
+            v.as_u64().and_then(|d| u32::try_from(d).ok()).ok_or("expire_days is not a number of days")?,
+        )),
+    };
+    let mailbox = match doc.get("mailbox") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(_) => return Err("mailbox is not a string".into()),
+    };
+    Ok(Some(Entry {
+        mailbox,
+        policy: Policy {
+            login_delay_secs: number("login_delay_secs")?,
+            expire_days,
+            quota_bytes: number("quota_bytes")?,
+            quota_messages: number("quota_messages")?,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers() {
+        assert_eq!(answer(br#"{"result":"fail"}"#), Ok(None));
+        assert_eq!(answer(br#"{"result":"ok","enabled":false}"#), Ok(None));
+        assert_eq!(answer(br#"{"result":"ok"}"#), Ok(Some(Entry::default())));
+        let full = answer(
+            br#"{"result":"ok","mailbox":"a.b","login_delay_secs":60,"expire_days":null,"quota_bytes":1000,"quota_messages":5}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(full.mailbox.as_deref(), Some("a.b"));
+        assert_eq!(
+            full.policy,
+            Policy { login_delay_secs: Some(60), expire_days: Some(None), quota_bytes: Some(1000), quota_messages: Some(5) }
+        );
+        assert_eq!(answer(br#"{"result":"ok","expire_days":7}"#).unwrap().unwrap().policy.expire_days, Some(Some(7)));
+        for bad in [&br#"{"result":"yes"}"#[..], b"{}", b"ok", br#"{"result":"ok","quota_bytes":-1}"#, br#"{"result":"ok","mailbox":5}"#] {
+            assert!(answer(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

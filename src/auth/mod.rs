@@ -1,0 +1,281 @@
+//! Where logins are checked: cloudpop's own account records (`local`), an LDAP directory or an
+//! HTTP directory (`auth_backend`), plus bearer tokens from an identity provider (OAUTHBEARER,
+//! XOAUTH2) and SCRAM-SHA-256 against credentials kept beside the local argon2id hash.
+//!
+//! Whatever checks the password, the mailbox is a local account record: a directory login
+//! names its mailbox (the directory says which, or `auth_mailbox_format` makes it from the
+//! login name), and that record is created at the first login if it does not exist, with the
+//! directory's per-user policy (LOGIN-DELAY, EXPIRE, quota) copied onto it whenever a check
+//! by the directory finds it different. A record disabled or deleted locally refuses the
+//! login whatever the directory says.
+//!
+//! Failure is never silent: a directory that gives no answer (down, slow, nonsense, or its
+//! circuit breaker open) makes the login `[SYS/TEMP]`; there is no fallback to another
+//! backend. Successful directory checks are remembered like local ones
+//! ([`crate::verified`]), failures never are, so an outage cannot turn a remembered failure
+//! into a success or the reverse.
+
+pub mod directory;
+pub mod http;
+pub mod https;
+pub mod jwt;
+pub mod ldap;
+pub mod oauth;
+pub mod scram;
+
+use crate::accounts::{Accounts, LoginError};
+use crate::config::{AuthBackend, Config};
+use crate::names::AccountName;
+use crate::store::{AccountRecord, MessageStore};
+use crate::verified::VerifiedCache;
+use aws_lc_rs::hmac;
+use directory::{Breaker, Directory, Entry};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// What a client proved.
+#[derive(Clone, Copy)]
+pub enum Proof<'a> {
+    Password(&'a str),
+    /// A SCRAM exchange whose proof checked out against the user's stored credentials.
+    Scram,
+    /// A bearer token (OAUTHBEARER, XOAUTH2).
+    Bearer(&'a str),
+}
+
+/// Why authentication could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthSetupError(pub String);
+
+/// The configured ways of logging in.
+pub struct Authenticator {
+    accounts: Accounts,
+    messages: Arc<dyn MessageStore>,
+    directory: Option<(Arc<dyn Directory>, Breaker)>,
+    /// Successful directory checks: the directory's answer, under a keyed hash of the login.
+    remembered: VerifiedCache<Entry>,
+    mailbox_format: String,
+    oauth: Option<oauth::OAuth>,
+    scram: bool,
+    scram_iterations: u32,
+    /// Makes decoy SCRAM salts, the same for a name every time, so salts do not tell which
+    /// users exist.
+    decoy_key: hmac::Key,
+}
+
+impl Authenticator {
+    pub fn from_config(
+        config: &Config,
+        accounts: Accounts,
+        messages: Arc<dyn MessageStore>,
+    ) -> Result<Self, AuthSetupError> {
+        let setup = |what: &str| {
+            let what = what.to_owned();
+            move |e: crate::tls::TlsError| AuthSetupError(format!("{what}: {e}"))
+        };
+        let directory: Option<Arc<dyn Directory>> = match config.auth_backend {
+            AuthBackend::Local => None,
+            AuthBackend::Ldap => {
+                let tls = crate::tls::client_config(config.ldap_ca_file.as_deref(), None).map_err(setup("ldap_ca_file"))?;
+                let bind_password = crate::secret::Secret::inline_or_file(
+                    config.ldap_bind_password.as_ref(),
+                    config.ldap_bind_password_file.as_deref(),
+                )
+                .map_err(|e| AuthSetupError(format!("ldap_bind_password_file: {e}")))?;
+                Some(Arc::new(ldap::LdapDirectory::new(ldap::LdapSettings {
+                    url: config.ldap_url.clone(),
+                    starttls: config.ldap_starttls,
+                    tls: Arc::new(tls),
+                    bind_dn: config.ldap_bind_dn.clone(),
+                    bind_password,
+                    base_dn: config.ldap_base_dn.clone(),
+                    user_filter: config.ldap_user_filter.clone(),
+                    dn_template: config.ldap_dn_template.clone(),
+                    attributes: ldap::parse_attributes(&config.ldap_attributes).map_err(AuthSetupError)?,
+                    timeout: Duration::from_millis(config.ldap_timeout_ms),
+                    pool_size: config.ldap_pool_size as usize,
+                })))
+            }
+            AuthBackend::Http => {
+                let client_cert = match (&config.auth_http_client_cert, &config.auth_http_client_key) {
+                    (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+                    _ => None,
+                };
+                let tls = crate::tls::client_config(config.auth_http_ca_file.as_deref(), client_cert)
+                    .map_err(setup("auth_http TLS settings"))?;
+                let token = crate::secret::Secret::inline_or_file(
+                    config.auth_http_token.as_ref(),
+                    config.auth_http_token_file.as_deref(),
+                )
+                .map_err(|e| AuthSetupError(format!("auth_http_token_file: {e}")))?;
+                let client = https::HttpsClient::new(tls, Duration::from_millis(config.auth_http_timeout_ms));
+                Some(Arc::new(http::HttpDirectory::new(config.auth_http_url.clone(), token, client)))
+            }
+        };
+        let oauth = if config.oauth_jwks_url.is_empty() {
+            None
+        } else {
+            let tls = crate::tls::client_config(config.oauth_ca_file.as_deref(), None).map_err(setup("oauth_ca_file"))?;
+            let client = https::HttpsClient::new(tls, Duration::from_secs(10));
+            Some(oauth::OAuth::new(
+                oauth::OAuthSettings {
+                    jwks_url: config.oauth_jwks_url.clone(),
+                    issuer: config.oauth_issuer.clone(),
+                    audience: config.oauth_audience.clone(),
+                    user_claim: config.oauth_user_claim.clone(),
+                    leeway_secs: config.oauth_leeway_secs,
+                    refresh: Duration::from_secs(config.oauth_jwks_refresh_secs),
+                },
+                client,
+            ))
+        };
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| AuthSetupError(e.to_string()))?;
+        let breaker = || Breaker::new(config.auth_breaker_failures, Duration::from_secs(config.auth_breaker_secs));
+        Ok(Self {
+            accounts,
+            messages,
+            directory: directory.map(|d| (d, breaker())),
+            remembered: VerifiedCache::new(
+                Duration::from_secs(config.credential_cache_secs),
+                config.credential_cache_entries as usize,
+            ),
+            mailbox_format: config.auth_mailbox_format.clone(),
+            oauth,
+            // SCRAM needs stored credentials, which only the local backend has.
+            scram: config.scram && config.auth_backend == AuthBackend::Local,
+            scram_iterations: config.scram_iterations,
+            decoy_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+        })
+    }
+
+    /// Whether SCRAM-SHA-256 can be offered.
+    pub fn offers_scram(&self) -> bool {
+        self.scram
+    }
+
+    /// Whether OAUTHBEARER and XOAUTH2 can be offered.
+    pub fn offers_bearer(&self) -> bool {
+        self.oauth.is_some()
+    }
+
+    /// Checks a login: the mailbox's record if it succeeds, `Ok(None)` for any refusal (bad
+    /// password or token, unknown, disabled), `Err` when it could not be checked.
+    pub async fn login(&self, user: &str, proof: Proof<'_>, peer: IpAddr) -> Result<Option<AccountRecord>, LoginError> {
+        match proof {
+            Proof::Password(password) => match &self.directory {
+                None => self.accounts.authenticate(user, password).await,
+                Some((directory, breaker)) => self.directory_login(directory.as_ref(), breaker, user, password, peer).await,
+            },
+            Proof::Scram => match AccountName::parse(user) {
+                Ok(name) => Ok(self.accounts.get_cached(&name).await?.filter(AccountRecord::can_log_in)),
+                Err(_) => Ok(None),
+            },
+            Proof::Bearer(token) => self.bearer_login(user, token).await,
+        }
+    }
+
+    async fn directory_login(
+        &self,
+        directory: &dyn Directory,
+        breaker: &Breaker,
+        user: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<Option<AccountRecord>, LoginError> {
+        if let Some(entry) = self.remembered.hit(user, password, "") {
+            tracing::Span::current().record("hash_ms", 0.0);
+            crate::ops::metrics::metrics().credential_cache_hits.inc();
+            // The record is read as at every login: disabled or deleted locally ends it.
+            let Some(name) = self.mailbox(user, &entry) else { return Ok(None) };
+            return Ok(self.accounts.get_cached(&name).await?.filter(AccountRecord::can_log_in));
+        }
+        if !directory::sendable(user) {
+            return Ok(None);
+        }
+        let _pending = self.accounts.enter()?;
+        if !breaker.admit(Instant::now()) {
+            return Err(LoginError::Directory("circuit breaker open after repeated failures".into()));
+        }
+        let started = Instant::now();
+        let answer = directory.verify(user, password, peer).await;
+        breaker.record(answer.is_ok(), Instant::now());
+        crate::ops::metrics::metrics().directory_duration.observe(started.elapsed().as_secs_f64());
+        tracing::Span::current().record("hash_ms", started.elapsed().as_secs_f64() * 1000.0);
+        let entry = match answer {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                warn!(error = %e, "directory unavailable");
+                return Err(LoginError::Directory(e.0));
+            }
+        };
+        let Some(name) = self.mailbox(user, &entry) else { return Ok(None) };
+        let record = self.accounts.provision(&name, &entry.policy, self.messages.as_ref()).await?;
+        if record.is_some() {
+            self.remembered.remember(user, password, "", entry);
+        }
+        Ok(record)
+    }
+
+    /// The mailbox a directory's answer (or a token's user) names; `None`, logged, if that is
+    /// not a valid mailbox name.
+    fn mailbox(&self, user: &str, entry: &Entry) -> Option<AccountName> {
+        let raw = match &entry.mailbox {
+            Some(mailbox) => mailbox.clone(),
+            None => directory::expand(&self.mailbox_format, user, str::to_owned),
+        };
+        match AccountName::parse(&raw) {
+            Ok(name) => Some(name),
+            Err(e) => {
+                warn!(error = %e, "the directory's mailbox for this login is not a valid mailbox name; login refused");
+                None
+            }
+        }
+    }
+
+    async fn bearer_login(&self, authzid: &str, token: &str) -> Result<Option<AccountRecord>, LoginError> {
+        let Some(oauth) = &self.oauth else { return Ok(None) };
+        let verdict = oauth.verify(token).await.map_err(|e| LoginError::Directory(format!("identity provider: {e}")))?;
+        let user = match verdict {
+            Ok(user) => user,
+            Err(e) => {
+                info!(reason = %e, "bearer token refused");
+                return Ok(None);
+            }
+        };
+        if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(&user) {
+            info!("bearer token names another user than the one logging in");
+            return Ok(None);
+        }
+        let Some(name) = self.mailbox(&user, &Entry::default()) else { return Ok(None) };
+        match &self.directory {
+            // Directory users' mailboxes are made at their first login, token or password.
+            Some(_) => Ok(self.accounts.provision(&name, &directory::Policy::default(), self.messages.as_ref()).await?),
+            None => Ok(self.accounts.get_cached(&name).await?.filter(AccountRecord::can_log_in)),
+        }
+    }
+
+    /// The SCRAM credentials to challenge `user` with: the stored ones, or a decoy's (an
+    /// unknown user, or one without SCRAM credentials yet) against which no proof succeeds.
+    pub async fn scram_credentials(&self, user: &str) -> Result<scram::StoredCredentials, LoginError> {
+        if let Ok(name) = AccountName::parse(user)
+            && let Some(record) = self.accounts.get_cached(&name).await?
+            && let Some(stored) = record.scram_sha256.as_deref().and_then(scram::StoredCredentials::decode)
+        {
+            return Ok(stored);
+        }
+        let salt = hmac::sign(&self.decoy_key, user.as_bytes());
+        let mut keys = [0u8; 64];
+        getrandom::fill(&mut keys).map_err(|e| LoginError::Directory(e.to_string()))?;
+        Ok(scram::StoredCredentials {
+            iterations: self.scram_iterations,
+            salt: salt.as_ref()[..16].to_vec(),
+            stored_key: keys[..32].try_into().expect("32 bytes"),
+            server_key: keys[32..].try_into().expect("32 bytes"),
+        })
+    }
+}

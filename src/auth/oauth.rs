@@ -1,0 +1,98 @@
+//! Bearer tokens for OAUTHBEARER and XOAUTH2: JWTs checked against the identity provider's
+//! key set, fetched over HTTPS and kept in memory.
+//!
+//! The set is fetched on first use and again every `oauth_jwks_refresh_secs`. A token signed
+//! by a key the set does not hold (the provider rotated its keys) fetches the set again at
+//! once, but at most every [`MIN_REFETCH`], so tokens with made-up key ids cannot make every
+//! login call the provider. If a fetch fails, the keys already held go on being used; with no
+//! keys at all, logins get `[SYS/TEMP]`, never a success.
+
+use super::https::{CallError, HttpsClient};
+use super::jwt::{self, Expectations, Key, TokenError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+/// Shortest time between two fetches of the key set.
+pub const MIN_REFETCH: Duration = Duration::from_secs(10);
+
+/// What bearer-token logins check.
+pub struct OAuthSettings {
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    pub user_claim: String,
+    pub leeway_secs: u64,
+    pub refresh: Duration,
+}
+
+struct KeySet {
+    keys: Vec<Key>,
+    fetched: Option<Instant>,
+}
+
+pub struct OAuth {
+    settings: OAuthSettings,
+    client: HttpsClient,
+    /// Held while fetching, so concurrent logins wait for one fetch instead of making many.
+    keys: Mutex<KeySet>,
+}
+
+impl OAuth {
+    pub fn new(settings: OAuthSettings, client: HttpsClient) -> Self {
+        Self { settings, client, keys: Mutex::new(KeySet { keys: Vec::new(), fetched: None }) }
+    }
+
+    /// The user the token names; `Ok(Err(_))` for a token that is not valid, `Err` when no
+    /// key set could be had.
+    pub async fn verify(&self, token: &str) -> Result<Result<String, TokenError>, CallError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let expect = Expectations {
+            issuer: &self.settings.issuer,
+            audience: &self.settings.audience,
+            user_claim: &self.settings.user_claim,
+            leeway: self.settings.leeway_secs,
+            now,
+        };
+        let mut set = self.keys.lock().await;
+        if set.fetched.is_none_or(|at| at.elapsed() >= self.settings.refresh) {
+            self.refresh(&mut set).await?;
+        }
+        match jwt::verify(token, &set.keys, &expect) {
+            Err(TokenError::UnknownKey) if set.fetched.is_none_or(|at| at.elapsed() >= MIN_REFETCH) => {
+                info!("token signed by a key not in the key set; fetching the set again");
+                self.refresh(&mut set).await?;
+                Ok(jwt::verify(token, &set.keys, &expect))
+            }
+            verdict => Ok(verdict),
+        }
+    }
+
+    /// Fetches the key set. On failure the keys held stay in use (and are retried after
+    /// [`MIN_REFETCH`]); the error is returned only if there are none.
+    async fn refresh(&self, set: &mut KeySet) -> Result<(), CallError> {
+        let fetched = match self.client.get(&self.settings.jwks_url).await {
+            Ok((status, body)) if status.is_success() => jwt::parse_jwks(&body).map_err(CallError),
+            Ok((status, _)) => Err(CallError(format!("the JWKS URL answered {status}"))),
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok(keys) => {
+                info!(keys = keys.len(), "fetched the identity provider's key set");
+                set.keys = keys;
+                set.fetched = Some(Instant::now());
+                Ok(())
+            }
+            Err(e) if !set.keys.is_empty() => {
+                warn!(error = %e, "cannot fetch the identity provider's key set; the keys held stay in use");
+                // Try again after the shortest interval, not after a whole refresh period.
+                set.fetched = Some(Instant::now() - self.settings.refresh.saturating_sub(MIN_REFETCH));
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot fetch the identity provider's key set");
+                Err(e)
+            }
+        }
+    }
+}
