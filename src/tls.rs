@@ -4,11 +4,11 @@
 //! localhost is generated once into the data directory, so the embedded default works out of
 //! the box (and its handshakes cost a fraction of an RSA key's).
 
-use rustls::{ClientConfig, ServerConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ResolvesServerCert;
 use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;

@@ -60,8 +60,12 @@ pub struct DirectoryError(pub String);
 pub trait Directory: Send + Sync {
     /// `Some` for a good password of an enabled user, `None` for anything else the directory
     /// answered (unknown user, wrong password, disabled); `Err` only when it gave no answer.
-    async fn verify(&self, login: &str, password: &str, peer: std::net::IpAddr)
-    -> Result<Option<Entry>, DirectoryError>;
+    async fn verify(
+        &self,
+        login: &str,
+        password: &str,
+        peer: std::net::IpAddr,
+    ) -> Result<Option<Entry>, DirectoryError>;
 }
 
 /// Whether a login name may be sent to a directory at all: no control characters (NUL ends
@@ -119,11 +123,17 @@ pub struct Breaker {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// One trial call is out; another may go if it has not reported by `until` (its login
     /// may have been abandoned).
-    Trial { until: Instant },
+    Trial {
+        until: Instant,
+    },
 }
 
 impl Breaker {

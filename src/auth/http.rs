@@ -78,9 +78,9 @@ fn answer(body: &[u8]) -> Result<Option<Entry>, String> {
     let expire_days = match doc.get("expire_days") {
         None => None,
         Some(Value::Null) => Some(None),
-        Some(v) => Some(Some(
-            v.as_u64().and_then(|d| u32::try_from(d).ok()).ok_or("expire_days is not a number of days")?,
-        )),
+        Some(v) => {
+            Some(Some(v.as_u64().and_then(|d| u32::try_from(d).ok()).ok_or("expire_days is not a number of days")?))
+        }
     };
     let mailbox = match doc.get("mailbox") {
         None | Some(Value::Null) => None,
@@ -115,10 +115,21 @@ mod tests {
         assert_eq!(full.mailbox.as_deref(), Some("a.b"));
         assert_eq!(
             full.policy,
-            Policy { login_delay_secs: Some(60), expire_days: Some(None), quota_bytes: Some(1000), quota_messages: Some(5) }
+            Policy {
+                login_delay_secs: Some(60),
+                expire_days: Some(None),
+                quota_bytes: Some(1000),
+                quota_messages: Some(5)
+            }
         );
         assert_eq!(answer(br#"{"result":"ok","expire_days":7}"#).unwrap().unwrap().policy.expire_days, Some(Some(7)));
-        for bad in [&br#"{"result":"yes"}"#[..], b"{}", b"ok", br#"{"result":"ok","quota_bytes":-1}"#, br#"{"result":"ok","mailbox":5}"#] {
+        for bad in [
+            &br#"{"result":"yes"}"#[..],
+            b"{}",
+            b"ok",
+            br#"{"result":"ok","quota_bytes":-1}"#,
+            br#"{"result":"ok","mailbox":5}"#,
+        ] {
             assert!(answer(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

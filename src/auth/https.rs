@@ -99,7 +99,11 @@ pub fn check_url(key: &str, url: &str) -> Result<(), String> {
     let parsed: http::Uri = url.parse().map_err(|_| format!("{key} = {url:?} is not a URL"))?;
     let host = parsed.host().unwrap_or("");
     let loopback = host == "localhost"
-        || host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     match parsed.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
         Some("http") if loopback => Ok(()),

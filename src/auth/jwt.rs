@@ -16,9 +16,16 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// One verification key from a key set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
-    Rsa { kid: Option<String>, n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        kid: Option<String>,
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
     /// P-256, as the uncompressed point `04 || x || y`.
-    P256 { kid: Option<String>, point: Vec<u8> },
+    P256 {
+        kid: Option<String>,
+        point: Vec<u8>,
+    },
 }
 
 impl Key {
@@ -34,7 +41,8 @@ impl Key {
 pub fn parse_jwks(json: &[u8]) -> Result<Vec<Key>, String> {
     let doc: Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
     let keys = doc.get("keys").and_then(Value::as_array).ok_or("no \"keys\" array")?;
-    let b64 = |v: &Value, field: &str| v.get(field).and_then(Value::as_str).and_then(|s| URL_SAFE_NO_PAD.decode(s).ok());
+    let b64 =
+        |v: &Value, field: &str| v.get(field).and_then(Value::as_str).and_then(|s| URL_SAFE_NO_PAD.decode(s).ok());
     Ok(keys
         .iter()
         .filter(|k| k.get("use").and_then(Value::as_str).is_none_or(|u| u == "sig"))
@@ -119,9 +127,9 @@ pub fn verify(token: &str, keys: &[Key], expect: &Expectations<'_>) -> Result<St
             Key::Rsa { n, e, .. } => RsaPublicKeyComponents { n, e }
                 .verify(&signature::RSA_PKCS1_2048_8192_SHA256, signed, &signature)
                 .is_ok(),
-            Key::P256 { point, .. } => UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                .verify(signed, &signature)
-                .is_ok(),
+            Key::P256 { point, .. } => {
+                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).verify(signed, &signature).is_ok()
+            }
         };
         if valid {
             break;
@@ -147,7 +155,9 @@ pub fn verify(token: &str, keys: &[Key], expect: &Expectations<'_>) -> Result<St
     }
     let time = |name: &'static str| match claims.get(name) {
         None => Ok(None),
-        Some(v) => v.as_f64().filter(|t| t.is_finite() && *t >= 0.0).map(|t| Some(t as u64)).ok_or(TokenError::Claim(name)),
+        Some(v) => {
+            v.as_f64().filter(|t| t.is_finite() && *t >= 0.0).map(|t| Some(t as u64)).ok_or(TokenError::Claim(name))
+        }
     };
     let exp = time("exp")?.ok_or(TokenError::Claim("exp"))?;
     if expect.now >= exp.saturating_add(expect.leeway) {

@@ -80,8 +80,21 @@ struct Conn<'a> {
 }
 
 impl Pool {
-    fn new(url: &str, settings: LdapConnSettings, bind_as: Option<(String, String)>, size: usize, timeout: Duration) -> Self {
-        Self { url: url.to_owned(), settings, bind_as, idle: Mutex::new(Vec::new()), permits: Semaphore::new(size), timeout }
+    fn new(
+        url: &str,
+        settings: LdapConnSettings,
+        bind_as: Option<(String, String)>,
+        size: usize,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            url: url.to_owned(),
+            settings,
+            bind_as,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(size),
+            timeout,
+        }
     }
 
     async fn get(&self) -> Result<Conn<'_>, DirectoryError> {
@@ -100,10 +113,11 @@ impl Pool {
                 None => break,
             }
         }
-        let (conn, mut ldap) = tokio::time::timeout(self.timeout, LdapConnAsync::with_settings(self.settings.clone(), &self.url))
-            .await
-            .map_err(|_| DirectoryError("LDAP: connecting timed out".into()))?
-            .map_err(|e| DirectoryError(format!("LDAP: cannot connect: {e}")))?;
+        let (conn, mut ldap) =
+            tokio::time::timeout(self.timeout, LdapConnAsync::with_settings(self.settings.clone(), &self.url))
+                .await
+                .map_err(|_| DirectoryError("LDAP: connecting timed out".into()))?
+                .map_err(|e| DirectoryError(format!("LDAP: cannot connect: {e}")))?;
         ldap3::drive!(conn);
         if let Some((dn, password)) = &self.bind_as {
             let bound = ldap.with_timeout(self.timeout).simple_bind(dn, password).await;
@@ -114,6 +128,13 @@ impl Pool {
             }
         }
         Ok(Conn { ldap, pool: self, _permit: permit })
+    }
+}
+
+impl Pool {
+    /// Drops every idle connection (after a failure: they may all be dead).
+    fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -161,7 +182,13 @@ impl LdapDirectory {
     }
 
     /// Searches `base` for the user with `scope`; `Ok(None)` unless exactly one entry matches.
-    async fn find(&self, conn: &mut Conn<'_>, base: &str, scope: Scope, login: &str) -> Result<Option<SearchEntry>, DirectoryError> {
+    async fn find(
+        &self,
+        conn: &mut Conn<'_>,
+        base: &str,
+        scope: Scope,
+        login: &str,
+    ) -> Result<Option<SearchEntry>, DirectoryError> {
         let filter = directory::expand(&self.settings.user_filter, login, |v| ldap3::ldap_escape(v).into_owned());
         let found = conn.ldap.with_timeout(self.settings.timeout).search(base, scope, &filter, self.attributes()).await;
         let (entries, result) = found.map_err(|e| DirectoryError(format!("LDAP search: {e}")))?.success_or_missing()?;
@@ -240,10 +267,31 @@ impl SearchOutcome for ldap3::SearchResult {
 
 #[async_trait::async_trait]
 impl Directory for LdapDirectory {
-    async fn verify(&self, login: &str, password: &str, _peer: std::net::IpAddr) -> Result<Option<Entry>, DirectoryError> {
+    async fn verify(
+        &self,
+        login: &str,
+        password: &str,
+        _peer: std::net::IpAddr,
+    ) -> Result<Option<Entry>, DirectoryError> {
         if password.is_empty() || !directory::sendable(login) {
             return Ok(None);
         }
+        match self.check(login, password).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                // Pooled connections outlive a server restart without noticing; after any
+                // failure they are dropped and the check is made once more on fresh ones.
+                warn!(error = %e, "LDAP check failed; retrying on new connections");
+                self.search.clear();
+                self.binds.clear();
+                self.check(login, password).await
+            }
+        }
+    }
+}
+
+impl LdapDirectory {
+    async fn check(&self, login: &str, password: &str) -> Result<Option<Entry>, DirectoryError> {
         if !self.settings.dn_template.is_empty() {
             let dn = directory::expand(&self.settings.dn_template, login, |v| ldap3::dn_escape(v).into_owned());
             let mut conn = self.binds.get().await?;
@@ -273,7 +321,9 @@ mod tests {
 
     #[test]
     fn client_values_are_escaped_in_filters_and_dns() {
-        let filter = |login: &str| directory::expand("(&(objectClass=person)(uid=%u))", login, |v| ldap3::ldap_escape(v).into_owned());
+        let filter = |login: &str| {
+            directory::expand("(&(objectClass=person)(uid=%u))", login, |v| ldap3::ldap_escape(v).into_owned())
+        };
         assert_eq!(filter("*"), r"(&(objectClass=person)(uid=\2a))");
         assert_eq!(filter(")(uid=*"), r"(&(objectClass=person)(uid=\29\28uid=\2a))");
         assert_eq!(filter("a\\b"), r"(&(objectClass=person)(uid=a\5cb))");

@@ -79,7 +79,8 @@ impl Authenticator {
         let directory: Option<Arc<dyn Directory>> = match config.auth_backend {
             AuthBackend::Local => None,
             AuthBackend::Ldap => {
-                let tls = crate::tls::client_config(config.ldap_ca_file.as_deref(), None).map_err(setup("ldap_ca_file"))?;
+                let tls =
+                    crate::tls::client_config(config.ldap_ca_file.as_deref(), None).map_err(setup("ldap_ca_file"))?;
                 let bind_password = crate::secret::Secret::inline_or_file(
                     config.ldap_bind_password.as_ref(),
                     config.ldap_bind_password_file.as_deref(),
@@ -118,7 +119,8 @@ impl Authenticator {
         let oauth = if config.oauth_jwks_url.is_empty() {
             None
         } else {
-            let tls = crate::tls::client_config(config.oauth_ca_file.as_deref(), None).map_err(setup("oauth_ca_file"))?;
+            let tls =
+                crate::tls::client_config(config.oauth_ca_file.as_deref(), None).map_err(setup("oauth_ca_file"))?;
             let client = https::HttpsClient::new(tls, Duration::from_secs(10));
             Some(oauth::OAuth::new(
                 oauth::OAuthSettings {
@@ -168,7 +170,9 @@ impl Authenticator {
         match proof {
             Proof::Password(password) => match &self.directory {
                 None => self.accounts.authenticate(user, password).await,
-                Some((directory, breaker)) => self.directory_login(directory.as_ref(), breaker, user, password, peer).await,
+                Some((directory, breaker)) => {
+                    self.directory_login(directory.as_ref(), breaker, user, password, peer).await
+                }
             },
             Proof::Scram => match AccountName::parse(user) {
                 Ok(name) => Ok(self.accounts.get_cached(&name).await?.filter(AccountRecord::can_log_in)),
@@ -239,7 +243,8 @@ impl Authenticator {
 
     async fn bearer_login(&self, authzid: &str, token: &str) -> Result<Option<AccountRecord>, LoginError> {
         let Some(oauth) = &self.oauth else { return Ok(None) };
-        let verdict = oauth.verify(token).await.map_err(|e| LoginError::Directory(format!("identity provider: {e}")))?;
+        let verdict =
+            oauth.verify(token).await.map_err(|e| LoginError::Directory(format!("identity provider: {e}")))?;
         let user = match verdict {
             Ok(user) => user,
             Err(e) => {
@@ -254,7 +259,9 @@ impl Authenticator {
         let Some(name) = self.mailbox(&user, &Entry::default()) else { return Ok(None) };
         match &self.directory {
             // Directory users' mailboxes are made at their first login, token or password.
-            Some(_) => Ok(self.accounts.provision(&name, &directory::Policy::default(), self.messages.as_ref()).await?),
+            Some(_) => {
+                Ok(self.accounts.provision(&name, &directory::Policy::default(), self.messages.as_ref()).await?)
+            }
             None => Ok(self.accounts.get_cached(&name).await?.filter(AccountRecord::can_log_in)),
         }
     }

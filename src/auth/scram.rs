@@ -106,7 +106,9 @@ impl fmt::Display for ScramError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ScramError::Malformed => "Malformed SCRAM message",
-            ScramError::ChannelBinding => "Channel binding mismatch: use SCRAM-SHA-256-PLUS with tls-exporter over TLS 1.3",
+            ScramError::ChannelBinding => {
+                "Channel binding mismatch: use SCRAM-SHA-256-PLUS with tls-exporter over TLS 1.3"
+            }
             ScramError::Authzid => "Authorization identity must be empty",
             ScramError::Nonce => "SCRAM nonce mismatch",
             ScramError::Proof => "Authentication failed",
@@ -259,7 +261,10 @@ pub(crate) mod tests {
         let first = client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", false, true).unwrap();
         assert_eq!(first.user, "user");
         let (pending, server_first) = first.challenge(creds.clone(), "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
-        assert_eq!(server_first, "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
+        assert_eq!(
+            server_first,
+            "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+        );
         let client_final = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
         assert_eq!(pending.finish(client_final, None).unwrap(), "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
         let wrong = StoredCredentials::derive("pencil!", &salt, 4096);

@@ -200,7 +200,10 @@ impl Config {
                     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
                 };
                 if !self.ldap_url.starts_with("ldaps://") && !self.ldap_url.starts_with("ldap://") {
-                    return fail(format!("ldap_url = {:?} must be ldap://host:port or ldaps://host:port", self.ldap_url));
+                    return fail(format!(
+                        "ldap_url = {:?} must be ldap://host:port or ldaps://host:port",
+                        self.ldap_url
+                    ));
                 }
                 if self.ldap_url.starts_with("ldap://") && !self.ldap_starttls && !loopback(&self.ldap_url) {
                     return fail(
@@ -210,7 +213,9 @@ impl Config {
                     );
                 }
                 if self.ldap_dn_template.is_empty() && self.ldap_base_dn.is_empty() {
-                    return fail("auth_backend = \"ldap\" needs ldap_base_dn (search-then-bind) or ldap_dn_template".into());
+                    return fail(
+                        "auth_backend = \"ldap\" needs ldap_base_dn (search-then-bind) or ldap_dn_template".into(),
+                    );
                 }
                 let filter = &self.ldap_user_filter;
                 if !(filter.starts_with('(') && filter.ends_with(')')) || !valid_template(filter) {

@@ -455,7 +455,8 @@ impl Machine {
     /// Continues after a [`Step::ScramLookup`]: the credentials to challenge with and a fresh
     /// nonce (printable ASCII without commas), or why there are none.
     pub fn scram_lookup_finished(&mut self, found: Result<(scram::StoredCredentials, String), String>) -> Step {
-        let Phase::ScramLookup(first, mechanism) = std::mem::replace(&mut self.phase, Phase::Authorization { user: None })
+        let Phase::ScramLookup(first, mechanism) =
+            std::mem::replace(&mut self.phase, Phase::Authorization { user: None })
         else {
             return unreachable_phase();
         };

@@ -73,7 +73,9 @@ impl Mechanism {
 pub enum Presented {
     Password(String),
     /// A SCRAM exchange ran to the end; `verified` says whether its proof was right.
-    Scram { verified: bool },
+    Scram {
+        verified: bool,
+    },
     /// A bearer token.
     Token(String),
 }
@@ -266,7 +268,10 @@ mod tests {
             ("user@example.com".into(), "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==".into())
         );
         assert_eq!(token(oauthbearer(&enc("n,,\x01auth=Bearer abc\x01\x01")).unwrap()), (String::new(), "abc".into()));
-        assert_eq!(token(xoauth2(&enc("user=bob@x\x01auth=Bearer abc\x01\x01")).unwrap()), ("bob@x".into(), "abc".into()));
+        assert_eq!(
+            token(xoauth2(&enc("user=bob@x\x01auth=Bearer abc\x01\x01")).unwrap()),
+            ("bob@x".into(), "abc".into())
+        );
         for bad in [
             "p=tls-exporter,,\x01auth=Bearer abc\x01\x01",
             "n,,\x01auth=Bearer abc\x01",
@@ -277,7 +282,8 @@ mod tests {
         ] {
             assert!(oauthbearer(&enc(bad)).is_err(), "{bad:?}");
         }
-        for bad in ["user=\x01auth=Bearer abc\x01\x01", "auth=Bearer abc\x01\x01", "user=a\x01auth=Bearer a b\x01\x01"] {
+        for bad in ["user=\x01auth=Bearer abc\x01\x01", "auth=Bearer abc\x01\x01", "user=a\x01auth=Bearer a b\x01\x01"]
+        {
             assert!(xoauth2(&enc(bad)).is_err(), "{bad:?}");
         }
     }

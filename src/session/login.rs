@@ -4,13 +4,13 @@
 
 use super::Session;
 use crate::accounts::LoginError;
+use crate::auth::Proof;
 use crate::lock::LeaseToken;
 use crate::lock::held::HeldLease;
 use crate::names::AccountName;
 use crate::ops::metrics::{GaugeGuard, LoginLabels, OutcomeLabels, ReasonLabels, metrics};
 use crate::protocol::machine::LoginOutcome;
 use crate::protocol::maildrop::Listing;
-use crate::auth::Proof;
 use crate::protocol::sasl::{Credentials, Presented};
 use crate::store::AccountRecord;
 use crate::store::observed::count_calls;

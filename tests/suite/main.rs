@@ -9,6 +9,8 @@ mod conformance;
 mod adversarial;
 mod api;
 mod api_python;
+mod auth_directories;
+mod auth_mechanisms;
 mod backend_conformance;
 mod cli;
 mod clients;

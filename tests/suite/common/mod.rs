@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cloud;
+pub mod identity;
 pub mod otlp;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -247,6 +248,20 @@ impl Client {
 
     pub fn connect_tls(addr: SocketAddr, cert: &Path) -> Self {
         Self::over(tls_wrap(tcp(addr), cert))
+    }
+
+    /// Connects with implicit TLS; also the connection's `tls-exporter` channel binding
+    /// (RFC 9266), which only TLS 1.3 gives.
+    pub fn connect_tls_with_exporter(addr: SocketAddr, cert: &Path) -> (Self, Option<Vec<u8>>) {
+        let mut raw = tcp(addr);
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(tls_config(cert), name).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut raw).unwrap();
+        }
+        let tls13 = conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        let exporter = conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None).ok();
+        (Self::over(Box::new(rustls::StreamOwned::new(conn, raw))), exporter.filter(|_| tls13))
     }
 
     /// Connects, sends `prefix` (a load balancer's PROXY header), then speaks POP3 (or TLS).

@@ -1,0 +1,255 @@
+//! `auth_backend = "ldap"` against a real OpenLDAP slapd and `"http"` against a real HTTPS
+//! service with mutual TLS: logins, mailbox mapping and policy, injection attempts, caching,
+//! outages (`[SYS/TEMP]`, never a false success) and the circuit breaker.
+
+use crate::common::identity::{
+    ADMIN_DN, ADMIN_PASSWORD, BASE, DIRECTORY_TOKEN, IdentityServices, LdapUser, Pki, Slapd,
+};
+use crate::common::{Client, Server, eventually};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+/// One login with USER/PASS on the plain loopback listener; the reply to PASS. A success is
+/// ended with QUIT at once, so the next login is not `[IN-USE]`.
+fn login(server: &Server, user: &str, password: &str) -> String {
+    let mut c = Client::connect(server.pop3);
+    let user_reply = c.cmd(&format!("USER {user}"));
+    if !user_reply.starts_with("+OK") {
+        return user_reply;
+    }
+    let reply = c.cmd(&format!("PASS {password}"));
+    if reply.starts_with("+OK") {
+        c.cmd("QUIT");
+    }
+    reply
+}
+
+/// AUTH PLAIN with any bytes as the user and password.
+fn login_plain(server: &Server, user: &[u8], password: &[u8]) -> String {
+    let mut c = Client::connect(server.pop3);
+    let response = STANDARD.encode([&b"\0"[..], user, b"\0", password].concat());
+    let reply = c.cmd(&format!("AUTH PLAIN {response}"));
+    if reply.starts_with("+OK") {
+        c.cmd("QUIT");
+    }
+    reply
+}
+
+fn record(server: &Server, mailbox: &str) -> Option<serde_json::Value> {
+    let path = server.data_dir().join("accounts").join(format!("{mailbox}.json"));
+    std::fs::read(path).ok().map(|bytes| serde_json::from_slice(&bytes).unwrap())
+}
+
+const AUTH_FAILED: &str = "-ERR [AUTH] Authentication failed";
+
+fn users() -> Vec<LdapUser<'static>> {
+    vec![
+        LdapUser { uid: "alice", password: "alice-pw", mail: "alice@example.com", extra: "employeeNumber: 7\n" },
+        LdapUser { uid: "bob", password: "bob-pw", mail: "bob@example.com", extra: "" },
+        LdapUser { uid: "carol", password: "carol-pw", mail: "carol@example.com", extra: "description: disabled\n" },
+    ]
+}
+
+fn ldap_env(pki: &Pki, url: String) -> Vec<(String, String)> {
+    [
+        ("CLOUDPOP_AUTH_BACKEND", "ldap".to_owned()),
+        ("CLOUDPOP_LDAP_URL", url),
+        ("CLOUDPOP_LDAP_CA_FILE", pki.path("ca.pem").display().to_string()),
+        ("CLOUDPOP_LDAP_BASE_DN", BASE.to_owned()),
+        ("CLOUDPOP_LDAP_USER_FILTER", "(&(objectClass=inetOrgPerson)(uid=%n)(!(description=disabled)))".into()),
+        ("CLOUDPOP_LDAP_ATTRIBUTES", "mailbox=mail, quota_messages=employeeNumber".into()),
+        ("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "1000".into()),
+        ("CLOUDPOP_THROTTLE_ADDRESS_FAILURES", "1000".into()),
+        ("CLOUDPOP_MAX_AUTH_FAILURES", "100".into()),
+        ("CLOUDPOP_AUTH_BREAKER_FAILURES", "3".into()),
+        ("CLOUDPOP_AUTH_BREAKER_SECS", "1".into()),
+        ("CLOUDPOP_LDAP_TIMEOUT_MS", "2000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[test]
+fn ldap_search_then_bind_maps_mailboxes_refuses_injection_and_fails_closed() {
+    let pki = Pki::new();
+    let mut slapd = Slapd::start(&pki, &users());
+    let mut env = ldap_env(&pki, format!("ldaps://127.0.0.1:{}", slapd.tls_port));
+    env.push(("CLOUDPOP_LDAP_BIND_DN".into(), ADMIN_DN.into()));
+    env.push(("CLOUDPOP_LDAP_BIND_PASSWORD".into(), ADMIN_PASSWORD.into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+
+    // The login name is the uid; the mailbox is the mail attribute, made at the first login
+    // with the directory's policy, and it matches no local password.
+    assert!(login(&server, "alice", "alice-pw").starts_with("+OK Logged in"));
+    let alice = record(&server, "alice@example.com").expect("mailbox made at the first login");
+    assert_eq!(alice["quota_messages"], 7);
+    assert_eq!(alice["password_hash"], "!external");
+    let message = b"Subject: hi\r\n\r\nfor alice\r\n";
+    server.deliver("alice@example.com", message);
+    let mut c = Client::connect(server.pop3);
+    c.cmd("USER alice");
+    assert_eq!(c.cmd("PASS alice-pw"), format!("+OK Logged in, maildrop has 1 messages ({} octets)", message.len()));
+    c.cmd("QUIT");
+
+    // Wrong passwords, another user's password, a disabled user, an empty password (an
+    // unauthenticated bind, which slapd would answer with success).
+    assert_eq!(login(&server, "alice", "bob-pw"), AUTH_FAILED);
+    assert_eq!(login(&server, "bob", "alice-pw"), AUTH_FAILED);
+    assert_eq!(login(&server, "carol", "carol-pw"), AUTH_FAILED, "disabled by the filter");
+    assert_eq!(login_plain(&server, b"alice", b""), AUTH_FAILED);
+    assert!(record(&server, "carol@example.com").is_none());
+
+    // Filter and DN injection: wildcards and closing parentheses match nobody, so no password
+    // of anyone's logs in; nor do NUL, control characters or an overlong name.
+    for evil in ["*", "al*", ")(uid=*", "alice)(|(uid=*", "*)(objectClass=*", "alice\\2a", "alice,ou=people"] {
+        for password in ["alice-pw", "bob-pw", "*"] {
+            assert_eq!(login(&server, evil, password), AUTH_FAILED, "{evil:?} / {password:?}");
+        }
+    }
+    assert_eq!(login_plain(&server, b"alice\x01", b"alice-pw"), AUTH_FAILED);
+    assert_eq!(login(&server, &"a".repeat(300), "alice-pw"), AUTH_FAILED);
+    assert!(!slapd.log().contains("filter=\"(uid=*)\""));
+
+    // bob is remembered after one check; then the directory goes down.
+    assert!(login(&server, "bob", "bob-pw").starts_with("+OK"));
+    let hits = server.metrics().get("cloudpop_credential_cache_hits_total{}");
+    slapd.stop();
+    assert!(login(&server, "bob", "bob-pw").starts_with("+OK"), "a remembered success stays one");
+    assert_eq!(server.metrics().get("cloudpop_credential_cache_hits_total{}"), hits + 1.0);
+    // Nothing else is decided without the directory: not a failure, not a success.
+    for (user, password) in [("carol", "carol-pw"), ("bob", "wrong"), ("alice", "bob-pw"), ("nobody", "x")] {
+        let reply = login(&server, user, password);
+        assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{user}: {reply}");
+    }
+    // The breaker is open now (3 failures): refusals are immediate, and logged as such.
+    eventually("breaker logged", || server.log().contains("calls stop for a while"));
+    slapd.restart();
+    // Pooled connections died with the old slapd; fresh ones are made without a failed login.
+    eventually("the directory answers again", || login(&server, "alice", "bob-pw") == AUTH_FAILED);
+    assert_eq!(login(&server, "nobody", "x"), AUTH_FAILED);
+}
+
+#[test]
+fn ldap_direct_bind_over_starttls_with_a_dn_template() {
+    let pki = Pki::new();
+    let slapd = Slapd::start(&pki, &users());
+    let mut env = ldap_env(&pki, format!("ldap://127.0.0.1:{}", slapd.port));
+    env.push(("CLOUDPOP_LDAP_STARTTLS".into(), "true".into()));
+    env.push(("CLOUDPOP_LDAP_DN_TEMPLATE".into(), format!("uid=%n,ou=people,{BASE}")));
+    env.push(("CLOUDPOP_LDAP_ATTRIBUTES".into(), String::new()));
+    env.push(("CLOUDPOP_AUTH_MAILBOX_FORMAT".into(), "%n.%d".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    // The login name's parts make the mailbox name (alice@example.com -> alice.example.com).
+    assert!(login(&server, "alice@example.com", "alice-pw").starts_with("+OK"));
+    assert!(record(&server, "alice.example.com").is_some());
+    assert_eq!(login(&server, "alice@example.com", "bob-pw"), AUTH_FAILED);
+    assert_eq!(login(&server, "carol@example.com", "carol-pw"), AUTH_FAILED, "bound, but filtered out");
+    // A name that tries to change the DN's structure is escaped into one odd uid value.
+    for evil in ["bob,ou=people", "alice+cn=alice", "*", "\\"] {
+        assert_eq!(login(&server, evil, "alice-pw"), AUTH_FAILED, "{evil:?}");
+    }
+    // slapd answers only over TLS: the same settings without StartTLS get no answer it would
+    // act on, and that is [SYS/TEMP], not a verdict.
+    let mut env = ldap_env(&pki, format!("ldap://127.0.0.1:{}", slapd.port));
+    env.push(("CLOUDPOP_LDAP_DN_TEMPLATE".into(), format!("uid=%n,ou=people,{BASE}")));
+    let cleartext = Server::start_with(tempfile::tempdir().unwrap(), env);
+    let reply = login(&cleartext, "alice@example.com", "alice-pw");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+}
+
+fn http_env(pki: &Pki, services: &IdentityServices) -> Vec<(String, String)> {
+    [
+        ("CLOUDPOP_AUTH_BACKEND", "http".to_owned()),
+        ("CLOUDPOP_AUTH_HTTP_URL", services.url("/auth")),
+        ("CLOUDPOP_AUTH_HTTP_TOKEN", DIRECTORY_TOKEN.into()),
+        ("CLOUDPOP_AUTH_HTTP_CA_FILE", pki.path("ca.pem").display().to_string()),
+        ("CLOUDPOP_AUTH_HTTP_CLIENT_CERT", pki.path("client.pem").display().to_string()),
+        ("CLOUDPOP_AUTH_HTTP_CLIENT_KEY", pki.path("client.key").display().to_string()),
+        ("CLOUDPOP_AUTH_BREAKER_FAILURES", "3".into()),
+        ("CLOUDPOP_AUTH_BREAKER_SECS", "1".into()),
+        ("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "1000".into()),
+        ("CLOUDPOP_THROTTLE_ADDRESS_FAILURES", "1000".into()),
+        ("CLOUDPOP_MAX_AUTH_FAILURES", "100".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[test]
+fn http_directory_over_mutual_tls_with_policy_caching_and_a_circuit_breaker() {
+    let pki = Pki::new();
+    let services = IdentityServices::start(&pki);
+    services.set_users(serde_json::json!({
+        "alice@example.com": {"password": "alice-pw", "answer": {"mailbox": "alice", "login_delay_secs": 0,
+                              "expire_days": 30, "quota_bytes": 1000000}},
+        "bob@example.com": {"password": "bob-pw"},
+        "off@example.com": {"password": "off-pw", "answer": {"enabled": false}},
+    }));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), http_env(&pki, &services));
+
+    assert!(login(&server, "alice@example.com", "alice-pw").starts_with("+OK"));
+    let alice = record(&server, "alice").unwrap();
+    assert_eq!((alice["expire_days"].clone(), alice["quota_bytes"].clone()), (30.into(), 1_000_000.into()));
+    // Without a mailbox in the answer, auth_mailbox_format (%u) names it.
+    assert!(login(&server, "bob@example.com", "bob-pw").starts_with("+OK"));
+    assert!(record(&server, "bob@example.com").is_some());
+    assert_eq!(login(&server, "bob@example.com", "alice-pw"), AUTH_FAILED);
+    assert_eq!(login(&server, "off@example.com", "off-pw"), AUTH_FAILED);
+
+    // Remembered: a poll every minute is not a call every minute.
+    let (calls, _) = services.calls(&pki);
+    for _ in 0..3 {
+        assert!(login(&server, "alice@example.com", "alice-pw").starts_with("+OK"));
+    }
+    assert_eq!(services.calls(&pki).0, calls, "cached logins called the directory");
+
+    // A local block wins over the cached success at once.
+    let path = server.data_dir().join("accounts").join("alice.json");
+    let mut blocked = record(&server, "alice").unwrap();
+    blocked["disabled"] = true.into();
+    std::fs::write(&path, blocked.to_string()).unwrap();
+    assert_eq!(login(&server, "alice@example.com", "alice-pw"), AUTH_FAILED);
+    blocked["disabled"] = false.into();
+    std::fs::write(&path, blocked.to_string()).unwrap();
+
+    // The directory answers 500, or nonsense: [SYS/TEMP], never a verdict.
+    for mode in ["500", "garbage"] {
+        services.set_mode(mode);
+        let reply = login(&server, "bob@example.com", "wrong");
+        assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{mode}: {reply}");
+    }
+    // The third failure opens the breaker; the next logins are refused without a call.
+    let reply = login(&server, "bob@example.com", "bob-pw-2");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    let (calls, _) = services.calls(&pki);
+    let reply = login(&server, "bob@example.com", "bob-pw-3");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    assert_eq!(services.calls(&pki).0, calls, "the open breaker let a call through");
+    assert!(server.log().contains("circuit breaker open"));
+    services.set_mode("ok");
+    eventually("the breaker closes after a good trial call", || {
+        login(&server, "bob@example.com", "bob-pw").starts_with("+OK")
+    });
+}
+
+#[test]
+fn directory_settings_are_checked_before_start() {
+    let check = |env: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().unwrap();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        crate::common::cli_env(dir.path(), &env, &["serve"], b"")
+    };
+    let (ok, _, err) = check(&[("CLOUDPOP_AUTH_BACKEND", "ldap"), ("CLOUDPOP_LDAP_URL", "ldap://ldap.example.com")]);
+    assert!(!ok && err.contains("ldap"), "{err}");
+    let (ok, _, err) =
+        check(&[("CLOUDPOP_AUTH_BACKEND", "http"), ("CLOUDPOP_AUTH_HTTP_URL", "http://auth.example.com/")]);
+    assert!(!ok && err.contains("https"), "{err}");
+    let (ok, _, err) = check(&[
+        ("CLOUDPOP_AUTH_BACKEND", "http"),
+        ("CLOUDPOP_SCRAM", "true"),
+        ("CLOUDPOP_AUTH_HTTP_URL", "https://a/"),
+    ]);
+    assert!(!ok && err.contains("scram"), "{err}");
+}
