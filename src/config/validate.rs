@@ -218,7 +218,7 @@ impl Config {
                     );
                 }
                 let filter = &self.ldap_user_filter;
-                if !(filter.starts_with('(') && filter.ends_with(')')) || !valid_template(filter) {
+                if !(filter.starts_with('(') && filter.ends_with(')') && valid_template(filter)) {
                     return fail("ldap_user_filter must be an LDAP filter in parentheses using %u, %n or %d".into());
                 }
                 if !valid_template(&self.ldap_dn_template) {
