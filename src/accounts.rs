@@ -300,6 +300,10 @@ impl Accounts {
             match self.insert(name.clone(), EXTERNAL_HASH.to_owned(), None, messages).await {
                 Ok(_) => tracing::info!(account = %name, "mailbox created for a directory user"),
                 Err(AccountError::AlreadyExists(_) | AccountError::BeingDeleted(_)) => {}
+                Err(AccountError::InvalidName(e)) => {
+                    tracing::warn!(error = %e, "a directory user's mailbox name is reserved; login refused");
+                    return Ok(None);
+                }
                 Err(AccountError::Store(e)) => return Err(e),
                 Err(e) => return Err(StoreError::Failed(e.to_string())),
             }

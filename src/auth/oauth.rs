@@ -86,7 +86,8 @@ impl OAuth {
             Err(e) if !set.keys.is_empty() => {
                 warn!(error = %e, "cannot fetch the identity provider's key set; the keys held stay in use");
                 // Try again after the shortest interval, not after a whole refresh period.
-                set.fetched = Some(Instant::now() - self.settings.refresh.saturating_sub(MIN_REFETCH));
+                let back = self.settings.refresh.saturating_sub(MIN_REFETCH);
+                set.fetched = Some(Instant::now().checked_sub(back).unwrap_or_else(Instant::now));
                 Ok(())
             }
             Err(e) => {
