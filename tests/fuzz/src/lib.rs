@@ -182,10 +182,10 @@ pub mod crlf_and_headers {
 }
 
 pub mod protocol_machine {
+    use cloudpop::auth::scram::StoredCredentials;
     use cloudpop::protocol::framing::{Frame, LineFramer};
     use cloudpop::protocol::machine::{LoginOutcome, Machine, Settings, Step, UpdateOutcome};
     use cloudpop::protocol::maildrop::Listing;
-    use cloudpop::auth::scram::StoredCredentials;
     use cloudpop::protocol::sasl::Presented;
 
     fn settings() -> Settings {
