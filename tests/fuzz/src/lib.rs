@@ -51,16 +51,33 @@ pub mod command_line {
 }
 
 pub mod sasl {
-    use cloudpop::protocol::sasl;
+    use cloudpop::auth::{jwt, scram};
+    use cloudpop::protocol::sasl::{self, Presented};
 
-    /// The SASL decoders on arbitrary client responses: never a panic, and PLAIN credentials that
-    /// decode hold no NUL in the user name or password (RFC 4616 separators).
+    /// The SASL decoders on arbitrary client responses: never a panic; PLAIN credentials that
+    /// decode hold no NUL in the user name or password (RFC 4616 separators), bearer tokens are
+    /// printable and non-empty, a SCRAM user name is never empty; and no token, however made,
+    /// passes the JWT check against an empty key set.
     pub fn check(data: &[u8]) {
+        let _ = scram::client_first(data, data.first() == Some(&b'p'), true);
         let Ok(text) = std::str::from_utf8(data) else { return };
         let _ = sasl::decode(text);
         if let Ok(credentials) = sasl::plain(text) {
-            assert!(!credentials.user.contains('\0') && !credentials.password.contains('\0'));
+            let Presented::Password(password) = &credentials.presented else { panic!("PLAIN gave no password") };
+            assert!(!credentials.user.contains('\0') && !password.contains('\0'));
         }
+        for parsed in [sasl::oauthbearer(text), sasl::xoauth2(text)] {
+            if let Ok(credentials) = parsed {
+                let Presented::Token(token) = &credentials.presented else { panic!("no token") };
+                assert!(!token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()));
+                assert!(!credentials.user.contains('\0'));
+            }
+        }
+        if let Ok(first) = scram::client_first(text.as_bytes(), false, false) {
+            assert!(!first.user.is_empty() && !first.user.contains('\0'));
+        }
+        let expect = jwt::Expectations { issuer: "i", audience: "a", user_claim: "sub", leeway: 0, now: 1_700_000_000 };
+        assert!(jwt::verify(text, &[], &expect).is_err());
         if let Ok(field) = sasl::login_field(text) {
             assert!(!field.contains('\0'));
         }
