@@ -45,7 +45,7 @@ fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String, Str
 }
 
 /// `helm template` of the chart with values files and `--set` pairs.
-fn helm_template(files: &[&Path], sets: &[&str]) -> Result<String, String> {
+pub(crate) fn helm_template(files: &[&Path], sets: &[&str]) -> Result<String, String> {
     let mut args = vec!["template", "cloudpop", CHART, "--namespace", "mail"];
     for file in files {
         args.extend(["-f", file.to_str().unwrap()]);
@@ -56,7 +56,7 @@ fn helm_template(files: &[&Path], sets: &[&str]) -> Result<String, String> {
     run("helm", &args, None)
 }
 
-fn render(files: &[&Path], sets: &[&str]) -> Vec<Value> {
+pub(crate) fn render(files: &[&Path], sets: &[&str]) -> Vec<Value> {
     parse_yaml(&helm_template(files, sets).unwrap_or_else(|e| panic!("helm template failed:\n{e}")))
 }
 
@@ -87,7 +87,7 @@ fn example_files() -> Vec<PathBuf> {
 /// Validates every object: built-in kinds with `kubernetes-validate --strict` for the oldest and
 /// newest supported Kubernetes (a kind it has no schema for is an error), custom resources with
 /// their CRD schemas.
-fn validate(what: &str, objects: &[Value]) {
+pub(crate) fn validate(what: &str, objects: &[Value]) {
     assert!(!objects.is_empty(), "{what}: nothing rendered");
     // A custom resource's API group has a dot and is not one of Kubernetes' own (*.k8s.io).
     let custom = |o: &&Value| {
@@ -113,7 +113,7 @@ fn validate(what: &str, objects: &[Value]) {
     }
 }
 
-fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+pub(crate) fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
     objects
         .iter()
         .find(|o| {

@@ -15,6 +15,7 @@ mod backend_conformance;
 mod cli;
 mod clients;
 mod kubernetes;
+mod kubernetes_auth;
 mod lmtp;
 mod login_cache;
 mod maildrop_index;

@@ -108,6 +108,8 @@ that YAML-decoded floats would print, booleans as they are.
 {{- if gt (len $hostport) 1 }}{{ last $hostport }}
 {{- else if eq $u.scheme "https" }}443
 {{- else if eq $u.scheme "http" }}80
+{{- else if eq $u.scheme "ldaps" }}636
+{{- else if eq $u.scheme "ldap" }}389
 {{- else if eq $u.scheme "rediss" }}6379
 {{- else if eq $u.scheme "redis" }}6379
 {{- end }}
@@ -166,6 +168,21 @@ ports, and in sentinel mode the data nodes' 6379 unless extra ports say otherwis
 {{- end }}
 {{- if and .Values.api.enabled (include "cloudpop.apiSecretName" .) (not .Values.api.tls) (not .Values.api.allowCleartext) }}
 {{- fail "API tokens need api.tls=true: tokens and account passwords would cross the network in clear (or set api.allowCleartext=true where a service mesh encrypts pod traffic)" }}
+{{- end }}
+{{- if and (eq .Values.auth.backend "ldap") (or (not .Values.auth.ldap.url) (and (not .Values.auth.ldap.baseDN) (not .Values.auth.ldap.dnTemplate))) }}
+{{- fail "auth.backend: ldap needs auth.ldap.url and auth.ldap.baseDN (or auth.ldap.dnTemplate)" }}
+{{- end }}
+{{- if and (eq .Values.auth.backend "ldap") .Values.auth.ldap.bindDN (not .Values.auth.existingSecret) }}
+{{- fail "auth.ldap.bindDN needs auth.existingSecret with the key ldap-bind-password" }}
+{{- end }}
+{{- if and (eq .Values.auth.backend "http") (not .Values.auth.http.url) }}
+{{- fail "auth.backend: http needs auth.http.url (https://)" }}
+{{- end }}
+{{- if and .Values.auth.oauth.jwksUrl (or (not .Values.auth.oauth.issuer) (not .Values.auth.oauth.audience)) }}
+{{- fail "auth.oauth.jwksUrl needs auth.oauth.issuer and auth.oauth.audience" }}
+{{- end }}
+{{- if and .Values.auth.scram.enabled (ne .Values.auth.backend "local") }}
+{{- fail "auth.scram.enabled needs auth.backend: local (directories keep no SCRAM credentials)" }}
 {{- end }}
 {{- if contains "@" (default "" .Values.redis.url) }}
 {{- fail "redis.url must not carry credentials: use redis.username with redis.password or redis.existingSecret" }}
