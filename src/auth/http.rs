@@ -7,6 +7,10 @@
 //! {"user": "alice@example.com", "password": "...", "client_address": "203.0.113.9", "protocol": "pop3"}
 //! ```
 //!
+//! A lookup (is this an enabled user? asked for a recipient arriving over LMTP before the
+//! user's first login) sends `{"user": ..., "protocol": "lmtp", "lookup": true}` and no
+//! password; it gets the same answer a good password would.
+//!
 //! Answer: status 200 with `{"result": "ok"}` or `{"result": "fail"}`. With `ok`, optional
 //! fields: `mailbox` (the mailbox name; else `auth_mailbox_format`), `enabled` (false fails the
 //! login), `login_delay_secs`, `expire_days` (a number, or `null` to keep mail for ever),
@@ -45,6 +49,16 @@ impl Directory for HttpDirectory {
             "client_address": peer.to_string(),
             "protocol": "pop3",
         });
+        self.call(body).await
+    }
+
+    async fn lookup(&self, login: &str) -> Result<Option<Entry>, DirectoryError> {
+        self.call(serde_json::json!({"user": login, "protocol": "lmtp", "lookup": true})).await
+    }
+}
+
+impl HttpDirectory {
+    async fn call(&self, body: Value) -> Result<Option<Entry>, DirectoryError> {
         let token = self.token.as_ref().map(Secret::expose);
         let (status, body) = self
             .client

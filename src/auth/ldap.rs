@@ -276,21 +276,49 @@ impl Directory for LdapDirectory {
         if password.is_empty() || !directory::sendable(login) {
             return Ok(None);
         }
-        match self.check(login, password).await {
-            Ok(answer) => Ok(answer),
-            Err(e) => {
-                // Pooled connections outlive a server restart without noticing; after any
-                // failure they are dropped and the check is made once more on fresh ones.
-                warn!(error = %e, "LDAP check failed; retrying on new connections");
-                self.search.clear();
-                self.binds.clear();
-                self.check(login, password).await
-            }
+        self.with_retry(|| self.check(login, password)).await
+    }
+
+    async fn lookup(&self, login: &str) -> Result<Option<Entry>, DirectoryError> {
+        if !directory::sendable(login) {
+            return Ok(None);
         }
+        self.with_retry(|| self.find_user(login)).await
     }
 }
 
 impl LdapDirectory {
+    /// Retries `attempt` once on fresh connections after a failure: pooled connections outlive
+    /// a server restart without noticing.
+    async fn with_retry<'a, F, Fut>(&'a self, attempt: F) -> Result<Option<Entry>, DirectoryError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Entry>, DirectoryError>> + 'a,
+    {
+        match attempt().await {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                warn!(error = %e, "LDAP call failed; retrying on new connections");
+                self.search.clear();
+                self.binds.clear();
+                attempt().await
+            }
+        }
+    }
+
+    /// The user's entry by the service account's search (or the DN template's entry).
+    async fn find_user(&self, login: &str) -> Result<Option<Entry>, DirectoryError> {
+        let mut search = self.search.get().await?;
+        let found = if self.settings.dn_template.is_empty() {
+            self.find(&mut search, &self.settings.base_dn, Scope::Subtree, login).await?
+        } else {
+            let dn = directory::expand(&self.settings.dn_template, login, |v| ldap3::dn_escape(v).into_owned());
+            self.find(&mut search, &dn, Scope::Base, login).await?
+        };
+        search.done();
+        Ok(found.map(|e| self.entry(&e)))
+    }
+
     async fn check(&self, login: &str, password: &str) -> Result<Option<Entry>, DirectoryError> {
         if !self.settings.dn_template.is_empty() {
             let dn = directory::expand(&self.settings.dn_template, login, |v| ldap3::dn_escape(v).into_owned());

@@ -225,6 +225,30 @@ impl Authenticator {
         Ok(record)
     }
 
+    /// The mailbox record of a mail recipient that has none yet, when a directory says the
+    /// address (without its subaddress) is an enabled user: made now, as at a first login.
+    /// `Ok(None)` without a directory, or for an address it does not know.
+    pub async fn recipient(&self, address: &str) -> Result<Option<AccountRecord>, LoginError> {
+        let Some((directory, breaker)) = &self.directory else { return Ok(None) };
+        if !directory::sendable(address) {
+            return Ok(None);
+        }
+        if !breaker.admit(Instant::now()) {
+            return Err(LoginError::Directory("circuit breaker open after repeated failures".into()));
+        }
+        let started = Instant::now();
+        let answer = directory.lookup(address).await;
+        breaker.record(answer.is_ok(), Instant::now());
+        crate::ops::metrics::metrics().directory_duration.observe(started.elapsed().as_secs_f64());
+        let entry = match answer {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(LoginError::Directory(e.0)),
+        };
+        let Some(name) = self.mailbox(address, &entry) else { return Ok(None) };
+        Ok(self.accounts.provision(&name, &entry.policy, self.messages.as_ref()).await?)
+    }
+
     /// The mailbox a directory's answer (or a token's user) names; `None`, logged, if that is
     /// not a valid mailbox name.
     fn mailbox(&self, user: &str, entry: &Entry) -> Option<AccountName> {

@@ -18,6 +18,23 @@ pub struct AddressRule {
 
 impl AddressRule {
     pub fn mailbox(&self, address: &str) -> Result<AccountName, InvalidName> {
+        let (local, domain) = self.split(address);
+        match domain {
+            Some(domain) if !self.strip_domain => AccountName::parse(&format!("{local}@{domain}")),
+            _ => AccountName::parse(local),
+        }
+    }
+
+    /// The address without its subaddress (`alice+lists@example.com` -> `alice@example.com`):
+    /// what a directory is asked about.
+    pub fn without_subaddress(&self, address: &str) -> String {
+        match self.split(address) {
+            (local, Some(domain)) => format!("{local}@{domain}"),
+            (local, None) => local.to_owned(),
+        }
+    }
+
+    fn split<'a>(&self, address: &'a str) -> (&'a str, Option<&'a str>) {
         let (local, domain) = match address.rsplit_once('@') {
             Some((local, domain)) => (local, Some(domain)),
             None => (address, None),
@@ -26,10 +43,7 @@ impl AddressRule {
             Some(at) => &local[..at],
             None => local,
         };
-        match domain {
-            Some(domain) if !self.strip_domain => AccountName::parse(&format!("{local}@{domain}")),
-            _ => AccountName::parse(local),
-        }
+        (local, domain)
     }
 }
 

@@ -392,6 +392,8 @@ impl<'a> Session<'a> {
     }
 
     /// `RCPT TO`: the mailbox must exist and take mail now (it is checked again at delivery).
+    /// With a directory (`auth_backend`), a recipient without a mailbox yet is looked up
+    /// there and gets its mailbox now, as at a first login.
     async fn recipient(&mut self, address: String) {
         if self.recipients.len() >= MAX_RECIPIENTS {
             return self.reply(452, "4.5.3", "Too many recipients");
@@ -400,7 +402,19 @@ impl<'a> Session<'a> {
             Ok(mailbox) => mailbox,
             Err(_) => return self.reply(550, "5.1.1", "No such mailbox"),
         };
-        match self.ctx.backends.accounts.get_cached(&mailbox).await {
+        let backends = &self.ctx.backends;
+        let found = match backends.accounts.get_cached(&mailbox).await {
+            Ok(None) => match backends.auth.recipient(&self.settings.rule.without_subaddress(&address)).await {
+                Ok(record) => Ok(record),
+                Err(e) => Err(e.to_string()),
+            },
+            other => other.map_err(|e| e.to_string()),
+        };
+        let mailbox = match &found {
+            Ok(Some(record)) => AccountName::parse(&record.name).unwrap_or(mailbox),
+            _ => mailbox,
+        };
+        match found {
             Ok(Some(account)) if account.deleting => self.reply(550, "5.1.1", "No such mailbox"),
             Ok(Some(account)) if account.disabled => self.reply(550, "5.2.1", "Mailbox disabled"),
             Ok(Some(_)) => {

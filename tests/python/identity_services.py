@@ -138,7 +138,11 @@ def serve(state, port_file, cert, key, client_ca, token):
             request = json.loads(body)
             with open(os.path.join(state, "users.json")) as f:
                 user = json.load(f).get(request["user"])
-            if user is None or user["password"] != request["password"] or request.get("protocol") != "pop3":
+            if request.get("lookup") is True and request.get("protocol") == "lmtp" and "password" not in request:
+                found = user is not None
+            else:
+                found = user is not None and user["password"] == request["password"] and request.get("protocol") == "pop3"
+            if not found:
                 return self.reply(200, {"result": "fail"})
             self.reply(200, {"result": "ok", **user.get("answer", {})})
 

@@ -6,6 +6,7 @@ use crate::common::identity::{
     ADMIN_DN, ADMIN_PASSWORD, BASE, DIRECTORY_TOKEN, IdentityServices, LdapUser, Pki, Slapd,
 };
 use crate::common::{Client, Server, eventually};
+use crate::lmtp::say;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
@@ -42,11 +43,28 @@ fn record(server: &Server, mailbox: &str) -> Option<serde_json::Value> {
 
 const AUTH_FAILED: &str = "-ERR [AUTH] Authentication failed";
 
+/// One LMTP transaction to `rcpt`: the reply to RCPT, and to the message if it was accepted.
+fn lmtp_deliver(server: &Server, rcpt: &str) -> (String, Option<String>) {
+    let mut c = Client::connect(server.lmtp.expect("LMTP listener"));
+    say(&mut c, "LHLO test.example");
+    say(&mut c, "MAIL FROM:<sender@example.net>");
+    let accepted = say(&mut c, &format!("RCPT TO:<{rcpt}>"));
+    if !accepted.starts_with("250") {
+        say(&mut c, "QUIT");
+        return (accepted, None);
+    }
+    assert!(say(&mut c, "DATA").starts_with("354"));
+    let stored = say(&mut c, "Subject: welcome\r\n\r\nyour first mail\r\n.");
+    say(&mut c, "QUIT");
+    (accepted, Some(stored))
+}
+
 fn users() -> Vec<LdapUser<'static>> {
     vec![
         LdapUser { uid: "alice", password: "alice-pw", mail: "alice@example.com", extra: "employeeNumber: 7\n" },
         LdapUser { uid: "bob", password: "bob-pw", mail: "bob@example.com", extra: "" },
         LdapUser { uid: "carol", password: "carol-pw", mail: "carol@example.com", extra: "description: disabled\n" },
+        LdapUser { uid: "dave", password: "dave-pw", mail: "dave@example.com", extra: "" },
     ]
 }
 
@@ -77,7 +95,21 @@ fn ldap_search_then_bind_maps_mailboxes_refuses_injection_and_fails_closed() {
     let mut env = ldap_env(&pki, format!("ldaps://127.0.0.1:{}", slapd.tls_port));
     env.push(("CLOUDPOP_LDAP_BIND_DN".into(), ADMIN_DN.into()));
     env.push(("CLOUDPOP_LDAP_BIND_PASSWORD".into(), ADMIN_PASSWORD.into()));
+    env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+
+    // Mail for a directory user who never logged in: the directory is asked at RCPT and the
+    // mailbox made then; unknown and disabled users are refused for good.
+    let (rcpt, stored) = lmtp_deliver(&server, "dave+news@example.com");
+    assert!(rcpt.starts_with("250 2.1.5") && stored.unwrap().starts_with("250 2.0.0"), "{rcpt}");
+    assert_eq!(record(&server, "dave@example.com").unwrap()["password_hash"], "!external");
+    assert!(lmtp_deliver(&server, "nobody@example.com").0.starts_with("550 5.1.1"));
+    assert!(lmtp_deliver(&server, "carol@example.com").0.starts_with("550 5.1.1"));
+    assert!(lmtp_deliver(&server, "*@example.com").0.starts_with("550 5.1.1"));
+    let mut c = Client::connect(server.pop3);
+    c.cmd("USER dave");
+    assert!(c.cmd("PASS dave-pw").starts_with("+OK Logged in, maildrop has 1 messages"));
+    c.cmd("QUIT");
 
     // The login name is the uid; the mailbox is the mail attribute, made at the first login
     // with the directory's policy, and it matches no local password.
@@ -122,6 +154,9 @@ fn ldap_search_then_bind_maps_mailboxes_refuses_injection_and_fails_closed() {
         let reply = login(&server, user, password);
         assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{user}: {reply}");
     }
+    // A new recipient cannot be looked up: the MTA is told to retry, not to bounce.
+    let (rcpt, _) = lmtp_deliver(&server, "erin@example.com");
+    assert!(rcpt.starts_with("451 4.3.0"), "{rcpt}");
     // The breaker is open now (3 failures): refusals are immediate, and logged as such.
     eventually("breaker logged", || server.log().contains("calls stop for a while"));
     slapd.restart();
@@ -187,7 +222,9 @@ fn http_directory_over_mutual_tls_with_policy_caching_and_a_circuit_breaker() {
         "bob@example.com": {"password": "bob-pw"},
         "off@example.com": {"password": "off-pw", "answer": {"enabled": false}},
     }));
-    let server = Server::start_with(tempfile::tempdir().unwrap(), http_env(&pki, &services));
+    let mut env = http_env(&pki, &services);
+    env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
 
     assert!(login(&server, "alice@example.com", "alice-pw").starts_with("+OK"));
     let alice = record(&server, "alice").unwrap();
@@ -197,6 +234,18 @@ fn http_directory_over_mutual_tls_with_policy_caching_and_a_circuit_breaker() {
     assert!(record(&server, "bob@example.com").is_some());
     assert_eq!(login(&server, "bob@example.com", "alice-pw"), AUTH_FAILED);
     assert_eq!(login(&server, "off@example.com", "off-pw"), AUTH_FAILED);
+    // An LMTP recipient is looked up without a password, and gets the directory's mailbox.
+    services.set_users(serde_json::json!({
+        "alice@example.com": {"password": "alice-pw", "answer": {"mailbox": "alice", "login_delay_secs": 0,
+                              "expire_days": 30, "quota_bytes": 1000000}},
+        "bob@example.com": {"password": "bob-pw"},
+        "off@example.com": {"password": "off-pw", "answer": {"enabled": false}},
+        "carl@example.com": {"password": "carl-pw", "answer": {"mailbox": "carl.box"}},
+    }));
+    let (rcpt, stored) = lmtp_deliver(&server, "carl@example.com");
+    assert!(rcpt.starts_with("250") && stored.is_some(), "{rcpt}");
+    assert!(record(&server, "carl.box").is_some());
+    assert!(lmtp_deliver(&server, "off@example.com").0.starts_with("550 5.1.1"));
 
     // Remembered: a poll every minute is not a call every minute.
     let (calls, _) = services.calls(&pki);

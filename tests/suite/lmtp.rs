@@ -31,7 +31,7 @@ pub fn reply(c: &mut Client) -> Vec<String> {
 }
 
 /// Sends a command and returns the (last line of its) reply.
-fn say(c: &mut Client, command: &str) -> String {
+pub fn say(c: &mut Client, command: &str) -> String {
     c.send(format!("{command}\r\n").as_bytes());
     reply(c).pop().unwrap()
 }
