@@ -33,7 +33,8 @@ use directory::{Breaker, Directory, Entry};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, info, warn};
 
 /// What a client proved.
 #[derive(Clone, Copy)]
@@ -58,6 +59,8 @@ pub struct Authenticator {
     /// Successful directory checks: the directory's answer, under a keyed hash of the login.
     remembered: VerifiedCache<Entry>,
     mailbox_format: String,
+    /// `auth_backend`, for traces.
+    backend: &'static str,
     oauth: Option<oauth::OAuth>,
     scram: bool,
     scram_iterations: u32,
@@ -146,6 +149,11 @@ impl Authenticator {
                 config.credential_cache_entries as usize,
             ),
             mailbox_format: config.auth_mailbox_format.clone(),
+            backend: match config.auth_backend {
+                AuthBackend::Local => "local",
+                AuthBackend::Ldap => "ldap",
+                AuthBackend::Http => "http",
+            },
             oauth,
             // SCRAM needs stored credentials, which only the local backend has.
             scram: config.scram && config.auth_backend == AuthBackend::Local,
@@ -170,9 +178,7 @@ impl Authenticator {
         match proof {
             Proof::Password(password) => match &self.directory {
                 None => self.accounts.authenticate(user, password).await,
-                Some((directory, breaker)) => {
-                    self.directory_login(directory.as_ref(), breaker, user, password, peer).await
-                }
+                Some((directory, _)) => self.directory_login(directory.as_ref(), user, password, peer).await,
             },
             Proof::Scram => match AccountName::parse(user) {
                 Ok(name) => Ok(self.accounts.get_cached(&name).await?.filter(AccountRecord::can_log_in)),
@@ -182,10 +188,48 @@ impl Authenticator {
         }
     }
 
+    /// One call to the directory behind the circuit breaker, timed (metric and `hash_ms` of
+    /// the login span) and traced as `auth.directory`: its answer, or why there is none.
+    async fn ask(
+        &self,
+        call: &'static str,
+        query: impl std::future::Future<Output = Result<Option<Entry>, directory::DirectoryError>>,
+    ) -> Result<Option<Entry>, LoginError> {
+        let Some((_, breaker)) = &self.directory else { return Ok(None) };
+        // Never the login name or the password: what was asked and how it went.
+        let span = tracing::info_span!(
+            "auth.directory",
+            backend = self.backend,
+            call,
+            outcome = Empty,
+            otel.status_code = Empty
+        );
+        let started = Instant::now();
+        let answer = if breaker.admit(started) {
+            let answer = query.instrument(span.clone()).await;
+            breaker.record(answer.is_ok(), Instant::now());
+            crate::ops::metrics::metrics().directory_duration.observe(started.elapsed().as_secs_f64());
+            tracing::Span::current().record("hash_ms", started.elapsed().as_secs_f64() * 1000.0);
+            answer.map_err(|e| e.0)
+        } else {
+            Err("circuit breaker open after repeated failures".to_owned())
+        };
+        let outcome = match &answer {
+            Ok(Some(_)) => "accepted",
+            Ok(None) => "refused",
+            Err(_) => "unavailable",
+        };
+        span.record("outcome", outcome);
+        if let Err(e) = &answer {
+            span.record("otel.status_code", "ERROR");
+            warn!(parent: &span, error = %e, call, "directory unavailable");
+        }
+        answer.map_err(LoginError::Directory)
+    }
+
     async fn directory_login(
         &self,
         directory: &dyn Directory,
-        breaker: &Breaker,
         user: &str,
         password: &str,
         peer: IpAddr,
@@ -201,22 +245,7 @@ impl Authenticator {
             return Ok(None);
         }
         let _pending = self.accounts.enter()?;
-        if !breaker.admit(Instant::now()) {
-            return Err(LoginError::Directory("circuit breaker open after repeated failures".into()));
-        }
-        let started = Instant::now();
-        let answer = directory.verify(user, password, peer).await;
-        breaker.record(answer.is_ok(), Instant::now());
-        crate::ops::metrics::metrics().directory_duration.observe(started.elapsed().as_secs_f64());
-        tracing::Span::current().record("hash_ms", started.elapsed().as_secs_f64() * 1000.0);
-        let entry = match answer {
-            Ok(Some(entry)) => entry,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                warn!(error = %e, "directory unavailable");
-                return Err(LoginError::Directory(e.0));
-            }
-        };
+        let Some(entry) = self.ask("verify", directory.verify(user, password, peer)).await? else { return Ok(None) };
         let Some(name) = self.mailbox(user, &entry) else { return Ok(None) };
         let record = self.accounts.provision(&name, &entry.policy, self.messages.as_ref()).await?;
         if record.is_some() {
@@ -229,22 +258,11 @@ impl Authenticator {
     /// address (without its subaddress) is an enabled user: made now, as at a first login.
     /// `Ok(None)` without a directory, or for an address it does not know.
     pub async fn recipient(&self, address: &str) -> Result<Option<AccountRecord>, LoginError> {
-        let Some((directory, breaker)) = &self.directory else { return Ok(None) };
+        let Some((directory, _)) = &self.directory else { return Ok(None) };
         if !directory::sendable(address) {
             return Ok(None);
         }
-        if !breaker.admit(Instant::now()) {
-            return Err(LoginError::Directory("circuit breaker open after repeated failures".into()));
-        }
-        let started = Instant::now();
-        let answer = directory.lookup(address).await;
-        breaker.record(answer.is_ok(), Instant::now());
-        crate::ops::metrics::metrics().directory_duration.observe(started.elapsed().as_secs_f64());
-        let entry = match answer {
-            Ok(Some(entry)) => entry,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(LoginError::Directory(e.0)),
-        };
+        let Some(entry) = self.ask("lookup", directory.lookup(address)).await? else { return Ok(None) };
         let Some(name) = self.mailbox(address, &entry) else { return Ok(None) };
         Ok(self.accounts.provision(&name, &entry.policy, self.messages.as_ref()).await?)
     }
@@ -267,19 +285,29 @@ impl Authenticator {
 
     async fn bearer_login(&self, authzid: &str, token: &str) -> Result<Option<AccountRecord>, LoginError> {
         let Some(oauth) = &self.oauth else { return Ok(None) };
-        let verdict =
-            oauth.verify(token).await.map_err(|e| LoginError::Directory(format!("identity provider: {e}")))?;
+        // Never the token or its claims: whether it was valid, and why not.
+        let span = tracing::info_span!("auth.token", outcome = Empty, reason = Empty, otel.status_code = Empty);
+        let verdict = oauth.verify(token).instrument(span.clone()).await.map_err(|e| {
+            span.record("outcome", "unavailable");
+            span.record("otel.status_code", "ERROR");
+            LoginError::Directory(format!("identity provider: {e}"))
+        })?;
         let user = match verdict {
-            Ok(user) => user,
+            Ok(user) if authzid.is_empty() || authzid.eq_ignore_ascii_case(&user) => user,
+            Ok(_) => {
+                span.record("outcome", "refused");
+                span.record("reason", "names another user");
+                info!("bearer token names another user than the one logging in");
+                return Ok(None);
+            }
             Err(e) => {
+                span.record("outcome", "refused");
+                span.record("reason", e.to_string());
                 info!(reason = %e, "bearer token refused");
                 return Ok(None);
             }
         };
-        if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(&user) {
-            info!("bearer token names another user than the one logging in");
-            return Ok(None);
-        }
+        span.record("outcome", "valid");
         let Some(name) = self.mailbox(&user, &Entry::default()) else { return Ok(None) };
         match &self.directory {
             // Directory users' mailboxes are made at their first login, token or password.

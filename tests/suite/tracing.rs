@@ -279,3 +279,67 @@ fn an_lmtp_delivery_is_traced_and_retrieval_links_to_it() {
     assert_eq!(retr.links.len(), 1, "the RETR span has no link to its LMTP delivery");
     assert_eq!(retr.links[0].span_id, deliver.span_id);
 }
+
+#[test]
+fn directory_and_token_checks_are_traced_without_secrets() {
+    use common::identity::{DIRECTORY_TOKEN, IdentityServices, Pki};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (collector, addr, _stop) = Collector::start(&rt);
+    let pki = Pki::new();
+    let services = IdentityServices::start(&pki);
+    services.set_users(serde_json::json!({"dir-user@example.com": {"password": "directory pw"}}));
+    services.new_key("k1", "ES256");
+    let ca = pki.path("ca.pem").display().to_string();
+    let mut env = otel_env(addr);
+    for (key, value) in [
+        ("CLOUDPOP_AUTH_BACKEND", "http".to_owned()),
+        ("CLOUDPOP_AUTH_HTTP_URL", services.url("/auth")),
+        ("CLOUDPOP_AUTH_HTTP_TOKEN", DIRECTORY_TOKEN.into()),
+        ("CLOUDPOP_AUTH_HTTP_CA_FILE", ca.clone()),
+        ("CLOUDPOP_AUTH_HTTP_CLIENT_CERT", pki.path("client.pem").display().to_string()),
+        ("CLOUDPOP_AUTH_HTTP_CLIENT_KEY", pki.path("client.key").display().to_string()),
+        ("CLOUDPOP_OAUTH_JWKS_URL", services.url("/jwks.json")),
+        ("CLOUDPOP_OAUTH_ISSUER", "https://idp".into()),
+        ("CLOUDPOP_OAUTH_AUDIENCE", "pop".into()),
+        ("CLOUDPOP_OAUTH_CA_FILE", ca),
+    ] {
+        env.push((key.into(), value));
+    }
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    Client::login(server.pop3, "dir-user@example.com", "directory pw").cmd("QUIT");
+    let claims = |exp: &str| serde_json::json!({"iss": "https://idp", "aud": "pop", "email": "dir-user@example.com", "exp": exp});
+    let (good, expired) = (services.mint("k1", claims("+300"), None), services.mint("k1", claims("-300"), None));
+    for token in [&good, &expired] {
+        let mut c = Client::connect(server.pop3);
+        let response = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("user=dir-user@example.com\x01auth=Bearer {token}\x01\x01"),
+        );
+        let reply = c.cmd(&format!("AUTH XOAUTH2 {response}"));
+        if reply.starts_with("+ ") {
+            c.cmd("");
+        } else {
+            c.cmd("QUIT");
+        }
+    }
+    let spans = collector.wait_for(&["auth.directory", "auth.token"]);
+    let directory = one(&spans, "auth.directory");
+    let login = spans.iter().find(|s| s.span_id == directory.parent_span_id).expect("the directory call's parent");
+    assert_eq!(login.name, "pop3.login");
+    assert_eq!(attr(directory, "backend").as_deref(), Some("http"));
+    assert_eq!(attr(directory, "call").as_deref(), Some("verify"));
+    assert_eq!(attr(directory, "outcome").as_deref(), Some("accepted"));
+    let tokens: Vec<&Span> = spans.iter().filter(|s| s.name == "auth.token").collect();
+    let outcomes: Vec<(Option<String>, Option<String>)> =
+        tokens.iter().map(|s| (attr(s, "outcome"), attr(s, "reason"))).collect();
+    assert!(outcomes.contains(&(Some("valid".into()), None)), "{outcomes:?}");
+    assert!(outcomes.contains(&(Some("refused".into()), Some("expired".into()))), "{outcomes:?}");
+    for (_, span) in collector.spans() {
+        for kv in &span.attributes {
+            let value = text(&kv.value);
+            for secret in ["directory pw", DIRECTORY_TOKEN, good.as_str(), expired.as_str()] {
+                assert!(!value.contains(secret), "{} carries a secret: {value}", span.name);
+            }
+        }
+    }
+}
