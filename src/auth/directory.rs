@@ -67,9 +67,10 @@ pub trait Directory: Send + Sync {
         peer: std::net::IpAddr,
     ) -> Result<Option<Entry>, DirectoryError>;
 
-    /// Whether `login` is an enabled user, without a password (a recipient arriving over
-    /// LMTP before the user's first login): the same answer as a good password would get.
-    async fn lookup(&self, login: &str) -> Result<Option<Entry>, DirectoryError>;
+    /// Whether `login` is an enabled user, without a password: for a recipient arriving over
+    /// LMTP before the user's first login (`protocol` "lmtp"), or for a bearer token's user
+    /// ("pop3"). The same answer as a good password would get.
+    async fn lookup(&self, login: &str, protocol: &'static str) -> Result<Option<Entry>, DirectoryError>;
 }
 
 /// Whether a login name may be sent to a directory at all: no control characters (NUL ends

@@ -8,8 +8,8 @@
 //! ```
 //!
 //! A lookup (is this an enabled user? asked for a recipient arriving over LMTP before the
-//! user's first login) sends `{"user": ..., "protocol": "lmtp", "lookup": true}` and no
-//! password; it gets the same answer a good password would.
+//! user's first login, or for a bearer token's user) sends `{"user": ..., "protocol": "lmtp"`
+//! (or `"pop3"`) `, "lookup": true}` and no password; it gets the answer a good password would.
 //!
 //! Answer: status 200 with `{"result": "ok"}` or `{"result": "fail"}`. With `ok`, optional
 //! fields: `mailbox` (the mailbox name; else `auth_mailbox_format`), `enabled` (false fails the
@@ -52,8 +52,8 @@ impl Directory for HttpDirectory {
         self.call(body).await
     }
 
-    async fn lookup(&self, login: &str) -> Result<Option<Entry>, DirectoryError> {
-        self.call(serde_json::json!({"user": login, "protocol": "lmtp", "lookup": true})).await
+    async fn lookup(&self, login: &str, protocol: &'static str) -> Result<Option<Entry>, DirectoryError> {
+        self.call(serde_json::json!({"user": login, "protocol": protocol, "lookup": true})).await
     }
 }
 

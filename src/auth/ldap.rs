@@ -17,6 +17,8 @@ use tracing::warn;
 
 /// LDAP result code for a wrong password or unknown bind DN.
 const INVALID_CREDENTIALS: u32 = 49;
+/// LDAP result code for a search base that does not exist.
+const NO_SUCH_OBJECT: u32 = 32;
 
 /// What the LDAP directory needs.
 pub struct LdapSettings {
@@ -191,8 +193,14 @@ impl LdapDirectory {
     ) -> Result<Option<SearchEntry>, DirectoryError> {
         let filter = directory::expand(&self.settings.user_filter, login, |v| ldap3::ldap_escape(v).into_owned());
         let found = conn.ldap.with_timeout(self.settings.timeout).search(base, scope, &filter, self.attributes()).await;
-        let (entries, result) = found.map_err(|e| DirectoryError(format!("LDAP search: {e}")))?.success_or_missing()?;
-        let _ = result;
+        let ldap3::SearchResult(entries, result) = found.map_err(|e| DirectoryError(format!("LDAP search: {e}")))?;
+        let entries = match result.rc {
+            0 => entries,
+            // noSuchObject: the base (or the DN template's entry) does not exist, so nobody is
+            // found; an answer, not an outage.
+            NO_SUCH_OBJECT => Vec::new(),
+            rc => return Err(DirectoryError(format!("LDAP search: result {rc}"))),
+        };
         match entries.len() {
             1 => Ok(Some(SearchEntry::construct(entries.into_iter().next().expect("one entry")))),
             0 => Ok(None),
@@ -248,23 +256,6 @@ impl LdapDirectory {
     }
 }
 
-/// A search's entries, or no answer. "No such object" (the base is missing) is an answer:
-/// nobody is found.
-trait SearchOutcome {
-    fn success_or_missing(self) -> Result<(Vec<ldap3::ResultEntry>, ldap3::LdapResult), DirectoryError>;
-}
-
-impl SearchOutcome for ldap3::SearchResult {
-    fn success_or_missing(self) -> Result<(Vec<ldap3::ResultEntry>, ldap3::LdapResult), DirectoryError> {
-        let ldap3::SearchResult(entries, result) = self;
-        match result.rc {
-            0 => Ok((entries, result)),
-            32 => Ok((Vec::new(), result)),
-            rc => Err(DirectoryError(format!("LDAP search: result {rc}"))),
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl Directory for LdapDirectory {
     async fn verify(
@@ -279,7 +270,7 @@ impl Directory for LdapDirectory {
         self.with_retry(|| self.check(login, password)).await
     }
 
-    async fn lookup(&self, login: &str) -> Result<Option<Entry>, DirectoryError> {
+    async fn lookup(&self, login: &str, _protocol: &'static str) -> Result<Option<Entry>, DirectoryError> {
         if !directory::sendable(login) {
             return Ok(None);
         }

@@ -58,6 +58,9 @@ pub struct Authenticator {
     directory: Option<(Arc<dyn Directory>, Breaker)>,
     /// Successful directory checks: the directory's answer, under a keyed hash of the login.
     remembered: VerifiedCache<Entry>,
+    /// Directory lookups made for bearer-token logins, by user: a cache of its own, so no
+    /// password can ever meet one of its entries.
+    looked_up: VerifiedCache<Entry>,
     mailbox_format: String,
     /// `auth_backend`, for traces.
     backend: &'static str,
@@ -145,6 +148,10 @@ impl Authenticator {
             messages,
             directory: directory.map(|d| (d, breaker())),
             remembered: VerifiedCache::new(
+                Duration::from_secs(config.credential_cache_secs),
+                config.credential_cache_entries as usize,
+            ),
+            looked_up: VerifiedCache::new(
                 Duration::from_secs(config.credential_cache_secs),
                 config.credential_cache_entries as usize,
             ),
@@ -262,7 +269,7 @@ impl Authenticator {
         if !directory::sendable(address) {
             return Ok(None);
         }
-        let Some(entry) = self.ask("lookup", directory.lookup(address)).await? else { return Ok(None) };
+        let Some(entry) = self.ask("lookup", directory.lookup(address, "lmtp")).await? else { return Ok(None) };
         let Some(name) = self.mailbox(address, &entry) else { return Ok(None) };
         Ok(self.accounts.provision(&name, &entry.policy, self.messages.as_ref()).await?)
     }
@@ -308,14 +315,25 @@ impl Authenticator {
             }
         };
         span.record("outcome", "valid");
-        let Some(name) = self.mailbox(&user, &Entry::default()) else { return Ok(None) };
-        match &self.directory {
-            // Directory users' mailboxes are made at their first login, token or password.
-            Some(_) => {
-                Ok(self.accounts.provision(&name, &directory::Policy::default(), self.messages.as_ref()).await?)
+        let Some((directory, _)) = &self.directory else {
+            let Some(name) = self.mailbox(&user, &Entry::default()) else { return Ok(None) };
+            return Ok(self.accounts.get_cached(&name).await?.filter(AccountRecord::can_log_in));
+        };
+        // With a directory, it still says whether the token's user is enabled, which mailbox is
+        // theirs and their policy, as for a password; its answer is remembered like one.
+        let entry = match self.looked_up.hit(&user, "", "") {
+            Some(entry) => entry,
+            None => {
+                if !directory::sendable(&user) {
+                    return Ok(None);
+                }
+                let Some(entry) = self.ask("lookup", directory.lookup(&user, "pop3")).await? else { return Ok(None) };
+                self.looked_up.remember(&user, "", "", entry.clone());
+                entry
             }
-            None => Ok(self.accounts.get_cached(&name).await?.filter(AccountRecord::can_log_in)),
-        }
+        };
+        let Some(name) = self.mailbox(&user, &entry) else { return Ok(None) };
+        Ok(self.accounts.provision(&name, &entry.policy, self.messages.as_ref()).await?)
     }
 
     /// The SCRAM credentials to challenge `user` with: the stored ones, or a decoy's (an

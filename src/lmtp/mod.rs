@@ -295,12 +295,15 @@ impl<'a> Session<'a> {
             }
             self.flush(stream).await?;
             let read = tokio::select! {
-                read = tokio::time::timeout(IDLE_TIMEOUT, read_some(stream, &mut buf)) => read,
+                // A shutdown under way wins over input that is waiting too: a session whose
+                // transaction finished during the drain is told to go, whatever it sends next.
+                biased;
                 () = self.ctx.closing.cancelled() => {
                     self.reply(421, "4.3.2", "Service shutting down, try again later");
                     self.flush(stream).await?;
                     return Ok(Next::Quit);
                 }
+                read = tokio::time::timeout(IDLE_TIMEOUT, read_some(stream, &mut buf)) => read,
             };
             match read {
                 Ok(Ok(0)) => return Ok(Next::Quit),

@@ -138,7 +138,7 @@ def serve(state, port_file, cert, key, client_ca, token):
             request = json.loads(body)
             with open(os.path.join(state, "users.json")) as f:
                 user = json.load(f).get(request["user"])
-            if request.get("lookup") is True and request.get("protocol") == "lmtp" and "password" not in request:
+            if request.get("lookup") is True and request.get("protocol") in ("lmtp", "pop3") and "password" not in request:
                 found = user is not None
             else:
                 found = user is not None and user["password"] == request["password"] and request.get("protocol") == "pop3"

@@ -222,8 +222,13 @@ fn http_directory_over_mutual_tls_with_policy_caching_and_a_circuit_breaker() {
         "bob@example.com": {"password": "bob-pw"},
         "off@example.com": {"password": "off-pw", "answer": {"enabled": false}},
     }));
+    services.new_key("k1", "ES256");
     let mut env = http_env(&pki, &services);
     env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
+    env.push(("CLOUDPOP_OAUTH_JWKS_URL".into(), services.url("/jwks.json")));
+    env.push(("CLOUDPOP_OAUTH_ISSUER".into(), "https://idp".into()));
+    env.push(("CLOUDPOP_OAUTH_AUDIENCE".into(), "pop".into()));
+    env.push(("CLOUDPOP_OAUTH_CA_FILE".into(), pki.path("ca.pem").display().to_string()));
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
 
     assert!(login(&server, "alice@example.com", "alice-pw").starts_with("+OK"));
@@ -246,6 +251,27 @@ fn http_directory_over_mutual_tls_with_policy_caching_and_a_circuit_breaker() {
     assert!(rcpt.starts_with("250") && stored.is_some(), "{rcpt}");
     assert!(record(&server, "carl.box").is_some());
     assert!(lmtp_deliver(&server, "off@example.com").0.starts_with("550 5.1.1"));
+
+    // A bearer token's user is still the directory's to enable and map: carl's token opens
+    // carl.box, and a valid token of a user the directory disabled opens nothing.
+    let token = |email: &str| {
+        let claims = serde_json::json!({"iss": "https://idp", "aud": "pop", "email": email, "exp": "+300"});
+        services.mint("k1", claims, None)
+    };
+    let xoauth2 = |email: &str| {
+        let mut c = Client::connect(server.pop3);
+        let response = STANDARD.encode(format!("user={email}\x01auth=Bearer {}\x01\x01", token(email)));
+        let reply = c.cmd(&format!("AUTH XOAUTH2 {response}"));
+        match reply.strip_prefix("+ ") {
+            Some(_) => c.cmd(""),
+            None => {
+                c.cmd("QUIT");
+                reply
+            }
+        }
+    };
+    assert!(xoauth2("carl@example.com").starts_with("+OK Logged in, maildrop has 1 messages"));
+    assert_eq!(xoauth2("off@example.com"), AUTH_FAILED);
 
     // Remembered: a poll every minute is not a call every minute.
     let (calls, _) = services.calls(&pki);
