@@ -3,6 +3,7 @@
 use super::*;
 use crate::protocol::dotstuff::{DotStuffer, TopCut};
 use crate::protocol::framing::{Frame, LineFramer};
+use crate::protocol::sasl::Presented;
 
 fn settings() -> Settings {
     Settings {

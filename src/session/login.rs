@@ -1,4 +1,5 @@
-//! Login: throttle check, password verification, the maildrop lock, LOGIN-DELAY and the
+//! Login: throttle check, credential checks (and what SCRAM needs from the connection: the
+//! stored credentials, a nonce, the channel binding), the maildrop lock, LOGIN-DELAY and the
 //! snapshot taken at login, each a stage with its own span (`pop3.login`, `maildrop.lock`,
 //! `maildrop.open`).
 
@@ -31,6 +32,21 @@ fn label(outcome: &LoginOutcome) -> &'static str {
 }
 
 impl Session<'_> {
+    /// The SCRAM credentials to challenge `user` with (a decoy's for an unknown user) and a
+    /// fresh server nonce, or why there are none.
+    pub(super) async fn scram_lookup(
+        &self,
+        user: &str,
+    ) -> Result<(crate::auth::scram::StoredCredentials, String), String> {
+        match self.ctx.backends.auth.scram_credentials(user).await {
+            Ok(credentials) => Ok((credentials, scram_nonce())),
+            Err(e) => {
+                warn!(error = %e, "SCRAM credentials lookup failed");
+                Err("account store unavailable".into())
+            }
+        }
+    }
+
     /// Verifies the credentials, locks the maildrop and takes the snapshot.
     pub(super) async fn login(&mut self, creds: Credentials) -> LoginOutcome {
         let mechanism = creds.mechanism.as_str();
@@ -229,4 +245,23 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// The connection's `tls-exporter` channel binding (RFC 9266) for SCRAM-SHA-256-PLUS. Only
+/// over TLS 1.3: a TLS 1.2 exporter is safe only with the extended master secret, which a
+/// server cannot confirm through rustls.
+pub(super) fn channel_binding<S>(stream: &tokio_rustls::server::TlsStream<S>) -> Option<Vec<u8>> {
+    let conn = stream.get_ref().1;
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None).ok()
+}
+
+/// A fresh SCRAM server nonce: 18 random bytes as base64 (no commas).
+fn scram_nonce() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).expect("operating system random source");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

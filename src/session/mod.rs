@@ -106,7 +106,7 @@ where
         let result = match (listener, ctx.tls.clone()) {
             (Listener::ImplicitTls, Some(tls)) => match Box::pin(conn.handshake(&tls, stream)).await {
                 Ok(tls_stream) => {
-                    let binding = channel_binding(&tls_stream);
+                    let binding = login::channel_binding(&tls_stream);
                     Box::pin(conn.session(true, binding).run(tls_stream, true)).await.map(|_| ())
                 }
                 Err(e) => Err(e),
@@ -117,7 +117,7 @@ where
                     Some(tls) => match Box::pin(conn.handshake(&tls, plain)).await {
                         Ok(tls_stream) => {
                             debug!("STLS handshake complete");
-                            let binding = channel_binding(&tls_stream);
+                            let binding = login::channel_binding(&tls_stream);
                             Box::pin(conn.session(true, binding).run(tls_stream, false)).await.map(|_| ())
                         }
                         Err(e) => Err(e),
@@ -176,17 +176,6 @@ impl<'a> Connection<'a> {
         self.span.record("tls.version", version);
         Ok(tls_stream)
     }
-}
-
-/// The connection's `tls-exporter` channel binding (RFC 9266) for SCRAM-SHA-256-PLUS. Only
-/// over TLS 1.3: a TLS 1.2 exporter is safe only with the extended master secret, which a
-/// server cannot confirm through rustls.
-fn channel_binding<S>(stream: &tokio_rustls::server::TlsStream<S>) -> Option<Vec<u8>> {
-    let conn = stream.get_ref().1;
-    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-        return None;
-    }
-    conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None).ok()
 }
 
 /// The protocol state of one stream (a connection has two after STLS).
@@ -466,14 +455,8 @@ impl<'a> Session<'a> {
                     self.machine.login_finished(outcome)
                 }
                 Step::ScramLookup { user } => {
-                    let found = self.ctx.backends.auth.scram_credentials(&user).await;
-                    self.machine.scram_lookup_finished(match found {
-                        Ok(credentials) => Ok((credentials, scram_nonce())),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "SCRAM credentials lookup failed");
-                            Err("account store unavailable".into())
-                        }
-                    })
+                    let found = self.scram_lookup(&user).await;
+                    self.machine.scram_lookup_finished(found)
                 }
                 Step::AuthFailed { reply, close } => {
                     self.flush(stream).await?;
@@ -574,14 +557,6 @@ fn verb_of(line: &[u8]) -> &'static str {
 /// (for example behind a TLS-terminating load balancer on a private network).
 fn plaintext_allowed(peer: SocketAddr, tls_active: bool, allow_configured: bool, loopback_exempt: bool) -> bool {
     tls_active || allow_configured || (loopback_exempt && peer.ip().to_canonical().is_loopback())
-}
-
-/// A fresh SCRAM server nonce: 18 random bytes as base64 (no commas).
-fn scram_nonce() -> String {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 18];
-    getrandom::fill(&mut bytes).expect("operating system random source");
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 pub(crate) fn session_id() -> String {
