@@ -274,7 +274,7 @@ impl Directory for LdapDirectory {
         if !directory::sendable(login) {
             return Ok(None);
         }
-        self.with_retry(|| self.find_user(login)).await
+        self.with_retry(|| async { Ok(self.find_user(login).await?.map(|found| self.entry(&found))) }).await
     }
 }
 
@@ -298,7 +298,7 @@ impl LdapDirectory {
     }
 
     /// The user's entry by the service account's search (or the DN template's entry).
-    async fn find_user(&self, login: &str) -> Result<Option<Entry>, DirectoryError> {
+    async fn find_user(&self, login: &str) -> Result<Option<SearchEntry>, DirectoryError> {
         let mut search = self.search.get().await?;
         let found = if self.settings.dn_template.is_empty() {
             self.find(&mut search, &self.settings.base_dn, Scope::Subtree, login).await?
@@ -307,7 +307,7 @@ impl LdapDirectory {
             self.find(&mut search, &dn, Scope::Base, login).await?
         };
         search.done();
-        Ok(found.map(|e| self.entry(&e)))
+        Ok(found)
     }
 
     async fn check(&self, login: &str, password: &str) -> Result<Option<Entry>, DirectoryError> {
@@ -323,10 +323,7 @@ impl LdapDirectory {
             conn.done();
             return Ok(found.map(|e| self.entry(&e)));
         }
-        let mut search = self.search.get().await?;
-        let found = self.find(&mut search, &self.settings.base_dn, Scope::Subtree, login).await?;
-        search.done();
-        let Some(found) = found else { return Ok(None) };
+        let Some(found) = self.find_user(login).await? else { return Ok(None) };
         let mut conn = self.binds.get().await?;
         let accepted = self.bind(&mut conn, &found.dn, password).await?;
         conn.done();

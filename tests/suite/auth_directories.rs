@@ -3,7 +3,7 @@
 //! outages (`[SYS/TEMP]`, never a false success) and the circuit breaker.
 
 use crate::common::identity::{
-    ADMIN_DN, ADMIN_PASSWORD, BASE, DIRECTORY_TOKEN, IdentityServices, LdapUser, Pki, Slapd,
+    ADMIN_DN, ADMIN_PASSWORD, BASE, DIRECTORY_TOKEN, IdentityServices, LdapUser, Pki, Slapd, auth_env,
 };
 use crate::common::{Client, Server, eventually};
 use crate::lmtp::say;
@@ -69,23 +69,17 @@ fn users() -> Vec<LdapUser<'static>> {
 }
 
 fn ldap_env(pki: &Pki, url: String) -> Vec<(String, String)> {
-    [
+    auth_env(vec![
         ("CLOUDPOP_AUTH_BACKEND", "ldap".to_owned()),
         ("CLOUDPOP_LDAP_URL", url),
         ("CLOUDPOP_LDAP_CA_FILE", pki.path("ca.pem").display().to_string()),
         ("CLOUDPOP_LDAP_BASE_DN", BASE.to_owned()),
         ("CLOUDPOP_LDAP_USER_FILTER", "(&(objectClass=inetOrgPerson)(uid=%n)(!(description=disabled)))".into()),
         ("CLOUDPOP_LDAP_ATTRIBUTES", "mailbox=mail, quota_messages=employeeNumber".into()),
-        ("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "1000".into()),
-        ("CLOUDPOP_THROTTLE_ADDRESS_FAILURES", "1000".into()),
-        ("CLOUDPOP_MAX_AUTH_FAILURES", "100".into()),
         ("CLOUDPOP_AUTH_BREAKER_FAILURES", "3".into()),
         ("CLOUDPOP_AUTH_BREAKER_SECS", "1".into()),
         ("CLOUDPOP_LDAP_TIMEOUT_MS", "2000".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    ])
 }
 
 #[test]
@@ -194,7 +188,7 @@ fn ldap_direct_bind_over_starttls_with_a_dn_template() {
 }
 
 fn http_env(pki: &Pki, services: &IdentityServices) -> Vec<(String, String)> {
-    [
+    auth_env(vec![
         ("CLOUDPOP_AUTH_BACKEND", "http".to_owned()),
         ("CLOUDPOP_AUTH_HTTP_URL", services.url("/auth")),
         ("CLOUDPOP_AUTH_HTTP_TOKEN", DIRECTORY_TOKEN.into()),
@@ -203,13 +197,7 @@ fn http_env(pki: &Pki, services: &IdentityServices) -> Vec<(String, String)> {
         ("CLOUDPOP_AUTH_HTTP_CLIENT_KEY", pki.path("client.key").display().to_string()),
         ("CLOUDPOP_AUTH_BREAKER_FAILURES", "3".into()),
         ("CLOUDPOP_AUTH_BREAKER_SECS", "1".into()),
-        ("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "1000".into()),
-        ("CLOUDPOP_THROTTLE_ADDRESS_FAILURES", "1000".into()),
-        ("CLOUDPOP_MAX_AUTH_FAILURES", "100".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    ])
 }
 
 #[test]

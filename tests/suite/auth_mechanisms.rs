@@ -2,7 +2,7 @@
 //! TLS 1.3 exporter, and OAUTHBEARER/XOAUTH2 with curl and with JWTs signed by PyJWT against a
 //! JWKS served over HTTPS: expired, wrong audience, wrong key, `alg: none`, and key rotation.
 
-use crate::common::identity::{IdentityServices, Pki};
+use crate::common::identity::{IdentityServices, Pki, auth_env};
 use crate::common::{Client, Server, eventually};
 use aws_lc_rs::{digest, hmac, pbkdf2};
 use base64::Engine as _;
@@ -121,20 +121,14 @@ fn scram_plus_binds_to_the_tls_connection_and_capa_lists_what_works() {
 }
 
 fn oauth_env(pki: &Pki, services: &IdentityServices) -> Vec<(String, String)> {
-    [
+    auth_env(vec![
         ("CLOUDPOP_OAUTH_JWKS_URL", services.url("/jwks.json")),
         ("CLOUDPOP_OAUTH_ISSUER", "https://idp.example.com".into()),
         ("CLOUDPOP_OAUTH_AUDIENCE", "cloudpop".into()),
         ("CLOUDPOP_OAUTH_USER_CLAIM", "email".into()),
         ("CLOUDPOP_OAUTH_CA_FILE", pki.path("ca.pem").display().to_string()),
         ("CLOUDPOP_OAUTH_SCOPE", "https://mail.example.com/pop".into()),
-        ("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "1000".into()),
-        ("CLOUDPOP_THROTTLE_ADDRESS_FAILURES", "1000".into()),
-        ("CLOUDPOP_MAX_AUTH_FAILURES", "100".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    ])
 }
 
 fn claims(email: &str) -> serde_json::Value {

@@ -318,6 +318,11 @@ fn values_schema_and_chart_refuse_bad_values_with_clear_messages() {
         (&["lmtp.trustedNetworks={everyone}"], "/lmtp/trustedNetworks/0"),
         (&["lmtp.subaddressSeparator=@"], "/lmtp/subaddressSeparator"),
     ];
+    assert_refused(cases);
+}
+
+/// Each set of `--set` pairs must fail to render with a message containing its fragment.
+pub(crate) fn assert_refused(cases: &[(&[&str], &str)]) {
     for (sets, fragment) in cases {
         match helm_template(&[], sets) {
             Ok(_) => panic!("{sets:?} was accepted"),

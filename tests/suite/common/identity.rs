@@ -8,6 +8,18 @@ use super::eventually;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// `CLOUDPOP_*` settings for a test, plus limits loose enough that a test's many deliberate
+/// failures from one address are not throttled or cut off.
+pub fn auth_env(settings: Vec<(&str, String)>) -> Vec<(String, String)> {
+    let loose = [
+        ("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "1000"),
+        ("CLOUDPOP_THROTTLE_ADDRESS_FAILURES", "1000"),
+        ("CLOUDPOP_MAX_AUTH_FAILURES", "100"),
+    ];
+    let loose = loose.into_iter().map(|(k, v)| (k, v.to_owned()));
+    settings.into_iter().chain(loose).map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/identity_services.py");
 
 /// A CA, a server certificate for localhost and 127.0.0.1, and a client certificate.
