@@ -322,7 +322,19 @@ fn directory_and_token_checks_are_traced_without_secrets() {
             c.cmd("QUIT");
         }
     }
-    let spans = collector.wait_for(&["auth.directory", "auth.token"]);
+    // Spans arrive in batches, a parent after its children: wait until both directory calls,
+    // both token checks and every one of their parents are in.
+    let arrived = || {
+        let spans: Vec<Span> = collector.spans().into_iter().map(|(_, s)| s).collect();
+        let named = |name: &str| spans.iter().filter(|s| s.name == name).count();
+        let parents_in = spans
+            .iter()
+            .filter(|s| s.name.starts_with("auth."))
+            .all(|child| spans.iter().any(|s| s.span_id == child.parent_span_id));
+        (named("auth.directory") == 2 && named("auth.token") == 2 && parents_in).then_some(spans)
+    };
+    common::eventually("the auth spans and their parents", || arrived().is_some());
+    let spans = arrived().unwrap();
     // The password login's check, and the lookup the valid token's login made (the expired
     // token never got that far), each under its login.
     let directory: Vec<&Span> = spans.iter().filter(|s| s.name == "auth.directory").collect();
