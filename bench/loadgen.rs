@@ -324,7 +324,8 @@ fn dovecot_user(corpus: &Corpus, dir: &Path, scheme: &str, name: &str, user: u64
 /// An argon2id hash at exactly the cost cloudpop uses for its own accounts.
 fn argon2id(password: &str) -> Result<String, String> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-    let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, cloudpop::hashing::params());
+    let hasher =
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, cloudpop::accounts::hashing::params());
     let salt = SaltString::generate(&mut OsRng);
     hasher.hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
 }

@@ -2,24 +2,24 @@
 //! service sees only the traits, so the embedded and the cloud deployment share every other line.
 
 use crate::accounts::Accounts;
+use crate::accounts::cache::{self, Announcer};
 use crate::auth::Authenticator;
 use crate::config::{Config, LocksKind, StoreKind};
-use crate::lock::MaildropLocks;
-use crate::lock::memory::MemoryLocks;
-use crate::lock::redis::RedisLocks;
-use crate::record_cache::{self, Announcer};
-use crate::redis_conn::{self, RedisSetupError};
-use crate::sessions::SessionRegistry;
-use crate::sessions::memory::MemorySessions;
-use crate::sessions::redis::RedisSessions;
+use crate::coord::lock::MaildropLocks;
+use crate::coord::lock::memory::MemoryLocks;
+use crate::coord::lock::redis::RedisLocks;
+use crate::coord::redis_link::{self, RedisSetupError};
+use crate::coord::registry::SessionRegistry;
+use crate::coord::registry::memory::MemorySessions;
+use crate::coord::registry::redis::RedisSessions;
+use crate::coord::throttle::memory::MemoryThrottle;
+use crate::coord::throttle::redis::RedisThrottle;
+use crate::coord::throttle::{Limits, LoginThrottle};
+use crate::coord::usage::{RedisUsage, Uncounted, UsageCounters};
 use crate::store::fs::FsStore;
 use crate::store::observed::Observed;
 use crate::store::s3::{S3Settings, S3Store};
 use crate::store::{MessageStore, StoreError};
-use crate::throttle::memory::MemoryThrottle;
-use crate::throttle::redis::RedisThrottle;
-use crate::throttle::{Limits, LoginThrottle};
-use crate::usage::{RedisUsage, Uncounted, UsageCounters};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,13 +79,13 @@ impl Backends {
                 Arc::new(Uncounted),
             ),
             LocksKind::Redis => {
-                let conn = redis_conn::connect(config)?;
+                let conn = redis_link::connect(config)?;
                 let prefix = &config.redis_key_prefix;
                 // A pool: record changes are announced, and heard, through Redis.
-                let channel = record_cache::channel(prefix);
+                let channel = cache::channel(prefix);
                 accounts.announce_through(Announcer::Redis { conn: conn.clone(), channel: channel.clone() });
                 if config.account_cache_secs > 0 {
-                    record_cache::spawn_feed(redis_conn::Subscriber::from_config(config)?, channel, accounts.records());
+                    cache::spawn_feed(redis_link::Subscriber::from_config(config)?, channel, accounts.records());
                 }
                 (
                     Arc::new(RedisLocks::new(conn.clone(), prefix)),
@@ -101,9 +101,18 @@ impl Backends {
 
     /// Checks cheaply that the store and the lock service answer (the readiness probe); the
     /// reason if not, without secrets.
-    pub async fn ping(&self) -> Result<(), String> {
+    pub async fn ping(&self) -> Result<(), Unreachable> {
         let (store, locks) = tokio::join!(self.messages.ping(), self.locks.ping());
-        store.map_err(|e| format!("message store: {e}"))?;
-        locks.map_err(|e| format!("lock service: {e}"))
+        store.map_err(Unreachable::Store)?;
+        locks.map_err(Unreachable::Locks)
     }
+}
+
+/// Which backend a readiness probe could not reach.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    #[error("message store: {0}")]
+    Store(crate::store::StoreError),
+    #[error("lock service: {0}")]
+    Locks(crate::coord::CoordError),
 }

@@ -28,7 +28,7 @@ impl AddressSlots {
     /// A slot for a connection from `addr`, or `None` when its network has `max` open.
     pub fn try_acquire(self: &Arc<Self>, addr: IpAddr) -> Option<AddressSlot> {
         let key = network_of(addr);
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::sync::lock(&self.open);
         let count = open.entry(key).or_insert(0);
         if *count >= self.max {
             return None;
@@ -39,13 +39,13 @@ impl AddressSlots {
 
     /// Client networks with at least one open connection.
     pub fn networks(&self) -> usize {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+        crate::sync::lock(&self.open).len()
     }
 }
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::sync::lock(&self.slots.open);
         if let Some(count) = open.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {

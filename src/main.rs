@@ -216,7 +216,7 @@ fn load_config(common: &CommonArgs) -> anyhow::Result<Config> {
     if let Some(dir) = &common.data_dir {
         config.data_dir = dir.clone();
     }
-    config.validate()?;
+    cloudpop::settings::resolve(&config)?;
     Ok(config)
 }
 
@@ -331,14 +331,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.tls_cert = Some(cert);
         config.tls_key = Some(key);
     }
-    config.validate()?;
+    let settings = cloudpop::settings::resolve(&config)?;
     let telemetry = cloudpop::telemetry::init(&config)?;
     for warning in warnings.into_iter().chain(config.advice()) {
         tracing::warn!("{warning}");
     }
     let (signals, received) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(forward_signals(signals));
-    let result = server::run(config, received).await;
+    let result = server::run(config, settings, received).await;
     // Export the spans still queued; this blocks for at most a few seconds.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     Ok(result?)

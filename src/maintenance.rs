@@ -5,7 +5,7 @@
 
 use crate::accounts::AccountError;
 use crate::backends::Backends;
-use crate::lock::held::{HeldLease, RemoveStopped, removed_ids};
+use crate::coord::lock::held::{HeldLease, RemoveStopped, removed_ids};
 use crate::names::AccountName;
 use crate::store::RemoveReport;
 use std::collections::{BTreeSet, HashMap, HashSet};

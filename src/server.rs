@@ -11,10 +11,12 @@
 use crate::backends::{BackendError, Backends};
 use crate::config::Config;
 use crate::limits::AddressSlots;
-use crate::ops::metrics::{GaugeGuard, ListenerLabels, RefusedLabels, metrics};
+use crate::metrics::{GaugeGuard, ListenerLabels, RefusedLabels, metrics};
 use crate::ops::readiness::Readiness;
-use crate::reload::{self, CertStore};
+use crate::reload;
 use crate::session::{self, Context, Listener};
+use crate::settings::Settings;
+use crate::tls::CertStore;
 use crate::tls::TlsError;
 use ipnet::IpNet;
 use std::io::Write;
@@ -77,14 +79,21 @@ async fn remove_leftovers(config: Arc<Config>) {
     }
 }
 
-/// Runs the service until the signals in `signals` (see [`Shutdown`]) have stopped it.
-pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>) -> Result<(), ServerError> {
-    config.validate()?;
+/// Runs the service with `settings` (resolved from `config`) until the signals in `signals` (see [`Shutdown`]) have stopped it.
+pub async fn run(
+    config: Config,
+    settings: Settings,
+    mut signals: mpsc::UnboundedReceiver<Shutdown>,
+) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let backends = Backends::from_config(&config).await?;
     info!(store = ?config.store, locks = ?config.locks, "backends ready");
     tokio::spawn(remove_leftovers(config.clone()));
-    let certs = CertStore::load(&config)?;
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => crate::tls::self_signed_paths(&config.data_dir)?,
+    };
+    let certs = CertStore::load(cert, key)?;
     let ctx = Arc::new(Context {
         config: config.clone(),
         backends: backends.clone(),
@@ -95,8 +104,9 @@ pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>)
     let trusted = Arc::new(config.proxy_networks()?);
 
     // Everything that can be wrong with the configuration fails here, before any readiness line.
-    let api_tls = crate::api::tls_acceptor(&config, &certs)?;
-    let api_tokens = reload::TokenStore::load(&config)?;
+    let api_tls = crate::api::tls_acceptor(&settings.api, &certs)?;
+    let api_tokens =
+        crate::api::tokens::TokenStore::load(settings.api.tokens.clone()).map_err(crate::api::ApiError::Tokens)?;
     let mut listeners = Vec::new();
     for (addr, role) in [(&config.pop3_listen, Listener::Plain), (&config.pop3s_listen, Listener::ImplicitTls)] {
         if addr.is_empty() {
@@ -115,7 +125,7 @@ pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>)
             Some((listener, settings))
         }
     };
-    let api = crate::api::bind(&config, &api_tokens.current()).await?;
+    let api = crate::api::bind(&settings.api, &api_tokens.current()).await?;
     if let Some((_, local)) = &api {
         announce("api", *local);
     }
@@ -129,11 +139,31 @@ pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>)
 
     let readiness = Readiness::default();
     let (background, stop_background) = (TaskTracker::new(), CancellationToken::new());
-    background.spawn(readiness.clone().probe_forever(backends.clone(), stop_background.clone()));
+    let probed = backends.clone();
+    let probe = move || {
+        let backends = probed.clone();
+        async move { backends.ping().await }
+    };
+    background.spawn(readiness.clone().probe_forever(probe, stop_background.clone()));
     if let Some((listener, _)) = ops {
         background.spawn(crate::ops::serve(listener, readiness.clone(), stop_background.clone()));
     }
-    background.spawn(reload::watch(config.clone(), certs, api_tokens.clone(), stop_background.clone()));
+    let reloadables: Vec<reload::Reloadable> = vec![
+        Box::new({
+            let certs = certs.clone();
+            move || {
+                certs.reload();
+            }
+        }),
+        Box::new({
+            let tokens = api_tokens.clone();
+            move || {
+                tokens.reload();
+            }
+        }),
+    ];
+    let interval = Duration::from_secs(config.reload_interval_secs);
+    background.spawn(reload::watch(interval, reloadables, stop_background.clone()));
     let sessions = TaskTracker::new();
     sessions.spawn(crate::sweeper::run(
         backends.clone(),
@@ -142,9 +172,16 @@ pub async fn run(config: Config, mut signals: mpsc::UnboundedReceiver<Shutdown>)
         ctx.closing.clone(),
     ));
     if let Some((listener, _)) = api {
-        let (config, closing, readiness) = (config.clone(), ctx.closing.clone(), readiness.clone());
+        let facts = Arc::new(crate::api::ServerFacts {
+            store: config.store.name(),
+            locks: config.locks.name(),
+            lock_lease: config.lock_lease(),
+            spool_dir: config.spool_dir(),
+            max_message_size: config.max_message_size,
+        });
+        let (closing, readiness) = (ctx.closing.clone(), readiness.clone());
         sessions.spawn(async move {
-            if let Err(e) = crate::api::serve(listener, config, backends, api_tls, api_tokens, readiness, closing).await
+            if let Err(e) = crate::api::serve(listener, facts, backends, api_tls, api_tokens, readiness, closing).await
             {
                 warn!(error = %e, "API stopped");
             }

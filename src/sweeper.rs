@@ -11,11 +11,11 @@
 //! logged and counted; the round goes on.
 
 use crate::backends::Backends;
-use crate::lock::held::{HeldLease, RemoveStopped, removed_ids};
+use crate::coord::lock::held::{HeldLease, RemoveStopped, removed_ids};
 use crate::names::AccountName;
 use crate::store::Upkeep;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -45,10 +45,6 @@ async fn read_ledger(backends: &Backends, name: &AccountName) -> Result<Ledger, 
     Ok(text.as_deref().map(parse_ledger).unwrap_or_default())
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// What one round did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Sweep {
@@ -68,7 +64,7 @@ pub async fn run(backends: Backends, interval: Duration, lease: Duration, shutdo
         }
         let outcome = sweep_once(&backends, interval, lease).instrument(info_span!("sweep")).await;
         if let Ok(Some(_)) = outcome {
-            crate::ops::metrics::metrics().sweep_rounds.inc();
+            crate::metrics::metrics().sweep_rounds.inc();
         }
         match outcome {
             Ok(Some(sweep)) if sweep.removed > 0 || sweep.failed > 0 => {
@@ -118,7 +114,7 @@ async fn sweep_all(backends: &Backends, round: &HeldLease, lease: Duration) -> R
 }
 
 async fn sweep_mailbox(backends: &Backends, name: &AccountName, lease: Duration) -> Result<usize, String> {
-    let now = now_secs();
+    let now = crate::clock::unix_secs();
     // Decided without the lock: most mailboxes have nothing due.
     let account = backends.accounts.get(name).await.map_err(|e| e.to_string())?;
     let keep_secs = account.and_then(|a| a.expire_days).map(|days| u64::from(days) * 86_400);
@@ -185,7 +181,7 @@ pub async fn record_session(backends: &Backends, name: &AccountName, retrieved: 
         }
     };
     let before = ledger.clone();
-    let now = now_secs();
+    let now = crate::clock::unix_secs();
     for id in retrieved {
         ledger.entry(id.clone()).or_insert(now);
     }

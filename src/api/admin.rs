@@ -3,7 +3,6 @@
 use super::proto::{self, *};
 use super::status;
 use crate::backends::Backends;
-use crate::config::Config;
 use crate::maintenance::{self, Which};
 use crate::names::AccountName;
 use crate::store::{AccountRecord, ids};
@@ -13,7 +12,7 @@ use tracing::info;
 
 pub struct AdminService {
     pub backends: Backends,
-    pub config: Arc<Config>,
+    pub facts: Arc<super::ServerFacts>,
 }
 
 const DEFAULT_PAGE: usize = 100;
@@ -59,7 +58,7 @@ impl AdminService {
 
     /// Deletes messages under the maildrop's lock (refused while a session holds it).
     async fn remove(&self, raw: &str, which: Which) -> Result<Response<DeleteMessagesResponse>, Status> {
-        let lease = self.config.lock_lease();
+        let lease = self.facts.lock_lease;
         let report = maintenance::delete_messages(&self.backends, raw, which, lease).await.map_err(status::account)?;
         if let Some((id, why)) = report.failed.first() {
             return Err(Status::unavailable(format!(
@@ -206,7 +205,7 @@ impl proto::admin_server::Admin for AdminService {
         request: Request<DeleteAccountRequest>,
     ) -> Result<Response<DeleteAccountResponse>, Status> {
         let raw = request.into_inner().name;
-        maintenance::delete_account(&self.backends, &raw, self.config.lock_lease()).await.map_err(status::account)?;
+        maintenance::delete_account(&self.backends, &raw, self.facts.lock_lease).await.map_err(status::account)?;
         info!(account = %raw.to_ascii_lowercase(), "account deleted");
         Ok(Response::new(DeleteAccountResponse {}))
     }
@@ -297,11 +296,10 @@ impl proto::admin_server::Admin for AdminService {
     }
 
     async fn get_server_info(&self, _: Request<GetServerInfoRequest>) -> Result<Response<ServerInfo>, Status> {
-        let lower = |s: String| s.to_ascii_lowercase();
         Ok(Response::new(ServerInfo {
             version: env!("CARGO_PKG_VERSION").into(),
-            store: lower(format!("{:?}", self.config.store)),
-            locks: lower(format!("{:?}", self.config.locks)),
+            store: self.facts.store.into(),
+            locks: self.facts.locks.into(),
             build: format!(
                 "{}-{}{}",
                 std::env::consts::ARCH,

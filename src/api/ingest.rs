@@ -4,7 +4,7 @@ use super::proto::{self, DeliverRequest, DeliverResponse, DeliveryStatus, Recipi
 use super::status;
 use crate::backends::Backends;
 use crate::delivery::{self, Outcome, Spooler};
-use crate::ops::metrics::{IngestLabels, ListenerLabels, metrics};
+use crate::metrics::{IngestLabels, ListenerLabels, metrics};
 use crate::store::TraceParent;
 use std::path::PathBuf;
 use tonic::{Request, Response, Status, Streaming};

@@ -1,22 +1,22 @@
 //! The gRPC management and ingest API: `cloudpop.v1.Admin`, `cloudpop.v1.Ingest`,
 //! `grpc.health.v1` (reflecting real readiness of the store and locks) and server reflection.
 //!
-//! Layout: [`proto`] (generated code only), [`auth`] (tokens and scopes), [`admin`],
-//! [`ingest`], [`status`] (domain errors to gRPC codes).
+//! Layout: [`proto`] (generated code only), [`auth`] (tokens and scopes), [`tokens`] (where
+//! they come from, reloaded), [`admin`], [`ingest`], [`status`] (domain errors to gRPC codes).
 
 pub mod admin;
 pub mod auth;
 pub mod ingest;
 pub mod proto;
 pub mod status;
+pub mod tokens;
 
 use crate::backends::Backends;
-use crate::config::Config;
 use crate::ops::readiness::{Readiness, State as ReadyState};
-use crate::reload::TokenStore;
-use crate::secret::Secret;
+use crate::tls::CertStore;
 use auth::{Scope, Tokens};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -45,27 +45,44 @@ pub enum ApiError {
     Cleartext(String),
 }
 
-/// Reads the tokens of both scopes from configuration, environment or files.
-pub fn tokens(config: &Config) -> Result<Tokens, ApiError> {
-    let read = |inline: Option<&Secret>, file| {
-        Secret::inline_or_file(inline, file).map(|s| s.map(|s| Tokens::parse_list(s.expose())).unwrap_or_default())
-    };
-    let admin =
-        read(config.api_admin_tokens.as_ref(), config.api_admin_tokens_file.as_deref()).map_err(ApiError::Tokens)?;
-    let ingest =
-        read(config.api_ingest_tokens.as_ref(), config.api_ingest_tokens_file.as_deref()).map_err(ApiError::Tokens)?;
-    Ok(Tokens::new(admin, ingest))
+/// What the API needs to start: `api_*` settings, resolved.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApiSettings {
+    /// Listen address; empty disables the API.
+    pub listen: String,
+    pub tokens: tokens::TokenSources,
+    /// Serve TLS (with the POP3 certificate).
+    pub tls: bool,
+    /// Require client certificates signed by this CA (mutual TLS); needs `tls`.
+    pub client_ca: Option<PathBuf>,
+    /// Serve cleartext on a non-loopback address (a service mesh encrypts it).
+    pub allow_cleartext: bool,
+}
+
+/// What the Admin service reports and uses that is not a backend.
+#[derive(Debug, Clone)]
+pub struct ServerFacts {
+    /// `fs` or `s3`.
+    pub store: &'static str,
+    /// `memory` or `redis`.
+    pub locks: &'static str,
+    /// The maildrop lease operators' deletions hold.
+    pub lock_lease: Duration,
+    /// Where Ingest spools incoming messages.
+    pub spool_dir: PathBuf,
+    /// Largest message Ingest accepts.
+    pub max_message_size: u64,
 }
 
 /// The API's TLS acceptor (when `api_tls`), built before anything starts so mistakes stop
 /// startup. It serves the POP3 certificate, and follows it when its files are replaced.
-pub fn tls_acceptor(config: &Config, certs: &crate::reload::CertStore) -> Result<Option<TlsAcceptor>, ApiError> {
-    if !config.api_tls {
+pub fn tls_acceptor(settings: &ApiSettings, certs: &CertStore) -> Result<Option<TlsAcceptor>, ApiError> {
+    if !settings.tls {
         return Ok(None);
     }
-    crate::tls::api_acceptor(certs.resolver(), config.api_client_ca.as_deref()).map(Some).map_err(|e| match e {
+    crate::tls::api_acceptor(certs.resolver(), settings.client_ca.as_deref()).map(Some).map_err(|e| match e {
         // Name the setting, so the operator knows which file to fix.
-        crate::tls::TlsError::Pem { path, message } if config.api_client_ca.as_ref() == Some(&path) => {
+        crate::tls::TlsError::Pem { path, message } if settings.client_ca.as_ref() == Some(&path) => {
             ApiError::Tls(format!("api_client_ca = {}: {message}", path.display()))
         }
         other => ApiError::Tls(other.to_string()),
@@ -81,7 +98,7 @@ fn tls_incoming(
 ) -> tokio_stream::wrappers::ReceiverStream<
     Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
 > {
-    use crate::ops::metrics::{TlsLabels, metrics};
+    use crate::metrics::{TlsLabels, metrics};
     let (ready, incoming) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -117,20 +134,23 @@ fn tls_incoming(
 
 /// Binds the API listener; returns it with its address (for port 0). Without any token the API
 /// could only refuse calls, so it is not started at all (and takes no port).
-pub async fn bind(config: &Config, tokens: &Tokens) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, ApiError> {
-    if config.api_listen.is_empty() {
+pub async fn bind(
+    settings: &ApiSettings,
+    tokens: &Tokens,
+) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, ApiError> {
+    if settings.listen.is_empty() {
         return Ok(None);
     }
     if tokens.is_empty() {
         info!("API not started: no api_admin_tokens or api_ingest_tokens configured");
         return Ok(None);
     }
-    let loopback = config.api_listen.parse::<SocketAddr>().is_ok_and(|a| a.ip().to_canonical().is_loopback());
-    if !loopback && !config.api_tls && !config.api_allow_cleartext {
-        return Err(ApiError::Cleartext(config.api_listen.clone()));
+    let loopback = settings.listen.parse::<SocketAddr>().is_ok_and(|a| a.ip().to_canonical().is_loopback());
+    if !loopback && !settings.tls && !settings.allow_cleartext {
+        return Err(ApiError::Cleartext(settings.listen.clone()));
     }
-    let bind_err = |source| ApiError::Bind { addr: config.api_listen.clone(), source };
-    let listener = tokio::net::TcpListener::bind(&config.api_listen).await.map_err(bind_err)?;
+    let bind_err = |source| ApiError::Bind { addr: settings.listen.clone(), source };
+    let listener = tokio::net::TcpListener::bind(&settings.listen).await.map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
     Ok(Some((listener, addr)))
 }
@@ -138,10 +158,10 @@ pub async fn bind(config: &Config, tokens: &Tokens) -> Result<Option<(tokio::net
 /// Serves the API on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    config: Arc<Config>,
+    facts: Arc<ServerFacts>,
     backends: Backends,
     tls: Option<TlsAcceptor>,
-    tokens: TokenStore,
+    tokens: tokens::TokenStore,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
@@ -150,15 +170,15 @@ pub async fn serve(
 
     let admin_tokens = tokens.clone();
     let admin = proto::admin_server::AdminServer::with_interceptor(
-        admin::AdminService { backends: backends.clone(), config: config.clone() },
+        admin::AdminService { backends: backends.clone(), facts: facts.clone() },
         move |req| admin_tokens.current().check(&req, Scope::Admin).map(|()| req),
     );
     let ingest_tokens = tokens.clone();
     // The proto promises chunks of up to 4 MiB: a frame is that plus its own encoding.
     let ingest = proto::ingest_server::IngestServer::new(ingest::IngestService {
         backends: backends.clone(),
-        spool_dir: config.spool_dir(),
-        max_message_size: config.max_message_size,
+        spool_dir: facts.spool_dir.clone(),
+        max_message_size: facts.max_message_size,
     })
     .max_decoding_message_size(MAX_CHUNK + 64);
     let ingest = tonic::service::interceptor::InterceptedService::new(ingest, move |req: tonic::Request<()>| {
@@ -181,7 +201,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(admin)
         .add_service(ingest);
-    info!(tls = config.api_tls, mutual_tls = config.api_client_ca.is_some(), "API serving");
+    info!(tls = tls.is_some(), "API serving");
     let result = match tls {
         Some(acceptor) => {
             let incoming = tls_incoming(listener, acceptor, shutdown.clone());

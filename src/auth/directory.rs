@@ -7,47 +7,12 @@ use std::time::{Duration, Instant};
 /// Longest login name sent to a directory, in bytes; longer ones fail without a call.
 pub const MAX_LOGIN_LEN: usize = 256;
 
-/// Per-user policy a directory may set; `None` keeps what the mailbox record says.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Policy {
-    pub login_delay_secs: Option<u64>,
-    /// `Some(None)`: keep messages for ever.
-    pub expire_days: Option<Option<u32>>,
-    pub quota_bytes: Option<u64>,
-    pub quota_messages: Option<u64>,
-}
-
-impl Policy {
-    /// Whether `record` already says everything this policy sets.
-    pub fn is_applied(&self, record: &crate::store::AccountRecord) -> bool {
-        self.login_delay_secs.is_none_or(|v| v == record.login_delay_secs)
-            && self.expire_days.is_none_or(|v| v == record.expire_days)
-            && self.quota_bytes.is_none_or(|v| v == record.quota_bytes)
-            && self.quota_messages.is_none_or(|v| v == record.quota_messages)
-    }
-
-    pub fn apply(&self, record: &mut crate::store::AccountRecord) {
-        if let Some(v) = self.login_delay_secs {
-            record.login_delay_secs = v;
-        }
-        if let Some(v) = self.expire_days {
-            record.expire_days = v;
-        }
-        if let Some(v) = self.quota_bytes {
-            record.quota_bytes = v;
-        }
-        if let Some(v) = self.quota_messages {
-            record.quota_messages = v;
-        }
-    }
-}
-
 /// A directory's answer for a good password of an enabled user.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entry {
     /// The mailbox the directory names; without one, `auth_mailbox_format` makes it.
     pub mailbox: Option<String>,
-    pub policy: Policy,
+    pub policy: crate::accounts::Policy,
 }
 
 /// The directory could not give an answer (down, slow, or answering nonsense).
@@ -147,7 +112,7 @@ impl Breaker {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, BreakerState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Whether a call may go out now.

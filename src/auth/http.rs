@@ -18,8 +18,9 @@
 //! JSON, a timeout) is no answer: the login gets `[SYS/TEMP]`, and the circuit breaker counts it
 //! (see [`super::directory::Breaker`]).
 
-use super::directory::{Directory, DirectoryError, Entry, Policy};
+use super::directory::{Directory, DirectoryError, Entry};
 use super::https::HttpsClient;
+use crate::accounts::Policy;
 use crate::secret::Secret;
 use serde_json::Value;
 

@@ -7,7 +7,8 @@
 //! section 5.1.2: a bind with a name and no password is an unauthenticated bind, which many
 //! servers answer with success), and so does a login with control characters or over 256 bytes.
 
-use super::directory::{self, Directory, DirectoryError, Entry, Policy};
+use super::directory::{self, Directory, DirectoryError, Entry};
+use crate::accounts::Policy;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -105,7 +106,7 @@ impl Pool {
             .map_err(|_| DirectoryError("LDAP: every pooled connection is busy".into()))?
             .map_err(|_| DirectoryError("LDAP: pool closed".into()))?;
         loop {
-            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let idle = crate::sync::lock(&self.idle).pop();
             match idle {
                 Some(mut ldap) => {
                     if !ldap.is_closed() {
@@ -136,14 +137,14 @@ impl Pool {
 impl Pool {
     /// Drops every idle connection (after a failure: they may all be dead).
     fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        crate::sync::lock(&self.idle).clear();
     }
 }
 
 impl Conn<'_> {
     /// Back into the pool for the next login.
     fn done(self) {
-        self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(self.ldap);
+        crate::sync::lock(&self.pool.idle).push(self.ldap);
     }
 }
 

@@ -12,7 +12,7 @@
 //! Failure is never silent: a directory that gives no answer (down, slow, nonsense, or its
 //! circuit breaker open) makes the login `[SYS/TEMP]`; there is no fallback to another
 //! backend. Successful directory checks are remembered like local ones
-//! ([`crate::verified`]), failures never are, so an outage cannot turn a remembered failure
+//! ([`crate::accounts::verified`]), failures never are, so an outage cannot turn a remembered failure
 //! into a success or the reverse.
 
 pub mod directory;
@@ -21,13 +21,13 @@ pub mod https;
 pub mod jwt;
 pub mod ldap;
 pub mod oauth;
-pub mod scram;
 
+use crate::accounts::verified::VerifiedCache;
 use crate::accounts::{Accounts, LoginError};
 use crate::config::{AuthBackend, Config};
 use crate::names::AccountName;
+use crate::protocol::scram;
 use crate::store::{AccountRecord, MessageStore};
-use crate::verified::VerifiedCache;
 use aws_lc_rs::hmac;
 use directory::{Breaker, Directory, Entry};
 use std::net::IpAddr;
@@ -215,7 +215,7 @@ impl Authenticator {
         let answer = if breaker.admit(started) {
             let answer = query.instrument(span.clone()).await;
             breaker.record(answer.is_ok(), Instant::now());
-            crate::ops::metrics::metrics().directory_duration.observe(started.elapsed().as_secs_f64());
+            crate::metrics::metrics().directory_duration.observe(started.elapsed().as_secs_f64());
             tracing::Span::current().record("hash_ms", started.elapsed().as_secs_f64() * 1000.0);
             answer.map_err(|e| e.0)
         } else {
@@ -243,7 +243,7 @@ impl Authenticator {
     ) -> Result<Option<AccountRecord>, LoginError> {
         if let Some(entry) = self.remembered.hit(user, password, "") {
             tracing::Span::current().record("hash_ms", 0.0);
-            crate::ops::metrics::metrics().credential_cache_hits.inc();
+            crate::metrics::metrics().credential_cache_hits.inc();
             // The record is read as at every login: disabled or deleted locally ends it.
             let Some(name) = self.mailbox(user, &entry) else { return Ok(None) };
             return Ok(self.accounts.get_cached(&name).await?.filter(AccountRecord::can_log_in));

@@ -9,7 +9,7 @@
 
 use super::https::{CallError, HttpsClient};
 use super::jwt::{self, Expectations, Key, TokenError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -46,7 +46,7 @@ impl OAuth {
     /// The user the token names; `Ok(Err(_))` for a token that is not valid, `Err` when no
     /// key set could be had.
     pub async fn verify(&self, token: &str) -> Result<Result<String, TokenError>, CallError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = crate::clock::unix_secs();
         let expect = Expectations {
             issuer: &self.settings.issuer,
             audience: &self.settings.audience,

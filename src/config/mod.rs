@@ -6,6 +6,7 @@ mod env;
 mod validate;
 
 pub use env::ENV_PREFIX;
+pub use validate::readable_file;
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -338,6 +339,16 @@ pub enum StoreKind {
     S3,
 }
 
+impl StoreKind {
+    /// The name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fs => "fs",
+            Self::S3 => "s3",
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -372,6 +383,16 @@ pub enum AuthBackend {
 pub enum LocksKind {
     Memory,
     Redis,
+}
+
+impl LocksKind {
+    /// The name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+        }
+    }
 }
 
 /// A configuration that could not be loaded or is not usable.

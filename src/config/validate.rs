@@ -1,6 +1,6 @@
 //! The checks every configuration passes before anything starts.
 
-use super::{AuthBackend, Config, ConfigError, LocksKind, RedisMode, StoreKind};
+use super::{Config, ConfigError, LocksKind, RedisMode, StoreKind};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -158,8 +158,6 @@ impl Config {
                 self.drain_delay_secs, self.shutdown_grace_secs
             ));
         }
-        self.validate_auth()?;
-        crate::telemetry::OtelSettings::from_config(self).map_err(ConfigError::Invalid)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
             return fail(format!("log = {:?} is not a valid filter", self.log));
         }
@@ -167,99 +165,8 @@ impl Config {
     }
 }
 
-impl Config {
-    /// The authentication settings (`auth_*`, `ldap_*`, `scram*`, `oauth_*`).
-    fn validate_auth(&self) -> Result<(), ConfigError> {
-        use crate::auth::directory::valid_template;
-        use crate::auth::https::check_url;
-        let fail = |msg: String| Err(ConfigError::Invalid(msg));
-        let ranges: [(&str, u64, u64, u64); 9] = [
-            ("auth_breaker_failures", self.auth_breaker_failures.into(), 1, 1000),
-            ("auth_breaker_secs", self.auth_breaker_secs, 1, 3600),
-            ("ldap_timeout_ms", self.ldap_timeout_ms, 100, 60_000),
-            ("ldap_pool_size", self.ldap_pool_size.into(), 1, 1024),
-            ("auth_http_timeout_ms", self.auth_http_timeout_ms, 100, 60_000),
-            ("scram_iterations", self.scram_iterations.into(), 4096, 10_000_000),
-            ("oauth_jwks_refresh_secs", self.oauth_jwks_refresh_secs, 60, 86_400),
-            ("oauth_leeway_secs", self.oauth_leeway_secs, 0, 600),
-            ("auth_mailbox_format length", self.auth_mailbox_format.len() as u64, 2, 256),
-        ];
-        for (key, value, min, max) in ranges {
-            if value < min || value > max {
-                return fail(format!("{key} = {value} is outside {min}..={max}"));
-            }
-        }
-        if !valid_template(&self.auth_mailbox_format) {
-            return fail("auth_mailbox_format may use only %u, %n, %d and %%".into());
-        }
-        match self.auth_backend {
-            AuthBackend::Local => {}
-            AuthBackend::Ldap => {
-                let loopback = |url: &str| {
-                    let host = url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
-                    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-                };
-                if !self.ldap_url.starts_with("ldaps://") && !self.ldap_url.starts_with("ldap://") {
-                    return fail(format!(
-                        "ldap_url = {:?} must be ldap://host:port or ldaps://host:port",
-                        self.ldap_url
-                    ));
-                }
-                if self.ldap_url.starts_with("ldap://") && !self.ldap_starttls && !loopback(&self.ldap_url) {
-                    return fail(
-                        "ldap_url is ldap:// to a host other than loopback: passwords would cross the network in \
-                         clear; use ldaps:// or ldap_starttls = true"
-                            .into(),
-                    );
-                }
-                if self.ldap_dn_template.is_empty() && self.ldap_base_dn.is_empty() {
-                    return fail(
-                        "auth_backend = \"ldap\" needs ldap_base_dn (search-then-bind) or ldap_dn_template".into(),
-                    );
-                }
-                let filter = &self.ldap_user_filter;
-                if !(filter.starts_with('(') && filter.ends_with(')') && valid_template(filter)) {
-                    return fail("ldap_user_filter must be an LDAP filter in parentheses using %u, %n or %d".into());
-                }
-                if !valid_template(&self.ldap_dn_template) {
-                    return fail("ldap_dn_template may use only %u, %n, %d and %%".into());
-                }
-                let password_given = self.ldap_bind_password.is_some() || self.ldap_bind_password_file.is_some();
-                if self.ldap_bind_dn.is_empty() == password_given {
-                    return fail("ldap_bind_dn and ldap_bind_password (inline or _file) go together".into());
-                }
-                crate::auth::ldap::parse_attributes(&self.ldap_attributes)
-                    .map_err(|e| ConfigError::Invalid(format!("ldap_attributes: {e}")))?;
-                readable_file("ldap_ca_file", self.ldap_ca_file.as_deref())?;
-                readable_file("ldap_bind_password_file", self.ldap_bind_password_file.as_deref())?;
-            }
-            AuthBackend::Http => {
-                check_url("auth_http_url", &self.auth_http_url).map_err(ConfigError::Invalid)?;
-                if self.auth_http_client_cert.is_some() != self.auth_http_client_key.is_some() {
-                    return fail("auth_http_client_cert and auth_http_client_key go together".into());
-                }
-                readable_file("auth_http_ca_file", self.auth_http_ca_file.as_deref())?;
-                readable_file("auth_http_client_cert", self.auth_http_client_cert.as_deref())?;
-                readable_file("auth_http_client_key", self.auth_http_client_key.as_deref())?;
-                readable_file("auth_http_token_file", self.auth_http_token_file.as_deref())?;
-            }
-        }
-        if self.scram && self.auth_backend != AuthBackend::Local {
-            return fail("scram = true needs auth_backend = \"local\": directories keep no SCRAM credentials".into());
-        }
-        if !self.oauth_jwks_url.is_empty() {
-            check_url("oauth_jwks_url", &self.oauth_jwks_url).map_err(ConfigError::Invalid)?;
-            if self.oauth_issuer.is_empty() || self.oauth_audience.is_empty() || self.oauth_user_claim.is_empty() {
-                return fail("oauth_jwks_url needs oauth_issuer, oauth_audience and oauth_user_claim".into());
-            }
-            readable_file("oauth_ca_file", self.oauth_ca_file.as_deref())?;
-        }
-        Ok(())
-    }
-}
-
 /// Checks that an optional file setting names a file.
-fn readable_file(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
+pub fn readable_file(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
     match path {
         Some(path) if !path.is_file() => {
             Err(ConfigError::Invalid(format!("{key} = {} is not a readable file", path.display())))

@@ -13,10 +13,10 @@ pub use crlf::CrlfNormalizer;
 pub use headers::HeaderCheck;
 
 use crate::accounts::Accounts;
-use crate::lock::MaildropLocks;
+use crate::coord::lock::MaildropLocks;
+use crate::coord::usage::{Usage, UsageCounters};
 use crate::names::{AccountName, InvalidName};
 use crate::store::{MarkerKey, MessageStore, StoreError, StoredMessage, TraceParent, ids};
-use crate::usage::{Usage, UsageCounters};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -373,7 +373,7 @@ async fn current_usage(
 
 /// The idempotency record of a stored message, with when it was stored.
 fn stored_record(id: &str) -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = crate::clock::unix_secs();
     format!("{id} stored {secs}")
 }
 
@@ -392,7 +392,7 @@ pub async fn deliver(
     spooler.read_from(input).await.map_err(|e| e.to_string())?;
     let message = spooler.finish().await.map_err(|e| e.to_string())?;
     // No idempotency key and no kept UIDL: nothing to claim.
-    let claims = crate::lock::memory::MemoryLocks::new();
+    let claims = crate::coord::lock::memory::MemoryLocks::new();
     match store_for(store, accounts, &claims, usage, &message, mailbox, &Options::default()).await {
         Outcome::Stored(stored) => Ok(stored),
         Outcome::Duplicate(id) => Err(format!("already delivered as {id}")),

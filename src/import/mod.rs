@@ -356,7 +356,7 @@ pub struct Tally(std::sync::Mutex<(Report, Progress)>);
 
 impl Tally {
     fn with<T>(&self, f: impl FnOnce(&mut Report, &mut Progress) -> T) -> T {
-        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = crate::sync::lock(&self.0);
         let (report, progress) = &mut *guard;
         f(report, progress)
     }
@@ -446,11 +446,6 @@ pub fn passwd_entries(text: &str) -> Vec<(usize, &str, &str)> {
             (n, name.trim(), password)
         })
         .collect()
-}
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ pub async fn import(sink: &Sink, source: &Source, user: &User, tally: &Tally) ->
     }
     messages.sort_by_key(|(n, _)| *n);
     tally.expect(messages.len() as u64);
-    let start_ms = super::now_ms();
+    let start_ms = crate::clock::unix_millis();
     for (index, (n, uidl)) in messages.iter().enumerate() {
         let what = format!("{} message {n} ({uidl})", user.mailbox);
         if sink.known(&user.mailbox, uidl).await {

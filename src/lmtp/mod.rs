@@ -17,8 +17,8 @@ pub mod trace;
 
 use crate::config::{Config, ConfigError};
 use crate::delivery::{self, DeliveryError, Outcome, Spooler};
+use crate::metrics::{GaugeGuard, IngestLabels, ListenerLabels, RefusedLabels, TlsLabels, metrics};
 use crate::names::AccountName;
-use crate::ops::metrics::{GaugeGuard, IngestLabels, ListenerLabels, RefusedLabels, TlsLabels, metrics};
 use crate::session::Context;
 use address::AddressRule;
 use command::{Command, Refusal};
@@ -66,7 +66,9 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let hostname = match config.lmtp_hostname.as_str() {
-            "" => Some(crate::sessions::host_name()).filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into()),
+            "" => Some(crate::coord::registry::host_name())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into()),
             name => name.to_owned(),
         };
         Ok(Self {
@@ -498,8 +500,7 @@ impl<'a> Session<'a> {
             };
             recorded.record("size", message.size);
             metrics().ingest_bytes.get_or_create(&ListenerLabels { listener: "lmtp" }).inc_by(message.size);
-            let now_secs =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let now_secs = crate::clock::unix_secs();
             let sender = self.sender.clone().unwrap_or_default();
             let helo = self.helo.clone().unwrap_or_default();
             let trace = trace::Trace {

@@ -1,10 +1,9 @@
 //! The operations surface: an HTTP listener (`ops_listen`) with `/metrics`, `/healthz` and
 //! `/readyz`, present whether or not the gRPC API is enabled.
 //!
-//! Layout: [`metrics`] (every Prometheus family), [`readiness`] (the probe loop and drain
-//! flag shared with gRPC health).
+//! Layout: [`readiness`] (the probe loop and drain flag shared with gRPC health); the
+//! Prometheus families it serves are [`crate::metrics`].
 
-pub mod metrics;
 pub mod readiness;
 
 use axum::Router;
@@ -43,7 +42,7 @@ pub async fn serve(listener: TcpListener, readiness: Readiness, stop: Cancellati
 async fn metrics_text() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        metrics::metrics().encode(),
+        crate::metrics::metrics().encode(),
     )
 }
 

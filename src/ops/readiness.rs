@@ -5,8 +5,8 @@
 //! `cloudpop_ready` gauge all read the same state, so they never disagree. Draining (after
 //! SIGTERM) turns readiness off at once, whatever the probes say.
 
-use super::metrics::metrics;
-use crate::backends::Backends;
+use crate::metrics::metrics;
+use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -75,14 +75,14 @@ impl Readiness {
         metrics().ready.set(0);
     }
 
-    fn record(&self, result: Result<(), String>) {
+    /// Records one probe: `None` when it succeeded, else why it failed.
+    fn record(&self, failure: Option<String>) {
         let was_ready = self.state.borrow().is_ready();
-        self.state.send_modify(|s| match result {
-            Ok(()) => {
+        self.state.send_modify(|s| {
+            if failure.is_none() {
                 s.last_ok = Some(Instant::now());
-                s.failure = None;
             }
-            Err(why) => s.failure = Some(why),
+            s.failure = failure;
         });
         let now = self.state.borrow().clone();
         metrics().ready.set(i64::from(now.is_ready()));
@@ -94,14 +94,21 @@ impl Readiness {
         }
     }
 
-    /// Probes the backends until `stop` is cancelled.
-    pub async fn probe_forever(self, backends: Backends, stop: CancellationToken) {
+    /// Runs `probe` (the store's and the lock service's cheapest requests) until `stop` is
+    /// cancelled; a failure's text (no secrets: backend error texts only) is what `/readyz` says.
+    pub async fn probe_forever<F, Fut, E>(self, probe: F, stop: CancellationToken)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
         loop {
-            let result = match tokio::time::timeout(PROBE_TIMEOUT, backends.ping()).await {
-                Ok(result) => result,
-                Err(_) => Err("probe timed out".into()),
+            let failure = match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("probe timed out".into()),
             };
-            self.record(result);
+            self.record(failure);
             tokio::select! {
                 () = tokio::time::sleep(PROBE_INTERVAL) => {}
                 () = stop.cancelled() => return,
@@ -118,15 +125,15 @@ mod tests {
     fn ready_only_after_a_fresh_successful_probe_and_never_while_draining() {
         let r = Readiness::default();
         assert!(!r.current().is_ready(), "ready before any probe");
-        r.record(Ok(()));
+        r.record(None);
         assert!(r.current().is_ready());
-        r.record(Err("lock service: redis: io error".into()));
+        r.record(Some("lock service: redis: io error".into()));
         assert!(!r.current().is_ready());
         assert!(r.current().describe().contains("redis"));
-        r.record(Ok(()));
+        r.record(None);
         assert!(r.current().is_ready());
         r.start_draining();
-        r.record(Ok(()));
+        r.record(None);
         assert!(!r.current().is_ready());
         assert!(r.current().describe().starts_with("draining"));
     }

@@ -8,7 +8,7 @@ use super::command::{self, Command};
 use super::maildrop::{Listing, MaildropView};
 use super::response::{self, Code};
 use super::sasl::{self, Credentials, Mechanism};
-use crate::auth::scram;
+use crate::protocol::scram;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 

@@ -2,9 +2,9 @@
 //! continuation lines of PLAIN, LOGIN, SCRAM-SHA-256(-PLUS), OAUTHBEARER and XOAUTH2.
 
 use super::{Machine, Phase, Step, unreachable_phase};
-use crate::auth::scram;
 use crate::protocol::response::{self, Code};
 use crate::protocol::sasl::{self, Credentials, Mechanism, Presented};
+use crate::protocol::scram;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 

@@ -5,7 +5,7 @@
 //! - [`command`]: a line -> [`command::Command`]
 //! - [`machine`]: the state machine; says what IO the driver must do next
 //! - [`maildrop`]: the snapshot taken at login and its DELE marks
-//! - [`sasl`]: PLAIN and LOGIN client responses
+//! - [`sasl`]: PLAIN and LOGIN client responses; [`scram`]: SCRAM-SHA-256 (RFC 5802, 7677)
 //! - [`dotstuff`]: streaming dot-stuffing and the `TOP` cut
 //! - [`response`]: response lines and codes
 //! - [`proxy`]: the PROXY protocol header of load balancers
@@ -18,3 +18,4 @@ pub mod maildrop;
 pub mod proxy;
 pub mod response;
 pub mod sasl;
+pub mod scram;

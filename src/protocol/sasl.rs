@@ -1,6 +1,6 @@
 //! Decodes the client's side of the SASL mechanisms of POP3 AUTH (RFC 5034): PLAIN (RFC 4616),
 //! LOGIN, OAUTHBEARER (RFC 7628) and XOAUTH2 (the form Google and Microsoft clients send).
-//! SCRAM's messages are read by [`crate::auth::scram`].
+//! SCRAM's messages are read by [`super::scram`].
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

@@ -6,10 +6,10 @@
 use super::Session;
 use crate::accounts::LoginError;
 use crate::auth::Proof;
-use crate::lock::LeaseToken;
-use crate::lock::held::HeldLease;
+use crate::coord::lock::LeaseToken;
+use crate::coord::lock::held::HeldLease;
+use crate::metrics::{GaugeGuard, LoginLabels, OutcomeLabels, ReasonLabels, metrics};
 use crate::names::AccountName;
-use crate::ops::metrics::{GaugeGuard, LoginLabels, OutcomeLabels, ReasonLabels, metrics};
 use crate::protocol::machine::LoginOutcome;
 use crate::protocol::maildrop::Listing;
 use crate::protocol::sasl::{Credentials, Presented};
@@ -37,7 +37,7 @@ impl Session<'_> {
     pub(super) async fn scram_lookup(
         &self,
         user: &str,
-    ) -> Result<(crate::auth::scram::StoredCredentials, String), String> {
+    ) -> Result<(crate::protocol::scram::StoredCredentials, String), String> {
         match self.ctx.backends.auth.scram_credentials(user).await {
             Ok(credentials) => Ok((credentials, scram_nonce())),
             Err(e) => {
@@ -190,16 +190,13 @@ impl Session<'_> {
     /// Registers the session and starts renewing its lease.
     async fn hold(&self, name: &AccountName, token: LeaseToken) -> HeldLease {
         let ctx = self.ctx;
-        let info = crate::sessions::SessionInfo {
+        let info = crate::coord::registry::SessionInfo {
             id: self.id.clone(),
             account: name.to_string(),
             peer: self.peer.to_string(),
-            frontend: crate::sessions::frontend_name(),
+            frontend: crate::coord::registry::frontend_name(),
             tls: self.machine.tls_active(),
-            started_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            started_unix: crate::clock::unix_secs(),
         };
         let registration = Some((ctx.backends.sessions.clone(), info));
         HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.config.lock_lease(), registration).await

@@ -6,7 +6,7 @@
 //!
 //! Layout: this file (the connection, its span and the read loop), [`login`] (credentials,
 //! lock, snapshot), [`retrieve`] (RETR/TOP streaming and UPDATE), [`proxied`] (PROXY
-//! headers). The held maildrop lock is [`crate::lock::held::HeldLease`].
+//! headers). The held maildrop lock is [`crate::coord::lock::held::HeldLease`].
 
 mod login;
 pub mod proxied;
@@ -14,8 +14,8 @@ mod retrieve;
 
 use crate::backends::Backends;
 use crate::config::Config;
-use crate::lock::held::HeldLease;
-use crate::ops::metrics::{GaugeGuard, TlsLabels, VerbLabels, metrics};
+use crate::coord::lock::held::HeldLease;
+use crate::metrics::{GaugeGuard, TlsLabels, VerbLabels, metrics};
 use crate::protocol::framing::{Frame, LineFramer};
 use crate::protocol::machine::{self, Machine, Settings, Step};
 use crate::protocol::response::{self, Code};

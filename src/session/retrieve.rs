@@ -5,8 +5,8 @@
 //! it, when the delivery's trace context was kept with the message.
 
 use super::{Session, Transfer, WRITE_CHUNK};
-use crate::lock::held::{RemoveStopped, removed_ids};
-use crate::ops::metrics::{VerbLabels, metrics};
+use crate::coord::lock::held::{RemoveStopped, removed_ids};
+use crate::metrics::{VerbLabels, metrics};
 use crate::protocol::dotstuff::{DotStuffer, TopCut};
 use crate::protocol::machine::UpdateOutcome;
 use crate::protocol::response::{self, Code};

@@ -7,7 +7,6 @@
 //! POP3 shows the old UIDL, so clients do not download the mailbox again.
 
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Length of every id this module makes.
 pub const ID_LEN: usize = 28;
@@ -19,7 +18,7 @@ pub const MAX_UIDL_LEN: usize = 70;
 
 /// A fresh id, greater than every id made before it by this process.
 pub fn new_message_id() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now = crate::clock::unix_millis();
     id_at(now)
 }
 
@@ -35,7 +34,7 @@ pub fn new_message_id_at(received_ms: u64) -> String {
 
 fn id_at(now: u64) -> String {
     let (ms, seq) = {
-        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = crate::sync::lock(&LAST);
         *last = if now > last.0 {
             (now, 0)
         } else if last.1 == u16::MAX {

@@ -275,7 +275,7 @@ pub struct AccountRecord {
     #[serde(default)]
     pub incarnation: u64,
     /// SCRAM-SHA-256 credentials derived from the same password (`scram = true`), in the form
-    /// of [`crate::auth::scram::StoredCredentials`]; never the password.
+    /// of [`crate::protocol::scram::StoredCredentials`]; never the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scram_sha256: Option<String>,
 }

@@ -7,8 +7,8 @@ use super::{
     AccountRecord, AccountStore, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError,
     StoredMessage, TraceParent,
 };
+use crate::metrics::metrics;
 use crate::names::AccountName;
-use crate::ops::metrics::metrics;
 use async_trait::async_trait;
 use std::cell::Cell;
 use std::time::Instant;

@@ -6,7 +6,7 @@
 //! increment per span, never a wait. [`Counting`] counts the spans of batches the collector
 //! did not accept. Both feed `cloudpop_spans_dropped_total`.
 
-use crate::ops::metrics::metrics;
+use crate::metrics::metrics;
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;

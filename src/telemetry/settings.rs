@@ -117,7 +117,7 @@ impl OtelSettings {
         put("service.version", env!("CARGO_PKG_VERSION").to_owned());
         // The pod name where Kubernetes provides it (downward API), else host and process.
         let instance = std::env::var("POD_NAME").ok().filter(|n| !n.is_empty());
-        put("service.instance.id", instance.unwrap_or_else(crate::sessions::frontend_name));
+        put("service.instance.id", instance.unwrap_or_else(crate::coord::registry::frontend_name));
         if config.otel_sdk_disabled {
             return Ok(None);
         }

@@ -5,18 +5,18 @@ use crate::common;
 use crate::conformance;
 
 use cloudpop::config::{Config, RedisMode};
-use cloudpop::lock::MaildropLocks;
-use cloudpop::lock::memory::MemoryLocks;
-use cloudpop::lock::redis::RedisLocks;
+use cloudpop::coord::lock::MaildropLocks;
+use cloudpop::coord::lock::memory::MemoryLocks;
+use cloudpop::coord::lock::redis::RedisLocks;
+use cloudpop::coord::registry::SessionRegistry;
+use cloudpop::coord::registry::memory::MemorySessions;
+use cloudpop::coord::registry::redis::RedisSessions;
+use cloudpop::coord::throttle::LoginThrottle;
+use cloudpop::coord::throttle::memory::MemoryThrottle;
+use cloudpop::coord::throttle::redis::RedisThrottle;
 use cloudpop::names::AccountName;
-use cloudpop::sessions::SessionRegistry;
-use cloudpop::sessions::memory::MemorySessions;
-use cloudpop::sessions::redis::RedisSessions;
 use cloudpop::store::fs::FsStore;
 use cloudpop::store::s3::{S3Settings, S3Store};
-use cloudpop::throttle::LoginThrottle;
-use cloudpop::throttle::memory::MemoryThrottle;
-use cloudpop::throttle::redis::RedisThrottle;
 use common::cloud::{Redis, RedisCluster, RedisSentinel, S3, S3_ACCESS_KEY, S3_SECRET_KEY, SENTINEL_MASTER};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +78,7 @@ struct Coordination {
 }
 
 fn redis_coordination(config: &Config) -> Coordination {
-    let conn = cloudpop::redis_conn::connect(config).unwrap();
+    let conn = cloudpop::coord::redis_link::connect(config).unwrap();
     Coordination {
         locks: Arc::new(RedisLocks::new(conn.clone(), "conformance:")),
         throttle: Arc::new(RedisThrottle::new(conn.clone(), "conformance:", conformance::throttle_limits())),
@@ -232,7 +232,7 @@ mod redis_sentinel {
 
 mod redis_tls {
     use super::*;
-    use cloudpop::lock::MaildropLocks;
+    use cloudpop::coord::lock::MaildropLocks;
 
     /// rediss:// with a private CA and a password: the locks work the same over TLS.
     #[tokio::test]
@@ -246,11 +246,11 @@ mod redis_tls {
             redis_tls_ca_file: Some(cert.clone()),
             ..Config::default()
         };
-        let locks = RedisLocks::new(cloudpop::redis_conn::connect(&config).unwrap(), "tls:");
+        let locks = RedisLocks::new(cloudpop::coord::redis_link::connect(&config).unwrap(), "tls:");
         conformance::locks_are_exclusive_leases(&locks).await;
 
         let wrong = Config { redis_password: Some(cloudpop::secret::Secret::new("wrong")), ..config };
-        let locks = RedisLocks::new(cloudpop::redis_conn::connect(&wrong).unwrap(), "tls:");
+        let locks = RedisLocks::new(cloudpop::coord::redis_link::connect(&wrong).unwrap(), "tls:");
         let name = cloudpop::names::AccountName::parse("x").unwrap();
         assert!(locks.acquire(&name, Duration::from_secs(1)).await.is_err(), "a wrong password was accepted");
     }

@@ -33,7 +33,7 @@ use crate::store::s3::KeyLayout;
 use crate::store::{MaildropView, StoreError, StoredMessage, Upkeep};
 use md5::{Digest, Md5};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tracing::warn;
 
 /// How far behind its writer's listing an index's watermark is.
@@ -122,10 +122,6 @@ pub fn watermark_at(now_ms: u64) -> String {
     format!("{:012x}{}", ms & 0xffff_ffff_ffff, "f".repeat(ID_LEN - 12))
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// Whether a message with this id committed now must leave a late-arrival marker.
 pub fn is_late(id: &str, now_ms: u64) -> bool {
     now_ms.saturating_sub(received_ms(id)) > LATE.as_millis() as u64
@@ -186,7 +182,7 @@ impl S3Store {
     }
 
     async fn try_read(&self, maildrop: &AccountName) -> Result<Option<Read>, StoreError> {
-        let now = now_ms();
+        let now = crate::clock::unix_millis();
         let index_prefix = self.keys.indexes(maildrop);
         let index_keys: Vec<String> =
             self.list_page(&index_prefix, 100).await?.into_iter().map(|(key, _)| key).collect();
@@ -249,7 +245,7 @@ impl S3Store {
         fence: u64,
         removing: &[String],
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = crate::clock::unix_millis();
         let read = self.read_maildrop(maildrop).await?;
         let index_prefix = self.keys.indexes(maildrop);
         if read.index_keys.iter().filter_map(|k| KeyLayout::fence_of(&index_prefix, k)).any(|f| f > fence) {
@@ -312,7 +308,7 @@ mod tests {
 
     fn sample() -> Index {
         Index {
-            watermark: watermark_at(now_ms()),
+            watermark: watermark_at(crate::clock::unix_millis()),
             messages: vec![
                 StoredMessage { id: new_message_id_at(1_600_000_000_000), size: 12 },
                 StoredMessage { id: with_uidl(&new_message_id_at(1_600_000_000_001), "old-7"), size: 0 },
@@ -351,7 +347,7 @@ mod tests {
 
     #[test]
     fn the_watermark_lags_and_orders_like_ids() {
-        let now = now_ms();
+        let now = crate::clock::unix_millis();
         let fresh = new_message_id();
         assert!(watermark_at(now).as_str() < fresh.as_str(), "a new id must sort after the watermark");
         let old = new_message_id_at(now - LAG.as_millis() as u64 - 1);
@@ -362,7 +358,7 @@ mod tests {
 
     #[test]
     fn lateness_comes_from_the_id() {
-        let now = now_ms();
+        let now = crate::clock::unix_millis();
         assert!(!is_late(&new_message_id(), now));
         assert!(is_late(&new_message_id_at(now - LATE.as_millis() as u64 - 1000), now));
         let m = StoredMessage { id: with_uidl(&new_message_id(), "a.b"), size: 77 };

@@ -2,7 +2,7 @@
 //! status class (object stores bill per request), and notes the operation, status and attempt
 //! on the `store.*` span the request runs in.
 
-use crate::ops::metrics::{S3Labels, metrics};
+use crate::metrics::{S3Labels, metrics};
 use aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;

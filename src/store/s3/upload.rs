@@ -47,7 +47,7 @@ impl S3NewMessage {
     /// written meanwhile: its marker makes logins see it. Without the marker the message must
     /// not stay (it could be invisible forever), so a failed marker takes the message back.
     async fn mark_if_late(&self, stored: &StoredMessage) -> Result<(), StoreError> {
-        if !index::is_late(&stored.id, index::now_ms()) {
+        if !index::is_late(&stored.id, crate::clock::unix_millis()) {
             return Ok(());
         }
         let marker = format!("{}{}", self.late_prefix, index::late_name(stored));

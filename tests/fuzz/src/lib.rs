@@ -51,7 +51,8 @@ pub mod command_line {
 }
 
 pub mod sasl {
-    use cloudpop::auth::{jwt, scram};
+    use cloudpop::auth::jwt;
+    use cloudpop::protocol::scram;
     use cloudpop::protocol::sasl::{self, Presented};
 
     /// The SASL decoders on arbitrary client responses: never a panic; PLAIN credentials that
@@ -199,7 +200,7 @@ pub mod crlf_and_headers {
 }
 
 pub mod protocol_machine {
-    use cloudpop::auth::scram::StoredCredentials;
+    use cloudpop::protocol::scram::StoredCredentials;
     use cloudpop::protocol::framing::{Frame, LineFramer};
     use cloudpop::protocol::machine::{LoginOutcome, Machine, Settings, Step, UpdateOutcome};
     use cloudpop::protocol::maildrop::Listing;
@@ -394,7 +395,7 @@ pub mod lmtp {
 
 pub mod import_parsers {
     use cloudpop::import::{maildir::UidlFormat, mbox::Splitter, passwd_entries};
-    use cloudpop::password_schemes;
+    use cloudpop::accounts::schemes;
     use cloudpop::store::ids;
 
     /// The parsers of `cloudpop import` on arbitrary input: password fields, UIDL formats and

@@ -2,7 +2,7 @@
 //! these behaviours, so every backend must show them.
 #![allow(dead_code)]
 
-use cloudpop::lock::MaildropLocks;
+use cloudpop::coord::lock::MaildropLocks;
 use cloudpop::names::AccountName;
 use cloudpop::store::{AccountRecord, AccountStore, MessageStore, StoreError};
 use std::time::Duration;
@@ -232,7 +232,7 @@ pub async fn locks_are_exclusive_leases(locks: &dyn MaildropLocks) {
     assert!(locks.acquire(&md, ttl).await.unwrap().is_none(), "lock taken twice");
     assert!(locks.acquire(&name("conf-lock2"), ttl).await.unwrap().is_some(), "locks are per maildrop");
     assert!(locks.renew(&md, &token, ttl).await.unwrap());
-    let stranger = cloudpop::lock::LeaseToken::generate();
+    let stranger = cloudpop::coord::lock::LeaseToken::generate();
     assert!(!locks.renew(&md, &stranger, ttl).await.unwrap());
     locks.release(&md, &stranger).await.unwrap();
     assert!(locks.acquire(&md, ttl).await.unwrap().is_none(), "a stranger released our lock");
@@ -263,11 +263,11 @@ pub async fn expired_leases_free_themselves(locks: &dyn MaildropLocks) {
 }
 
 /// Limits the throttle cases are written for.
-pub fn throttle_limits() -> cloudpop::throttle::Limits {
-    cloudpop::throttle::Limits { window: Duration::from_secs(60), per_account: 3, per_address: 5 }
+pub fn throttle_limits() -> cloudpop::coord::throttle::Limits {
+    cloudpop::coord::throttle::Limits { window: Duration::from_secs(60), per_account: 3, per_address: 5 }
 }
 
-pub async fn throttle_counts_per_account_and_address(throttle: &dyn cloudpop::throttle::LoginThrottle) {
+pub async fn throttle_counts_per_account_and_address(throttle: &dyn cloudpop::coord::throttle::LoginThrottle) {
     let victim = name("conf-victim");
     let other = name("conf-other");
     let ip = |last: u8| std::net::IpAddr::from([192, 0, 2, last]);
@@ -290,7 +290,7 @@ pub async fn throttle_counts_per_account_and_address(throttle: &dyn cloudpop::th
 
 /// A success takes its count back, and makes its address trusted for the account: an attacker
 /// elsewhere cannot lock the owner out.
-pub async fn throttle_trusts_the_owners_address(throttle: &dyn cloudpop::throttle::LoginThrottle) {
+pub async fn throttle_trusts_the_owners_address(throttle: &dyn cloudpop::coord::throttle::LoginThrottle) {
     let owner = name("conf-owner");
     let home = std::net::IpAddr::from([198, 51, 100, 1]);
     let attacker = |i: u8| std::net::IpAddr::from([203, 0, 113, i]);
@@ -311,7 +311,7 @@ pub async fn throttle_trusts_the_owners_address(throttle: &dyn cloudpop::throttl
 
 /// Parallel attempts cannot all pass the check before any failure is counted.
 pub async fn throttle_admits_no_more_than_the_limit_in_parallel(
-    throttle: std::sync::Arc<dyn cloudpop::throttle::LoginThrottle>,
+    throttle: std::sync::Arc<dyn cloudpop::coord::throttle::LoginThrottle>,
 ) {
     let target = name("conf-parallel");
     let attempts: Vec<_> = (0..40u8)
@@ -332,7 +332,9 @@ pub async fn throttle_admits_no_more_than_the_limit_in_parallel(
 
 /// Parallel attempts at many accounts from one address: the address limit holds, and the
 /// accounts' counts of the refused attempts are taken back.
-pub async fn throttle_address_limit_holds_in_parallel(throttle: std::sync::Arc<dyn cloudpop::throttle::LoginThrottle>) {
+pub async fn throttle_address_limit_holds_in_parallel(
+    throttle: std::sync::Arc<dyn cloudpop::coord::throttle::LoginThrottle>,
+) {
     let address = std::net::IpAddr::from([10, 7, 7, 7]);
     let attempts: Vec<_> = (0..40)
         .map(|i| {
@@ -363,8 +365,8 @@ pub async fn throttle_address_limit_holds_in_parallel(throttle: std::sync::Arc<d
     assert_eq!(budgets, [vec![2; 5], vec![3; 35]].concat(), "accounts' budgets after attempts the address refused");
 }
 
-fn session(id: &str, started_unix: u64) -> cloudpop::sessions::SessionInfo {
-    cloudpop::sessions::SessionInfo {
+fn session(id: &str, started_unix: u64) -> cloudpop::coord::registry::SessionInfo {
+    cloudpop::coord::registry::SessionInfo {
         id: id.into(),
         account: format!("user-{id}"),
         peer: "192.0.2.1:5000".into(),
@@ -376,7 +378,7 @@ fn session(id: &str, started_unix: u64) -> cloudpop::sessions::SessionInfo {
 
 /// The pool's session registry: listed oldest first, ended on request, gone when
 /// unregistered or expired.
-pub async fn sessions_register_list_and_end(registry: &dyn cloudpop::sessions::SessionRegistry) {
+pub async fn sessions_register_list_and_end(registry: &dyn cloudpop::coord::registry::SessionRegistry) {
     let long = Duration::from_secs(60);
     registry.register(&session("b", 200), long).await.unwrap();
     registry.register(&session("a", 100), long).await.unwrap();

@@ -10,10 +10,10 @@
 //! within the deliveries that race each other, as they always were. The counters live in
 //! Redis (`usage:{<name>}`), shared by the pool; without Redis there are none ([`Uncounted`]).
 
-use crate::lock::LockError;
-use crate::lock::redis::unavailable;
+use crate::coord::CoordError;
+use crate::coord::redis_link::unavailable;
+use crate::coord::redis_link::{RedisConn, span};
 use crate::names::AccountName;
-use crate::redis_conn::{RedisConn, span};
 use crate::store::StoredMessage;
 use async_trait::async_trait;
 use redis::Script;
@@ -42,16 +42,16 @@ impl Usage {
 #[async_trait]
 pub trait UsageCounters: Send + Sync + 'static {
     /// The counter, if there is one.
-    async fn get(&self, maildrop: &AccountName) -> Result<Option<Usage>, LockError>;
+    async fn get(&self, maildrop: &AccountName) -> Result<Option<Usage>, CoordError>;
 
     /// Makes the counter from a listing, unless one exists already.
-    async fn start(&self, maildrop: &AccountName, usage: Usage) -> Result<(), LockError>;
+    async fn start(&self, maildrop: &AccountName, usage: Usage) -> Result<(), CoordError>;
 
     /// Adds to the counter (negative to take away), if it exists; never below zero.
-    async fn add(&self, maildrop: &AccountName, messages: i64, octets: i64) -> Result<(), LockError>;
+    async fn add(&self, maildrop: &AccountName, messages: i64, octets: i64) -> Result<(), CoordError>;
 
     /// Drops the counter: the next delivery that needs it counts again.
-    async fn forget(&self, maildrop: &AccountName) -> Result<(), LockError>;
+    async fn forget(&self, maildrop: &AccountName) -> Result<(), CoordError>;
 }
 
 /// No counters: every quota check lists the mailbox. The embedded default and in-process
@@ -62,19 +62,19 @@ pub struct Uncounted;
 
 #[async_trait]
 impl UsageCounters for Uncounted {
-    async fn get(&self, _: &AccountName) -> Result<Option<Usage>, LockError> {
+    async fn get(&self, _: &AccountName) -> Result<Option<Usage>, CoordError> {
         Ok(None)
     }
 
-    async fn start(&self, _: &AccountName, _: Usage) -> Result<(), LockError> {
+    async fn start(&self, _: &AccountName, _: Usage) -> Result<(), CoordError> {
         Ok(())
     }
 
-    async fn add(&self, _: &AccountName, _: i64, _: i64) -> Result<(), LockError> {
+    async fn add(&self, _: &AccountName, _: i64, _: i64) -> Result<(), CoordError> {
         Ok(())
     }
 
-    async fn forget(&self, _: &AccountName) -> Result<(), LockError> {
+    async fn forget(&self, _: &AccountName) -> Result<(), CoordError> {
         Ok(())
     }
 }
@@ -116,7 +116,7 @@ impl RedisUsage {
 
 #[async_trait]
 impl UsageCounters for RedisUsage {
-    async fn get(&self, maildrop: &AccountName) -> Result<Option<Usage>, LockError> {
+    async fn get(&self, maildrop: &AccountName) -> Result<Option<Usage>, CoordError> {
         let mut conn = self.conn.clone();
         let (messages, octets): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(self.key(maildrop))
@@ -129,7 +129,7 @@ impl UsageCounters for RedisUsage {
         Ok(messages.zip(octets).map(|(messages, octets)| Usage { messages, octets }))
     }
 
-    async fn start(&self, maildrop: &AccountName, usage: Usage) -> Result<(), LockError> {
+    async fn start(&self, maildrop: &AccountName, usage: Usage) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
         let _: i64 = START
             .key(self.key(maildrop))
@@ -143,7 +143,7 @@ impl UsageCounters for RedisUsage {
         Ok(())
     }
 
-    async fn add(&self, maildrop: &AccountName, messages: i64, octets: i64) -> Result<(), LockError> {
+    async fn add(&self, maildrop: &AccountName, messages: i64, octets: i64) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
         let _: i64 = ADD
             .key(self.key(maildrop))
@@ -156,7 +156,7 @@ impl UsageCounters for RedisUsage {
         Ok(())
     }
 
-    async fn forget(&self, maildrop: &AccountName) -> Result<(), LockError> {
+    async fn forget(&self, maildrop: &AccountName) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
         redis::cmd("DEL")
             .arg(self.key(maildrop))

@@ -8,10 +8,12 @@
 //! frontend that lost its lease can never extend or delete the next holder's. The braces are
 //! Redis Cluster hash tags: both keys of a maildrop live in one slot.
 
-use super::{LeaseToken, LockError, MaildropLocks};
+use super::{LeaseToken, MaildropLocks};
+use crate::coord::CoordError;
+use crate::coord::redis_link::RedisConn;
+use crate::coord::redis_link::span;
+use crate::coord::redis_link::unavailable;
 use crate::names::AccountName;
-use crate::redis_conn::RedisConn;
-use crate::redis_conn::span;
 use async_trait::async_trait;
 use redis::Script;
 use std::sync::LazyLock;
@@ -104,17 +106,18 @@ impl RedisLocks {
     }
 }
 
-pub(crate) fn unavailable(e: redis::RedisError) -> LockError {
-    LockError::Unavailable(format!("redis: {}", e.category()))
-}
-
 fn millis(ttl: Duration) -> u64 {
     ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
 
 #[async_trait]
 impl MaildropLocks for RedisLocks {
-    async fn claim(&self, maildrop: &AccountName, scope: &str, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+    async fn claim(
+        &self,
+        maildrop: &AccountName,
+        scope: &str,
+        ttl: Duration,
+    ) -> Result<Option<LeaseToken>, CoordError> {
         let token = LeaseToken::generate();
         let mut conn = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
@@ -130,7 +133,7 @@ impl MaildropLocks for RedisLocks {
         Ok(set.map(|_| token))
     }
 
-    async fn unclaim(&self, maildrop: &AccountName, scope: &str, token: &LeaseToken) -> Result<(), LockError> {
+    async fn unclaim(&self, maildrop: &AccountName, scope: &str, token: &LeaseToken) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
         let _: i64 = RELEASE
             .key(self.claim_key(maildrop, scope))
@@ -142,14 +145,14 @@ impl MaildropLocks for RedisLocks {
         Ok(())
     }
 
-    async fn ping(&self) -> Result<(), LockError> {
+    async fn ping(&self) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
         let _: String =
             redis::cmd("PING").query_async(&mut conn).instrument(span("PING", "health")).await.map_err(unavailable)?;
         Ok(())
     }
 
-    async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+    async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, CoordError> {
         let mut conn = self.conn.clone();
         let random = LeaseToken::generate();
         let set: Result<Option<String>, _> = ACQUIRE
@@ -174,7 +177,7 @@ impl MaildropLocks for RedisLocks {
         }
     }
 
-    async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, LockError> {
+    async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, CoordError> {
         let mut conn = self.conn.clone();
         let renewed: i64 = RENEW
             .key(self.key(maildrop))
@@ -187,7 +190,7 @@ impl MaildropLocks for RedisLocks {
         Ok(renewed == 1)
     }
 
-    async fn release(&self, maildrop: &AccountName, token: &LeaseToken) -> Result<(), LockError> {
+    async fn release(&self, maildrop: &AccountName, token: &LeaseToken) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
         let _: i64 = RELEASE
             .key(self.key(maildrop))
@@ -199,7 +202,7 @@ impl MaildropLocks for RedisLocks {
         Ok(())
     }
 
-    async fn force_release(&self, maildrop: &AccountName) -> Result<bool, LockError> {
+    async fn force_release(&self, maildrop: &AccountName) -> Result<bool, CoordError> {
         let mut conn = self.conn.clone();
         let deleted: i64 = redis::cmd("DEL")
             .arg(self.key(maildrop))

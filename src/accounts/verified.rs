@@ -54,7 +54,7 @@ impl<V: Clone> VerifiedCache<V> {
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries<V>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.entries)
     }
 
     /// What the check gave when `user` logged in with `password` within the TTL, while what

@@ -1,6 +1,7 @@
 //! In-process maildrop leases for the embedded default (one server process).
 
-use super::{LeaseToken, LockError, MaildropLocks};
+use super::{LeaseToken, MaildropLocks};
+use crate::coord::CoordError;
 use crate::names::AccountName;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ impl MemoryLocks {
     }
 
     fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<AccountName, (LeaseToken, Instant)>> {
-        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.leases)
     }
 }
 
@@ -29,22 +30,26 @@ impl MemoryLocks {
 /// the process, and across restarts as long as the clock does not go back.
 fn next_fence() -> u64 {
     static LAST: Mutex<u64> = Mutex::new(0);
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let now = crate::clock::unix_micros();
+    let mut last = crate::sync::lock(&LAST);
     *last = now.max(*last + 1);
     *last
 }
 
 #[async_trait]
 impl MaildropLocks for MemoryLocks {
-    async fn ping(&self) -> Result<(), LockError> {
+    async fn ping(&self) -> Result<(), CoordError> {
         Ok(())
     }
 
-    async fn claim(&self, maildrop: &AccountName, scope: &str, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+    async fn claim(
+        &self,
+        maildrop: &AccountName,
+        scope: &str,
+        ttl: Duration,
+    ) -> Result<Option<LeaseToken>, CoordError> {
         let now = Instant::now();
-        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let mut claims = crate::sync::lock(&self.claims);
         claims.retain(|_, (_, expiry)| *expiry > now);
         let key = (maildrop.clone(), scope.to_owned());
         if claims.contains_key(&key) {
@@ -55,8 +60,8 @@ impl MaildropLocks for MemoryLocks {
         Ok(Some(token))
     }
 
-    async fn unclaim(&self, maildrop: &AccountName, scope: &str, token: &LeaseToken) -> Result<(), LockError> {
-        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+    async fn unclaim(&self, maildrop: &AccountName, scope: &str, token: &LeaseToken) -> Result<(), CoordError> {
+        let mut claims = crate::sync::lock(&self.claims);
         let key = (maildrop.clone(), scope.to_owned());
         if claims.get(&key).is_some_and(|(held, _)| held == token) {
             claims.remove(&key);
@@ -64,7 +69,7 @@ impl MaildropLocks for MemoryLocks {
         Ok(())
     }
 
-    async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+    async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, CoordError> {
         let now = Instant::now();
         let mut leases = self.leases();
         if leases.get(maildrop).is_some_and(|(_, expiry)| *expiry > now) {
@@ -75,7 +80,7 @@ impl MaildropLocks for MemoryLocks {
         Ok(Some(token))
     }
 
-    async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, LockError> {
+    async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, CoordError> {
         let now = Instant::now();
         match self.leases().get_mut(maildrop) {
             Some((held, expiry)) if held == token && *expiry > now => {
@@ -86,7 +91,7 @@ impl MaildropLocks for MemoryLocks {
         }
     }
 
-    async fn release(&self, maildrop: &AccountName, token: &LeaseToken) -> Result<(), LockError> {
+    async fn release(&self, maildrop: &AccountName, token: &LeaseToken) -> Result<(), CoordError> {
         let mut leases = self.leases();
         if leases.get(maildrop).is_some_and(|(held, _)| held == token) {
             leases.remove(maildrop);
@@ -94,7 +99,7 @@ impl MaildropLocks for MemoryLocks {
         Ok(())
     }
 
-    async fn force_release(&self, maildrop: &AccountName) -> Result<bool, LockError> {
+    async fn force_release(&self, maildrop: &AccountName) -> Result<bool, CoordError> {
         let now = Instant::now();
         Ok(self.leases().remove(maildrop).is_some_and(|(_, expiry)| expiry > now))
     }

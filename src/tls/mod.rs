@@ -4,6 +4,10 @@
 //! localhost is generated once into the data directory, so the embedded default works out of
 //! the box (and its handshakes cost a fraction of an RSA key's).
 
+pub mod reloading;
+
+pub use reloading::CertStore;
+
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ResolvesServerCert;

@@ -7,9 +7,10 @@
 //! re-confirms the lease before every batch, so a holder that lost its lease (or whose session
 //! an operator ended) stops deleting at the next batch instead of racing the next holder.
 
-use crate::lock::{LeaseToken, LockError, MaildropLocks};
+use crate::coord::CoordError;
+use crate::coord::lock::{LeaseToken, MaildropLocks};
+use crate::coord::registry::{SessionInfo, SessionRegistry};
 use crate::names::AccountName;
-use crate::sessions::{SessionInfo, SessionRegistry};
 use crate::store::{MessageStore, RemoveReport, StoreError, Upkeep};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +64,7 @@ impl HeldLease {
         locks: Arc<dyn MaildropLocks>,
         maildrop: &AccountName,
         ttl: Duration,
-    ) -> Result<Option<Self>, LockError> {
+    ) -> Result<Option<Self>, CoordError> {
         let Some(token) = locks.acquire(maildrop, ttl).await? else { return Ok(None) };
         Ok(Some(Self::hold(locks, maildrop.clone(), token, ttl, None).await))
     }
@@ -269,8 +270,8 @@ async fn renew_forever(renewal: Renewal, lost: CancellationToken, ended: Cancell
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::LockError;
-    use crate::lock::memory::MemoryLocks;
+    use crate::coord::CoordError;
+    use crate::coord::lock::memory::MemoryLocks;
     use async_trait::async_trait;
 
     /// Grants leases but refuses every renewal, like a lock service that lost our key.
@@ -278,25 +279,25 @@ mod tests {
 
     #[async_trait]
     impl MaildropLocks for Forgetful {
-        async fn acquire(&self, m: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+        async fn acquire(&self, m: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, CoordError> {
             self.0.acquire(m, ttl).await
         }
-        async fn renew(&self, _: &AccountName, _: &LeaseToken, _: Duration) -> Result<bool, LockError> {
+        async fn renew(&self, _: &AccountName, _: &LeaseToken, _: Duration) -> Result<bool, CoordError> {
             Ok(false)
         }
-        async fn release(&self, m: &AccountName, t: &LeaseToken) -> Result<(), LockError> {
+        async fn release(&self, m: &AccountName, t: &LeaseToken) -> Result<(), CoordError> {
             self.0.release(m, t).await
         }
-        async fn force_release(&self, m: &AccountName) -> Result<bool, LockError> {
+        async fn force_release(&self, m: &AccountName) -> Result<bool, CoordError> {
             self.0.force_release(m).await
         }
-        async fn ping(&self) -> Result<(), LockError> {
+        async fn ping(&self) -> Result<(), CoordError> {
             self.0.ping().await
         }
-        async fn claim(&self, m: &AccountName, s: &str, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+        async fn claim(&self, m: &AccountName, s: &str, ttl: Duration) -> Result<Option<LeaseToken>, CoordError> {
             self.0.claim(m, s, ttl).await
         }
-        async fn unclaim(&self, m: &AccountName, s: &str, t: &LeaseToken) -> Result<(), LockError> {
+        async fn unclaim(&self, m: &AccountName, s: &str, t: &LeaseToken) -> Result<(), CoordError> {
             self.0.unclaim(m, s, t).await
         }
     }
@@ -316,32 +317,32 @@ mod tests {
 
     #[async_trait]
     impl MaildropLocks for Scripted {
-        async fn acquire(&self, m: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+        async fn acquire(&self, m: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, CoordError> {
             self.inner.acquire(m, ttl).await
         }
-        async fn renew(&self, m: &AccountName, t: &LeaseToken, ttl: Duration) -> Result<bool, LockError> {
+        async fn renew(&self, m: &AccountName, t: &LeaseToken, ttl: Duration) -> Result<bool, CoordError> {
             use std::sync::atomic::Ordering::SeqCst;
             if self.failing.load(SeqCst) {
-                return Err(LockError::Unavailable("scripted outage".into()));
+                return Err(CoordError::Unavailable("scripted outage".into()));
             }
             if self.budget.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_err() {
                 return Ok(false);
             }
             self.inner.renew(m, t, ttl).await
         }
-        async fn release(&self, m: &AccountName, t: &LeaseToken) -> Result<(), LockError> {
+        async fn release(&self, m: &AccountName, t: &LeaseToken) -> Result<(), CoordError> {
             self.inner.release(m, t).await
         }
-        async fn force_release(&self, m: &AccountName) -> Result<bool, LockError> {
+        async fn force_release(&self, m: &AccountName) -> Result<bool, CoordError> {
             self.inner.force_release(m).await
         }
-        async fn ping(&self) -> Result<(), LockError> {
+        async fn ping(&self) -> Result<(), CoordError> {
             Ok(())
         }
-        async fn claim(&self, m: &AccountName, s: &str, ttl: Duration) -> Result<Option<LeaseToken>, LockError> {
+        async fn claim(&self, m: &AccountName, s: &str, ttl: Duration) -> Result<Option<LeaseToken>, CoordError> {
             self.inner.claim(m, s, ttl).await
         }
-        async fn unclaim(&self, m: &AccountName, s: &str, t: &LeaseToken) -> Result<(), LockError> {
+        async fn unclaim(&self, m: &AccountName, s: &str, t: &LeaseToken) -> Result<(), CoordError> {
             self.inner.unclaim(m, s, t).await
         }
     }

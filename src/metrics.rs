@@ -313,6 +313,11 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// Counts one reload of certificates (`what = "tls"`) or token files (`"api_tokens"`).
+pub fn count_reload(what: &'static str, outcome: &'static str) {
+    metrics().reloads.get_or_create(&ReloadLabels { what, outcome }).inc();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,7 @@ impl Hasher {
     /// Runs `job` on the blocking pool with a slot of working memory.
     async fn run<T: Send + 'static>(&self, job: impl FnOnce(&mut [Block]) -> T + Send + 'static) -> Option<T> {
         let _permit = self.permits.acquire().await.ok()?;
-        let blocks = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let blocks = crate::sync::lock(&self.free).pop();
         let mut blocks = blocks.unwrap_or_else(|| vec![Block::default(); params().block_count()].into_boxed_slice());
         let (blocks, result) = tokio::task::spawn_blocking(move || {
             let result = job(&mut blocks);
@@ -45,7 +45,7 @@ impl Hasher {
         })
         .await
         .ok()?;
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(blocks);
+        crate::sync::lock(&self.free).push(blocks);
         Some(result)
     }
 
@@ -55,12 +55,12 @@ impl Hasher {
     }
 
     /// Whether `password` matches the stored hash (a PHC string, or an imported hash in one of
-    /// [`crate::password_schemes`]); a malformed hash never matches. Without a hash (an unknown
+    /// [`crate::accounts::schemes`]); a malformed hash never matches. Without a hash (an unknown
     /// user) a decoy is verified, so that takes as long as a wrong password.
     pub async fn verify(&self, phc: Option<String>, password: String) -> bool {
         self.run(move |blocks| match &phc {
-            Some(stored) if crate::password_schemes::is_imported(stored) => {
-                crate::password_schemes::verify(stored, password.as_bytes())
+            Some(stored) if crate::accounts::schemes::is_imported(stored) => {
+                crate::accounts::schemes::verify(stored, password.as_bytes())
             }
             Some(phc) => verify_with(phc, password.as_bytes(), blocks),
             None => {

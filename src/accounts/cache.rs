@@ -13,8 +13,8 @@
 //! not cached. The embedded deployment has no cache (records are local files, and the command
 //! line writes them from another process).
 
+use crate::coord::redis_link::Subscriber;
 use crate::names::AccountName;
-use crate::redis_conn::Subscriber;
 use crate::store::AccountRecord;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -50,7 +50,7 @@ impl RecordCache {
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<AccountName, (Option<AccountRecord>, Instant)>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.entries)
     }
 
     /// Take before reading the store; hand to [`Self::insert`] with what was read.
@@ -117,7 +117,7 @@ pub enum Announcer {
     /// One process: dropping the local entry is all there is to do.
     Local,
     /// A pool: every frontend's feed hears the name on `channel`.
-    Redis { conn: crate::redis_conn::RedisConn, channel: String },
+    Redis { conn: crate::coord::redis_link::RedisConn, channel: String },
 }
 
 impl Announcer {

@@ -4,7 +4,7 @@
 pub mod memory;
 pub mod redis;
 
-use crate::lock::LockError;
+use crate::coord::CoordError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -25,18 +25,18 @@ pub struct SessionInfo {
 #[async_trait]
 pub trait SessionRegistry: Send + Sync + 'static {
     /// Registers or refreshes a session for `ttl`.
-    async fn register(&self, info: &SessionInfo, ttl: Duration) -> Result<(), LockError>;
+    async fn register(&self, info: &SessionInfo, ttl: Duration) -> Result<(), CoordError>;
 
-    async fn unregister(&self, id: &str) -> Result<(), LockError>;
+    async fn unregister(&self, id: &str) -> Result<(), CoordError>;
 
     /// Every registered session, oldest first.
-    async fn list(&self) -> Result<Vec<SessionInfo>, LockError>;
+    async fn list(&self) -> Result<Vec<SessionInfo>, CoordError>;
 
     /// Asks a session to end; `false` if no such session is registered.
-    async fn request_end(&self, id: &str) -> Result<bool, LockError>;
+    async fn request_end(&self, id: &str) -> Result<bool, CoordError>;
 
     /// Whether someone asked this session to end.
-    async fn end_requested(&self, id: &str) -> Result<bool, LockError>;
+    async fn end_requested(&self, id: &str) -> Result<bool, CoordError>;
 }
 
 /// This host's name (the pod's name on Kubernetes); empty if it cannot be read.

@@ -2,16 +2,28 @@
 //!
 //! Passwords exist in memory only while being hashed or verified; hashing runs on the blocking
 //! pool so a burst of logins cannot stall the network tasks.
+//!
+//! Layout: [`hashing`] (the argon2id pool), [`schemes`] (password hashes imported from other
+//! servers), [`verified`] (recently verified credentials), [`cache`] (records cached in a pool,
+//! dropped pool-wide on change), [`policy`] (per-user policy from a directory).
+
+pub mod cache;
+pub mod hashing;
+pub mod policy;
+pub mod schemes;
+pub mod verified;
+
+pub use policy::Policy;
 
 use crate::config::Config;
-use crate::hashing::Hasher;
 use crate::names::{AccountName, InvalidName};
-use crate::record_cache::{Announcer, RecordCache};
 use crate::store::{AccountRecord, AccountStore, MessageStore, StoreError};
-use crate::verified::VerifiedCache;
+use cache::{Announcer, RecordCache};
+use hashing::Hasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use verified::VerifiedCache;
 
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD_LEN: usize = 1024;
@@ -35,7 +47,7 @@ pub enum AccountError {
     #[error("{0}")]
     Interrupted(String),
     #[error(transparent)]
-    Lock(#[from] crate::lock::LockError),
+    Lock(#[from] crate::coord::CoordError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -130,7 +142,7 @@ impl Accounts {
     }
 
     /// Announces record changes to a pool; the cache serves records while `records()` is
-    /// kept live by the pool's change feed ([`crate::record_cache::spawn_feed`]).
+    /// kept live by the pool's change feed ([`crate::accounts::cache::spawn_feed`]).
     pub fn announce_through(&mut self, announcer: Announcer) {
         self.announcer = announcer;
     }
@@ -146,10 +158,10 @@ impl Accounts {
     }
 
     /// The record for a login or a delivery: from the cache when it has one (see
-    /// [`crate::record_cache`]), else from the store.
+    /// [`crate::accounts::cache`]), else from the store.
     pub async fn get_cached(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
         if let Some(hit) = self.records.get(name) {
-            crate::ops::metrics::metrics().account_cache_hits.inc();
+            crate::metrics::metrics().account_cache_hits.inc();
             return Ok(hit);
         }
         let epoch = self.records.epoch();
@@ -171,7 +183,7 @@ impl Accounts {
         tokio::task::spawn_blocking(move || {
             let mut salt = [0u8; 16];
             getrandom::fill(&mut salt).ok()?;
-            Some(crate::auth::scram::StoredCredentials::derive(&password, &salt, iterations).encode())
+            Some(crate::protocol::scram::StoredCredentials::derive(&password, &salt, iterations).encode())
         })
         .await
         .ok()
@@ -182,7 +194,11 @@ impl Accounts {
     /// another iteration count).
     fn scram_outdated(&self, record: &AccountRecord) -> bool {
         self.scram_iterations.is_some_and(|wanted| {
-            record.scram_sha256.as_deref().and_then(crate::auth::scram::StoredCredentials::decode).map(|c| c.iterations)
+            record
+                .scram_sha256
+                .as_deref()
+                .and_then(crate::protocol::scram::StoredCredentials::decode)
+                .map(|c| c.iterations)
                 != Some(wanted)
         })
     }
@@ -212,7 +228,7 @@ impl Accounts {
     }
 
     /// Creates an account from an account export, with its existing password hash (see
-    /// [`crate::password_schemes`]); a `{PLAIN}` password (only with `allow_plain`) is hashed
+    /// [`crate::accounts::schemes`]); a `{PLAIN}` password (only with `allow_plain`) is hashed
     /// at once. An account that already exists is left as it is: its password may have been
     /// changed, or re-hashed by a login, since the export.
     pub async fn import(
@@ -223,9 +239,9 @@ impl Accounts {
         messages: &dyn MessageStore,
     ) -> Result<Imported, AccountError> {
         let parsed = AccountName::parse(name)?;
-        let (hash, scram) = match crate::password_schemes::parse(password_field, allow_plain) {
-            Ok(crate::password_schemes::Imported::Hash(hash)) => (hash, None),
-            Ok(crate::password_schemes::Imported::Plain(password)) => {
+        let (hash, scram) = match crate::accounts::schemes::parse(password_field, allow_plain) {
+            Ok(crate::accounts::schemes::Imported::Hash(hash)) => (hash, None),
+            Ok(crate::accounts::schemes::Imported::Plain(password)) => {
                 (self.hash(&password).await?, self.scram(&password).await)
             }
             Err(e) => return Ok(Imported::Refused(e.to_string())),
@@ -257,7 +273,7 @@ impl Accounts {
         messages.remove_maildrop(&name).await?;
         let mut incarnation = [0u8; 8];
         getrandom::fill(&mut incarnation).map_err(|e| StoreError::Failed(e.to_string()))?;
-        let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let created_at = crate::clock::unix_secs();
         let record = AccountRecord {
             name: name.to_string(),
             password_hash,
@@ -292,7 +308,7 @@ impl Accounts {
     pub async fn provision(
         &self,
         name: &AccountName,
-        policy: &crate::auth::directory::Policy,
+        policy: &crate::accounts::Policy,
         messages: &dyn MessageStore,
     ) -> Result<Option<AccountRecord>, StoreError> {
         let mut record = self.get_cached(name).await?;
@@ -321,7 +337,7 @@ impl Accounts {
     }
 
     /// Removes the account record (the last step of deleting an account; see
-    /// [`crate::maintenance::delete_account`]); whether there was one.
+    /// `maintenance::delete_account`); whether there was one.
     pub async fn remove_record(&self, name: &AccountName) -> Result<bool, StoreError> {
         let existed = self.store.delete(name).await?;
         self.changed(name).await;
@@ -363,7 +379,7 @@ impl Accounts {
             && self.verified.hit(name.as_str(), password, &record.password_hash).is_some()
         {
             tracing::Span::current().record("hash_ms", 0.0);
-            crate::ops::metrics::metrics().credential_cache_hits.inc();
+            crate::metrics::metrics().credential_cache_hits.inc();
             return Ok(Some(record.clone()));
         }
         let _pending = self.enter()?;
@@ -372,7 +388,7 @@ impl Accounts {
         let phc = record.as_ref().map(|r| r.password_hash.clone());
         let matches = self.hasher.verify(phc, password.to_owned()).await;
         let took = started.elapsed();
-        crate::ops::metrics::metrics().password_hash_duration.observe(took.as_secs_f64());
+        crate::metrics::metrics().password_hash_duration.observe(took.as_secs_f64());
         // The login span declares this field; the time says nothing about the password.
         tracing::Span::current().record("hash_ms", took.as_secs_f64() * 1000.0);
         match (matches, name, record) {
@@ -390,7 +406,7 @@ impl Accounts {
     /// missing, unless the record changed meanwhile. A failure leaves the old hash, which
     /// still works, and is only logged.
     async fn upgrade_hash(&self, name: &AccountName, password: &str, record: AccountRecord) -> AccountRecord {
-        let rehash = !crate::hashing::is_current(&record.password_hash);
+        let rehash = !crate::accounts::hashing::is_current(&record.password_hash);
         if !rehash && !self.scram_outdated(&record) {
             return record;
         }
@@ -414,7 +430,7 @@ impl Accounts {
             Ok(updated) => {
                 if rehash {
                     tracing::info!(account = %name, "password hash upgraded to argon2id");
-                    crate::ops::metrics::metrics().password_rehashes.inc();
+                    crate::metrics::metrics().password_rehashes.inc();
                 }
                 updated
             }

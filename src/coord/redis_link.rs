@@ -25,6 +25,12 @@ pub fn span(operation: &'static str, purpose: &'static str) -> tracing::Span {
     tracing::info_span!("redis", otel.kind = "client", db.system = "redis", db.operation = operation, purpose)
 }
 
+/// A failed Redis command, as every coordination service reports it: only the error's
+/// category, which names no key (keys hold account names).
+pub(crate) fn unavailable(e: RedisError) -> crate::coord::CoordError {
+    crate::coord::CoordError::Unavailable(format!("redis: {}", e.category()))
+}
+
 /// Redis failures, for every user of the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisSetupError {

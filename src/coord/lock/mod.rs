@@ -13,6 +13,7 @@ pub mod held;
 pub mod memory;
 pub mod redis;
 
+use super::CoordError;
 use crate::names::AccountName;
 use async_trait::async_trait;
 use std::time::Duration;
@@ -51,38 +52,32 @@ fn random_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Lock service failures.
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error("lock service unavailable: {0}")]
-    Unavailable(String),
-}
-
 /// Cluster-wide (or process-wide) exclusive access to maildrops.
 #[async_trait]
 pub trait MaildropLocks: Send + Sync + 'static {
     /// Takes the lock for `ttl` if nobody holds it; `None` if it is held. The token's
     /// [`LeaseToken::fence`] is larger than that of every earlier lease on the maildrop.
-    async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, LockError>;
+    async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, CoordError>;
 
     /// Extends a lease we hold; `false` if it is no longer ours (expired and maybe taken).
-    async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, LockError>;
+    async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, CoordError>;
 
     /// Releases a lease if it is still ours.
-    async fn release(&self, maildrop: &AccountName, token: &LeaseToken) -> Result<(), LockError>;
+    async fn release(&self, maildrop: &AccountName, token: &LeaseToken) -> Result<(), CoordError>;
 
     /// Removes whatever lease is held (an operator freeing a stuck maildrop); whether one was.
     /// The session that held it notices at its next renewal and ends without changes.
-    async fn force_release(&self, maildrop: &AccountName) -> Result<bool, LockError>;
+    async fn force_release(&self, maildrop: &AccountName) -> Result<bool, CoordError>;
 
     /// The cheapest request that proves the lock service answers (a readiness probe).
-    async fn ping(&self) -> Result<(), LockError>;
+    async fn ping(&self) -> Result<(), CoordError>;
 
     /// Takes a short exclusive claim on `scope` within a maildrop (a delivery's idempotency key
     /// or kept UIDL) for `ttl`, so that two attempts of one delivery cannot both check and then
     /// both store; `None` while another attempt holds it. Independent of the maildrop's lock.
-    async fn claim(&self, maildrop: &AccountName, scope: &str, ttl: Duration) -> Result<Option<LeaseToken>, LockError>;
+    async fn claim(&self, maildrop: &AccountName, scope: &str, ttl: Duration)
+    -> Result<Option<LeaseToken>, CoordError>;
 
     /// Gives up a claim if it is still ours.
-    async fn unclaim(&self, maildrop: &AccountName, scope: &str, token: &LeaseToken) -> Result<(), LockError>;
+    async fn unclaim(&self, maildrop: &AccountName, scope: &str, token: &LeaseToken) -> Result<(), CoordError>;
 }

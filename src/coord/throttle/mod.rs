@@ -18,7 +18,7 @@
 pub mod memory;
 pub mod redis;
 
-use crate::lock::LockError;
+use crate::coord::CoordError;
 use crate::names::AccountName;
 use async_trait::async_trait;
 use std::net::IpAddr;
@@ -47,7 +47,7 @@ pub struct Attempt {
 pub trait LoginThrottle: Send + Sync + 'static {
     /// Admits a login attempt and counts it as a failure, atomically with the check of the
     /// limits; `None` when a limit is reached (then nothing is counted).
-    async fn reserve(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<Option<Attempt>, LockError>;
+    async fn reserve(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<Option<Attempt>, CoordError>;
 
     /// Takes back the count of an attempt that succeeded, or whose password was never checked.
     /// With `success`, `addr` becomes trusted for `account` for [`TRUSTED_FOR`].
@@ -57,11 +57,11 @@ pub trait LoginThrottle: Send + Sync + 'static {
         addr: IpAddr,
         attempt: Attempt,
         success: bool,
-    ) -> Result<(), LockError>;
+    ) -> Result<(), CoordError>;
 
     /// Records a login of `account` if its previous one is at least `min_interval` ago
     /// (RFC 2449 LOGIN-DELAY); `false` means too soon, and nothing is recorded.
-    async fn begin_login(&self, account: &AccountName, min_interval: std::time::Duration) -> Result<bool, LockError>;
+    async fn begin_login(&self, account: &AccountName, min_interval: std::time::Duration) -> Result<bool, CoordError>;
 }
 
 /// The key a client address is counted under.

@@ -1,7 +1,7 @@
 //! Failed-login counts in this process only (the embedded default).
 
 use super::{Attempt, Limits, LoginThrottle, TRUSTED_FOR, address_key};
-use crate::lock::LockError;
+use crate::coord::CoordError;
 use crate::names::AccountName;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -63,8 +63,8 @@ fn user_key(account: &AccountName) -> String {
 
 #[async_trait]
 impl LoginThrottle for MemoryThrottle {
-    async fn reserve(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<Option<Attempt>, LockError> {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+    async fn reserve(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<Option<Attempt>, CoordError> {
+        let mut counts = crate::sync::lock(&self.counts);
         let now = Instant::now();
         let window = self.limits.window;
         if counts.failures.len() > PRUNE_AT {
@@ -101,8 +101,8 @@ impl LoginThrottle for MemoryThrottle {
         addr: IpAddr,
         attempt: Attempt,
         success: bool,
-    ) -> Result<(), LockError> {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+    ) -> Result<(), CoordError> {
+        let mut counts = crate::sync::lock(&self.counts);
         if attempt.counted {
             counts.take_back(&ip_key(addr));
             counts.take_back(&user_key(account));
@@ -113,8 +113,8 @@ impl LoginThrottle for MemoryThrottle {
         Ok(())
     }
 
-    async fn begin_login(&self, account: &AccountName, min_interval: std::time::Duration) -> Result<bool, LockError> {
-        let mut logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
+    async fn begin_login(&self, account: &AccountName, min_interval: std::time::Duration) -> Result<bool, CoordError> {
+        let mut logins = crate::sync::lock(&self.logins);
         let now = Instant::now();
         if logins.len() > PRUNE_AT {
             logins.retain(|_, (at, interval)| now.duration_since(*at) < *interval);

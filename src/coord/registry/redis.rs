@@ -5,9 +5,9 @@
 //! them.
 
 use super::{SessionInfo, SessionRegistry};
-use crate::lock::LockError;
-use crate::lock::redis::unavailable;
-use crate::redis_conn::{RedisConn, span};
+use crate::coord::CoordError;
+use crate::coord::redis_link::unavailable;
+use crate::coord::redis_link::{RedisConn, span};
 use async_trait::async_trait;
 use redis::Script;
 use std::sync::LazyLock;
@@ -82,8 +82,8 @@ impl RedisSessions {
 
 #[async_trait]
 impl SessionRegistry for RedisSessions {
-    async fn register(&self, info: &SessionInfo, ttl: Duration) -> Result<(), LockError> {
-        let json = serde_json::to_string(info).map_err(|e| LockError::Unavailable(e.to_string()))?;
+    async fn register(&self, info: &SessionInfo, ttl: Duration) -> Result<(), CoordError> {
+        let json = serde_json::to_string(info).map_err(|e| CoordError::Unavailable(e.to_string()))?;
         let mut conn = self.conn.clone();
         let _: i64 = REGISTER
             .key(&self.sessions)
@@ -97,7 +97,7 @@ impl SessionRegistry for RedisSessions {
         Ok(())
     }
 
-    async fn unregister(&self, id: &str) -> Result<(), LockError> {
+    async fn unregister(&self, id: &str) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
         let _: i64 = UNREGISTER
             .key(&self.sessions)
@@ -110,7 +110,7 @@ impl SessionRegistry for RedisSessions {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<SessionInfo>, LockError> {
+    async fn list(&self) -> Result<Vec<SessionInfo>, CoordError> {
         let mut conn = self.conn.clone();
         let found: Vec<String> = LIST
             .key(&self.sessions)
@@ -124,7 +124,7 @@ impl SessionRegistry for RedisSessions {
         Ok(list)
     }
 
-    async fn request_end(&self, id: &str) -> Result<bool, LockError> {
+    async fn request_end(&self, id: &str) -> Result<bool, CoordError> {
         let mut conn = self.conn.clone();
         let found: i64 = REQUEST_END
             .key(&self.sessions)
@@ -137,7 +137,7 @@ impl SessionRegistry for RedisSessions {
         Ok(found == 1)
     }
 
-    async fn end_requested(&self, id: &str) -> Result<bool, LockError> {
+    async fn end_requested(&self, id: &str) -> Result<bool, CoordError> {
         let mut conn = self.conn.clone();
         redis::cmd("HEXISTS")
             .arg(&self.ends)

@@ -1,11 +1,11 @@
 //! Failed-login counts in Redis, shared by every frontend of a pool.
 
 use super::{Attempt, Limits, LoginThrottle, TRUSTED_FOR, address_key};
-use crate::lock::LockError;
-use crate::lock::redis::unavailable;
+use crate::coord::CoordError;
+use crate::coord::redis_link::RedisConn;
+use crate::coord::redis_link::span;
+use crate::coord::redis_link::unavailable;
 use crate::names::AccountName;
-use crate::redis_conn::RedisConn;
-use crate::redis_conn::span;
 use async_trait::async_trait;
 use redis::Script;
 use std::net::IpAddr;
@@ -86,7 +86,7 @@ impl RedisThrottle {
         self.limits.window.as_millis().max(1) as u64
     }
 
-    async fn count_address(&self, addr: IpAddr) -> Result<bool, LockError> {
+    async fn count_address(&self, addr: IpAddr) -> Result<bool, CoordError> {
         let mut conn = self.conn.clone();
         let counted: i64 = COUNT
             .key(self.address_key(addr))
@@ -99,7 +99,7 @@ impl RedisThrottle {
         Ok(counted == 1)
     }
 
-    async fn take_back(&self, key: String) -> Result<(), LockError> {
+    async fn take_back(&self, key: String) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
         let _: i64 = TAKE_BACK
             .key(key)
@@ -113,7 +113,7 @@ impl RedisThrottle {
 
 #[async_trait]
 impl LoginThrottle for RedisThrottle {
-    async fn reserve(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<Option<Attempt>, LockError> {
+    async fn reserve(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<Option<Attempt>, CoordError> {
         let Some(account) = account else {
             return Ok(self.count_address(addr).await?.then_some(Attempt { counted: true }));
         };
@@ -145,7 +145,7 @@ impl LoginThrottle for RedisThrottle {
         addr: IpAddr,
         attempt: Attempt,
         success: bool,
-    ) -> Result<(), LockError> {
+    ) -> Result<(), CoordError> {
         let [counter, trusted] = self.account_keys(account, addr);
         let mut conn = self.conn.clone();
         let account_side = async {
@@ -175,7 +175,7 @@ impl LoginThrottle for RedisThrottle {
         account_side.and(address_side)
     }
 
-    async fn begin_login(&self, account: &AccountName, min_interval: std::time::Duration) -> Result<bool, LockError> {
+    async fn begin_login(&self, account: &AccountName, min_interval: std::time::Duration) -> Result<bool, CoordError> {
         let mut conn = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
             .arg(format!("{}login:{{{account}}}", self.prefix))
