@@ -5,8 +5,8 @@ WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
-# Cargo.toml declares the benchmark target, so its file must exist for any build.
-COPY benches ./benches
+# Cargo.toml declares the benchmark and example targets, so their files must exist for any build.
+COPY bench/tracing_overhead.rs bench/loadgen.rs ./bench/
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked --bin cloudpop \
     && rm -rf src

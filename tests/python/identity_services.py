@@ -1,4 +1,4 @@
-"""Stand-ins for a provider's identity services, for tests/suite/auth.rs.
+"""Stand-ins for a provider's identity services, for tests/suite/auth_mechanisms.rs and auth_directories.rs (through common/identity.rs).
 
   pki DIR                      a CA, a server certificate for localhost/127.0.0.1 and a client
                                certificate, made with the openssl command line

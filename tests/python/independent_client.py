@@ -1,4 +1,4 @@
-"""A client generated independently from proto/ (Python grpcio-tools), used by tests/api_python.rs.
+"""A client generated independently from proto/ (Python grpcio-tools), used by tests/suite/api_python.rs.
 
 Usage: independent_client.py PROTO_DIR API_ADDR POP3_PORT ADMIN_TOKEN INGEST_TOKEN
 Generates stubs from the .proto files, creates an account and delivers mail over gRPC, then

@@ -1,5 +1,5 @@
 //! The properties the fuzz targets check, one function per target, shared with the seed
-//! regression test (`tests/seeds.rs`): every seed and every saved crash runs through them on
+//! regression test (`tests/fuzz/tests/seeds.rs`): every seed and every saved crash runs through them on
 //! each `cargo test`.
 
 pub mod command_line {
