@@ -195,8 +195,12 @@ impl Random {
 async fn corpus_cloudpop(options: &Options) -> Result<(), String> {
     let corpus = Corpus::from(options)?;
     let url = options.text("api", None)?;
-    let admin = ApiClient::connect(&url, Secret::new(options.text("token", None)?), None, false).await?;
-    let ingest = ApiClient::connect(&url, Secret::new(options.text("ingest-token", None)?), None, false).await?;
+    let admin = ApiClient::connect(&url, Secret::new(options.text("token", None)?), None, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ingest = ApiClient::connect(&url, Secret::new(options.text("ingest-token", None)?), None, false)
+        .await
+        .map_err(|e| e.to_string())?;
     let api = ApiClient { admin: admin.admin, ingest: ingest.ingest };
     let prefix = options.text("prefix", Some("u"))?;
     let started = Instant::now();

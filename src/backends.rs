@@ -1,14 +1,13 @@
-//! Builds the storage and coordination backends the configuration asks for. The rest of the
+//! Builds the storage and coordination backends the settings ask for. The rest of the
 //! service sees only the traits, so the embedded and the cloud deployment share every other line.
 
-use crate::accounts::Accounts;
 use crate::accounts::cache::{self, Announcer};
-use crate::auth::Authenticator;
-use crate::config::{Config, LocksKind, StoreKind};
+use crate::accounts::{AccountSettings, Accounts};
+use crate::auth::{AuthSettings, Authenticator};
 use crate::coord::lock::MaildropLocks;
 use crate::coord::lock::memory::MemoryLocks;
 use crate::coord::lock::redis::RedisLocks;
-use crate::coord::redis_link::{self, RedisSetupError};
+use crate::coord::redis_link::{self, RedisSettings, RedisSetupError};
 use crate::coord::registry::SessionRegistry;
 use crate::coord::registry::memory::MemorySessions;
 use crate::coord::registry::redis::RedisSessions;
@@ -16,24 +15,46 @@ use crate::coord::throttle::memory::MemoryThrottle;
 use crate::coord::throttle::redis::RedisThrottle;
 use crate::coord::throttle::{Limits, LoginThrottle};
 use crate::coord::usage::{RedisUsage, Uncounted, UsageCounters};
+use crate::delivery::{DeliveryService, DeliverySettings};
 use crate::store::fs::FsStore;
 use crate::store::observed::Observed;
 use crate::store::s3::{S3Settings, S3Store};
-use crate::store::{MessageStore, StoreError};
+use crate::store::{AccountStore, MessageStore, StoreError};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Why the backends could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("cannot open the data directory: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot read the S3 key files (s3_access_key_id_file, s3_secret_access_key_file): {0}")]
-    S3Secret(std::io::Error),
     #[error(transparent)]
     Redis(#[from] RedisSetupError),
-    #[error("authentication: {0}")]
-    Auth(#[from] crate::auth::AuthSetupError),
+}
+
+/// Where messages and account records are kept.
+pub enum StoreSettings {
+    /// The embedded store, under this directory.
+    Fs(PathBuf),
+    S3(S3Settings),
+}
+
+/// Where locks, throttles, sessions and usage counters are shared.
+pub enum CoordSettings {
+    /// This process only (the embedded default).
+    Memory,
+    /// The pool's Redis; every key starts with `prefix`.
+    Redis { link: RedisSettings, prefix: String },
+}
+
+/// What the backends are built from.
+pub struct BackendSettings {
+    pub store: StoreSettings,
+    pub coord: CoordSettings,
+    pub throttle: Limits,
+    pub accounts: AccountSettings,
+    pub auth: AuthSettings,
+    pub delivery: DeliverySettings,
 }
 
 /// Every backend of one process.
@@ -47,45 +68,51 @@ pub struct Backends {
     pub throttle: Arc<dyn LoginThrottle>,
     pub sessions: Arc<dyn SessionRegistry>,
     pub usage: Arc<dyn UsageCounters>,
+    /// Stores new mail, for every way in.
+    pub delivery: DeliveryService,
 }
 
+type Coordination = (Arc<dyn MaildropLocks>, Arc<dyn LoginThrottle>, Arc<dyn SessionRegistry>, Arc<dyn UsageCounters>);
+
 impl Backends {
-    /// Sets up the configured backends. Remote ones connect lazily: a store or Redis that is
-    /// down now gives `[SYS/TEMP]` until it comes back, rather than stopping the process.
-    pub async fn from_config(config: &Config) -> Result<Self, BackendError> {
-        let (messages, mut accounts): (Arc<dyn MessageStore>, Accounts) = match config.store {
-            StoreKind::Fs => {
-                let store = Arc::new(Observed::new(FsStore::open(&config.data_dir).await?, "fs"));
-                (store.clone(), Accounts::new(store, config))
+    /// Sets up the backends. Remote ones connect lazily: a store or Redis that is down now
+    /// gives `[SYS/TEMP]` until it comes back, rather than stopping the process.
+    pub async fn open(settings: BackendSettings) -> Result<Self, BackendError> {
+        let (messages, records): (Arc<dyn MessageStore>, Arc<dyn AccountStore>) = match &settings.store {
+            StoreSettings::Fs(dir) => {
+                let store = Arc::new(Observed::new(FsStore::open(dir).await?, "fs"));
+                (store.clone(), store)
             }
-            StoreKind::S3 => {
-                let settings = S3Settings::from_config(config).map_err(BackendError::S3Secret)?;
-                let store = Arc::new(Observed::counting_own_requests(S3Store::new(&settings).await, "s3"));
-                (store.clone(), Accounts::new(store, config))
+            StoreSettings::S3(s3) => {
+                let store = Arc::new(Observed::counting_own_requests(S3Store::new(s3).await, "s3"));
+                (store.clone(), store)
             }
         };
-        let limits = Limits {
-            window: Duration::from_secs(config.throttle_window_secs),
-            per_account: config.throttle_account_failures,
-            per_address: config.throttle_address_failures,
-        };
-        type Coordination =
-            (Arc<dyn MaildropLocks>, Arc<dyn LoginThrottle>, Arc<dyn SessionRegistry>, Arc<dyn UsageCounters>);
-        let (locks, throttle, sessions, usage): Coordination = match config.locks {
-            LocksKind::Memory => (
+        let mut accounts = Accounts::new(records, &settings.accounts);
+        let (locks, throttle, sessions, usage) = Self::coordination(&settings, &mut accounts)?;
+        let delivery =
+            DeliveryService::new(messages.clone(), accounts.clone(), locks.clone(), usage.clone(), settings.delivery);
+        let auth = Arc::new(Authenticator::new(settings.auth, accounts.clone(), messages.clone()));
+        Ok(Self { messages, accounts, auth, locks, throttle, sessions, usage, delivery })
+    }
+
+    /// The coordination services; in a pool, record changes are also announced, and heard,
+    /// through Redis.
+    fn coordination(settings: &BackendSettings, accounts: &mut Accounts) -> Result<Coordination, BackendError> {
+        let limits = settings.throttle;
+        Ok(match &settings.coord {
+            CoordSettings::Memory => (
                 Arc::new(MemoryLocks::new()),
                 Arc::new(MemoryThrottle::new(limits)),
                 Arc::new(MemorySessions::default()),
                 Arc::new(Uncounted),
             ),
-            LocksKind::Redis => {
-                let conn = redis_link::connect(config)?;
-                let prefix = &config.redis_key_prefix;
-                // A pool: record changes are announced, and heard, through Redis.
+            CoordSettings::Redis { link, prefix } => {
+                let conn = redis_link::connect(link)?;
                 let channel = cache::channel(prefix);
                 accounts.announce_through(Announcer::Redis { conn: conn.clone(), channel: channel.clone() });
-                if config.account_cache_secs > 0 {
-                    cache::spawn_feed(redis_link::Subscriber::from_config(config)?, channel, accounts.records());
+                if !settings.accounts.account_cache.is_zero() {
+                    cache::spawn_feed(redis_link::Subscriber::new(link)?, channel, accounts.records());
                 }
                 (
                     Arc::new(RedisLocks::new(conn.clone(), prefix)),
@@ -94,9 +121,7 @@ impl Backends {
                     Arc::new(RedisUsage::new(conn, prefix)),
                 )
             }
-        };
-        let auth = Arc::new(Authenticator::from_config(config, accounts.clone(), messages.clone())?);
-        Ok(Self { messages, accounts, auth, locks, throttle, sessions, usage })
+        })
     }
 
     /// Checks cheaply that the store and the lock service answer (the readiness probe); the

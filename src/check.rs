@@ -12,26 +12,48 @@ const MAX_LINE: usize = 4096;
 /// Most CAPA lines accepted.
 const MAX_CAPA_LINES: usize = 100;
 
-/// Connects to the POP3 listener at `addr` (`host:port`), expects the greeting, asks CAPA and
-/// quits. Returns the capabilities.
-pub async fn pop3_capa(addr: &str, limit: Duration) -> Result<Vec<String>, String> {
-    timeout(limit, pop3_capa_inner(addr))
-        .await
-        .map_err(|_| format!("POP3 at {addr}: no complete answer within {} s", limit.as_secs()))?
+/// What a check of a POP3 listener saw instead of a working one.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("POP3 at {addr}: no complete answer within {} s", .secs)]
+    Timeout { addr: String, secs: u64 },
+    #[error("POP3 at {addr}: cannot connect: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("POP3 at {addr}: {source}")]
+    Io { addr: String, source: std::io::Error },
+    #[error("POP3 at {addr}: the greeting is {line:?}, not +OK")]
+    Greeting { addr: String, line: String },
+    #[error("POP3 at {addr}: CAPA answered {line:?}")]
+    Capa { addr: String, line: String },
+    #[error("POP3 at {addr}: CAPA did not end after {MAX_CAPA_LINES} lines")]
+    EndlessCapa { addr: String },
+    #[error("POP3 at {addr}: the server closed the connection")]
+    Closed { addr: String },
+    #[error("POP3 at {addr}: a reply line longer than {MAX_LINE} octets")]
+    LongLine { addr: String },
 }
 
-async fn pop3_capa_inner(addr: &str) -> Result<Vec<String>, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("POP3 at {addr}: cannot connect: {e}"))?;
+/// Connects to the POP3 listener at `addr` (`host:port`), expects the greeting, asks CAPA and
+/// quits. Returns the capabilities.
+pub async fn pop3_capa(addr: &str, limit: Duration) -> Result<Vec<String>, CheckError> {
+    timeout(limit, pop3_capa_inner(addr))
+        .await
+        .map_err(|_| CheckError::Timeout { addr: addr.to_owned(), secs: limit.as_secs() })?
+}
+
+async fn pop3_capa_inner(addr: &str) -> Result<Vec<String>, CheckError> {
+    let owned = || addr.to_owned();
+    let stream = TcpStream::connect(addr).await.map_err(|source| CheckError::Connect { addr: owned(), source })?;
     let (read, mut write) = stream.into_split();
     let mut lines = Lines { reader: BufReader::new(read), addr };
     let greeting = lines.next().await?;
     if !greeting.starts_with("+OK") {
-        return Err(format!("POP3 at {addr}: the greeting is {greeting:?}, not +OK"));
+        return Err(CheckError::Greeting { addr: owned(), line: greeting });
     }
-    write.write_all(b"CAPA\r\n").await.map_err(|e| format!("POP3 at {addr}: {e}"))?;
+    write.write_all(b"CAPA\r\n").await.map_err(|source| CheckError::Io { addr: owned(), source })?;
     let status = lines.next().await?;
     if !status.starts_with("+OK") {
-        return Err(format!("POP3 at {addr}: CAPA answered {status:?}"));
+        return Err(CheckError::Capa { addr: owned(), line: status });
     }
     let mut capabilities = Vec::new();
     loop {
@@ -40,7 +62,7 @@ async fn pop3_capa_inner(addr: &str) -> Result<Vec<String>, String> {
             break;
         }
         if capabilities.len() == MAX_CAPA_LINES {
-            return Err(format!("POP3 at {addr}: CAPA did not end after {MAX_CAPA_LINES} lines"));
+            return Err(CheckError::EndlessCapa { addr: owned() });
         }
         capabilities.push(line);
     }
@@ -57,18 +79,19 @@ struct Lines<'a, R> {
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> Lines<'_, R> {
-    async fn next(&mut self) -> Result<String, String> {
+    async fn next(&mut self) -> Result<String, CheckError> {
+        let addr = || self.addr.to_owned();
         let mut line = Vec::new();
         let read = (&mut self.reader)
             .take(MAX_LINE as u64)
             .read_until(b'\n', &mut line)
             .await
-            .map_err(|e| format!("POP3 at {}: {e}", self.addr))?;
+            .map_err(|source| CheckError::Io { addr: addr(), source })?;
         if read == 0 {
-            return Err(format!("POP3 at {}: the server closed the connection", self.addr));
+            return Err(CheckError::Closed { addr: addr() });
         }
         if !line.ends_with(b"\n") {
-            return Err(format!("POP3 at {}: a reply line longer than {MAX_LINE} octets", self.addr));
+            return Err(CheckError::LongLine { addr: addr() });
         }
         let text = String::from_utf8_lossy(&line);
         Ok(text.trim_end_matches(['\r', '\n']).to_owned())

@@ -31,19 +31,42 @@ impl tonic::service::Interceptor for Bearer {
 
 pub type Authed = InterceptedService<Channel, Bearer>;
 
+/// Why the API could not be reached, or did not say it serves.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid API URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Ca { path: std::path::PathBuf, source: std::io::Error },
+    #[error("TLS setup failed: {0}")]
+    Tls(tonic::transport::Error),
+    #[error("cannot reach the API at {url}: {source}")]
+    Connect { url: String, source: tonic::transport::Error },
+    #[error(
+        "{0} is not encrypted and not on this machine: the API token and passwords would cross the network in \
+         clear. Use https:// (the server's api_tls), or --allow-cleartext where something else encrypts the traffic"
+    )]
+    Cleartext(String),
+    #[error("health check at {url} failed: {message}")]
+    Health { url: String, message: String },
+    #[error("the API at {url} reports {status}")]
+    NotServing { url: String, status: &'static str },
+}
+
 /// A connection to the API at `url`, over TLS for `https://` (trusting `ca` when given, else the
 /// system roots).
-async fn channel(url: &str, ca: Option<&Path>) -> Result<Channel, String> {
-    let mut endpoint = Channel::from_shared(url.to_owned()).map_err(|e| format!("invalid API URL {url:?}: {e}"))?;
+async fn channel(url: &str, ca: Option<&Path>) -> Result<Channel, ClientError> {
+    let mut endpoint = Channel::from_shared(url.to_owned())
+        .map_err(|e| ClientError::Url { url: url.to_owned(), reason: e.to_string() })?;
     if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_native_roots();
         if let Some(ca) = ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+            let pem = std::fs::read(ca).map_err(|source| ClientError::Ca { path: ca.to_path_buf(), source })?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
-        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS setup failed: {e}"))?;
+        endpoint = endpoint.tls_config(tls).map_err(ClientError::Tls)?;
     }
-    endpoint.connect().await.map_err(|e| format!("cannot reach the API at {url}: {e}"))
+    endpoint.connect().await.map_err(|source| ClientError::Connect { url: url.to_owned(), source })
 }
 
 /// Whether `url` names this machine: `localhost` or a loopback address.
@@ -55,16 +78,16 @@ fn is_loopback_url(url: &str) -> bool {
 }
 
 /// Asks the server's `grpc.health.v1` service (open, no token) whether it is serving.
-pub async fn health(url: &str, ca: Option<&Path>) -> Result<(), String> {
+pub async fn health(url: &str, ca: Option<&Path>) -> Result<(), ClientError> {
     use tonic_health::pb::health_check_response::ServingStatus;
     let mut client = HealthClient::new(channel(url, ca).await?);
     let reply = client
         .check(HealthCheckRequest { service: String::new() })
         .await
-        .map_err(|status| format!("health check at {url} failed: {}", status.message()))?;
+        .map_err(|status| ClientError::Health { url: url.to_owned(), message: status.message().to_owned() })?;
     match reply.into_inner().status() {
         ServingStatus::Serving => Ok(()),
-        other => Err(format!("the API at {url} reports {}", other.as_str_name())),
+        other => Err(ClientError::NotServing { url: url.to_owned(), status: other.as_str_name() }),
     }
 }
 
@@ -79,13 +102,14 @@ impl ApiClient {
     /// Connects to `url` (`http://` or `https://`), trusting `ca` for https when given. The
     /// token (and any password a call carries) never goes over `http://` to another host unless
     /// `allow_cleartext` says so.
-    pub async fn connect(url: &str, token: Secret, ca: Option<&Path>, allow_cleartext: bool) -> Result<Self, String> {
+    pub async fn connect(
+        url: &str,
+        token: Secret,
+        ca: Option<&Path>,
+        allow_cleartext: bool,
+    ) -> Result<Self, ClientError> {
         if url.starts_with("http://") && !allow_cleartext && !is_loopback_url(url) {
-            return Err(format!(
-                "{url} is not encrypted and not on this machine: the API token and passwords would cross the \
-                 network in clear. Use https:// (the server's api_tls), or --allow-cleartext where something \
-                 else encrypts the traffic"
-            ));
+            return Err(ClientError::Cleartext(url.to_owned()));
         }
         let channel = channel(url, ca).await?;
         Ok(Self {

@@ -3,7 +3,16 @@
 
 use serde::Deserialize;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A secret setting that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{key} and {key}_file are both set: give the secret one way")]
+    Both { key: &'static str },
+    #[error("{key}_file = {}: {source}", file.display())]
+    Read { key: &'static str, file: PathBuf, source: std::io::Error },
+}
 
 /// A secret string; `Debug` and `Display` show only `<redacted>`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -20,7 +29,24 @@ impl Secret {
         &self.0
     }
 
-    /// The secret given inline, or else read from `file` (trailing newline removed).
+    /// The secret setting `key`, given inline or as `key_file` (never both), read now.
+    pub fn resolve(
+        key: &'static str,
+        inline: Option<&Secret>,
+        file: Option<&Path>,
+    ) -> Result<Option<Secret>, SecretError> {
+        if inline.is_some() && file.is_some() {
+            return Err(SecretError::Both { key });
+        }
+        Self::inline_or_file(inline, file).map_err(|source| SecretError::Read {
+            key,
+            file: file.map(Path::to_path_buf).unwrap_or_default(),
+            source,
+        })
+    }
+
+    /// The secret given inline, or else read from `file` (trailing newline removed). For
+    /// files read again while running (token files); settings are read with [`Secret::resolve`].
     pub fn inline_or_file(inline: Option<&Secret>, file: Option<&Path>) -> std::io::Result<Option<Secret>> {
         if let Some(secret) = inline {
             return Ok(Some(secret.clone()));
@@ -58,5 +84,9 @@ mod tests {
         assert_eq!(Secret::inline_or_file(None, Some(&path)).unwrap().unwrap().expose(), "from-file");
         assert_eq!(Secret::inline_or_file(Some(&s), Some(&path)).unwrap().unwrap().expose(), "hunter2");
         assert!(Secret::inline_or_file(None, None).unwrap().is_none());
+        let both = Secret::resolve("redis_password", Some(&s), Some(&path)).unwrap_err();
+        assert_eq!(both.to_string(), "redis_password and redis_password_file are both set: give the secret one way");
+        let missing = Secret::resolve("redis_password", None, Some(&dir.path().join("nope"))).unwrap_err();
+        assert!(missing.to_string().starts_with("redis_password_file = "), "{missing}");
     }
 }

@@ -10,14 +10,31 @@
 //! never races a session: a mailbox in use waits for the next round. One failing mailbox is
 //! logged and counted; the round goes on.
 
+use crate::accounts::AccountError;
 use crate::backends::Backends;
+use crate::coord::CoordError;
 use crate::coord::lock::held::{HeldLease, RemoveStopped, removed_ids};
 use crate::names::AccountName;
-use crate::store::Upkeep;
+use crate::store::{StoreError, Upkeep};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
+
+/// Why a round or one mailbox of it could not be swept; the next round tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Locks(#[from] CoordError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error("the round's lease was lost; another frontend may sweep now")]
+    RoundLost,
+    #[error("the maildrop lock was lost after {0} removals")]
+    Fenced(usize),
+}
 
 /// The lease that makes one frontend of the pool the sweeper for a round.
 pub const SWEEPER_LEASE: &str = "cloudpop-internal-sweeper";
@@ -40,8 +57,8 @@ fn format_ledger(ledger: &Ledger) -> String {
     ledger.iter().map(|(id, at)| format!("{id} {at}\n")).collect()
 }
 
-async fn read_ledger(backends: &Backends, name: &AccountName) -> Result<Ledger, String> {
-    let text = backends.messages.get_ledger(name).await.map_err(|e| e.to_string())?;
+async fn read_ledger(backends: &Backends, name: &AccountName) -> Result<Ledger, StoreError> {
+    let text = backends.messages.get_ledger(name).await?;
     Ok(text.as_deref().map(parse_ledger).unwrap_or_default())
 }
 
@@ -82,10 +99,9 @@ pub async fn run(backends: Backends, interval: Duration, lease: Duration, shutdo
 }
 
 /// One round; `None` when another frontend has it.
-pub async fn sweep_once(backends: &Backends, round: Duration, lease: Duration) -> Result<Option<Sweep>, String> {
+pub async fn sweep_once(backends: &Backends, round: Duration, lease: Duration) -> Result<Option<Sweep>, SweepError> {
     let me = AccountName::parse(SWEEPER_LEASE).expect("valid name");
-    let Some(round_lease) = HeldLease::take(backends.locks.clone(), &me, round).await.map_err(|e| e.to_string())?
-    else {
+    let Some(round_lease) = HeldLease::take(backends.locks.clone(), &me, round).await? else {
         return Ok(None);
     };
     let result = sweep_all(backends, &round_lease, lease).await;
@@ -95,12 +111,12 @@ pub async fn sweep_once(backends: &Backends, round: Duration, lease: Duration) -
     result.map(Some)
 }
 
-async fn sweep_all(backends: &Backends, round: &HeldLease, lease: Duration) -> Result<Sweep, String> {
-    let names = backends.messages.ledgers().await.map_err(|e| e.to_string())?;
+async fn sweep_all(backends: &Backends, round: &HeldLease, lease: Duration) -> Result<Sweep, SweepError> {
+    let names = backends.messages.ledgers().await?;
     let mut sweep = Sweep { mailboxes: names.len(), ..Sweep::default() };
     for name in names {
         if round.is_lost() {
-            return Err("the round's lease was lost; another frontend may sweep now".into());
+            return Err(SweepError::RoundLost);
         }
         match sweep_mailbox(backends, &name, lease).await {
             Ok(removed) => sweep.removed += removed,
@@ -113,10 +129,10 @@ async fn sweep_all(backends: &Backends, round: &HeldLease, lease: Duration) -> R
     Ok(sweep)
 }
 
-async fn sweep_mailbox(backends: &Backends, name: &AccountName, lease: Duration) -> Result<usize, String> {
+async fn sweep_mailbox(backends: &Backends, name: &AccountName, lease: Duration) -> Result<usize, SweepError> {
     let now = crate::clock::unix_secs();
     // Decided without the lock: most mailboxes have nothing due.
-    let account = backends.accounts.get(name).await.map_err(|e| e.to_string())?;
+    let account = backends.accounts.get(name).await?;
     let keep_secs = account.and_then(|a| a.expire_days).map(|days| u64::from(days) * 86_400);
     let ledger = read_ledger(backends, name).await?;
     if let Some(keep) = keep_secs
@@ -124,7 +140,7 @@ async fn sweep_mailbox(backends: &Backends, name: &AccountName, lease: Duration)
     {
         return Ok(0);
     }
-    let Some(held) = HeldLease::take(backends.locks.clone(), name, lease).await.map_err(|e| e.to_string())? else {
+    let Some(held) = HeldLease::take(backends.locks.clone(), name, lease).await? else {
         return Ok(0);
     };
     let result = sweep_locked(backends, &held, keep_secs, now).await;
@@ -133,11 +149,11 @@ async fn sweep_mailbox(backends: &Backends, name: &AccountName, lease: Duration)
 }
 
 /// Removes what is due from a locked mailbox and rewrites its ledger (removing it when empty).
-async fn sweep_locked(backends: &Backends, held: &HeldLease, keep: Option<u64>, now: u64) -> Result<usize, String> {
+async fn sweep_locked(backends: &Backends, held: &HeldLease, keep: Option<u64>, now: u64) -> Result<usize, SweepError> {
     let name = held.maildrop();
     let Some(keep) = keep else {
         // The account is gone or keeps its mail now: its ledger has no use any more.
-        return backends.messages.put_ledger(name, "").await.map(|()| 0).map_err(|e| e.to_string());
+        return Ok(backends.messages.put_ledger(name, "").await.map(|()| 0)?);
     };
     let mut ledger = read_ledger(backends, name).await?;
     let doomed: Vec<String> =
@@ -153,18 +169,18 @@ async fn sweep_locked(backends: &Backends, held: &HeldLease, keep: Option<u64>, 
     if let Some(RemoveStopped::Fenced) = stopped {
         // Another holder may be changing the ledger now: what was removed is forgotten by the
         // next round (removing a message that is gone already counts as done).
-        return Err(format!("the maildrop lock was lost after {} removals", report.removed));
+        return Err(SweepError::Fenced(report.removed));
     }
     for id in removed_ids(&doomed, &report) {
         ledger.remove(id);
     }
-    backends.messages.put_ledger(name, &format_ledger(&ledger)).await.map_err(|e| e.to_string())?;
+    backends.messages.put_ledger(name, &format_ledger(&ledger)).await?;
     if report.removed > 0 {
         info!(account = %name, removed = report.removed, "expired messages removed");
     }
     match stopped {
-        Some(e) => Err(e.to_string()),
-        None => Ok(report.removed),
+        Some(RemoveStopped::Store(e)) => Err(e.into()),
+        Some(RemoveStopped::Fenced) | None => Ok(report.removed),
     }
 }
 

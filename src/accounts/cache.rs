@@ -152,7 +152,7 @@ pub fn spawn_feed(mut nodes: Subscriber, channel: String, cache: Arc<RecordCache
         loop {
             let listened = match nodes.client().await {
                 Ok(client) => listen(&client, &channel, &cache).await,
-                Err(e) => Err(e.category().to_owned()),
+                Err(e) => Err(FeedError::Redis(e.category().to_owned())),
             };
             match listened {
                 Ok(()) => pause = Duration::from_millis(100),
@@ -165,7 +165,20 @@ pub fn spawn_feed(mut nodes: Subscriber, channel: String, cache: Arc<RecordCache
     });
 }
 
-async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> Result<(), String> {
+/// Why the change feed stopped; the cache stops serving until it is back.
+#[derive(Debug, thiserror::Error)]
+enum FeedError {
+    #[error("timed out subscribing")]
+    SubscribeTimeout,
+    #[error("{0}")]
+    Redis(String),
+    #[error("subscription connection closed")]
+    Closed,
+    #[error("subscription connection stopped answering")]
+    Silent,
+}
+
+async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> Result<(), FeedError> {
     let connect = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
@@ -173,8 +186,8 @@ async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> R
     };
     let pubsub = tokio::time::timeout(PING_TIMEOUT * 2, connect)
         .await
-        .map_err(|_| "timed out subscribing".to_owned())?
-        .map_err(|e| e.category().to_owned())?;
+        .map_err(|_| FeedError::SubscribeTimeout)?
+        .map_err(|e| FeedError::Redis(e.category().to_owned()))?;
     let (mut sink, mut messages) = pubsub.split();
     cache.set_live(true);
     info!("account change feed subscribed; account records are cached");
@@ -183,7 +196,7 @@ async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> R
     loop {
         tokio::select! {
             message = messages.next() => {
-                let Some(message) = message else { return Err("subscription connection closed".into()) };
+                let Some(message) = message else { return Err(FeedError::Closed) };
                 let payload: String = message.get_payload().unwrap_or_default();
                 match AccountName::parse(&payload) {
                     Ok(name) => cache.invalidate(&name),
@@ -195,7 +208,7 @@ async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> R
                 // In subscribed mode (RESP2) PING answers ["pong", ""], not +PONG: any reply will do.
                 let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
                 if !matches!(ping, Ok(Ok(_))) {
-                    return Err("subscription connection stopped answering".into());
+                    return Err(FeedError::Silent);
                 }
             }
         }

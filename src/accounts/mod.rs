@@ -15,7 +15,6 @@ pub mod verified;
 
 pub use policy::Policy;
 
-use crate::config::Config;
 use crate::names::{AccountName, InvalidName};
 use crate::store::{AccountRecord, AccountStore, MessageStore, StoreError};
 use cache::{Announcer, RecordCache};
@@ -120,24 +119,36 @@ impl Drop for Pending {
     }
 }
 
+/// What the account service is configured with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountSettings {
+    /// How long a successful password check is remembered (zero: never), and how many at once.
+    pub credential_cache: Duration,
+    pub credential_cache_entries: usize,
+    /// How long a record is cached in a pool (zero: never), and how many at once.
+    pub account_cache: Duration,
+    pub account_cache_entries: usize,
+    /// Logins that may wait for, or be in, a password check at once.
+    pub max_pending_logins: usize,
+    /// SCRAM-SHA-256 credentials are kept beside the hash with this many iterations; `None`:
+    /// SCRAM is off and none are kept.
+    pub scram_iterations: Option<u32>,
+}
+
 impl Accounts {
     /// `max_pending_logins` logins may wait for, or be in, a password check; more are refused
     /// at once rather than queued without limit. Hashing runs one job per core at a time.
-    pub fn new(store: Arc<dyn AccountStore>, config: &Config) -> Self {
+    pub fn new(store: Arc<dyn AccountStore>, settings: &AccountSettings) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let cache_ttl = Duration::from_secs(config.credential_cache_secs);
         Self {
             store,
             hasher: Arc::new(Hasher::new(cores)),
-            verified: Arc::new(VerifiedCache::new(cache_ttl, config.credential_cache_entries as usize)),
-            records: Arc::new(RecordCache::new(
-                Duration::from_secs(config.account_cache_secs),
-                config.account_cache_entries as usize,
-            )),
+            verified: Arc::new(VerifiedCache::new(settings.credential_cache, settings.credential_cache_entries)),
+            records: Arc::new(RecordCache::new(settings.account_cache, settings.account_cache_entries)),
             announcer: Announcer::Local,
             pending: Arc::new(AtomicUsize::new(0)),
-            max_pending: config.max_pending_logins as usize,
-            scram_iterations: config.scram.then_some(config.scram_iterations),
+            max_pending: settings.max_pending_logins,
+            scram_iterations: settings.scram_iterations,
         }
     }
 

@@ -2,11 +2,8 @@
 
 use super::proto::{self, DeliverRequest, DeliverResponse, DeliveryStatus, RecipientResult, deliver_request::Frame};
 use super::status;
-use crate::backends::Backends;
-use crate::delivery::{self, Outcome, Spooler};
-use crate::metrics::{IngestLabels, ListenerLabels, metrics};
+use crate::delivery::{self, DeliveryService, Outcome, Recipient, Spooled, Via};
 use crate::store::TraceParent;
-use std::path::PathBuf;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::field::Empty;
 use tracing::{Instrument, info, info_span};
@@ -15,9 +12,7 @@ use tracing::{Instrument, info, info_span};
 pub const MAX_RECIPIENTS: usize = 100;
 
 pub struct IngestService {
-    pub backends: Backends,
-    pub spool_dir: PathBuf,
-    pub max_message_size: u64,
+    pub delivery: DeliveryService,
 }
 
 #[tonic::async_trait]
@@ -62,58 +57,20 @@ impl proto::ingest_server::Ingest for IngestService {
         let options = delivery::Options { idempotency_key: key, uidl, received_ms, traceparent, header: Vec::new() };
         let recorded = span.clone();
         async move {
-            let mut spooler =
-                Spooler::new(&self.spool_dir, self.max_message_size, true).await.map_err(status::delivery)?;
-            // Only a stream that ends with an End frame declaring what was sent is a whole
-            // message: a sender that died half-way must not get a truncated copy stored.
-            let mut sent = 0u64;
-            loop {
-                let Some(frame) = frames.message().await? else {
-                    return Err(Status::invalid_argument(
-                        "the stream ended without an End frame: the message may be incomplete; nothing was stored",
-                    ));
-                };
-                match frame.frame {
-                    Some(Frame::Chunk(bytes)) => {
-                        sent += bytes.len() as u64;
-                        spooler.push(&bytes).await.map_err(status::delivery)?;
-                    }
-                    Some(Frame::End(end)) if end.size != sent => {
-                        return Err(Status::invalid_argument(format!(
-                            "the End frame declares {} octets but {sent} were sent; nothing was stored",
-                            end.size
-                        )));
-                    }
-                    Some(Frame::End(_)) => break,
-                    Some(Frame::Envelope(_)) => {
-                        return Err(Status::invalid_argument("only the first frame may be an envelope"));
-                    }
-                    None => return Err(Status::invalid_argument("empty frame")),
-                }
-            }
-            if frames.message().await?.is_some() {
-                return Err(Status::invalid_argument("frames after the End frame; nothing was stored"));
-            }
-            let message = spooler.finish().await.map_err(status::delivery)?;
+            let message = self.receive(&mut frames).await?;
             recorded.record("size", message.size);
-            metrics().ingest_bytes.get_or_create(&ListenerLabels { listener: "api" }).inc_by(message.size);
-            let mut results = Vec::with_capacity(envelope.recipients.len());
-            for recipient in &envelope.recipients {
-                let outcome = delivery::store_for(
-                    self.backends.messages.as_ref(),
-                    &self.backends.accounts,
-                    self.backends.locks.as_ref(),
-                    self.backends.usage.as_ref(),
-                    &message,
-                    recipient,
-                    &options,
-                )
-                .await;
-                let status = outcome.label();
-                metrics().ingest_deliveries.get_or_create(&IngestLabels { via: "grpc", status }).inc();
-                info!(recipient = %recipient.escape_debug(), status, "recipient");
-                results.push(result(recipient, outcome));
-            }
+            let recipients: Vec<Recipient<'_>> = envelope
+                .recipients
+                .iter()
+                .map(|r| Recipient { mailbox: r, address: r, options: options.clone() })
+                .collect();
+            let outcomes = self.delivery.deliver(&message, Via::Grpc, &recipients).await;
+            let results: Vec<RecipientResult> = envelope
+                .recipients
+                .iter()
+                .zip(outcomes)
+                .map(|(recipient, outcome)| result(recipient, outcome))
+                .collect();
             let stored = results.iter().filter(|r| r.status == DeliveryStatus::Stored as i32).count();
             let duplicates = results.iter().filter(|r| r.status == DeliveryStatus::Duplicate as i32).count();
             recorded.record("stored", stored);
@@ -126,6 +83,44 @@ impl proto::ingest_server::Ingest for IngestService {
         }
         .instrument(span)
         .await
+    }
+}
+
+impl IngestService {
+    /// Receives the message frames into the spool. Only a stream that ends with an End frame
+    /// declaring what was sent is a whole message: a sender that died half-way must not get a
+    /// truncated copy stored.
+    async fn receive(&self, frames: &mut Streaming<DeliverRequest>) -> Result<Spooled, Status> {
+        let mut spooler = self.delivery.spooler(true).await.map_err(status::delivery)?;
+        let mut sent = 0u64;
+        loop {
+            let Some(frame) = frames.message().await? else {
+                return Err(Status::invalid_argument(
+                    "the stream ended without an End frame: the message may be incomplete; nothing was stored",
+                ));
+            };
+            match frame.frame {
+                Some(Frame::Chunk(bytes)) => {
+                    sent += bytes.len() as u64;
+                    spooler.push(&bytes).await.map_err(status::delivery)?;
+                }
+                Some(Frame::End(end)) if end.size != sent => {
+                    return Err(Status::invalid_argument(format!(
+                        "the End frame declares {} octets but {sent} were sent; nothing was stored",
+                        end.size
+                    )));
+                }
+                Some(Frame::End(_)) => break,
+                Some(Frame::Envelope(_)) => {
+                    return Err(Status::invalid_argument("only the first frame may be an envelope"));
+                }
+                None => return Err(Status::invalid_argument("empty frame")),
+            }
+        }
+        if frames.message().await?.is_some() {
+            return Err(Status::invalid_argument("frames after the End frame; nothing was stored"));
+        }
+        spooler.finish().await.map_err(status::delivery)
     }
 }
 

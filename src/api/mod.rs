@@ -68,10 +68,6 @@ pub struct ServerFacts {
     pub locks: &'static str,
     /// The maildrop lease operators' deletions hold.
     pub lock_lease: Duration,
-    /// Where Ingest spools incoming messages.
-    pub spool_dir: PathBuf,
-    /// Largest message Ingest accepts.
-    pub max_message_size: u64,
 }
 
 /// The API's TLS acceptor (when `api_tls`), built before anything starts so mistakes stop
@@ -175,12 +171,8 @@ pub async fn serve(
     );
     let ingest_tokens = tokens.clone();
     // The proto promises chunks of up to 4 MiB: a frame is that plus its own encoding.
-    let ingest = proto::ingest_server::IngestServer::new(ingest::IngestService {
-        backends: backends.clone(),
-        spool_dir: facts.spool_dir.clone(),
-        max_message_size: facts.max_message_size,
-    })
-    .max_decoding_message_size(MAX_CHUNK + 64);
+    let ingest = proto::ingest_server::IngestServer::new(ingest::IngestService { delivery: backends.delivery.clone() })
+        .max_decoding_message_size(MAX_CHUNK + 64);
     let ingest = tonic::service::interceptor::InterceptedService::new(ingest, move |req: tonic::Request<()>| {
         ingest_tokens.current().check(&req, Scope::Ingest).map(|()| req)
     });

@@ -73,34 +73,45 @@ impl HttpDirectory {
     }
 }
 
+/// What is wrong with a directory's 200 answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum AnswerError {
+    #[error("the answer is not JSON")]
+    NotJson,
+    #[error("the answer has no \"result\": \"ok\" or \"fail\"")]
+    NoResult,
+    #[error("{0} is not a whole number")]
+    NotNumber(String),
+    #[error("expire_days is not a number of days")]
+    NotDays,
+    #[error("mailbox is not a string")]
+    NotString,
+}
+
 /// Reads a 200 answer's body.
-fn answer(body: &[u8]) -> Result<Option<Entry>, String> {
-    let doc: Value = serde_json::from_slice(body).map_err(|_| "the answer is not JSON".to_owned())?;
+fn answer(body: &[u8]) -> Result<Option<Entry>, AnswerError> {
+    let doc: Value = serde_json::from_slice(body).map_err(|_| AnswerError::NotJson)?;
     match doc.get("result").and_then(Value::as_str) {
         Some("fail") => return Ok(None),
         Some("ok") => {}
-        _ => return Err("the answer has no \"result\": \"ok\" or \"fail\"".into()),
+        _ => return Err(AnswerError::NoResult),
     }
     if doc.get("enabled").and_then(Value::as_bool) == Some(false) {
         return Ok(None);
     }
-    let number = |field: &str| -> Result<Option<u64>, String> {
-        match doc.get(field) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| format!("{field} is not a whole number")),
-        }
+    let number = |field: &str| match doc.get(field) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| AnswerError::NotNumber(field.to_owned())),
     };
     let expire_days = match doc.get("expire_days") {
         None => None,
         Some(Value::Null) => Some(None),
-        Some(v) => {
-            Some(Some(v.as_u64().and_then(|d| u32::try_from(d).ok()).ok_or("expire_days is not a number of days")?))
-        }
+        Some(v) => Some(Some(v.as_u64().and_then(|d| u32::try_from(d).ok()).ok_or(AnswerError::NotDays)?)),
     };
     let mailbox = match doc.get("mailbox") {
         None | Some(Value::Null) => None,
         Some(Value::String(name)) => Some(name.clone()),
-        Some(_) => return Err("mailbox is not a string".into()),
+        Some(_) => return Err(AnswerError::NotString),
     };
     Ok(Some(Entry {
         mailbox,

@@ -94,9 +94,20 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// A configured URL that cloudpop will not call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("{key} = {url:?} is not a URL")]
+    NotUrl { key: &'static str, url: String },
+    #[error("{key} must be https:// (plain http is allowed only to loopback)")]
+    Cleartext { key: &'static str },
+    #[error("{key} = {url:?} must be an https:// URL")]
+    Scheme { key: &'static str, url: String },
+}
+
 /// Checks a configured URL: HTTPS anywhere, plain HTTP only to a loopback address.
-pub fn check_url(key: &str, url: &str) -> Result<(), String> {
-    let parsed: http::Uri = url.parse().map_err(|_| format!("{key} = {url:?} is not a URL"))?;
+pub fn check_url(key: &'static str, url: &str) -> Result<(), UrlError> {
+    let parsed: http::Uri = url.parse().map_err(|_| UrlError::NotUrl { key, url: url.to_owned() })?;
     let host = parsed.host().unwrap_or("");
     let loopback = host == "localhost"
         || host
@@ -107,8 +118,8 @@ pub fn check_url(key: &str, url: &str) -> Result<(), String> {
     match parsed.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
         Some("http") if loopback => Ok(()),
-        Some("http") => Err(format!("{key} must be https:// (plain http is allowed only to loopback)")),
-        _ => Err(format!("{key} = {url:?} must be an https:// URL")),
+        Some("http") => Err(UrlError::Cleartext { key }),
+        _ => Err(UrlError::Scheme { key, url: url.to_owned() }),
     }
 }
 
@@ -121,8 +132,8 @@ mod tests {
         assert!(check_url("k", "https://directory.example/auth").is_ok());
         assert!(check_url("k", "http://127.0.0.1:8080/auth").is_ok());
         assert!(check_url("k", "http://[::1]:8080/auth").is_ok());
-        assert!(check_url("k", "http://directory.example/auth").is_err());
-        assert!(check_url("k", "ftp://x/").is_err());
-        assert!(check_url("k", "not a url").is_err());
+        assert_eq!(check_url("k", "http://directory.example/auth"), Err(UrlError::Cleartext { key: "k" }));
+        assert!(matches!(check_url("k", "ftp://x/"), Err(UrlError::Scheme { .. })));
+        assert!(matches!(check_url("k", "not a url"), Err(UrlError::NotUrl { .. })));
     }
 }

@@ -36,11 +36,20 @@ impl Key {
     }
 }
 
+/// A key set document that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("no \"keys\" array")]
+    NoKeys,
+}
+
 /// The keys of a JWKS document that can verify RS256 or ES256 signatures; others (encryption
 /// keys, other curves, symmetric keys) are left out. An error only if it is not a key set.
-pub fn parse_jwks(json: &[u8]) -> Result<Vec<Key>, String> {
-    let doc: Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
-    let keys = doc.get("keys").and_then(Value::as_array).ok_or("no \"keys\" array")?;
+pub fn parse_jwks(json: &[u8]) -> Result<Vec<Key>, JwksError> {
+    let doc: Value = serde_json::from_slice(json).map_err(|e| JwksError::NotJson(e.to_string()))?;
+    let keys = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NoKeys)?;
     let b64 =
         |v: &Value, field: &str| v.get(field).and_then(Value::as_str).and_then(|s| URL_SAFE_NO_PAD.decode(s).ok());
     Ok(keys

@@ -37,7 +37,7 @@ pub struct LdapSettings {
     pub dn_template: String,
     /// Which LDAP attribute holds each of `mailbox`, `login_delay_secs`, `expire_days`,
     /// `quota_bytes`, `quota_messages`.
-    pub attributes: HashMap<String, String>,
+    pub attributes: AttributeMap,
     pub timeout: Duration,
     pub pool_size: usize,
 }
@@ -45,19 +45,33 @@ pub struct LdapSettings {
 /// The fields `ldap_attributes` may map.
 pub const ATTRIBUTE_FIELDS: [&str; 5] = ["mailbox", "login_delay_secs", "expire_days", "quota_bytes", "quota_messages"];
 
+/// What is wrong in `ldap_attributes`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttributesError {
+    #[error("{0:?} is not field=attribute")]
+    NotPair(String),
+    #[error("{0:?} is not one of {fields}", fields = ATTRIBUTE_FIELDS.join(", "))]
+    UnknownField(String),
+    #[error("{0:?} is not an attribute name")]
+    BadAttribute(String),
+}
+
+/// Which LDAP attribute holds each field, by field name.
+pub type AttributeMap = HashMap<String, String>;
+
 /// Reads `ldap_attributes`, `field=ldapAttribute` pairs separated by commas.
-pub fn parse_attributes(text: &str) -> Result<HashMap<String, String>, String> {
+pub fn parse_attributes(text: &str) -> Result<AttributeMap, AttributesError> {
     text.split(',')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
-            let (field, attr) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not field=attribute"))?;
+            let (field, attr) = pair.split_once('=').ok_or_else(|| AttributesError::NotPair(pair.to_owned()))?;
             let (field, attr) = (field.trim(), attr.trim());
             if !ATTRIBUTE_FIELDS.contains(&field) {
-                return Err(format!("{field:?} is not one of {}", ATTRIBUTE_FIELDS.join(", ")));
+                return Err(AttributesError::UnknownField(field.to_owned()));
             }
             if attr.is_empty() || !attr.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b';') {
-                return Err(format!("{attr:?} is not an attribute name"));
+                return Err(AttributesError::BadAttribute(attr.to_owned()));
             }
             Ok((field.to_owned(), attr.to_owned()))
         })

@@ -12,8 +12,8 @@
 //! Failure is never silent: a directory that gives no answer (down, slow, nonsense, or its
 //! circuit breaker open) makes the login `[SYS/TEMP]`; there is no fallback to another
 //! backend. Successful directory checks are remembered like local ones
-//! ([`crate::accounts::verified`]), failures never are, so an outage cannot turn a remembered failure
-//! into a success or the reverse.
+//! ([`crate::accounts::verified`]), failures never are, so an outage cannot turn a remembered
+//! failure into a success or the reverse.
 
 pub mod directory;
 pub mod http;
@@ -21,10 +21,12 @@ pub mod https;
 pub mod jwt;
 pub mod ldap;
 pub mod oauth;
+pub mod settings;
+
+pub use settings::{AuthSettings, DirectorySettings, HttpDirectorySettings};
 
 use crate::accounts::verified::VerifiedCache;
 use crate::accounts::{Accounts, LoginError};
-use crate::config::{AuthBackend, Config};
 use crate::names::AccountName;
 use crate::protocol::scram;
 use crate::store::{AccountRecord, MessageStore};
@@ -45,11 +47,6 @@ pub enum Proof<'a> {
     /// A bearer token (OAUTHBEARER, XOAUTH2).
     Bearer(&'a str),
 }
-
-/// Why authentication could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct AuthSetupError(pub String);
 
 /// The configured ways of logging in.
 pub struct Authenticator {
@@ -73,100 +70,38 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn from_config(
-        config: &Config,
-        accounts: Accounts,
-        messages: Arc<dyn MessageStore>,
-    ) -> Result<Self, AuthSetupError> {
-        let setup = |what: &str| {
-            let what = what.to_owned();
-            move |e: crate::tls::TlsError| AuthSetupError(format!("{what}: {e}"))
-        };
-        let directory: Option<Arc<dyn Directory>> = match config.auth_backend {
-            AuthBackend::Local => None,
-            AuthBackend::Ldap => {
-                let tls =
-                    crate::tls::client_config(config.ldap_ca_file.as_deref(), None).map_err(setup("ldap_ca_file"))?;
-                let bind_password = crate::secret::Secret::inline_or_file(
-                    config.ldap_bind_password.as_ref(),
-                    config.ldap_bind_password_file.as_deref(),
-                )
-                .map_err(|e| AuthSetupError(format!("ldap_bind_password_file: {e}")))?;
-                Some(Arc::new(ldap::LdapDirectory::new(ldap::LdapSettings {
-                    url: config.ldap_url.clone(),
-                    starttls: config.ldap_starttls,
-                    tls: Arc::new(tls),
-                    bind_dn: config.ldap_bind_dn.clone(),
-                    bind_password,
-                    base_dn: config.ldap_base_dn.clone(),
-                    user_filter: config.ldap_user_filter.clone(),
-                    dn_template: config.ldap_dn_template.clone(),
-                    attributes: ldap::parse_attributes(&config.ldap_attributes).map_err(AuthSetupError)?,
-                    timeout: Duration::from_millis(config.ldap_timeout_ms),
-                    pool_size: config.ldap_pool_size as usize,
-                })))
-            }
-            AuthBackend::Http => {
-                let client_cert = match (&config.auth_http_client_cert, &config.auth_http_client_key) {
-                    (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
-                    _ => None,
-                };
-                let tls = crate::tls::client_config(config.auth_http_ca_file.as_deref(), client_cert)
-                    .map_err(setup("auth_http TLS settings"))?;
-                let token = crate::secret::Secret::inline_or_file(
-                    config.auth_http_token.as_ref(),
-                    config.auth_http_token_file.as_deref(),
-                )
-                .map_err(|e| AuthSetupError(format!("auth_http_token_file: {e}")))?;
-                let client = https::HttpsClient::new(tls, Duration::from_millis(config.auth_http_timeout_ms));
-                Some(Arc::new(http::HttpDirectory::new(config.auth_http_url.clone(), token, client)))
+    pub fn new(settings: AuthSettings, accounts: Accounts, messages: Arc<dyn MessageStore>) -> Self {
+        let backend = settings.backend();
+        let (failures, open) = (settings.breaker_failures, settings.breaker_open);
+        let directory: Option<Arc<dyn Directory>> = match settings.directory {
+            None => None,
+            Some(DirectorySettings::Ldap(ldap)) => Some(Arc::new(ldap::LdapDirectory::new(ldap))),
+            Some(DirectorySettings::Http(http)) => {
+                let client = https::HttpsClient::new(http.tls, http.timeout);
+                Some(Arc::new(http::HttpDirectory::new(http.url, http.token, client)))
             }
         };
-        let oauth = if config.oauth_jwks_url.is_empty() {
-            None
-        } else {
-            let tls =
-                crate::tls::client_config(config.oauth_ca_file.as_deref(), None).map_err(setup("oauth_ca_file"))?;
+        let oauth = settings.oauth.map(|(oauth, tls)| {
             let client = https::HttpsClient::new(tls, Duration::from_secs(10));
-            Some(oauth::OAuth::new(
-                oauth::OAuthSettings {
-                    jwks_url: config.oauth_jwks_url.clone(),
-                    issuer: config.oauth_issuer.clone(),
-                    audience: config.oauth_audience.clone(),
-                    user_claim: config.oauth_user_claim.clone(),
-                    leeway_secs: config.oauth_leeway_secs,
-                    refresh: Duration::from_secs(config.oauth_jwks_refresh_secs),
-                },
-                client,
-            ))
-        };
+            oauth::OAuth::new(oauth, client)
+        });
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| AuthSetupError(e.to_string()))?;
-        let breaker = || Breaker::new(config.auth_breaker_failures, Duration::from_secs(config.auth_breaker_secs));
-        Ok(Self {
+        getrandom::fill(&mut secret).expect("operating system random source");
+        let cache = || VerifiedCache::new(settings.credential_cache, settings.credential_cache_entries);
+        Self {
             accounts,
             messages,
-            directory: directory.map(|d| (d, breaker())),
-            remembered: VerifiedCache::new(
-                Duration::from_secs(config.credential_cache_secs),
-                config.credential_cache_entries as usize,
-            ),
-            looked_up: VerifiedCache::new(
-                Duration::from_secs(config.credential_cache_secs),
-                config.credential_cache_entries as usize,
-            ),
-            mailbox_format: config.auth_mailbox_format.clone(),
-            backend: match config.auth_backend {
-                AuthBackend::Local => "local",
-                AuthBackend::Ldap => "ldap",
-                AuthBackend::Http => "http",
-            },
+            directory: directory.map(|d| (d, Breaker::new(failures, open))),
+            remembered: cache(),
+            looked_up: cache(),
+            mailbox_format: settings.mailbox_format,
+            backend,
             oauth,
             // SCRAM needs stored credentials, which only the local backend has.
-            scram: config.scram && config.auth_backend == AuthBackend::Local,
-            scram_iterations: config.scram_iterations,
+            scram: settings.scram && backend == "local",
+            scram_iterations: settings.scram_iterations,
             decoy_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
-        })
+        }
     }
 
     /// Whether SCRAM-SHA-256 can be offered.

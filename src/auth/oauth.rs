@@ -72,7 +72,7 @@ impl OAuth {
     /// [`MIN_REFETCH`]); the error is returned only if there are none.
     async fn refresh(&self, set: &mut KeySet) -> Result<(), CallError> {
         let fetched = match self.client.get(&self.settings.jwks_url).await {
-            Ok((status, body)) if status.is_success() => jwt::parse_jwks(&body).map_err(CallError),
+            Ok((status, body)) if status.is_success() => jwt::parse_jwks(&body).map_err(|e| CallError(e.to_string())),
             Ok((status, _)) => Err(CallError(format!("the JWKS URL answered {status}"))),
             Err(e) => Err(e),
         };

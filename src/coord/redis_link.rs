@@ -9,7 +9,7 @@
 //! runs on one shard; commands that touch keys of several slots (`DEL`, `MGET`) are split by
 //! the cluster client.
 
-use crate::config::{Config, RedisMode};
+use crate::config::RedisMode;
 use crate::secret::Secret;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -36,10 +36,6 @@ pub(crate) fn unavailable(e: RedisError) -> crate::coord::CoordError {
 pub enum RedisSetupError {
     #[error("invalid redis_url: {0}")]
     Url(String),
-    #[error("cannot read redis_password_file: {0}")]
-    PasswordFile(std::io::Error),
-    #[error("cannot read redis_tls_ca_file: {0}")]
-    CaFile(std::io::Error),
 }
 
 /// One logical connection to the pool's Redis, cheap to clone (clones share it).
@@ -50,10 +46,9 @@ pub enum RedisConn {
     Sentinel(Arc<SentinelPrimary>),
 }
 
-/// Builds a lazily connecting, self-healing connection from the configuration.
-pub fn connect(config: &Config) -> Result<RedisConn, RedisSetupError> {
-    let settings = Settings::from_config(config)?;
-    Ok(match config.redis_mode {
+/// Builds a lazily connecting, self-healing connection.
+pub fn connect(settings: &RedisSettings) -> Result<RedisConn, RedisSetupError> {
+    Ok(match settings.mode {
         RedisMode::Standalone => {
             let client = settings.client(settings.urls[0].clone())?;
             let manager = ConnectionManager::new_lazy_with_config(client, settings.manager_config())
@@ -65,7 +60,7 @@ pub fn connect(config: &Config) -> Result<RedisConn, RedisSetupError> {
             conn: tokio::sync::OnceCell::new(),
         })),
         RedisMode::Sentinel => {
-            RedisConn::Sentinel(Arc::new(SentinelPrimary::new(&settings, &config.redis_sentinel_master)?))
+            RedisConn::Sentinel(Arc::new(SentinelPrimary::new(settings, &settings.sentinel_master)?))
         }
     })
 }
@@ -78,15 +73,14 @@ pub enum Subscriber {
 }
 
 impl Subscriber {
-    pub fn from_config(config: &Config) -> Result<Self, RedisSetupError> {
-        let settings = Settings::from_config(config)?;
-        Ok(match config.redis_mode {
+    pub fn new(settings: &RedisSettings) -> Result<Self, RedisSetupError> {
+        Ok(match settings.mode {
             RedisMode::Standalone | RedisMode::Cluster => Subscriber::Nodes {
                 clients: settings.urls.iter().map(|url| settings.client(url.clone())).collect::<Result<_, _>>()?,
                 next: 0,
             },
             RedisMode::Sentinel => {
-                Subscriber::Sentinel(Box::new(SentinelPrimary::new(&settings, &config.redis_sentinel_master)?))
+                Subscriber::Sentinel(Box::new(SentinelPrimary::new(settings, &settings.sentinel_master)?))
             }
         })
     }
@@ -104,34 +98,34 @@ impl Subscriber {
     }
 }
 
-/// The parsed connection settings shared by the three shapes.
-struct Settings {
-    urls: Vec<ConnectionInfo>,
-    username: Option<String>,
-    password: Option<Secret>,
-    ca: Option<Vec<u8>>,
-    timeout: Duration,
+/// The connection settings of the three shapes (`redis_*`), parsed, with the password and the
+/// CA already read.
+#[derive(Clone)]
+pub struct RedisSettings {
+    pub mode: RedisMode,
+    /// The server, the Cluster's seed nodes, or the sentinels; never empty.
+    pub urls: Vec<ConnectionInfo>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// PEM of a private CA for `rediss://`.
+    pub ca: Option<Vec<u8>>,
+    pub timeout: Duration,
+    /// The primary's name among the sentinels (`sentinel` mode).
+    pub sentinel_master: String,
 }
 
-impl Settings {
-    fn from_config(config: &Config) -> Result<Self, RedisSetupError> {
-        let urls = config
-            .redis_urls()
-            .map(|url| url.into_connection_info().map_err(|e| RedisSetupError::Url(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        if urls.is_empty() {
-            return Err(RedisSetupError::Url("no address given".into()));
-        }
-        let password = Secret::inline_or_file(config.redis_password.as_ref(), config.redis_password_file.as_deref())
-            .map_err(RedisSetupError::PasswordFile)?;
-        let ca = match &config.redis_tls_ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(RedisSetupError::CaFile)?),
-            None => None,
-        };
-        let timeout = Duration::from_millis(config.redis_timeout_ms);
-        Ok(Self { urls, username: config.redis_username.clone(), password, ca, timeout })
+/// Parses `redis_url`'s addresses; at least one.
+pub fn parse_urls<'a>(urls: impl Iterator<Item = &'a str>) -> Result<Vec<ConnectionInfo>, RedisSetupError> {
+    let urls = urls
+        .map(|url| url.into_connection_info().map_err(|e| RedisSetupError::Url(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return Err(RedisSetupError::Url("no address given".into()));
     }
+    Ok(urls)
+}
 
+impl RedisSettings {
     fn certificates(&self) -> Option<redis::TlsCertificates> {
         // A private CA (the usual case inside a cluster) instead of the system trust store.
         self.ca.as_ref().map(|ca| redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) })
@@ -208,7 +202,7 @@ pub struct SentinelPrimary {
 }
 
 impl SentinelPrimary {
-    fn new(settings: &Settings, master: &str) -> Result<Self, RedisSetupError> {
+    fn new(settings: &RedisSettings, master: &str) -> Result<Self, RedisSetupError> {
         let invalid = |e: RedisError| RedisSetupError::Url(e.to_string());
         let first = &settings.urls[0];
         let tls = settings.urls.iter().any(|u| matches!(u.addr(), redis::ConnectionAddr::TcpTls { .. }));

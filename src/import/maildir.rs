@@ -9,7 +9,7 @@
 //! the listed ones, in name order. The order is the `O` (POP3 order) field when present, else
 //! the UID.
 
-use super::{Sink, Tally};
+use super::{ImportError, Sink, Tally};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -49,8 +49,34 @@ struct Values<'a> {
     guid: &'a str,
 }
 
+/// A `pop3_uidl_format` cloudpop cannot render.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UidlFormatError {
+    #[error("pop3_uidl_format {0:?} ends with '%'")]
+    Dangling(String),
+    #[error("pop3_uidl_format variable %{0} is not supported (use %u %v %f %g)")]
+    Variable(String),
+}
+
+/// A `dovecot-uidlist` that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UidlistError {
+    #[error("dovecot-uidlist is empty")]
+    Empty,
+    #[error("bad UIDVALIDITY in dovecot-uidlist")]
+    UidValidity,
+    #[error("bad dovecot-uidlist header")]
+    Header,
+    #[error("dovecot-uidlist version not supported: {0:?}")]
+    Version(String),
+    #[error("bad dovecot-uidlist line {0:?}")]
+    Line(String),
+    #[error("bad UID in {0:?}")]
+    Uid(String),
+}
+
 impl UidlFormat {
-    pub fn parse(format: &str) -> Result<Self, String> {
+    pub fn parse(format: &str) -> Result<Self, UidlFormatError> {
         let mut parts = Vec::new();
         let mut chars = format.chars().peekable();
         let mut text = String::new();
@@ -76,14 +102,14 @@ impl UidlFormat {
             let name: String = match chars.next() {
                 Some('{') => chars.by_ref().take_while(|&c| c != '}').collect(),
                 Some(c) => c.to_string(),
-                None => return Err(format!("pop3_uidl_format {format:?} ends with '%'")),
+                None => return Err(UidlFormatError::Dangling(format.to_owned())),
             };
             let var = match name.as_str() {
                 "u" | "uid" => Var::Uid,
                 "v" | "uidvalidity" => Var::UidValidity,
                 "f" | "filename" => Var::Filename,
                 "g" | "guid" => Var::Guid,
-                other => return Err(format!("pop3_uidl_format variable %{other} is not supported (use %u %v %f %g)")),
+                other => return Err(UidlFormatError::Variable(other.to_owned())),
             };
             if !text.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut text)));
@@ -136,30 +162,30 @@ struct Uidlist {
     entries: Vec<Entry>,
 }
 
-fn parse_uidlist(text: &str) -> Result<Uidlist, String> {
+fn parse_uidlist(text: &str) -> Result<Uidlist, UidlistError> {
     let mut lines = text.lines();
-    let header = lines.next().ok_or("dovecot-uidlist is empty")?;
+    let header = lines.next().ok_or(UidlistError::Empty)?;
     let mut words = header.split_whitespace();
     let mut list = Uidlist::default();
     match words.next() {
         Some("3") => {
             if let Some(value) = words.find_map(|word| word.strip_prefix('V')) {
-                list.uidvalidity = value.parse().map_err(|_| "bad UIDVALIDITY in dovecot-uidlist")?;
+                list.uidvalidity = value.parse().map_err(|_| UidlistError::UidValidity)?;
             }
         }
         Some("1") => {
-            list.uidvalidity = words.next().and_then(|v| v.parse().ok()).ok_or("bad dovecot-uidlist header")?;
+            list.uidvalidity = words.next().and_then(|v| v.parse().ok()).ok_or(UidlistError::Header)?;
         }
-        _ => return Err(format!("dovecot-uidlist version not supported: {header:?}")),
+        _ => return Err(UidlistError::Version(header.to_owned())),
     }
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let (head, filename) = match line.split_once(" :") {
             Some((head, filename)) => (head, filename),
             // Version 1: `<uid> <filename>`.
-            None => line.split_once(' ').ok_or_else(|| format!("bad dovecot-uidlist line {line:?}"))?,
+            None => line.split_once(' ').ok_or_else(|| UidlistError::Line(line.to_owned()))?,
         };
         let mut words = head.split_whitespace();
-        let uid = words.next().and_then(|u| u.parse().ok()).ok_or_else(|| format!("bad UID in {line:?}"))?;
+        let uid = words.next().and_then(|u| u.parse().ok()).ok_or_else(|| UidlistError::Uid(line.to_owned()))?;
         let fields = words.filter_map(|w| w.chars().next().map(|key| (key, w[key.len_utf8()..].to_owned()))).collect();
         list.entries.push(Entry { uid, fields, filename: filename.to_owned() });
     }
@@ -172,12 +198,12 @@ fn base_name(file: &str) -> &str {
 }
 
 /// The messages of the maildir at `dir` in the order Dovecot's POP3 showed them.
-pub fn scan(dir: &Path, format: &UidlFormat) -> Result<Vec<Message>, String> {
+pub fn scan(dir: &Path, format: &UidlFormat) -> Result<Vec<Message>, ImportError> {
     let mut files: HashMap<String, PathBuf> = HashMap::new();
     for sub in ["cur", "new"] {
-        let entries = std::fs::read_dir(dir.join(sub)).map_err(|e| format!("{}: {e}", dir.join(sub).display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let subdir = dir.join(sub);
+        for entry in std::fs::read_dir(&subdir).map_err(ImportError::file(&subdir))? {
+            let entry = entry.map_err(ImportError::file(&subdir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_file()) {
                 files.insert(base_name(&name).to_owned(), entry.path());
@@ -187,7 +213,7 @@ pub fn scan(dir: &Path, format: &UidlFormat) -> Result<Vec<Message>, String> {
     let list = match std::fs::read_to_string(dir.join("dovecot-uidlist")) {
         Ok(text) => parse_uidlist(&text)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Uidlist::default(),
-        Err(e) => return Err(format!("{}: {e}", dir.join("dovecot-uidlist").display())),
+        Err(e) => return Err(ImportError::file(&dir.join("dovecot-uidlist"))(e)),
     };
     // (order key, uid, uidl, path, filename)
     let mut found = Vec::new();
@@ -220,7 +246,13 @@ pub fn scan(dir: &Path, format: &UidlFormat) -> Result<Vec<Message>, String> {
 }
 
 /// Imports the maildir at `dir` into `mailbox`.
-pub async fn import(sink: &Sink, mailbox: &str, dir: &Path, format: &UidlFormat, tally: &Tally) -> Result<(), String> {
+pub async fn import(
+    sink: &Sink,
+    mailbox: &str,
+    dir: &Path,
+    format: &UidlFormat,
+    tally: &Tally,
+) -> Result<(), ImportError> {
     let messages = scan(dir, format)?;
     tally.expect(messages.len() as u64);
     for message in messages {
@@ -231,7 +263,7 @@ pub async fn import(sink: &Sink, mailbox: &str, dir: &Path, format: &UidlFormat,
         }
         let put = match tokio::fs::File::open(&message.path).await {
             Ok(file) => sink.message(mailbox, &message.uidl, message.received_ms, file).await,
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(ImportError::file(&message.path)(e)),
         };
         tally.count(&what, put);
     }

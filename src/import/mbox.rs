@@ -6,7 +6,7 @@
 //! that is valid and not repeated in the file (older POP3 servers such as qpopper kept UIDLs
 //! there), else `mbox-` and the MD5 of the message, with `-2`, `-3`... for identical copies.
 
-use super::{Sink, Tally};
+use super::{ImportError, Sink, Tally};
 use md5::Digest;
 use std::collections::HashSet;
 use std::path::Path;
@@ -116,15 +116,15 @@ fn asctime_secs(rest: &str) -> Option<u64> {
 }
 
 /// Imports every message of the mbox at `file` into `mailbox`.
-pub async fn import(sink: &Sink, mailbox: &str, file: &Path, tally: &Tally) -> Result<(), String> {
-    let input = tokio::fs::File::open(file).await.map_err(|e| format!("{}: {e}", file.display()))?;
+pub async fn import(sink: &Sink, mailbox: &str, file: &Path, tally: &Tally) -> Result<(), ImportError> {
+    let input = tokio::fs::File::open(file).await.map_err(ImportError::file(file))?;
     let mut reader = BufReader::new(input);
     let mut splitter = Splitter::default();
     let mut line = Vec::new();
     let mut index = 0;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).await.map_err(|e| format!("{}: {e}", file.display()))?;
+        let n = reader.read_until(b'\n', &mut line).await.map_err(ImportError::file(file))?;
         let message = if n == 0 { splitter.finish() } else { splitter.line(&line) };
         if let Some(message) = message {
             index += 1;

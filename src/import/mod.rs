@@ -11,6 +11,7 @@
 //! ([`pop3`]); accounts from a Dovecot-style passwd file with their password hashes. The
 //! destination ([`Sink`]) is the configured store, or a running server's gRPC API.
 
+mod error;
 pub mod maildir;
 pub mod mbox;
 pub mod pop3;
@@ -19,12 +20,13 @@ mod progress;
 use crate::api::proto::{self, DeliveryStatus, Envelope, ImportStatus};
 use crate::backends::Backends;
 use crate::client::ApiClient;
-use crate::delivery::{self, Outcome, Spooled, Spooler};
+use crate::delivery::{self, DeliveryError, Outcome, Spooled, Spooler, Via};
 use crate::names::AccountName;
 use crate::store::{MarkerKey, ids};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncRead;
 
+pub use error::ImportError;
 pub use progress::Progress;
 
 /// `cloudpop import`'s sources.
@@ -71,14 +73,19 @@ pub enum ImportCommand {
 
 /// Runs one import into `sink`, `jobs` mailboxes at a time; `allow_cleartext` lets POP3
 /// passwords go to another host without TLS.
-pub async fn run(command: ImportCommand, sink: &Sink, jobs: usize, allow_cleartext: bool) -> Result<Report, String> {
+pub async fn run(
+    command: ImportCommand,
+    sink: &Sink,
+    jobs: usize,
+    allow_cleartext: bool,
+) -> Result<Report, ImportError> {
     use futures::StreamExt;
     let mut report = Report::default();
     let tally = Tally::default();
     let jobs = jobs.max(1);
     match command {
         ImportCommand::Accounts { file, allow_plain } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(&file).map_err(ImportError::file(&file))?;
             for (line, name, password) in passwd_entries(&text) {
                 let put = if password.is_empty() {
                     Ok(AccountPut::Refused(format!("line {line}: no password field")))
@@ -114,17 +121,7 @@ pub async fn run(command: ImportCommand, sink: &Sink, jobs: usize, allow_clearte
                 .await;
         }
         ImportCommand::Pop3 { server, security, ca, users } => {
-            let (host, port) = server
-                .rsplit_once(':')
-                .and_then(|(host, port)| Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?)))
-                .ok_or_else(|| format!("--server {server:?} is not host:port"))?;
-            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-            if security == pop3::Security::None && !loopback && !allow_cleartext {
-                return Err("--security none would send the users' passwords in clear to another host; use \
-                            starttls or implicit, or --allow-cleartext on a trusted network"
-                    .into());
-            }
-            let source = pop3::Source { host, port, security, ca };
+            let source = pop3_source(&server, security, ca, allow_cleartext)?;
             futures::stream::iter(pop3::users_from(&users)?)
                 .for_each_concurrent(jobs, |user| {
                     let (source, tally) = (&source, &tally);
@@ -146,13 +143,32 @@ pub async fn run(command: ImportCommand, sink: &Sink, jobs: usize, allow_clearte
     Ok(report)
 }
 
+/// The old POP3 server named by `--server host:port`; its users' passwords go to another host
+/// without TLS only with `allow_cleartext`.
+fn pop3_source(
+    server: &str,
+    security: pop3::Security,
+    ca: Option<PathBuf>,
+    allow_cleartext: bool,
+) -> Result<pop3::Source, ImportError> {
+    let (host, port) = server
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?)))
+        .ok_or_else(|| ImportError::NotHostPort(server.to_owned()))?;
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if security == pop3::Security::None && !loopback && !allow_cleartext {
+        return Err(ImportError::Cleartext);
+    }
+    Ok(pop3::Source { host, port, security, ca })
+}
+
 /// `NAME=PATH` arguments.
-fn pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
+fn pairs(args: &[String]) -> Result<Vec<(&str, &str)>, ImportError> {
     args.iter()
         .map(|arg| {
             arg.split_once('=')
                 .filter(|(n, p)| !n.is_empty() && !p.is_empty())
-                .ok_or_else(|| format!("{arg:?} is not NAME=PATH"))
+                .ok_or_else(|| ImportError::NotPair(arg.clone()))
         })
         .collect()
 }
@@ -160,9 +176,9 @@ fn pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
 /// Where imported accounts and messages go.
 pub enum Sink {
     /// Straight into the configured store (embedded or S3), as `cloudpop deliver` does.
-    Store { backends: Backends, spool: PathBuf, max_size: u64 },
+    Store { backends: Box<Backends> },
     /// Through a running server's API: accounts with an admin token, messages (Ingest) with an
-    /// ingest token.
+    /// ingest token. Messages wait in `spool`, at most `max_size` octets.
     Api { client: Box<ApiClient>, spool: PathBuf, max_size: u64 },
 }
 
@@ -185,15 +201,13 @@ pub enum AccountPut {
 }
 
 impl Sink {
-    /// The spool and size limit every message passes through.
-    fn spool(&self) -> (&PathBuf, u64) {
-        match self {
-            Sink::Store { spool, max_size, .. } | Sink::Api { spool, max_size, .. } => (spool, *max_size),
-        }
-    }
-
     /// Imports one account of an export (`password_field` as the old server stored it).
-    pub async fn account(&self, name: &str, password_field: &str, allow_plain: bool) -> Result<AccountPut, String> {
+    pub async fn account(
+        &self,
+        name: &str,
+        password_field: &str,
+        allow_plain: bool,
+    ) -> Result<AccountPut, ImportError> {
         use crate::accounts::{AccountError, Imported};
         match self {
             Sink::Store { backends, .. } => {
@@ -204,15 +218,20 @@ impl Sink {
                     Err(e @ (AccountError::InvalidName(_) | AccountError::BeingDeleted(_))) => {
                         Ok(AccountPut::Refused(e.to_string()))
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e.into()),
                 }
             }
             Sink::Api { client, .. } => {
                 let account =
                     proto::ImportedAccount { name: name.to_owned(), password_hash: password_field.to_owned() };
                 let request = proto::ImportAccountsRequest { accounts: vec![account], allow_plain };
-                let reply = client.admin.clone().import_accounts(request).await.map_err(|s| s.message().to_owned())?;
-                let result = reply.into_inner().results.pop().ok_or("the server sent no result")?;
+                let reply = client
+                    .admin
+                    .clone()
+                    .import_accounts(request)
+                    .await
+                    .map_err(|s| ImportError::Api(s.message().to_owned()))?;
+                let result = reply.into_inner().results.pop().ok_or(ImportError::NoResult)?;
                 Ok(match result.status() {
                     ImportStatus::Created => AccountPut::Created,
                     ImportStatus::Exists => AccountPut::Exists,
@@ -243,16 +262,18 @@ impl Sink {
         uidl: &str,
         received_ms: u64,
         input: impl AsyncRead + Unpin,
-    ) -> Result<Put, String> {
+    ) -> Result<Put, ImportError> {
         let mut spooler = self.spooler().await?;
         let read = spooler.read_from(input).await.map(|()| spooler);
         self.finish(mailbox, uidl, received_ms, read).await
     }
 
     /// An empty spool for one message on its way in (bounded memory whatever its size).
-    pub async fn spooler(&self) -> Result<Spooler, String> {
-        let (spool, max_size) = self.spool();
-        Spooler::new(spool, max_size, false).await.map_err(|e| e.to_string())
+    pub async fn spooler(&self) -> Result<Spooler, ImportError> {
+        Ok(match self {
+            Sink::Store { backends } => backends.delivery.spooler(false).await?,
+            Sink::Api { spool, max_size, .. } => Spooler::new(spool, *max_size, false).await?,
+        })
     }
 
     /// Stores the message in `spooled` (or reports why spooling it failed).
@@ -261,8 +282,8 @@ impl Sink {
         mailbox: &str,
         uidl: &str,
         received_ms: u64,
-        spooled: Result<Spooler, delivery::DeliveryError>,
-    ) -> Result<Put, String> {
+        spooled: Result<Spooler, DeliveryError>,
+    ) -> Result<Put, ImportError> {
         if !ids::is_valid_uidl(uidl) {
             return Ok(Put::Refused(format!("UIDL {uidl:?} is not 1-70 printable characters")));
         }
@@ -272,65 +293,64 @@ impl Sink {
         };
         let message = match message {
             Ok(message) => message,
-            Err(e @ (delivery::DeliveryError::Read(_) | delivery::DeliveryError::Spool(_))) => {
-                return Err(e.to_string());
-            }
+            Err(e @ (DeliveryError::Read(_) | DeliveryError::Spool(_))) => return Err(e.into()),
             Err(e) => return Ok(Put::Refused(e.to_string())),
         };
         self.put(mailbox, uidl, received_ms, &message).await
     }
 
-    async fn put(&self, mailbox: &str, uidl: &str, received_ms: u64, message: &Spooled) -> Result<Put, String> {
+    async fn put(&self, mailbox: &str, uidl: &str, received_ms: u64, message: &Spooled) -> Result<Put, ImportError> {
         match self {
-            Sink::Store { backends, .. } => {
+            Sink::Store { backends } => {
                 let options = delivery::Options {
                     uidl: Some(uidl.to_owned()),
                     received_ms: Some(received_ms),
                     ..Default::default()
                 };
-                let outcome = delivery::store_for(
-                    backends.messages.as_ref(),
-                    &backends.accounts,
-                    backends.locks.as_ref(),
-                    backends.usage.as_ref(),
-                    message,
-                    mailbox,
-                    &options,
-                )
-                .await;
-                match outcome {
+                let recipient = delivery::Recipient { mailbox, address: mailbox, options };
+                let outcome = backends.delivery.deliver(message, Via::Import, &[recipient]).await.pop();
+                match outcome.ok_or(ImportError::NoResult)? {
                     Outcome::Stored(stored) => Ok(Put::Stored(stored.size)),
                     Outcome::Duplicate(_) => Ok(Put::AlreadyImported),
-                    Outcome::Failed(e) => Err(e.to_string()),
+                    Outcome::Failed(e) => Err(e.into()),
                     Outcome::UnknownMailbox => Ok(Put::Refused(format!("no account {mailbox}"))),
                     other => Ok(Put::Refused(format!("{other:?}"))),
                 }
             }
-            Sink::Api { client, .. } => {
-                let envelope = Envelope {
-                    recipients: vec![mailbox.to_owned()],
-                    uidl: uidl.to_owned(),
-                    received_unix_ms: received_ms as i64,
-                    ..Envelope::default()
-                };
-                let file = message.open().await.map_err(|e| e.to_string())?;
-                let reply = match ApiClient::clone(client).deliver_envelope(envelope, file).await {
-                    Ok(reply) => reply,
-                    Err(status) if status.code() == tonic::Code::Unavailable => {
-                        return Err(status.message().to_owned());
-                    }
-                    Err(status) => return Ok(Put::Refused(status.message().to_owned())),
-                };
-                let result = reply.results.into_iter().next().ok_or("the server sent no result")?;
-                Ok(match result.status() {
-                    DeliveryStatus::Stored => Put::Stored(reply.size),
-                    DeliveryStatus::Duplicate => Put::AlreadyImported,
-                    DeliveryStatus::TemporaryFailure => return Err(result.detail),
-                    _ => Put::Refused(result.detail),
-                })
-            }
+            Sink::Api { client, .. } => put_through_api(client, mailbox, uidl, received_ms, message).await,
         }
     }
+}
+
+/// Stores one message through the Ingest API, keeping its UIDL and receipt time.
+async fn put_through_api(
+    client: &ApiClient,
+    mailbox: &str,
+    uidl: &str,
+    received_ms: u64,
+    message: &Spooled,
+) -> Result<Put, ImportError> {
+    let envelope = Envelope {
+        recipients: vec![mailbox.to_owned()],
+        uidl: uidl.to_owned(),
+        received_unix_ms: received_ms as i64,
+        ..Envelope::default()
+    };
+    let file = message.open().await.map_err(DeliveryError::Spool)?;
+    let reply = match ApiClient::clone(client).deliver_envelope(envelope, file).await {
+        Ok(reply) => reply,
+        Err(status) if status.code() == tonic::Code::Unavailable => {
+            return Err(ImportError::Api(status.message().to_owned()));
+        }
+        Err(status) => return Ok(Put::Refused(status.message().to_owned())),
+    };
+    let result = reply.results.into_iter().next().ok_or(ImportError::NoResult)?;
+    Ok(match result.status() {
+        DeliveryStatus::Stored => Put::Stored(reply.size),
+        DeliveryStatus::Duplicate => Put::AlreadyImported,
+        DeliveryStatus::TemporaryFailure => return Err(ImportError::Api(result.detail)),
+        _ => Put::Refused(result.detail),
+    })
 }
 
 /// Counts of a whole import, printed at the end.
@@ -367,7 +387,7 @@ impl Tally {
     }
 
     /// One message's outcome.
-    pub fn count(&self, what: &str, put: Result<Put, String>) {
+    pub fn count(&self, what: &str, put: Result<Put, ImportError>) {
         self.with(|report, progress| {
             match put {
                 Ok(Put::Stored(size)) => {
@@ -388,12 +408,12 @@ impl Tally {
     }
 
     pub fn into_report(self) -> Report {
-        self.0.into_inner().unwrap_or_else(|e| e.into_inner()).0
+        self.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).0
     }
 }
 
 impl Report {
-    pub fn count_account(&mut self, name: &str, put: Result<AccountPut, String>) {
+    pub fn count_account(&mut self, name: &str, put: Result<AccountPut, ImportError>) {
         match put {
             Ok(AccountPut::Created) => self.accounts_created += 1,
             Ok(AccountPut::Exists) => self.accounts_existing += 1,

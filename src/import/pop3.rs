@@ -3,7 +3,7 @@
 //! UIDLs and order. A message imported by an earlier run is not fetched again (with the store
 //! as the destination) and never stored twice (with either destination).
 
-use super::{Put, Sink, Tally};
+use super::{ImportError, Put, Sink, Tally};
 use crate::delivery::Spooler;
 use rustls_pki_types::ServerName;
 use std::path::Path;
@@ -39,6 +39,37 @@ pub struct User {
     pub mailbox: String,
 }
 
+/// What went wrong talking to the old server.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("{0}: not a host name")]
+    ServerName(String),
+    #[error("{0}")]
+    TlsSetup(#[from] crate::tls::TlsError),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("the server sent data after its STLS answer")]
+    AfterStls,
+    #[error("login as {0} refused")]
+    LoginRefused(String),
+    #[error("{what}: {reply}")]
+    Refused { what: String, reply: String },
+    #[error("the server stopped answering")]
+    Silent,
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("reply line too long")]
+    LineTooLong,
+    #[error("malformed UIDL line {0:?}")]
+    MalformedUidl(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Longest reply line accepted from the old server.
 const MAX_LINE: usize = 64 * 1024;
 /// Time allowed for any one reply line.
@@ -55,7 +86,7 @@ struct Connection {
 impl Source {
     /// `users`: one `login:password[:mailbox]` per line, or the same separated by tabs (for
     /// passwords with a colon); blank lines and `#` comments are skipped.
-    pub fn read_users(text: &str) -> Result<Vec<User>, String> {
+    pub fn read_users(text: &str) -> Result<Vec<User>, ImportError> {
         text.lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
@@ -64,7 +95,7 @@ impl Source {
                 let mut parts = line.trim_end_matches('\r').splitn(3, separator);
                 let (login, password) = (parts.next().unwrap_or(""), parts.next());
                 let Some(password) = password.filter(|p| !p.is_empty() && !login.is_empty()) else {
-                    return Err(format!("users file line {}: expected login:password[:mailbox]", n + 1));
+                    return Err(ImportError::UsersLine(n + 1));
                 };
                 let mailbox = parts.next().filter(|m| !m.is_empty()).unwrap_or(login);
                 Ok(User { login: login.to_owned(), password: password.to_owned(), mailbox: mailbox.to_owned() })
@@ -72,22 +103,22 @@ impl Source {
             .collect()
     }
 
-    fn tls(&self) -> Result<tokio_rustls::TlsConnector, String> {
-        let config = crate::tls::client_config(self.ca.as_deref(), None).map_err(|e| e.to_string())?;
+    fn tls(&self) -> Result<tokio_rustls::TlsConnector, SourceError> {
+        let config = crate::tls::client_config(self.ca.as_deref(), None)?;
         Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
     }
 
-    async fn connect(&self, user: &User) -> Result<Connection, String> {
+    async fn connect(&self, user: &User) -> Result<Connection, SourceError> {
         let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect((self.host.as_str(), self.port)))
             .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+            .map_err(|_| SourceError::ConnectTimeout)?
+            .map_err(|source| SourceError::Connect { addr: format!("{}:{}", self.host, self.port), source })?;
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(self.host.clone()).map_err(|e| format!("{}: {e}", self.host))?;
+        let name = ServerName::try_from(self.host.clone()).map_err(|_| SourceError::ServerName(self.host.clone()))?;
         let stream: Box<dyn Stream> = match self.security {
-            Security::Implicit => Box::new(
-                self.tls()?.connect(name.clone(), tcp).await.map_err(|e| format!("TLS handshake failed: {e}"))?,
-            ),
+            Security::Implicit => {
+                Box::new(self.tls()?.connect(name.clone(), tcp).await.map_err(SourceError::Handshake)?)
+            }
             Security::None | Security::Starttls => Box::new(tcp),
         };
         let mut conn = Connection { io: BufReader::new(stream) };
@@ -97,48 +128,51 @@ impl Source {
             let Connection { io } = conn;
             // Nothing may be buffered from before the handshake.
             if !io.buffer().is_empty() {
-                return Err("the server sent data after its STLS answer".into());
+                return Err(SourceError::AfterStls);
             }
-            let tls =
-                self.tls()?.connect(name, io.into_inner()).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+            let tls = self.tls()?.connect(name, io.into_inner()).await.map_err(SourceError::Handshake)?;
             conn = Connection { io: BufReader::new(Box::new(tls)) };
         }
         conn.command(&format!("USER {}", user.login)).await?;
         conn.command(&format!("PASS {}", user.password))
             .await
-            .map_err(|_| format!("login as {} refused", user.login))?;
+            .map_err(|_| SourceError::LoginRefused(user.login.clone()))?;
         Ok(conn)
     }
 }
 
 impl Connection {
-    async fn line(&mut self) -> Result<String, String> {
+    async fn line(&mut self) -> Result<String, SourceError> {
         let mut line = Vec::new();
         let mut limited = (&mut self.io).take(MAX_LINE as u64);
         match tokio::time::timeout(TIMEOUT, limited.read_until(b'\n', &mut line)).await {
-            Err(_) => Err("the server stopped answering".into()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(0)) => Err("the server closed the connection".into()),
-            Ok(Ok(_)) if !line.ends_with(b"\n") => Err("reply line too long".into()),
+            Err(_) => Err(SourceError::Silent),
+            Ok(Err(e)) => Err(SourceError::Io(e)),
+            Ok(Ok(0)) => Err(SourceError::Closed),
+            Ok(Ok(_)) if !line.ends_with(b"\n") => Err(SourceError::LineTooLong),
             Ok(Ok(_)) => Ok(String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_owned()),
         }
     }
 
-    async fn expect_ok(&mut self, what: &str) -> Result<String, String> {
+    async fn expect_ok(&mut self, what: &str) -> Result<String, SourceError> {
         let line = self.line().await?;
-        if line.starts_with("+OK") { Ok(line) } else { Err(format!("{what}: {line}")) }
+        if line.starts_with("+OK") {
+            Ok(line)
+        } else {
+            Err(SourceError::Refused { what: what.to_owned(), reply: line })
+        }
     }
 
-    async fn command(&mut self, command: &str) -> Result<String, String> {
+    async fn command(&mut self, command: &str) -> Result<String, SourceError> {
         let stream = self.io.get_mut();
-        stream.write_all(format!("{command}\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
-        stream.flush().await.map_err(|e| e.to_string())?;
+        stream.write_all(format!("{command}\r\n").as_bytes()).await?;
+        stream.flush().await?;
         let verb = command.split(' ').next().unwrap_or(command);
         self.expect_ok(verb).await
     }
 
     /// The lines of a multi-line listing.
-    async fn listing(&mut self, command: &str) -> Result<Vec<String>, String> {
+    async fn listing(&mut self, command: &str) -> Result<Vec<String>, SourceError> {
         self.command(command).await?;
         let mut lines = Vec::new();
         loop {
@@ -157,7 +191,7 @@ impl Connection {
         &mut self,
         n: u64,
         mut spooler: Spooler,
-    ) -> Result<Result<Spooler, crate::delivery::DeliveryError>, String> {
+    ) -> Result<Result<Spooler, crate::delivery::DeliveryError>, SourceError> {
         self.command(&format!("RETR {n}")).await?;
         let mut refused = None;
         let mut line = Vec::new();
@@ -168,9 +202,9 @@ impl Connection {
             line.clear();
             let mut limited = (&mut self.io).take(MAX_LINE as u64);
             match tokio::time::timeout(TIMEOUT, limited.read_until(b'\n', &mut line)).await {
-                Err(_) => return Err("the server stopped sending".into()),
-                Ok(Err(e)) => return Err(e.to_string()),
-                Ok(Ok(0)) => return Err("the server closed the connection mid-message".into()),
+                Err(_) => return Err(SourceError::Silent),
+                Ok(Err(e)) => return Err(SourceError::Io(e)),
+                Ok(Ok(0)) => return Err(SourceError::Closed),
                 Ok(Ok(_)) => {}
             }
             if line_start && (line == b".\r\n" || line == b".\n") {
@@ -191,7 +225,7 @@ impl Connection {
 }
 
 /// Pulls `user`'s mailbox into `user.mailbox`.
-pub async fn import(sink: &Sink, source: &Source, user: &User, tally: &Tally) -> Result<(), String> {
+pub async fn import(sink: &Sink, source: &Source, user: &User, tally: &Tally) -> Result<(), ImportError> {
     let mut conn = source.connect(user).await?;
     let uidls = conn.listing("UIDL").await?;
     let mut messages: Vec<(u64, String)> = Vec::with_capacity(uidls.len());
@@ -199,7 +233,7 @@ pub async fn import(sink: &Sink, source: &Source, user: &User, tally: &Tally) ->
         let mut words = line.split_whitespace();
         match (words.next().and_then(|n| n.parse().ok()), words.next()) {
             (Some(n), Some(uidl)) => messages.push((n, uidl.to_owned())),
-            _ => return Err(format!("malformed UIDL line {line:?}")),
+            _ => return Err(SourceError::MalformedUidl(line).into()),
         }
     }
     messages.sort_by_key(|(n, _)| *n);
@@ -220,8 +254,8 @@ pub async fn import(sink: &Sink, source: &Source, user: &User, tally: &Tally) ->
 }
 
 /// Reads a users file.
-pub fn users_from(path: &Path) -> Result<Vec<User>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn users_from(path: &Path) -> Result<Vec<User>, ImportError> {
+    let text = std::fs::read_to_string(path).map_err(ImportError::file(path))?;
     Source::read_users(&text)
 }
 

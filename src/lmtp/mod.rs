@@ -15,9 +15,7 @@ pub mod command;
 pub mod data;
 pub mod trace;
 
-use crate::config::{Config, ConfigError};
-use crate::delivery::{self, DeliveryError, Outcome, Spooler};
-use crate::metrics::{GaugeGuard, IngestLabels, ListenerLabels, RefusedLabels, TlsLabels, metrics};
+use crate::delivery::{self, DeliveryError, Outcome};
 use crate::names::AccountName;
 use crate::session::Context;
 use address::AddressRule;
@@ -28,10 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::net::TcpStream;
 use tracing::field::Empty;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -51,92 +46,28 @@ const MAX_ERRORS: u32 = 20;
 /// Data read from the client at once.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// The listener's settings, read once from the configuration.
+/// The listener's settings (`lmtp_*`).
+#[derive(Debug, Clone)]
 pub struct Settings {
+    /// How a recipient address becomes a mailbox name.
     pub rule: AddressRule,
+    /// Only these client networks may connect (the MTAs).
     pub trusted: Vec<IpNet>,
+    /// The name in greetings and `Received:` lines.
     pub hostname: String,
+    /// Add `Return-Path:` and `Received:` to stored messages.
     pub trace_headers: bool,
+    /// A full mailbox is `452 4.2.2` (retry) instead of `552 5.2.2` (bounce).
     pub quota_tempfail: bool,
+    /// Offer STARTTLS.
     pub starttls: bool,
+    /// Largest message accepted, in octets after CRLF normalisation.
     pub max_size: u64,
     pub max_connections: usize,
 }
 
-impl Settings {
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let hostname = match config.lmtp_hostname.as_str() {
-            "" => Some(crate::coord::registry::host_name())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "localhost".into()),
-            name => name.to_owned(),
-        };
-        Ok(Self {
-            rule: AddressRule {
-                strip_domain: config.lmtp_strip_domain,
-                separators: config.lmtp_subaddress_separator.clone(),
-            },
-            trusted: crate::config::networks("lmtp_trusted_networks", &config.lmtp_trusted_networks)?,
-            hostname,
-            trace_headers: config.lmtp_trace_headers,
-            quota_tempfail: config.lmtp_quota_tempfail,
-            starttls: config.lmtp_starttls,
-            max_size: config.max_message_size,
-            max_connections: config.lmtp_max_connections,
-        })
-    }
-}
-
-/// Accepts LMTP connections until `stop`; sessions run on `tasks`.
-pub async fn accept_loop(
-    listener: TcpListener,
-    ctx: Arc<Context>,
-    settings: Arc<Settings>,
-    tasks: TaskTracker,
-    stop: CancellationToken,
-) {
-    let labels = ListenerLabels { listener: "lmtp" };
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    warn!(error = %e, "LMTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = stop.cancelled() => return,
-        };
-        metrics().connections_accepted.get_or_create(&labels).inc();
-        let _ = stream.set_nodelay(true);
-        if !settings.trusted.iter().any(|net| net.contains(&peer.ip().to_canonical())) {
-            refuse(&stream, peer, "untrusted", b"554 5.7.1 Not authorised to deliver here\r\n");
-            continue;
-        }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            refuse(&stream, peer, "limit", b"421 4.3.2 Too many connections, try again later\r\n");
-            continue;
-        };
-        let (ctx, settings) = (ctx.clone(), settings.clone());
-        tasks.spawn(async move {
-            let _open = GaugeGuard::hold(&metrics().connections_open.get_or_create(&labels));
-            serve(stream, peer, ctx, settings).await;
-            drop(permit);
-        });
-    }
-}
-
-/// Turns a connection away with one line, written without waiting.
-fn refuse(stream: &TcpStream, peer: SocketAddr, reason: &'static str, reply: &[u8]) {
-    metrics().connections_refused.get_or_create(&RefusedLabels { listener: "lmtp", reason }).inc();
-    debug!(%peer, reason, "LMTP connection refused");
-    let _ = stream.try_write(reply);
-}
-
 /// Serves one connection (and its TLS continuation after STARTTLS) to the end.
-async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>, settings: Arc<Settings>) {
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>, settings: Arc<Settings>) {
     let id = crate::session::session_id();
     let span =
         info_span!("lmtp.session", otel.kind = "server", session = %id, %peer, lhlo = Empty, tls.version = Empty);
@@ -149,19 +80,8 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>, setti
         };
         let result = match (result, ctx.tls.as_ref()) {
             (Ok(Next::StartTls), Some(tls)) => {
-                let accepted = tokio::time::timeout(IDLE_TIMEOUT, tls.accept(stream))
-                    .await
-                    .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")));
-                let outcome = if accepted.is_ok() { "ok" } else { "failed" };
-                metrics().tls_handshakes.get_or_create(&TlsLabels { listener: "lmtp", outcome }).inc();
-                match accepted {
+                match crate::tls::handshake::accept(tls, stream, IDLE_TIMEOUT, "lmtp", &span).await {
                     Ok(mut tls_stream) => {
-                        let version = match tls_stream.get_ref().1.protocol_version() {
-                            Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
-                            Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
-                            _ => "other",
-                        };
-                        span.record("tls.version", version);
                         session.start_tls();
                         session.run(&mut tls_stream).await.map(|_| ())
                     }
@@ -446,8 +366,7 @@ impl<'a> Session<'a> {
         let traceparent = crate::telemetry::traceparent_of(&span);
         let recorded = span.clone();
         async {
-            let spool_dir = self.ctx.config.spool_dir();
-            let mut spooler = Spooler::new(&spool_dir, self.settings.max_size, false).await;
+            let mut spooler = self.ctx.backends.delivery.spooler(false).await;
             // An intermediate reply: no enhanced status code (RFC 2034 gives them to 2xx, 4xx, 5xx).
             self.out.extend_from_slice(b"354 Send the message, ending with <CRLF>.<CRLF>\r\n");
             self.flush(stream).await?;
@@ -499,7 +418,6 @@ impl<'a> Session<'a> {
                 }
             };
             recorded.record("size", message.size);
-            metrics().ingest_bytes.get_or_create(&ListenerLabels { listener: "lmtp" }).inc_by(message.size);
             let now_secs = crate::clock::unix_secs();
             let sender = self.sender.clone().unwrap_or_default();
             let helo = self.helo.clone().unwrap_or_default();
@@ -514,29 +432,24 @@ impl<'a> Session<'a> {
             };
             let mut stored = 0;
             let recipients = std::mem::take(&mut self.recipients);
-            for recipient in &recipients {
-                let options = delivery::Options {
-                    header: if self.settings.trace_headers { trace.header_for(&recipient.address) } else { Vec::new() },
-                    traceparent: traceparent.clone(),
-                    ..Default::default()
-                };
-                let backends = &self.ctx.backends;
-                let outcome = delivery::store_for(
-                    backends.messages.as_ref(),
-                    &backends.accounts,
-                    backends.locks.as_ref(),
-                    backends.usage.as_ref(),
-                    &message,
-                    recipient.mailbox.as_str(),
-                    &options,
-                )
-                .await;
-                let status = outcome.label();
-                metrics().ingest_deliveries.get_or_create(&IngestLabels { via: "lmtp", status }).inc();
-                info!(recipient = %recipient.address, mailbox = %recipient.mailbox, status, "recipient");
-                if let Outcome::Failed(e) = &outcome {
-                    warn!(error = %e, "LMTP delivery failed for a recipient");
-                }
+            let targets: Vec<delivery::Recipient<'_>> = recipients
+                .iter()
+                .map(|recipient| delivery::Recipient {
+                    mailbox: recipient.mailbox.as_str(),
+                    address: &recipient.address,
+                    options: delivery::Options {
+                        header: if self.settings.trace_headers {
+                            trace.header_for(&recipient.address)
+                        } else {
+                            Vec::new()
+                        },
+                        traceparent: traceparent.clone(),
+                        ..Default::default()
+                    },
+                })
+                .collect();
+            let outcomes = self.ctx.backends.delivery.deliver(&message, delivery::Via::Lmtp, &targets).await;
+            for (recipient, outcome) in recipients.iter().zip(outcomes) {
                 if matches!(outcome, Outcome::Stored(_)) {
                     stored += 1;
                 }

@@ -152,22 +152,22 @@ impl Machine {
     }
 
     /// Continues after a [`Step::ScramLookup`]: the credentials to challenge with and a fresh
-    /// nonce (printable ASCII without commas), or why there are none.
-    pub fn scram_lookup_finished(&mut self, found: Result<(scram::StoredCredentials, String), String>) -> Step {
+    /// nonce (printable ASCII without commas), or `None` when the account store did not answer.
+    pub fn scram_lookup_finished(&mut self, found: Option<(scram::StoredCredentials, String)>) -> Step {
         let Phase::ScramLookup(first, mechanism) =
             std::mem::replace(&mut self.phase, Phase::Authorization { user: None })
         else {
             return unreachable_phase();
         };
         match found {
-            Ok((credentials, nonce)) => {
+            Some((credentials, nonce)) => {
                 let (pending, server_first) = first.challenge(credentials, &nonce);
                 self.phase = Phase::SaslScramFinal(Box::new(pending), mechanism);
                 Step::Reply(response::continuation(&STANDARD.encode(server_first)))
             }
-            Err(why) => Step::Reply(response::err(
+            None => Step::Reply(response::err(
                 Some(Code::SysTemp),
-                &format!("Temporary server failure ({why}), try again later"),
+                "Temporary server failure (account store unavailable), try again later",
             )),
         }
     }

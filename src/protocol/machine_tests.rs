@@ -50,7 +50,7 @@ fn drive(machine: &mut Machine, mut step: Step, out: &mut Vec<u8>, log: &mut Vec
             Step::ScramLookup { user } => {
                 let password = if user == "alice" { "secret" } else { "decoy" };
                 let credentials = scram::StoredCredentials::derive(password, SCRAM_SALT, 4096);
-                machine.scram_lookup_finished(Ok((credentials, "srvnonce".into())))
+                machine.scram_lookup_finished(Some((credentials, "srvnonce".into())))
             }
             Step::Login(c) => {
                 let good = match (c.user.as_str(), &c.presented) {

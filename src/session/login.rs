@@ -33,16 +33,13 @@ fn label(outcome: &LoginOutcome) -> &'static str {
 
 impl Session<'_> {
     /// The SCRAM credentials to challenge `user` with (a decoy's for an unknown user) and a
-    /// fresh server nonce, or why there are none.
-    pub(super) async fn scram_lookup(
-        &self,
-        user: &str,
-    ) -> Result<(crate::protocol::scram::StoredCredentials, String), String> {
+    /// fresh server nonce; `None` when the account store did not answer.
+    pub(super) async fn scram_lookup(&self, user: &str) -> Option<(crate::protocol::scram::StoredCredentials, String)> {
         match self.ctx.backends.auth.scram_credentials(user).await {
-            Ok(credentials) => Ok((credentials, scram_nonce())),
+            Ok(credentials) => Some((credentials, scram_nonce())),
             Err(e) => {
                 warn!(error = %e, "SCRAM credentials lookup failed");
-                Err("account store unavailable".into())
+                None
             }
         }
     }
@@ -170,7 +167,7 @@ impl Session<'_> {
     async fn lock(&self, name: &AccountName) -> Result<LeaseToken, LoginOutcome> {
         let span = info_span!("maildrop.lock", outcome = Empty);
         let acquired =
-            self.ctx.backends.locks.acquire(name, self.ctx.config.lock_lease()).instrument(span.clone()).await;
+            self.ctx.backends.locks.acquire(name, self.ctx.settings.lock_lease).instrument(span.clone()).await;
         let (outcome, result) = match acquired {
             Ok(Some(token)) => ("acquired", Ok(token)),
             Ok(None) => {
@@ -199,7 +196,7 @@ impl Session<'_> {
             started_unix: crate::clock::unix_secs(),
         };
         let registration = Some((ctx.backends.sessions.clone(), info));
-        HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.config.lock_lease(), registration).await
+        HeldLease::hold(ctx.backends.locks.clone(), name.clone(), token, ctx.settings.lock_lease, registration).await
     }
 
     /// Takes the snapshot (`maildrop.open`) and enters TRANSACTION.

@@ -11,11 +11,13 @@
 mod login;
 pub mod proxied;
 mod retrieve;
+mod settings;
+
+pub use settings::Pop3Settings;
 
 use crate::backends::Backends;
-use crate::config::Config;
 use crate::coord::lock::held::HeldLease;
-use crate::metrics::{GaugeGuard, TlsLabels, VerbLabels, metrics};
+use crate::metrics::{GaugeGuard, VerbLabels, metrics};
 use crate::protocol::framing::{Frame, LineFramer};
 use crate::protocol::machine::{self, Machine, Settings, Step};
 use crate::protocol::response::{self, Code};
@@ -52,7 +54,7 @@ async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> i
 
 /// Everything a session needs, shared by all sessions of a process.
 pub struct Context {
-    pub config: Arc<Config>,
+    pub settings: Pop3Settings,
     pub backends: Backends,
     /// Present when TLS is configured (always, with the self-signed default).
     pub tls: Option<TlsAcceptor>,
@@ -100,7 +102,7 @@ where
         trace_id = Empty,
     );
     crate::telemetry::record_trace_id(&span);
-    let login_deadline = Instant::now() + ctx.config.login_deadline();
+    let login_deadline = Instant::now() + ctx.settings.login_deadline;
     let conn = Connection { ctx: &ctx, id: &id, peer, span: span.clone(), listener, login_deadline };
     async {
         let result = match (listener, ctx.tls.clone()) {
@@ -161,20 +163,8 @@ impl<'a> Connection<'a> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let accepted = tokio::time::timeout(self.ctx.config.login_timeout(), tls.accept(stream))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
-            .and_then(|r| r);
-        let outcome = if accepted.is_ok() { "ok" } else { "failed" };
-        metrics().tls_handshakes.get_or_create(&TlsLabels { listener: self.listener.name(), outcome }).inc();
-        let tls_stream = accepted?;
-        let version = match tls_stream.get_ref().1.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
-            Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
-            _ => "other",
-        };
-        self.span.record("tls.version", version);
-        Ok(tls_stream)
+        let timeout = self.ctx.settings.login_timeout;
+        crate::tls::handshake::accept(tls, stream, timeout, self.listener.name(), &self.span).await
     }
 }
 
@@ -215,13 +205,8 @@ struct Transfer {
 }
 
 impl Transfer {
-    fn new(config: &Config) -> Self {
-        Self {
-            started: Instant::now(),
-            sent: 0,
-            min_rate: config.retr_min_bytes_per_sec,
-            grace: Duration::from_secs(config.retr_grace_secs),
-        }
+    fn new(settings: &Pop3Settings) -> Self {
+        Self { started: Instant::now(), sent: 0, min_rate: settings.retr_min_bytes_per_sec, grace: settings.retr_grace }
     }
 
     /// When `more` further octets must have been taken.
@@ -233,7 +218,7 @@ impl Transfer {
 
 impl<'a> Session<'a> {
     fn new(ctx: &'a Context, id: &str, peer: SocketAddr, tls_active: bool, span: tracing::Span) -> Self {
-        let cfg = &ctx.config;
+        let cfg = &ctx.settings;
         let settings = Settings {
             tls_active,
             stls_available: ctx.tls.is_some() && !tls_active,
@@ -268,7 +253,7 @@ impl<'a> Session<'a> {
             expire_days: None,
             retrieved: BTreeSet::new(),
             deleted: Vec::new(),
-            login_deadline: Instant::now() + cfg.login_deadline(),
+            login_deadline: Instant::now() + cfg.login_deadline,
             transfer: None,
         }
     }
@@ -312,7 +297,7 @@ impl<'a> Session<'a> {
         if greet {
             self.out.extend(self.machine.greeting());
         }
-        let mut framer = LineFramer::new(self.ctx.config.max_line_length);
+        let mut framer = LineFramer::new(self.ctx.settings.max_line_length);
         // Input is read straight into `buf`; an idle session keeps at most IDLE_BUFFER of it.
         let mut buf: Vec<u8> = Vec::new();
         loop {
@@ -385,9 +370,9 @@ impl<'a> Session<'a> {
                 return Ok(false);
             }
             let idle = if in_transaction {
-                self.ctx.config.idle_timeout()
+                self.ctx.settings.idle_timeout
             } else {
-                self.ctx.config.login_timeout().min(self.login_deadline - now)
+                self.ctx.settings.login_timeout.min(self.login_deadline - now)
             };
             tokio::select! {
                 read = tokio::time::timeout(idle, read_some(stream, &mut buf)) => match read {
@@ -460,7 +445,7 @@ impl<'a> Session<'a> {
                 }
                 Step::AuthFailed { reply, close } => {
                     self.flush(stream).await?;
-                    tokio::time::sleep(Duration::from_millis(self.ctx.config.auth_failure_delay_ms)).await;
+                    tokio::time::sleep(self.ctx.settings.auth_failure_delay).await;
                     self.out.extend(reply);
                     return Ok(if close { Flow::Close } else { Flow::Continue });
                 }
@@ -497,9 +482,9 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         let mut limit = if self.machine.in_transaction() {
-            self.ctx.config.idle_timeout()
+            self.ctx.settings.idle_timeout
         } else {
-            self.ctx.config.login_timeout()
+            self.ctx.settings.login_timeout
         };
         if let Some(transfer) = &self.transfer {
             limit = limit.min(transfer.deadline(self.out.len()).saturating_duration_since(Instant::now()));

@@ -42,7 +42,7 @@ impl Session<'_> {
         );
         let started = Instant::now();
         // The client must take the reply at the minimum rate (flush enforces it).
-        self.transfer = Some(Transfer::new(&self.ctx.config));
+        self.transfer = Some(Transfer::new(&self.ctx.settings));
         let sent = self.stream_message(stream, header, key, top, &span, started).instrument(span.clone()).await;
         self.transfer = None;
         let labels = VerbLabels { verb };

@@ -1,7 +1,7 @@
 //! Logs and traces: the `tracing` subscriber of `cloudpop serve`, with human or JSON log lines
 //! and, when a collector is configured, OpenTelemetry spans exported over OTLP/gRPC.
 //!
-//! Layout: [`settings`] (collector, resource, sampler from config and `OTEL_*`), [`export`]
+//! Layout: [`settings`] (collector, resource, sampler from `otel_*` and `OTEL_*`), [`export`]
 //! (batching that never blocks a session, and drop counting), [`grpc`] (gRPC server spans that
 //! join the caller's trace). The helpers here put W3C trace context into and out of spans.
 
@@ -9,7 +9,7 @@ pub mod export;
 pub mod grpc;
 pub mod settings;
 
-use crate::config::{Config, LogFormat};
+use crate::config::LogFormat;
 use crate::store::TraceParent;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
@@ -28,10 +28,18 @@ use tracing_subscriber::{Layer, fmt};
 pub enum TelemetryError {
     #[error("invalid log filter: {0}")]
     Filter(String),
-    #[error("invalid trace export settings: {0}")]
-    Settings(String),
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(String),
+}
+
+/// What logging and tracing were configured with.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// Log filter in `tracing` syntax; `RUST_LOG` overrides it.
+    pub log: String,
+    pub log_format: LogFormat,
+    /// Trace export; `None` when off.
+    pub otel: Option<OtelSettings>,
 }
 
 /// Keeps the trace pipeline alive; [`Telemetry::shutdown`] exports what is still queued.
@@ -54,20 +62,20 @@ impl Telemetry {
 }
 
 /// The log filter: `RUST_LOG` when set, else the `log` setting.
-fn log_filter(config: &Config) -> Result<EnvFilter, TelemetryError> {
+fn log_filter(log: &str) -> Result<EnvFilter, TelemetryError> {
     let directives = match std::env::var("RUST_LOG") {
         Ok(value) if !value.trim().is_empty() => value,
-        _ => config.log.clone(),
+        _ => log.to_owned(),
     };
     EnvFilter::try_new(&directives).map_err(|e| TelemetryError::Filter(format!("{directives:?}: {e}")))
 }
 
 /// Installs the global subscriber. Must run inside the tokio runtime (the exporter's channel
 /// is created there).
-pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
-    let filter = log_filter(config)?;
+pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
+    let filter = log_filter(&settings.log)?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = match config.log_format {
+    let logs = match settings.log_format {
         LogFormat::Text => fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).boxed(),
         // Every line carries the fields of the spans it happened in: session id, trace id, peer.
         LogFormat::Json => {
@@ -75,10 +83,9 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
         }
     }
     .with_filter(filter);
-    let settings = OtelSettings::from_config(config).map_err(TelemetryError::Settings)?;
-    let (traces, provider) = match settings {
-        Some(settings) => {
-            let provider = tracer_provider(&settings)?;
+    let (traces, provider) = match &settings.otel {
+        Some(otel) => {
+            let provider = tracer_provider(otel)?;
             let tracer = provider.tracer("cloudpop");
             // Only cloudpop's own spans and events, at info and above: the SDKs' internals
             // (HTTP, Redis, S3 client) stay out of the traces.

@@ -4,6 +4,7 @@
 //! localhost is generated once into the data directory, so the embedded default works out of
 //! the box (and its handshakes cost a fraction of an RSA key's).
 
+pub mod handshake;
 pub mod reloading;
 
 pub use reloading::CertStore;

@@ -78,7 +78,7 @@ struct Coordination {
 }
 
 fn redis_coordination(config: &Config) -> Coordination {
-    let conn = cloudpop::coord::redis_link::connect(config).unwrap();
+    let conn = cloudpop::coord::redis_link::connect(&cloudpop::settings::redis(config).unwrap()).unwrap();
     Coordination {
         locks: Arc::new(RedisLocks::new(conn.clone(), "conformance:")),
         throttle: Arc::new(RedisThrottle::new(conn.clone(), "conformance:", conformance::throttle_limits())),
@@ -246,11 +246,17 @@ mod redis_tls {
             redis_tls_ca_file: Some(cert.clone()),
             ..Config::default()
         };
-        let locks = RedisLocks::new(cloudpop::coord::redis_link::connect(&config).unwrap(), "tls:");
+        let locks = RedisLocks::new(
+            cloudpop::coord::redis_link::connect(&cloudpop::settings::redis(&config).unwrap()).unwrap(),
+            "tls:",
+        );
         conformance::locks_are_exclusive_leases(&locks).await;
 
         let wrong = Config { redis_password: Some(cloudpop::secret::Secret::new("wrong")), ..config };
-        let locks = RedisLocks::new(cloudpop::coord::redis_link::connect(&wrong).unwrap(), "tls:");
+        let locks = RedisLocks::new(
+            cloudpop::coord::redis_link::connect(&cloudpop::settings::redis(&wrong).unwrap()).unwrap(),
+            "tls:",
+        );
         let name = cloudpop::names::AccountName::parse("x").unwrap();
         assert!(locks.acquire(&name, Duration::from_secs(1)).await.is_err(), "a wrong password was accepted");
     }

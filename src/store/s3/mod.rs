@@ -18,7 +18,6 @@ use super::{
     AccountRecord, AccountStore, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError,
     StoredMessage, TraceParent,
 };
-use crate::config::Config;
 use crate::names::AccountName;
 use crate::secret::Secret;
 use crate::store::ids::is_message_id;
@@ -32,7 +31,7 @@ use tokio::io::AsyncRead;
 /// The user metadata key (`x-amz-meta-traceparent`) that keeps a message's delivery trace context.
 pub const TRACEPARENT_METADATA: &str = "traceparent";
 
-/// Connection settings, taken from [`Config`].
+/// Connection settings (`s3_*`), with the keys already read.
 #[derive(Debug, Clone)]
 pub struct S3Settings {
     pub endpoint: String,
@@ -43,25 +42,6 @@ pub struct S3Settings {
     pub access_key: Option<(String, Secret)>,
     pub timeout: Duration,
     pub max_attempts: u32,
-}
-
-impl S3Settings {
-    pub fn from_config(config: &Config) -> std::io::Result<Self> {
-        let secret =
-            Secret::inline_or_file(config.s3_secret_access_key.as_ref(), config.s3_secret_access_key_file.as_deref())?;
-        let id = config.s3_access_key_id.clone().map(Secret::new);
-        let id = Secret::inline_or_file(id.as_ref(), config.s3_access_key_id_file.as_deref())?;
-        Ok(Self {
-            endpoint: config.s3_endpoint.clone(),
-            region: config.s3_region.clone(),
-            bucket: config.s3_bucket.clone(),
-            prefix: config.s3_prefix.clone(),
-            path_style: config.s3_path_style,
-            access_key: id.map(|id| id.expose().to_owned()).zip(secret),
-            timeout: Duration::from_secs(config.s3_timeout_secs),
-            max_attempts: config.s3_max_attempts,
-        })
-    }
 }
 
 /// Messages and accounts in one bucket.

@@ -261,7 +261,7 @@ pub mod protocol_machine {
                     static CREDENTIALS: std::sync::OnceLock<StoredCredentials> = std::sync::OnceLock::new();
                     let credentials =
                         CREDENTIALS.get_or_init(|| StoredCredentials::derive("secret", b"fuzz-salt-16byte", 4096));
-                    machine.scram_lookup_finished(Ok((credentials.clone(), "srvnonce".into())))
+                    machine.scram_lookup_finished(Some((credentials.clone(), "srvnonce".into())))
                 }
                 Step::StartTls(reply) => {
                     out.extend(reply);
