@@ -6,12 +6,12 @@
 //! command on a use that climbs or a circle. A lower module that needs something from above
 //! takes it as an argument (a trait object, a closure, a settings value).
 //!
-//! 1. Leaves, no IO of their own beyond what they name: [`protocol`] (POP3 and SASL as pure
-//!    logic: parser, state machine, encoders, PROXY header), [`names`] (validated account
-//!    names), [`secret`] (secrets from env or files), [`limits`] (per-address connection
-//!    slots), [`metrics`] (every Prometheus family, usable from anywhere), [`tls`]
-//!    (certificates, acceptors, the reloading certificate store), [`clock`] (Unix time),
-//!    [`sync`] (poison-tolerant mutex locking).
+//! 1. Leaves, no IO of their own beyond what they name: [`protocol`] (POP3, SASL and LMTP as
+//!    pure logic: the line buffer, parsers, state machines, encoders, PROXY header),
+//!    [`names`] (validated account names), [`secret`] (secrets from env or files), [`limits`]
+//!    (per-address connection slots), [`metrics`] (every Prometheus family, usable from
+//!    anywhere), [`tls`] (certificates, acceptors, the reloading certificate store, the shared
+//!    handshake), [`clock`] (Unix time), [`sync`] (poison-tolerant mutex locking).
 //! 2. Settings: [`config`] (the flat TOML keys and `CLOUDPOP_*` variables, checked without
 //!    knowing any component).
 //! 3. Storage and coordination: [`store`] (messages and account records: filesystem, S3, the
@@ -27,8 +27,9 @@
 //!    `/healthz`, `/readyz`, readiness), [`import`] (moving users in), [`client`] (the command
 //!    line's API client), [`check`] (`cloudpop check` against a running deployment).
 //! 6. Wiring: [`settings`] (the configuration resolved once into each component's settings),
-//!    [`reload`] (files checked again while running), [`server`] (listeners, acceptor,
-//!    shutdown); `main.rs` (the command line) sits on top of the library.
+//!    [`reload`] (files checked again while running), [`server`] (start-up, the accept loop
+//!    every listener shares, shutdown). The command line (`main.rs` and `src/cli/`, one file
+//!    per command group) is the binary on top of the library.
 
 pub mod accounts;
 pub mod api;

@@ -259,7 +259,7 @@ impl proto::admin_server::Admin for AdminService {
     }
 
     async fn list_sessions(&self, _: Request<ListSessionsRequest>) -> Result<Response<ListSessionsResponse>, Status> {
-        let list = self.backends.sessions.list().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let list = self.backends.sessions.list().await.map_err(status::coord)?;
         let sessions = list
             .into_iter()
             .map(|s| Session {
@@ -276,7 +276,7 @@ impl proto::admin_server::Admin for AdminService {
 
     async fn end_session(&self, request: Request<EndSessionRequest>) -> Result<Response<EndSessionResponse>, Status> {
         let id = request.into_inner().id;
-        let found = self.backends.sessions.request_end(&id).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let found = self.backends.sessions.request_end(&id).await.map_err(status::coord)?;
         if !found {
             return Err(Status::not_found(format!("no session {id:?}")));
         }
@@ -289,8 +289,7 @@ impl proto::admin_server::Admin for AdminService {
         request: Request<ReleaseLockRequest>,
     ) -> Result<Response<ReleaseLockResponse>, Status> {
         let name = name(&request.into_inner().name)?;
-        let released =
-            self.backends.locks.force_release(&name).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let released = self.backends.locks.force_release(&name).await.map_err(status::coord)?;
         info!(account = %name, released, "maildrop lock released by an operator");
         Ok(Response::new(ReleaseLockResponse { released }))
     }

@@ -1,6 +1,7 @@
 //! The one mapping from domain errors to gRPC status codes.
 
 use crate::accounts::AccountError;
+use crate::coord::CoordError;
 use crate::delivery::DeliveryError;
 use crate::store::StoreError;
 use tonic::Status;
@@ -22,7 +23,7 @@ pub fn account(e: AccountError) -> Status {
         AccountError::NotFound(name) => Status::not_found(format!("account {name} does not exist")),
         e @ (AccountError::InUse(_) | AccountError::Interrupted(_)) => Status::aborted(e.to_string()),
         e @ AccountError::BeingDeleted(_) => Status::failed_precondition(e.to_string()),
-        AccountError::Lock(e) => Status::unavailable(e.to_string()),
+        AccountError::Lock(e) => coord(e),
         AccountError::Store(e) => store(e),
     }
 }
@@ -33,5 +34,12 @@ pub fn delivery(e: DeliveryError) -> Status {
         DeliveryError::Empty | DeliveryError::Malformed(_) => Status::invalid_argument(e.to_string()),
         DeliveryError::Read(_) => Status::cancelled(e.to_string()),
         DeliveryError::Spool(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Every coordination failure: the pool's Redis (or the process's tables) did not answer.
+pub fn coord(e: CoordError) -> Status {
+    match e {
+        CoordError::Unavailable(_) => Status::unavailable(e.to_string()),
     }
 }

@@ -102,6 +102,12 @@ pub enum TokenError {
     NotYetValid,
 }
 
+/// A JSON part of a token.
+fn json_part(part: &str) -> Result<Value, TokenError> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
 /// The value of the user claim of a valid token.
 pub fn verify(token: &str, keys: &[Key], expect: &Expectations<'_>) -> Result<String, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
@@ -112,45 +118,50 @@ pub fn verify(token: &str, keys: &[Key], expect: &Expectations<'_>) -> Result<St
     else {
         return Err(TokenError::Malformed);
     };
-    let json = |part: &str| -> Result<Value, TokenError> {
-        let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
-        serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
-    };
-    let head = json(header)?;
+    let signed = &token.as_bytes()[..header.len() + 1 + payload.len()];
+    check_signature(&json_part(header)?, signed, sig, keys)?;
+    let claims = json_part(payload)?;
+    check_claims(&claims, expect)?;
+    claims
+        .get(expect.user_claim)
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .ok_or(TokenError::Claim("user"))
+}
+
+/// The signature over `signed`, by one of `keys` the header allows (RS256 or ES256, by `kid`
+/// when it names one).
+fn check_signature(head: &Value, signed: &[u8], sig: &str, keys: &[Key]) -> Result<(), TokenError> {
     let alg = head.get("alg").and_then(Value::as_str).ok_or(TokenError::Malformed)?;
     if alg != "RS256" && alg != "ES256" {
         return Err(TokenError::Algorithm(alg.chars().take(16).collect()));
     }
     let kid = head.get("kid").and_then(Value::as_str);
     let signature = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed)?;
-    let signed = &token.as_bytes()[..header.len() + 1 + payload.len()];
-    let candidates = keys.iter().filter(|k| match (k, alg) {
-        (Key::Rsa { .. }, "RS256") | (Key::P256 { .. }, "ES256") => kid.is_none() || k.kid() == kid,
-        _ => false,
-    });
-    let mut any = false;
-    let mut valid = false;
-    for key in candidates {
-        any = true;
-        valid = match key {
-            Key::Rsa { n, e, .. } => RsaPublicKeyComponents { n, e }
-                .verify(&signature::RSA_PKCS1_2048_8192_SHA256, signed, &signature)
-                .is_ok(),
-            Key::P256 { point, .. } => {
-                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).verify(signed, &signature).is_ok()
-            }
-        };
-        if valid {
-            break;
-        }
-    }
-    if !any {
+    let mut candidates = keys
+        .iter()
+        .filter(|k| match (k, alg) {
+            (Key::Rsa { .. }, "RS256") | (Key::P256 { .. }, "ES256") => kid.is_none() || k.kid() == kid,
+            _ => false,
+        })
+        .peekable();
+    if candidates.peek().is_none() {
         return Err(TokenError::UnknownKey);
     }
-    if !valid {
-        return Err(TokenError::Signature);
-    }
-    let claims = json(payload)?;
+    let valid = candidates.any(|key| match key {
+        Key::Rsa { n, e, .. } => {
+            RsaPublicKeyComponents { n, e }.verify(&signature::RSA_PKCS1_2048_8192_SHA256, signed, &signature).is_ok()
+        }
+        Key::P256 { point, .. } => {
+            UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).verify(signed, &signature).is_ok()
+        }
+    });
+    if valid { Ok(()) } else { Err(TokenError::Signature) }
+}
+
+/// Issuer, audience and the validity period, with the allowed clock skew.
+fn check_claims(claims: &Value, expect: &Expectations<'_>) -> Result<(), TokenError> {
     if claims.get("iss").and_then(Value::as_str) != Some(expect.issuer) {
         return Err(TokenError::Claim("iss"));
     }
@@ -177,12 +188,7 @@ pub fn verify(token: &str, keys: &[Key], expect: &Expectations<'_>) -> Result<St
     {
         return Err(TokenError::NotYetValid);
     }
-    claims
-        .get(expect.user_claim)
-        .and_then(Value::as_str)
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned)
-        .ok_or(TokenError::Claim("user"))
+    Ok(())
 }
 
 #[cfg(test)]

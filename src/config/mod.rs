@@ -3,9 +3,11 @@
 
 mod defaults;
 mod env;
+mod kinds;
 mod validate;
 
 pub use env::ENV_PREFIX;
+pub use kinds::{AuthBackend, LocksKind, LogFormat, RedisMode, StoreKind};
 pub use validate::readable_file;
 
 use crate::secret::Secret;
@@ -242,7 +244,7 @@ pub struct Config {
     pub lmtp_max_connections: usize,
 
     /// Where logins are checked: `local` (cloudpop's own argon2id records), `ldap` or `http`
-    /// (a directory; see the README's "Authentication" section). Never a fallback from one
+    /// (a directory; see docs/authentication.md). Never a fallback from one
     /// to another: a directory that does not answer makes logins `[SYS/TEMP]`.
     pub auth_backend: AuthBackend,
     /// How a login name (from a directory without a mailbox attribute, or a token's user
@@ -329,70 +331,6 @@ pub struct Config {
     pub throttle_account_failures: u32,
     /// Failed logins per client address within the window before its logins are refused.
     pub throttle_address_failures: u32,
-}
-
-/// The message and account store backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    Fs,
-    S3,
-}
-
-impl StoreKind {
-    /// The name as written in the configuration.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Fs => "fs",
-            Self::S3 => "s3",
-        }
-    }
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// How the pool's Redis is deployed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RedisMode {
-    #[default]
-    Standalone,
-    Cluster,
-    Sentinel,
-}
-
-/// Where logins are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthBackend {
-    #[default]
-    Local,
-    Ldap,
-    Http,
-}
-
-/// The lock and throttle backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LocksKind {
-    Memory,
-    Redis,
-}
-
-impl LocksKind {
-    /// The name as written in the configuration.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Memory => "memory",
-            Self::Redis => "redis",
-        }
-    }
 }
 
 /// A configuration that could not be loaded or is not usable.

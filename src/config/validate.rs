@@ -7,12 +7,66 @@ use std::path::Path;
 impl Config {
     /// Checks every setting; nothing starts with a configuration that fails here.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |msg: String| Err(ConfigError::Invalid(msg));
+        self.validate_listeners()?;
+        self.validate_ranges()?;
+        self.validate_backends()?;
+        if self.store == StoreKind::S3 {
+            self.validate_s3()?;
+        }
+        if self.locks == LocksKind::Redis {
+            self.validate_redis()?;
+        }
+        let networks = self.proxy_networks()?;
+        if self.proxy_protocol && networks.is_empty() {
+            return fail("proxy_protocol needs proxy_trusted_networks: the load balancers' addresses".into());
+        }
+        if self.drain_delay_secs > self.shutdown_grace_secs {
+            return fail(format!(
+                "drain_delay_secs = {} exceeds shutdown_grace_secs = {}",
+                self.drain_delay_secs, self.shutdown_grace_secs
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
+            return fail(format!("log = {:?} is not a valid filter", self.log));
+        }
+        Ok(())
+    }
+
+    /// The listeners (POP3, LMTP, API, operations) and the files they serve.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
         for (key, value) in [("pop3_listen", &self.pop3_listen), ("pop3s_listen", &self.pop3s_listen)] {
             if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
                 return fail(format!("{key} = {value:?} is not an address like 127.0.0.1:110 or [::]:995"));
             }
         }
+        if self.pop3_listen.is_empty() && self.pop3s_listen.is_empty() {
+            return fail("pop3_listen and pop3s_listen are both empty: nothing to serve".into());
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => return fail("tls_cert and tls_key must be given together".into()),
+            (Some(cert), Some(key)) => {
+                readable_file("tls_cert", Some(cert))?;
+                readable_file("tls_key", Some(key))?;
+            }
+            (None, None) => {}
+        }
+        self.validate_lmtp()?;
+        if !self.api_listen.is_empty() && self.api_listen.parse::<SocketAddr>().is_err() {
+            return fail(format!("api_listen = {:?} is not an address like 127.0.0.1:7110", self.api_listen));
+        }
+        readable_file("api_admin_tokens_file", self.api_admin_tokens_file.as_deref())?;
+        readable_file("api_ingest_tokens_file", self.api_ingest_tokens_file.as_deref())?;
+        readable_file("api_client_ca", self.api_client_ca.as_deref())?;
+        if self.api_client_ca.is_some() && !self.api_tls {
+            return fail("api_client_ca (mutual TLS) needs api_tls = true".into());
+        }
+        if !self.ops_listen.is_empty() && self.ops_listen.parse::<SocketAddr>().is_err() {
+            return fail(format!("ops_listen = {:?} is not an address like 127.0.0.1:9110", self.ops_listen));
+        }
+        Ok(())
+    }
+
+    fn validate_lmtp(&self) -> Result<(), ConfigError> {
         if !self.lmtp_listen.is_empty() && self.lmtp_listen.parse::<SocketAddr>().is_err() {
             return fail(format!("lmtp_listen = {:?} is not an address like 127.0.0.1:24", self.lmtp_listen));
         }
@@ -26,26 +80,11 @@ impl Config {
         if !(1..=100_000).contains(&self.lmtp_max_connections) {
             return fail("lmtp_max_connections must be between 1 and 100000".into());
         }
-        if !self.api_listen.is_empty() && self.api_listen.parse::<SocketAddr>().is_err() {
-            return fail(format!("api_listen = {:?} is not an address like 127.0.0.1:7110", self.api_listen));
-        }
-        readable_file("api_admin_tokens_file", self.api_admin_tokens_file.as_deref())?;
-        readable_file("api_ingest_tokens_file", self.api_ingest_tokens_file.as_deref())?;
-        readable_file("api_client_ca", self.api_client_ca.as_deref())?;
-        if self.api_client_ca.is_some() && !self.api_tls {
-            return fail("api_client_ca (mutual TLS) needs api_tls = true".into());
-        }
-        if self.pop3_listen.is_empty() && self.pop3s_listen.is_empty() {
-            return fail("pop3_listen and pop3s_listen are both empty: nothing to serve".into());
-        }
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(_), None) | (None, Some(_)) => return fail("tls_cert and tls_key must be given together".into()),
-            (Some(cert), Some(key)) => {
-                readable_file("tls_cert", Some(cert))?;
-                readable_file("tls_key", Some(key))?;
-            }
-            (None, None) => {}
-        }
+        Ok(())
+    }
+
+    /// Numbers that must lie within what the service can honour.
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
         let ranges: [(&str, u64, u64, u64); 28] = [
             ("credential_cache_secs", self.credential_cache_secs, 0, 86_400),
             ("credential_cache_entries", self.credential_cache_entries.into(), 1, 10_000_000),
@@ -84,6 +123,10 @@ impl Config {
         if self.max_message_size < 1024 {
             return fail(format!("max_message_size = {} is below 1024 octets", self.max_message_size));
         }
+        Ok(())
+    }
+
+    fn validate_backends(&self) -> Result<(), ConfigError> {
         if self.store == StoreKind::S3 && self.locks == LocksKind::Memory && !self.single_frontend {
             return fail(
                 "store = \"s3\" with locks = \"memory\" gives no maildrop exclusivity across frontends: use \
@@ -91,78 +134,67 @@ impl Config {
                     .into(),
             );
         }
-        if self.store == StoreKind::S3 {
-            if self.s3_bucket.is_empty() {
-                return fail("store = \"s3\" needs s3_bucket".into());
-            }
-            if !self.s3_endpoint.is_empty()
-                && !self.s3_endpoint.starts_with("http://")
-                && !self.s3_endpoint.starts_with("https://")
-            {
-                return fail(format!("s3_endpoint = {:?} must start with http:// or https://", self.s3_endpoint));
-            }
-            let id_given = self.s3_access_key_id.is_some() || self.s3_access_key_id_file.is_some();
-            let key_given = self.s3_secret_access_key.is_some() || self.s3_secret_access_key_file.is_some();
-            if id_given != key_given {
-                return fail("an S3 access key id and a secret access key (each inline or _file) go together".into());
-            }
-            readable_file("s3_access_key_id_file", self.s3_access_key_id_file.as_deref())?;
-            readable_file("s3_secret_access_key_file", self.s3_secret_access_key_file.as_deref())?;
-            if !self.s3_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
-                return fail(format!("s3_prefix = {:?} may only hold letters, digits and - _ . /", self.s3_prefix));
-            }
+        Ok(())
+    }
+
+    fn validate_s3(&self) -> Result<(), ConfigError> {
+        if self.s3_bucket.is_empty() {
+            return fail("store = \"s3\" needs s3_bucket".into());
         }
-        if self.locks == LocksKind::Redis {
-            let urls: Vec<&str> = self.redis_urls().collect();
-            for url in &urls {
-                let Some(parsed) = redis::parse_redis_url(url).filter(|u| matches!(u.scheme(), "redis" | "rediss"))
-                else {
-                    return fail(format!(
-                        "redis_url: {url:?} must look like redis://host:port/db or rediss://host:port/db"
-                    ));
-                };
-                if self.redis_mode == RedisMode::Cluster && !matches!(parsed.path(), "" | "/" | "/0") {
-                    return fail("redis_url: Redis Cluster has only database 0".into());
-                }
-            }
-            match (self.redis_mode, urls.len()) {
-                (_, 0) => return fail("redis_url is empty".into()),
-                (RedisMode::Standalone, 2..) => {
-                    return fail(
-                        "redis_url names several servers: set redis_mode = \"cluster\" or \"sentinel\"".into(),
-                    );
-                }
-                _ => {}
-            }
-            if self.redis_mode == RedisMode::Sentinel && self.redis_sentinel_master.is_empty() {
-                return fail("redis_mode = \"sentinel\" needs redis_sentinel_master, the monitored name".into());
-            }
-            if self.redis_key_prefix.contains(['{', '}']) {
-                // The braces of hash tags are cloudpop's: one in the prefix would move keys
-                // that scripts use together to different Redis Cluster slots.
-                return fail(format!("redis_key_prefix = {:?} may not contain {{ or }}", self.redis_key_prefix));
-            }
-            readable_file("redis_password_file", self.redis_password_file.as_deref())?;
-            readable_file("redis_tls_ca_file", self.redis_tls_ca_file.as_deref())?;
+        if !self.s3_endpoint.is_empty()
+            && !self.s3_endpoint.starts_with("http://")
+            && !self.s3_endpoint.starts_with("https://")
+        {
+            return fail(format!("s3_endpoint = {:?} must start with http:// or https://", self.s3_endpoint));
         }
-        if !self.ops_listen.is_empty() && self.ops_listen.parse::<SocketAddr>().is_err() {
-            return fail(format!("ops_listen = {:?} is not an address like 127.0.0.1:9110", self.ops_listen));
+        let id_given = self.s3_access_key_id.is_some() || self.s3_access_key_id_file.is_some();
+        let key_given = self.s3_secret_access_key.is_some() || self.s3_secret_access_key_file.is_some();
+        if id_given != key_given {
+            return fail("an S3 access key id and a secret access key (each inline or _file) go together".into());
         }
-        let networks = self.proxy_networks()?;
-        if self.proxy_protocol && networks.is_empty() {
-            return fail("proxy_protocol needs proxy_trusted_networks: the load balancers' addresses".into());
-        }
-        if self.drain_delay_secs > self.shutdown_grace_secs {
-            return fail(format!(
-                "drain_delay_secs = {} exceeds shutdown_grace_secs = {}",
-                self.drain_delay_secs, self.shutdown_grace_secs
-            ));
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
-            return fail(format!("log = {:?} is not a valid filter", self.log));
+        readable_file("s3_access_key_id_file", self.s3_access_key_id_file.as_deref())?;
+        readable_file("s3_secret_access_key_file", self.s3_secret_access_key_file.as_deref())?;
+        if !self.s3_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
+            return fail(format!("s3_prefix = {:?} may only hold letters, digits and - _ . /", self.s3_prefix));
         }
         Ok(())
     }
+
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let urls: Vec<&str> = self.redis_urls().collect();
+        for url in &urls {
+            let Some(parsed) = redis::parse_redis_url(url).filter(|u| matches!(u.scheme(), "redis" | "rediss")) else {
+                return fail(format!(
+                    "redis_url: {url:?} must look like redis://host:port/db or rediss://host:port/db"
+                ));
+            };
+            if self.redis_mode == RedisMode::Cluster && !matches!(parsed.path(), "" | "/" | "/0") {
+                return fail("redis_url: Redis Cluster has only database 0".into());
+            }
+        }
+        match (self.redis_mode, urls.len()) {
+            (_, 0) => return fail("redis_url is empty".into()),
+            (RedisMode::Standalone, 2..) => {
+                return fail("redis_url names several servers: set redis_mode = \"cluster\" or \"sentinel\"".into());
+            }
+            _ => {}
+        }
+        if self.redis_mode == RedisMode::Sentinel && self.redis_sentinel_master.is_empty() {
+            return fail("redis_mode = \"sentinel\" needs redis_sentinel_master, the monitored name".into());
+        }
+        if self.redis_key_prefix.contains(['{', '}']) {
+            // The braces of hash tags are cloudpop's: one in the prefix would move keys
+            // that scripts use together to different Redis Cluster slots.
+            return fail(format!("redis_key_prefix = {:?} may not contain {{ or }}", self.redis_key_prefix));
+        }
+        readable_file("redis_password_file", self.redis_password_file.as_deref())?;
+        readable_file("redis_tls_ca_file", self.redis_tls_ca_file.as_deref())?;
+        Ok(())
+    }
+}
+
+fn fail(message: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid(message))
 }
 
 /// Checks that an optional file setting names a file.

@@ -21,17 +21,34 @@ pub struct LineFramer {
     max_line: usize,
     /// Bytes of an overlong line thrown away so far, while we wait for its end.
     discarding: Option<u64>,
+    /// Bytes at the front of the caller's buffer already searched for a line end (the caller
+    /// hands the same unconsumed bytes back, with more behind them).
+    searched: usize,
 }
 
 impl LineFramer {
     /// A framer accepting lines of at most `max_line` octets including the line terminator.
     pub fn new(max_line: usize) -> Self {
-        Self { max_line: max_line.max(8), discarding: None }
+        Self { max_line: max_line.max(8), discarding: None, searched: 0 }
     }
 
-    /// Examines `buf` and returns how many bytes to drop from its front, and what they were.
+    /// Forgets how far the caller's bytes were searched: its buffer no longer starts where it
+    /// did (raw data was taken from it, or it was emptied).
+    pub fn restart_search(&mut self) {
+        self.searched = 0;
+    }
+
+    /// Examines `buf` and returns how many bytes to drop from its front, and what they were. A
+    /// line is always at the front of `buf`. Callers usually want [`super::lines::LineBuffer`].
     pub fn next_frame<'a>(&mut self, buf: &'a [u8]) -> (usize, Frame<'a>) {
-        let newline = buf.iter().position(|&b| b == b'\n');
+        let from = self.searched.min(buf.len());
+        let newline = memchr::memchr(b'\n', &buf[from..]).map(|i| from + i);
+        let (used, frame) = self.frame(buf, newline);
+        self.searched = if used == 0 { buf.len() } else { 0 };
+        (used, frame)
+    }
+
+    fn frame<'a>(&mut self, buf: &'a [u8], newline: Option<usize>) -> (usize, Frame<'a>) {
         if let Some(discarded) = self.discarding {
             let consumed = newline.map_or(buf.len(), |i| i + 1);
             if newline.is_some() {
@@ -64,25 +81,20 @@ impl LineFramer {
 mod tests {
     use super::*;
 
+    use crate::protocol::lines::LineBuffer;
+
     /// What a driver sees when it feeds `input` in pieces of `chunk` bytes.
     fn frames(input: &[u8], chunk: usize, max: usize) -> Vec<Option<Vec<u8>>> {
-        let mut framer = LineFramer::new(max);
-        let mut buf = Vec::new();
+        let mut buffer = LineBuffer::new(max);
         let mut out = Vec::new();
         for piece in input.chunks(chunk) {
-            buf.extend_from_slice(piece);
+            buffer.space(piece.len()).copy_from_slice(piece);
+            buffer.filled(piece.len());
             loop {
-                let (used, frame) = framer.next_frame(&buf);
-                let item = match frame {
-                    Frame::Line(line) => Some(Some(line.to_vec())),
-                    Frame::TooLong => Some(None),
-                    Frame::NeedMore => None,
-                };
-                buf.drain(..used);
-                match item {
-                    Some(item) => out.push(item),
-                    None if used == 0 || buf.is_empty() => break,
-                    None => {}
+                match buffer.next_line() {
+                    Frame::Line(line) => out.push(Some(line.to_vec())),
+                    Frame::TooLong => out.push(None),
+                    Frame::NeedMore => break,
                 }
             }
         }

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::protocol::dotstuff::{DotStuffer, TopCut};
-use crate::protocol::framing::{Frame, LineFramer};
+use crate::protocol::framing::Frame;
+use crate::protocol::lines::LineBuffer;
 use crate::protocol::sasl::Presented;
 
 fn settings() -> Settings {
@@ -112,25 +113,20 @@ fn run(script: &[u8], chunk: usize) -> (String, Vec<String>) {
 
 fn run_with(settings: Settings, script: &[u8], chunk: usize) -> (String, Vec<String>) {
     let mut machine = Machine::new(settings);
-    let mut framer = LineFramer::new(256);
+    let mut buffer = LineBuffer::new(256);
     let mut out = machine.greeting();
     let mut log = Vec::new();
-    let mut buf = Vec::new();
     'feed: for piece in script.chunks(chunk) {
-        buf.extend_from_slice(piece);
+        buffer.space(piece.len()).copy_from_slice(piece);
+        buffer.filled(piece.len());
         loop {
-            let (used, frame) = framer.next_frame(&buf);
-            let step = match frame {
-                Frame::Line(line) => Some(machine.on_line(line)),
-                Frame::TooLong => Some(machine.on_line_too_long()),
-                Frame::NeedMore => None,
+            let step = match buffer.next_line() {
+                Frame::Line(line) => machine.on_line(line),
+                Frame::TooLong => machine.on_line_too_long(),
+                Frame::NeedMore => break,
             };
-            buf.drain(..used);
-            match step.map(|step| drive(&mut machine, step, &mut out, &mut log)) {
-                Some(false) => break 'feed,
-                Some(true) => {}
-                None if used == 0 || buf.is_empty() => break,
-                None => {}
+            if !drive(&mut machine, step, &mut out, &mut log) {
+                break 'feed;
             }
         }
     }

@@ -1,7 +1,9 @@
-//! POP3 as pure logic: no tokio, no sockets, no clock.
+//! The wire protocols as pure logic, no tokio, no sockets, no clock: POP3 (the files here) and
+//! LMTP ([`lmtp`]).
 //!
 //! Layout:
-//! - [`framing`]: bytes -> command lines, with the line-length cap
+//! - [`framing`]: bytes -> command lines, with the line-length cap; [`lines`]: the input buffer
+//!   a connection reads into and takes lines (or raw data) from
 //! - [`command`]: a line -> [`command::Command`]
 //! - [`machine`]: the state machine; says what IO the driver must do next
 //! - [`maildrop`]: the snapshot taken at login and its DELE marks
@@ -13,6 +15,8 @@
 pub mod command;
 pub mod dotstuff;
 pub mod framing;
+pub mod lines;
+pub mod lmtp;
 pub mod machine;
 pub mod maildrop;
 pub mod proxy;

@@ -209,18 +209,16 @@ pub async fn run(settings: ServeSettings, mut signals: mpsc::UnboundedReceiver<S
 
     let readiness = Readiness::default();
     let (background, stop_background) = (TaskTracker::new(), CancellationToken::new());
-    let probed = backends.clone();
-    let probe = move || {
-        let backends = probed.clone();
-        async move { backends.ping().await }
-    };
-    background.spawn(readiness.clone().probe_forever(probe, stop_background.clone()));
-    if let Some((listener, _)) = ops {
-        background.spawn(crate::ops::serve(listener, readiness.clone(), stop_background.clone()));
-    }
-    let reloadables = reloadables(&certs, &api.tokens);
-    background.spawn(reload::watch(server.reload_interval, reloadables, stop_background.clone()));
-
+    let ops = ops.map(|(listener, _)| listener);
+    start_background(
+        &background,
+        &stop_background,
+        &readiness,
+        &backends,
+        ops,
+        reloadables(&certs, &api.tokens),
+        &server,
+    );
     let sessions = TaskTracker::new();
     sessions.spawn(crate::sweeper::run(
         backends.clone(),
@@ -266,6 +264,28 @@ pub async fn run(settings: ServeSettings, mut signals: mpsc::UnboundedReceiver<S
     background.close();
     let _ = tokio::time::timeout(CUT_GRACE, background.wait()).await;
     Ok(())
+}
+
+/// The tasks that run until the very end: readiness probes, the operations endpoints, reloads.
+fn start_background(
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    readiness: &Readiness,
+    backends: &Backends,
+    ops: Option<TcpListener>,
+    reloadables: Vec<reload::Reloadable>,
+    settings: &ServerSettings,
+) {
+    let probed = backends.clone();
+    let probe = move || {
+        let backends = probed.clone();
+        async move { backends.ping().await }
+    };
+    tasks.spawn(readiness.clone().probe_forever(probe, stop.clone()));
+    if let Some(listener) = ops {
+        tasks.spawn(crate::ops::serve(listener, readiness.clone(), stop.clone()));
+    }
+    tasks.spawn(reload::watch(settings.reload_interval, reloadables, stop.clone()));
 }
 
 /// The certificate and the API token files, checked for changes while running.

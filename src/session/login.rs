@@ -8,6 +8,7 @@ use crate::accounts::LoginError;
 use crate::auth::Proof;
 use crate::coord::lock::LeaseToken;
 use crate::coord::lock::held::HeldLease;
+use crate::coord::throttle::Attempt;
 use crate::metrics::{GaugeGuard, LoginLabels, OutcomeLabels, ReasonLabels, metrics};
 use crate::names::AccountName;
 use crate::protocol::machine::LoginOutcome;
@@ -66,101 +67,106 @@ impl Session<'_> {
         outcome
     }
 
+    /// The login pipeline: throttle, verify, refund, lock, LOGIN-DELAY, open. Each stage
+    /// either hands the next one what it needs or ends the login with its refusal.
     async fn login_stages(&mut self, creds: Credentials) -> LoginOutcome {
-        let ctx = self.ctx;
         let claimed = AccountName::parse(&creds.user).ok();
-        let addr = self.peer.ip();
-        let throttle = &ctx.backends.throttle;
+        let pipeline = async {
+            let attempt = self.reserve_attempt(&creds, claimed.as_ref()).await?;
+            let verified = self.verify(&creds).await;
+            self.settle_attempt(claimed.as_ref(), attempt, &verified).await;
+            let account = verified_account(&creds, verified)?;
+            let name = AccountName::parse(&account.name)
+                .map_err(|_| LoginOutcome::Unavailable("corrupt account record".into()))?;
+            let token = self.lock(&name).await?;
+            let lease = self.hold(&name, token).await;
+            // LOGIN-DELAY is checked only once the maildrop is ours, so a refused `[IN-USE]`
+            // login does not count as a login.
+            if let Err(refusal) = self.login_delay(&name, &account).await {
+                lease.release().await;
+                return Err(refusal);
+            }
+            Ok(self.open_maildrop(&name, lease, &account).await)
+        };
+        pipeline.await.unwrap_or_else(|refusal| refusal)
+    }
+
+    /// Reserves a failure slot in the throttle, or refuses the login (too many failures, or
+    /// the throttle cannot be asked).
+    async fn reserve_attempt(
+        &self,
+        creds: &Credentials,
+        claimed: Option<&AccountName>,
+    ) -> Result<Attempt, LoginOutcome> {
         let current = tracing::Span::current();
-        let attempt = match throttle.reserve(claimed.as_ref(), addr).await {
+        match self.ctx.backends.throttle.reserve(claimed, self.peer.ip()).await {
             Ok(Some(attempt)) => {
                 current.record("throttle", "allowed");
-                attempt
+                Ok(attempt)
             }
             Ok(None) => {
                 current.record("throttle", "refused");
                 metrics().throttle_refusals.get_or_create(&ReasonLabels { reason: "failures" }).inc();
                 info!(user = %creds.user.escape_debug(), "login refused: too many recent failures");
-                return LoginOutcome::Throttled;
+                Err(LoginOutcome::Throttled)
             }
             Err(e) => {
                 current.record("throttle", "unavailable");
                 warn!(error = %e, "login throttle unavailable");
-                return LoginOutcome::Unavailable("coordination service unavailable".into());
+                Err(LoginOutcome::Unavailable("coordination service unavailable".into()))
             }
-        };
-        // The attempt already counts as a failure; success (or no check at all) takes it back.
+        }
+    }
+
+    /// Checks what the client presented (a SCRAM proof that did not verify checks nothing).
+    async fn verify(&self, creds: &Credentials) -> Result<Option<AccountRecord>, LoginError> {
         let proof = match &creds.presented {
-            Presented::Password(password) => Some(Proof::Password(password)),
-            Presented::Scram { verified: true } => Some(Proof::Scram),
-            Presented::Scram { verified: false } => None,
-            Presented::Token(token) => Some(Proof::Bearer(token)),
+            Presented::Password(password) => Proof::Password(password),
+            Presented::Scram { verified: true } => Proof::Scram,
+            Presented::Scram { verified: false } => return Ok(None),
+            Presented::Token(token) => Proof::Bearer(token),
         };
-        let verified = match proof {
-            Some(proof) => ctx.backends.auth.login(&creds.user, proof, addr).await,
-            None => Ok(None),
+        self.ctx.backends.auth.login(&creds.user, proof, self.peer.ip()).await
+    }
+
+    /// The reserved attempt already counts as a failure: a success, or a check that could not
+    /// be made, takes it back.
+    async fn settle_attempt(
+        &self,
+        claimed: Option<&AccountName>,
+        attempt: Attempt,
+        verified: &Result<Option<AccountRecord>, LoginError>,
+    ) {
+        let success = match verified {
+            Ok(Some(_)) => true,
+            Ok(None) => return,
+            Err(_) => false,
         };
-        if let Some(claimed) = &claimed {
-            let refund = match &verified {
-                Ok(Some(_)) => Some(true),
-                Ok(None) => None,
-                Err(_) => Some(false),
-            };
-            if let Some(success) = refund
-                && let Err(e) = throttle.refund(claimed, addr, attempt, success).await
-            {
-                warn!(error = %e, "cannot take back a login attempt's count");
-            }
+        if let Some(claimed) = claimed
+            && let Err(e) = self.ctx.backends.throttle.refund(claimed, self.peer.ip(), attempt, success).await
+        {
+            warn!(error = %e, "cannot take back a login attempt's count");
         }
-        let account = match verified {
-            Ok(Some(account)) => account,
-            Ok(None) => {
-                info!(user = %creds.user.escape_debug(), "login failed");
-                return LoginOutcome::BadCredentials;
-            }
-            Err(LoginError::Busy) => {
-                warn!("login refused: too many logins waiting for a password check");
-                return LoginOutcome::Unavailable("too many logins in progress".into());
-            }
-            Err(LoginError::Store(e)) => {
-                warn!(error = %e, "account lookup failed");
-                return LoginOutcome::Unavailable("account store unavailable".into());
-            }
-            Err(LoginError::Directory(e)) => {
-                warn!(error = %e, "login could not be checked");
-                return LoginOutcome::Unavailable("authentication service unavailable".into());
-            }
-        };
-        let Ok(name) = AccountName::parse(&account.name) else {
-            return LoginOutcome::Unavailable("corrupt account record".into());
-        };
-        let token = match self.lock(&name).await {
-            Ok(token) => token,
-            Err(outcome) => return outcome,
-        };
-        let lease = self.hold(&name, token).await;
-        // LOGIN-DELAY is checked only once the maildrop is ours, so a refused `[IN-USE]` login
-        // does not count as a login.
+    }
+
+    /// RFC 2449 LOGIN-DELAY: too soon after the last login is refused.
+    async fn login_delay(&self, name: &AccountName, account: &AccountRecord) -> Result<(), LoginOutcome> {
         let delay = Duration::from_secs(account.login_delay_secs);
-        if !delay.is_zero() {
-            let refusal = match throttle.begin_login(&name, delay).await {
-                Ok(true) => None,
-                Ok(false) => {
-                    info!(user = %name, "login refused: LOGIN-DELAY");
-                    metrics().throttle_refusals.get_or_create(&ReasonLabels { reason: "login_delay" }).inc();
-                    Some(LoginOutcome::TooSoon(account.login_delay_secs))
-                }
-                Err(e) => {
-                    warn!(error = %e, "login delay check failed");
-                    Some(LoginOutcome::Unavailable("coordination service unavailable".into()))
-                }
-            };
-            if let Some(refusal) = refusal {
-                lease.release().await;
-                return refusal;
+        if delay.is_zero() {
+            return Ok(());
+        }
+        match self.ctx.backends.throttle.begin_login(name, delay).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                info!(user = %name, "login refused: LOGIN-DELAY");
+                metrics().throttle_refusals.get_or_create(&ReasonLabels { reason: "login_delay" }).inc();
+                Err(LoginOutcome::TooSoon(account.login_delay_secs))
+            }
+            Err(e) => {
+                warn!(error = %e, "login delay check failed");
+                Err(LoginOutcome::Unavailable("coordination service unavailable".into()))
             }
         }
-        self.open_maildrop(&name, lease, &account).await
     }
 
     /// Takes the maildrop lock (`maildrop.lock`).
@@ -237,6 +243,32 @@ impl Session<'_> {
                 lease.release().await;
                 LoginOutcome::Unavailable("message store unavailable".into())
             }
+        }
+    }
+}
+
+/// The account a check verified, or the login's refusal.
+fn verified_account(
+    creds: &Credentials,
+    verified: Result<Option<AccountRecord>, LoginError>,
+) -> Result<AccountRecord, LoginOutcome> {
+    match verified {
+        Ok(Some(account)) => Ok(account),
+        Ok(None) => {
+            info!(user = %creds.user.escape_debug(), "login failed");
+            Err(LoginOutcome::BadCredentials)
+        }
+        Err(LoginError::Busy) => {
+            warn!("login refused: too many logins waiting for a password check");
+            Err(LoginOutcome::Unavailable("too many logins in progress".into()))
+        }
+        Err(LoginError::Store(e)) => {
+            warn!(error = %e, "account lookup failed");
+            Err(LoginOutcome::Unavailable("account store unavailable".into()))
+        }
+        Err(LoginError::Directory(e)) => {
+            warn!(error = %e, "login could not be checked");
+            Err(LoginOutcome::Unavailable("authentication service unavailable".into()))
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigError, LocksKind, StoreKind, networks};
 use crate::coord::redis_link::{RedisSettings, parse_urls};
 use crate::coord::throttle::Limits;
 use crate::delivery::DeliverySettings;
-use crate::lmtp::address::AddressRule;
+use crate::protocol::lmtp::address::AddressRule;
 use crate::secret::Secret;
 use crate::server::{ServeSettings, ServerSettings};
 use crate::session::Pop3Settings;

@@ -11,7 +11,7 @@
 //! A message becomes visible by a hard link from `tmp/` into `cur/`, which never replaces an
 //! existing file and is atomic, after the data has been fsynced.
 
-use super::ids::{is_message_id, new_message_id};
+use super::ids::{MessageId, is_message_id, new_message_id};
 use super::{
     AccountRecord, AccountStore, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError, StoredMessage,
     TraceParent,
@@ -90,11 +90,11 @@ impl MessageStore for FsStore {
         };
         let mut messages = Vec::new();
         while let Some(entry) = entries.next_entry().await? {
-            let Some(id) = entry.file_name().to_str().filter(|n| is_message_id(n)).map(str::to_owned) else {
+            let Some(id) = entry.file_name().to_str().and_then(MessageId::parse) else {
                 continue;
             };
             match entry.metadata().await {
-                Ok(meta) => messages.push(StoredMessage { id, size: meta.len() }),
+                Ok(meta) => messages.push(StoredMessage { id: id.into_string(), size: meta.len() }),
                 // Removed between readdir and stat by a concurrent QUIT or admin call.
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),

@@ -73,6 +73,33 @@ pub fn with_uidl(id: &str, uidl: &str) -> String {
     format!("{id}-{}", uidl_hex(uidl))
 }
 
+/// A message id read back from the store (a file or object name, an index entry): only what
+/// has the shape of an id becomes one, so a foreign file or key is ignored and nothing can
+/// name another path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(String);
+
+impl MessageId {
+    /// The id `s` names, if it has the shape of one.
+    pub fn parse(s: &str) -> Option<Self> {
+        is_message_id(s).then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Whether `s` has the shape of an id, plain or with a kept UIDL (used to ignore foreign files
 /// and keys, and to refuse anything that could name another path).
 pub fn is_message_id(s: &str) -> bool {

@@ -14,6 +14,7 @@ mod auth_mechanisms;
 mod backend_conformance;
 mod cli;
 mod clients;
+mod docs;
 mod kubernetes;
 mod kubernetes_auth;
 mod lmtp;

@@ -28,7 +28,7 @@
 
 use super::{S3Store, sdk_error};
 use crate::names::AccountName;
-use crate::store::ids::{ID_LEN, is_message_id, received_ms};
+use crate::store::ids::{ID_LEN, MessageId, is_message_id, received_ms};
 use crate::store::s3::KeyLayout;
 use crate::store::{MaildropView, StoreError, StoredMessage, Upkeep};
 use md5::{Digest, Md5};
@@ -134,7 +134,8 @@ pub fn late_name(message: &StoredMessage) -> String {
 
 fn parse_late(name: &str) -> Option<StoredMessage> {
     let (id, size) = name.rsplit_once('.')?;
-    is_message_id(id).then(|| Some(StoredMessage { id: id.to_owned(), size: size.parse().ok()? })).flatten()
+    let id = MessageId::parse(id)?;
+    Some(StoredMessage { id: id.into_string(), size: size.parse().ok()? })
 }
 
 /// What one read of a maildrop found, with what a writer needs to replace it.
@@ -216,8 +217,8 @@ impl S3Store {
                     messages.insert(m.id, m.size);
                 }
                 read.late_keys.push(key);
-            } else if let Some(id) = key.strip_prefix(&prefix).filter(|id| is_message_id(id)) {
-                messages.insert(id.to_owned(), size);
+            } else if let Some(id) = key.strip_prefix(&prefix).and_then(MessageId::parse) {
+                messages.insert(id.into_string(), size);
             }
         }
         let watermark = watermark_at(now);

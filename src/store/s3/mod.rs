@@ -20,7 +20,7 @@ use super::{
 };
 use crate::names::AccountName;
 use crate::secret::Secret;
-use crate::store::ids::is_message_id;
+use crate::store::ids::{MessageId, is_message_id};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -193,8 +193,8 @@ impl MessageStore for S3Store {
             .contents()
             .iter()
             .filter_map(|object| {
-                let id = object.key()?.strip_prefix(&prefix).filter(|id| is_message_id(id))?;
-                Some(StoredMessage { id: id.to_owned(), size: object.size().unwrap_or(0).max(0) as u64 })
+                let id = object.key()?.strip_prefix(&prefix).and_then(MessageId::parse)?;
+                Some(StoredMessage { id: id.into_string(), size: object.size().unwrap_or(0).max(0) as u64 })
             })
             .collect();
         // A store may return fewer keys than asked (S3 at most 1,000) and say it stopped early.

@@ -4,22 +4,21 @@
 
 pub mod command_line {
     use cloudpop::protocol::command;
-    use cloudpop::protocol::framing::{Frame, LineFramer};
+    use cloudpop::protocol::framing::Frame;
+    use cloudpop::protocol::lines::LineBuffer;
 
     const MAX_LINE: usize = 64;
 
     /// Every frame of `input` fed in pieces of `piece` bytes: lines as owned bytes, `None` for an
     /// overlong line.
     fn frames(input: &[u8], piece: usize) -> Vec<Option<Vec<u8>>> {
-        let mut framer = LineFramer::new(MAX_LINE);
-        let mut buf = Vec::new();
+        let mut buffer = LineBuffer::new(MAX_LINE);
         let mut out = Vec::new();
         for chunk in input.chunks(piece.max(1)) {
-            buf.extend_from_slice(chunk);
+            buffer.space(chunk.len()).copy_from_slice(chunk);
+            buffer.filled(chunk.len());
             loop {
-                let (used, frame) = framer.next_frame(&buf);
-                let done = matches!(frame, Frame::NeedMore);
-                match frame {
+                match buffer.next_line() {
                     Frame::Line(line) => {
                         assert!(line.len() < MAX_LINE, "a {}-octet line passed a {MAX_LINE}-octet limit", line.len());
                         assert!(!line.contains(&b'\n'), "LF inside a line");
@@ -27,11 +26,7 @@ pub mod command_line {
                         out.push(Some(line.to_vec()));
                     }
                     Frame::TooLong => out.push(None),
-                    Frame::NeedMore => {}
-                }
-                buf.drain(..used);
-                if done && used == 0 {
-                    break;
+                    Frame::NeedMore => break,
                 }
             }
         }
@@ -201,7 +196,8 @@ pub mod crlf_and_headers {
 
 pub mod protocol_machine {
     use cloudpop::protocol::scram::StoredCredentials;
-    use cloudpop::protocol::framing::{Frame, LineFramer};
+    use cloudpop::protocol::framing::Frame;
+    use cloudpop::protocol::lines::LineBuffer;
     use cloudpop::protocol::machine::{LoginOutcome, Machine, Settings, Step, UpdateOutcome};
     use cloudpop::protocol::maildrop::Listing;
     use cloudpop::protocol::sasl::Presented;
@@ -287,27 +283,19 @@ pub mod protocol_machine {
 
     fn transcript(input: &[u8], piece: usize) -> Vec<u8> {
         let mut machine = Machine::new(settings());
-        let mut framer = LineFramer::new(255);
+        let mut buffer = LineBuffer::new(255);
         let mut out = machine.greeting();
-        let mut buf = Vec::new();
         'feed: for chunk in input.chunks(piece.max(1)) {
-            buf.extend_from_slice(chunk);
+            buffer.space(chunk.len()).copy_from_slice(chunk);
+            buffer.filled(chunk.len());
             loop {
-                let (used, frame) = framer.next_frame(&buf);
-                let step = match frame {
-                    Frame::Line(line) => Some(machine.on_line(line)),
-                    Frame::TooLong => Some(machine.on_line_too_long()),
-                    Frame::NeedMore => None,
+                let step = match buffer.next_line() {
+                    Frame::Line(line) => machine.on_line(line),
+                    Frame::TooLong => machine.on_line_too_long(),
+                    Frame::NeedMore => break,
                 };
-                buf.drain(..used);
-                match step {
-                    Some(step) => {
-                        if !drive(&mut machine, step, &mut out) {
-                            break 'feed;
-                        }
-                    }
-                    None if used == 0 || buf.is_empty() => break,
-                    None => {}
+                if !drive(&mut machine, step, &mut out) {
+                    break 'feed;
                 }
             }
         }
@@ -332,7 +320,7 @@ pub mod protocol_machine {
 }
 
 pub mod lmtp {
-    use cloudpop::lmtp::{command, data::Unstuffer};
+    use cloudpop::protocol::lmtp::{command, data::Unstuffer};
     use cloudpop::protocol::dotstuff::DotStuffer;
 
     /// The DATA reader over `input` in pieces of `piece` bytes: the message and where the end
