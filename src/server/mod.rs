@@ -157,6 +157,32 @@ async fn bind_named(name: &str, addr: &str) -> Result<Option<TcpListener>, Serve
     Ok(Some(listener))
 }
 
+/// Every listener but the API's, bound and announced.
+struct Listeners {
+    pop3: Option<TcpListener>,
+    pop3s: Option<TcpListener>,
+    lmtp: Option<(TcpListener, Arc<crate::lmtp::Settings>)>,
+    ops: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(server: &ServerSettings, lmtp: Option<crate::lmtp::Settings>) -> Result<Self, ServerError> {
+        let pop3 = bind_named("pop3", &server.pop3_listen).await?;
+        let pop3s = bind_named("pop3s", &server.pop3s_listen).await?;
+        let lmtp = match lmtp {
+            Some(lmtp) => bind_named("lmtp", &server.lmtp_listen).await?.map(|l| (l, Arc::new(lmtp))),
+            None => None,
+        };
+        let ops_err = |source| ServerError::Bind { addr: server.ops_listen.clone(), source };
+        let ops = crate::ops::bind(&server.ops_listen).await.map_err(ops_err)?.map(|(listener, local)| {
+            announce("ops", local);
+            listener
+        });
+        let _ = std::io::stdout().flush();
+        Ok(Self { pop3, pop3s, lmtp, ops })
+    }
+}
+
 /// The API, ready to serve: everything that can be wrong with it fails before any listener
 /// reports ready.
 struct Api {
@@ -194,22 +220,10 @@ pub async fn run(settings: ServeSettings, mut signals: mpsc::UnboundedReceiver<S
         cut: CancellationToken::new(),
     });
     let api = Api::prepare(&settings.api, &certs).await?;
-    let pop3 = bind_named("pop3", &server.pop3_listen).await?;
-    let pop3s = bind_named("pop3s", &server.pop3s_listen).await?;
-    let lmtp = match settings.lmtp {
-        Some(lmtp) => bind_named("lmtp", &server.lmtp_listen).await?.map(|l| (l, Arc::new(lmtp))),
-        None => None,
-    };
-    let ops_err = |source| ServerError::Bind { addr: server.ops_listen.clone(), source };
-    let ops = crate::ops::bind(&server.ops_listen).await.map_err(ops_err)?;
-    if let Some((_, local)) = &ops {
-        announce("ops", *local);
-    }
-    let _ = std::io::stdout().flush();
+    let Listeners { pop3, pop3s, lmtp, ops } = Listeners::bind(&server, settings.lmtp).await?;
 
     let readiness = Readiness::default();
     let (background, stop_background) = (TaskTracker::new(), CancellationToken::new());
-    let ops = ops.map(|(listener, _)| listener);
     start_background(
         &background,
         &stop_background,
