@@ -47,8 +47,8 @@ pub mod command_line {
 
 pub mod sasl {
     use cloudpop::auth::jwt;
-    use cloudpop::protocol::scram;
     use cloudpop::protocol::sasl::{self, Presented};
+    use cloudpop::protocol::scram;
 
     /// The SASL decoders on arbitrary client responses: never a panic; PLAIN credentials that
     /// decode hold no NUL in the user name or password (RFC 4616 separators), bearer tokens are
@@ -195,12 +195,12 @@ pub mod crlf_and_headers {
 }
 
 pub mod protocol_machine {
-    use cloudpop::protocol::scram::StoredCredentials;
     use cloudpop::protocol::framing::Frame;
     use cloudpop::protocol::lines::LineBuffer;
     use cloudpop::protocol::machine::{LoginOutcome, Machine, Settings, Step, UpdateOutcome};
     use cloudpop::protocol::maildrop::Listing;
     use cloudpop::protocol::sasl::Presented;
+    use cloudpop::protocol::scram::StoredCredentials;
 
     fn settings() -> Settings {
         Settings {
@@ -320,8 +320,8 @@ pub mod protocol_machine {
 }
 
 pub mod lmtp {
-    use cloudpop::protocol::lmtp::{command, data::Unstuffer};
     use cloudpop::protocol::dotstuff::DotStuffer;
+    use cloudpop::protocol::lmtp::{command, data::Unstuffer};
 
     /// The DATA reader over `input` in pieces of `piece` bytes: the message and where the end
     /// marker ended, if it did.
@@ -382,8 +382,8 @@ pub mod lmtp {
 }
 
 pub mod import_parsers {
-    use cloudpop::import::{maildir::UidlFormat, mbox::Splitter, passwd_entries};
     use cloudpop::accounts::schemes;
+    use cloudpop::import::{maildir::UidlFormat, mbox::Splitter, passwd_entries};
     use cloudpop::store::ids;
 
     /// The parsers of `cloudpop import` on arbitrary input: password fields, UIDL formats and
