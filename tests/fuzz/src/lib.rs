@@ -391,7 +391,7 @@ pub mod import_parsers {
     /// message bytes than the file holds.
     pub fn check(data: &[u8]) {
         if let Ok(text) = std::str::from_utf8(data) {
-            if let Ok(password_schemes::Imported::Hash(stored)) = password_schemes::parse(text, true) {
+            if let Ok(schemes::Imported::Hash(stored)) = schemes::parse(text, true) {
                 assert!(stored.starts_with('{') || stored.starts_with("$argon2"), "stored as {stored}");
             }
             let _ = UidlFormat::parse(text);
