@@ -2,11 +2,12 @@
 //! whatever happens, so the next command is read as one), then stored for every recipient
 //! through the delivery service, each with its own trace header fields.
 
-use super::{Connection, IDLE_TIMEOUT, read_into};
+use super::{Connection, IDLE_TIMEOUT, READ_CHUNK};
 use crate::delivery::{self, DeliveryError, Outcome, Spooled, Via};
 use crate::protocol::lines::LineBuffer;
 use crate::protocol::lmtp::data::Unstuffer;
 use crate::protocol::lmtp::{self, DataRefusal, Delivered, Step, trace};
+use crate::session::read_into;
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::field::Empty;
@@ -73,7 +74,7 @@ impl Connection<'_> {
                 break;
             }
             input.consume(input.unread().len());
-            match tokio::time::timeout(IDLE_TIMEOUT, read_into(stream, input)).await {
+            match tokio::time::timeout(IDLE_TIMEOUT, read_into(stream, input, READ_CHUNK)).await {
                 Ok(Ok(0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in DATA")),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e),

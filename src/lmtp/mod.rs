@@ -16,13 +16,13 @@ use crate::protocol::framing::Frame;
 use crate::protocol::lines::LineBuffer;
 use crate::protocol::lmtp::address::AddressRule;
 use crate::protocol::lmtp::{self, Lookup, Machine, Step};
-use crate::session::Context;
+use crate::session::{Context, read_into};
 use ipnet::IpNet;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::field::Empty;
 use tracing::{Instrument, debug, info_span, warn};
@@ -124,7 +124,7 @@ impl Connection<'_> {
                 // transaction finished during the drain is told to go, whatever it sends next.
                 biased;
                 () = self.ctx.closing.cancelled() => return self.close_with(stream, lmtp::shutdown_reply()).await,
-                read = tokio::time::timeout(IDLE_TIMEOUT, read_into(stream, &mut input)) => read,
+                read = tokio::time::timeout(IDLE_TIMEOUT, read_into(stream, &mut input, READ_CHUNK)) => read,
             };
             match read {
                 Ok(Ok(0)) => return Ok(Ending::Close),
@@ -217,11 +217,4 @@ impl Connection<'_> {
         }
         Ok(())
     }
-}
-
-/// Reads what the client has sent (up to [`READ_CHUNK`]) into `input`.
-async fn read_into<S: AsyncRead + Unpin>(stream: &mut S, input: &mut LineBuffer) -> io::Result<usize> {
-    let n = stream.read(input.space(READ_CHUNK)).await?;
-    input.filled(n);
-    Ok(n)
 }

@@ -88,8 +88,7 @@ mod tests {
         let mut buffer = LineBuffer::new(max);
         let mut out = Vec::new();
         for piece in input.chunks(chunk) {
-            buffer.space(piece.len()).copy_from_slice(piece);
-            buffer.filled(piece.len());
+            buffer.append(piece);
             loop {
                 match buffer.next_line() {
                     Frame::Line(line) => out.push(Some(line.to_vec())),

@@ -3,25 +3,25 @@
 //! the front. Taking from the front is O(1); the unread rest moves to the front only before
 //! more is read, and it is short (at most a line, or what the peer pipelined).
 //!
-//! No IO: the driver reads into [`LineBuffer::space`] and reports with [`LineBuffer::filled`],
-//! blocking or async alike.
+//! No IO: the driver appends what it reads to [`LineBuffer::tail`] (an async reader's
+//! `read_buf` writes into its spare capacity, untouched until then, so an idle connection's
+//! buffer costs no resident memory), or copies bytes in with [`LineBuffer::append`].
 
 use super::framing::{Frame, LineFramer};
 
 /// Buffered input and the framer that splits it into lines.
 #[derive(Debug)]
 pub struct LineBuffer {
-    /// Input in `start..end`; bytes after `end` are room handed out for a read.
+    /// Input; the unread part starts at `start`.
     buf: Vec<u8>,
     start: usize,
-    end: usize,
     framer: LineFramer,
 }
 
 impl LineBuffer {
     /// A buffer whose lines may be `max_line` octets long, terminator included.
     pub fn new(max_line: usize) -> Self {
-        Self { buf: Vec::new(), start: 0, end: 0, framer: LineFramer::new(max_line) }
+        Self { buf: Vec::new(), start: 0, framer: LineFramer::new(max_line) }
     }
 
     /// The next line, an overlong line's report, or `NeedMore` once every buffered byte is
@@ -29,7 +29,7 @@ impl LineBuffer {
     pub fn next_line(&mut self) -> Frame<'_> {
         loop {
             let base = self.start;
-            let (used, frame) = self.framer.next_frame(&self.buf[base..self.end]);
+            let (used, frame) = self.framer.next_frame(&self.buf[base..]);
             // A line always starts at the front of what the framer was given.
             let line = match frame {
                 Frame::Line(line) => Some(line.len()),
@@ -54,41 +54,40 @@ impl LineBuffer {
 
     /// The unread bytes.
     pub fn unread(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        &self.buf[self.start..]
     }
 
     /// Marks `n` unread bytes as read (raw data taken with [`LineBuffer::unread`]).
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
+        self.start = (self.start + n).min(self.buf.len());
         self.framer.restart_search();
     }
 
     /// Drops everything unread (input pipelined behind STARTTLS, for example).
     pub fn clear(&mut self) {
         self.buf.clear();
-        (self.start, self.end) = (0, 0);
+        self.start = 0;
         self.framer.restart_search();
     }
 
     pub fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.start == self.buf.len()
     }
 
-    /// Room for `want` more bytes at the back, after moving the unread ones to the front. Read
-    /// into it, then call [`LineBuffer::filled`] with how many bytes came. A read abandoned
-    /// half-way (a cancelled future) leaves the buffer as it was.
-    pub fn space(&mut self, want: usize) -> &mut [u8] {
+    /// The buffer to append at most `want` more bytes to, after moving the unread ones to the
+    /// front and reserving room for them. Only append: what is already there is the input.
+    pub fn tail(&mut self, want: usize) -> &mut Vec<u8> {
         if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
+            self.buf.drain(..self.start);
+            self.start = 0;
         }
-        self.buf.resize(self.end + want, 0);
-        &mut self.buf[self.end..]
+        self.buf.reserve(want);
+        &mut self.buf
     }
 
-    /// `n` bytes were read into the last [`LineBuffer::space`].
-    pub fn filled(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.len());
+    /// Copies `bytes` in at the back.
+    pub fn append(&mut self, bytes: &[u8]) {
+        self.tail(bytes.len()).extend_from_slice(bytes);
     }
 
     /// Gives back memory a burst of input grew, once everything is read (an idle connection
@@ -96,7 +95,7 @@ impl LineBuffer {
     pub fn shrink_idle(&mut self, keep: usize) {
         if self.is_empty() && self.buf.capacity() > keep {
             self.buf = Vec::new();
-            (self.start, self.end) = (0, 0);
+            self.start = 0;
         }
     }
 }
@@ -104,12 +103,6 @@ impl LineBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn feed(buffer: &mut LineBuffer, bytes: &[u8]) {
-        let space = buffer.space(bytes.len() + 3);
-        space[..bytes.len()].copy_from_slice(bytes);
-        buffer.filled(bytes.len());
-    }
 
     #[test]
     fn lines_and_raw_bytes_come_out_in_order_whatever_the_reads() {
@@ -119,7 +112,7 @@ mod tests {
             let mut seen: Vec<Vec<u8>> = Vec::new();
             let mut raw = false;
             for piece in script.chunks(chunk) {
-                feed(&mut buffer, piece);
+                buffer.append(piece);
                 loop {
                     if raw {
                         // Raw mode up to and including the line "." (as a DATA reader would).
@@ -152,19 +145,21 @@ mod tests {
     }
 
     #[test]
-    fn a_short_read_keeps_only_what_came_and_idle_buffers_shrink() {
+    fn room_is_reserved_not_filled_and_idle_buffers_shrink() {
         let mut buffer = LineBuffer::new(64);
-        let space = buffer.space(4096);
-        space[..5].copy_from_slice(b"NOOP\n");
-        buffer.filled(5);
-        assert_eq!(buffer.unread(), b"NOOP\n");
+        buffer.append(b"NO");
+        let tail = buffer.tail(4096);
+        assert!(tail.capacity() >= 4096 + 2 && tail.len() == 2, "room is reserved, not written");
+        tail.extend_from_slice(b"OP\nQU");
         assert_eq!(buffer.next_line(), Frame::Line(b"NOOP"));
+        assert_eq!(buffer.unread(), b"QU");
+        // The unread rest moves to the front only before the next read.
+        assert_eq!(buffer.tail(8).as_slice(), b"QU");
+        buffer.consume(2);
         assert!(buffer.is_empty());
         buffer.shrink_idle(1024);
         assert_eq!(buffer.buf.capacity(), 0);
-        let space = buffer.space(8);
-        space[..3].copy_from_slice(b"abc");
-        buffer.filled(3);
+        buffer.append(b"abc");
         buffer.clear();
         assert!(buffer.is_empty() && buffer.unread().is_empty());
     }

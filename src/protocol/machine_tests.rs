@@ -117,8 +117,7 @@ fn run_with(settings: Settings, script: &[u8], chunk: usize) -> (String, Vec<Str
     let mut out = machine.greeting();
     let mut log = Vec::new();
     'feed: for piece in script.chunks(chunk) {
-        buffer.space(piece.len()).copy_from_slice(piece);
-        buffer.filled(piece.len());
+        buffer.append(piece);
         loop {
             let step = match buffer.next_line() {
                 Frame::Line(line) => machine.on_line(line),

@@ -16,8 +16,8 @@ mod settings;
 mod stream;
 
 pub use settings::Pop3Settings;
-pub(crate) use stream::session_id;
 use stream::{Session, Transfer, WRITE_CHUNK};
+pub(crate) use stream::{read_into, session_id};
 
 use crate::backends::Backends;
 use std::io;

@@ -244,7 +244,7 @@ impl<'a> Session<'a> {
             self.ctx.settings.login_timeout.min(self.login_deadline - now)
         };
         tokio::select! {
-            read = tokio::time::timeout(idle, read_into(stream, input)) => match read {
+            read = tokio::time::timeout(idle, read_into(stream, input, READ_CHUNK)) => match read {
                 Ok(Ok(0)) => Ok(Some(Ending::Close)),
                 Ok(Ok(_)) => Ok(None),
                 Ok(Err(e)) => Err(e),
@@ -395,11 +395,14 @@ enum Ending {
     StartTls,
 }
 
-/// Reads what the client has sent (up to [`READ_CHUNK`]) into `input`.
-async fn read_into<S: AsyncRead + Unpin>(stream: &mut S, input: &mut LineBuffer) -> io::Result<usize> {
-    let n = stream.read(input.space(READ_CHUNK)).await?;
-    input.filled(n);
-    Ok(n)
+/// Reads what the peer has sent, at most `chunk` bytes, onto the end of `input` (into reserved
+/// room: nothing is written, so nothing becomes resident, until data arrives). Cancel-safe.
+pub(crate) async fn read_into<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    input: &mut LineBuffer,
+    chunk: usize,
+) -> io::Result<usize> {
+    (&mut *stream).take(chunk as u64).read_buf(input.tail(chunk)).await
 }
 
 async fn lease_ended(lease: Option<&HeldLease>) {

@@ -61,8 +61,7 @@ fn run(script: &[u8], chunk: usize) -> (String, Vec<(String, Vec<u8>)>) {
     let mut out = machine.greeting();
     let mut reading = Reading::Lines;
     'feed: for piece in script.chunks(chunk) {
-        buffer.space(piece.len()).copy_from_slice(piece);
-        buffer.filled(piece.len());
+        buffer.append(piece);
         loop {
             let mut step = match &mut reading {
                 Reading::Data(unstuffer, message) => {

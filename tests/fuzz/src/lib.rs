@@ -15,8 +15,7 @@ pub mod command_line {
         let mut buffer = LineBuffer::new(MAX_LINE);
         let mut out = Vec::new();
         for chunk in input.chunks(piece.max(1)) {
-            buffer.space(chunk.len()).copy_from_slice(chunk);
-            buffer.filled(chunk.len());
+            buffer.append(chunk);
             loop {
                 match buffer.next_line() {
                     Frame::Line(line) => {
@@ -286,8 +285,7 @@ pub mod protocol_machine {
         let mut buffer = LineBuffer::new(255);
         let mut out = machine.greeting();
         'feed: for chunk in input.chunks(piece.max(1)) {
-            buffer.space(chunk.len()).copy_from_slice(chunk);
-            buffer.filled(chunk.len());
+            buffer.append(chunk);
             loop {
                 let step = match buffer.next_line() {
                     Frame::Line(line) => machine.on_line(line),
