@@ -55,6 +55,23 @@ impl Drop for AddressSlot {
     }
 }
 
+/// A connection's address slot, held until the client logs in: the per-address limit bounds
+/// unauthenticated connections, so the users behind one large NAT are not limited in how many
+/// of them read mail at once (each is bounded by its own maildrop lock).
+#[derive(Debug, Default)]
+pub struct UntilLogin(Mutex<Option<AddressSlot>>);
+
+impl UntilLogin {
+    pub fn new(slot: Option<AddressSlot>) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(slot)))
+    }
+
+    /// Gives the slot back (at login).
+    pub fn release(&self) {
+        crate::sync::lock(&self.0).take();
+    }
+}
+
 /// The unit a client is counted by: an IPv4 address, or the /64 of an IPv6 address (IPv4-mapped
 /// IPv6 addresses count as the IPv4 address).
 pub fn network_of(addr: IpAddr) -> IpAddr {
@@ -83,6 +100,16 @@ mod tests {
         let _y = slots.try_acquire("2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap()).unwrap();
         assert!(slots.try_acquire("2001:db8:1:2:abcd::9".parse().unwrap()).is_none(), "same /64");
         assert!(slots.try_acquire("2001:db8:1:3::1".parse().unwrap()).is_some(), "the next /64");
+    }
+
+    #[test]
+    fn a_slot_held_until_login_is_given_back_at_login() {
+        let slots = AddressSlots::new(1);
+        let a: IpAddr = "192.0.2.9".parse().unwrap();
+        let held = UntilLogin::new(slots.try_acquire(a));
+        assert!(slots.try_acquire(a).is_none());
+        held.release();
+        assert!(slots.try_acquire(a).is_some(), "the slot was kept after login");
     }
 
     #[test]

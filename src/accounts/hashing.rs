@@ -7,6 +7,13 @@
 //! configured cost, is allocated once and reused: at most `slots` jobs run at a time, and the
 //! memory for hashing is `slots x 7 MiB`, whatever the load. A slot is zeroed after each use,
 //! so no password-derived block outlives its job.
+//!
+//! Imported hashes that need more than a slot (Dovecot's ARGON2ID is 64 MiB) or that are slow
+//! (bcrypt beyond cost 10) run on a separate *legacy queue* with a memory budget of its own
+//! (`legacy_hash_memory_mib`) and at most half the pool's threads: a cut-over day's first
+//! logins, or guesses at migrated accounts, wait their turn there instead of allocating 64 MiB
+//! per core at once or holding every slot of the pool for seconds. Each such hash is replaced by
+//! cloudpop's own at the account's first successful login.
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString, rand_core::OsRng};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -24,13 +31,31 @@ pub struct Hasher {
     permits: Semaphore,
     /// Slots not in use; one per permit, allocated on first use.
     free: Mutex<Vec<Box<[Block]>>>,
+    /// The legacy queue: jobs at once, and its memory budget in KiB.
+    legacy_jobs: Semaphore,
+    legacy_kib: Semaphore,
+    legacy_budget_kib: u32,
 }
 
 impl Hasher {
-    /// A pool of `slots` working memories (`slots x 7 MiB` once all have been used).
-    pub fn new(slots: usize) -> Self {
+    /// A pool of `slots` working memories (`slots x 7 MiB` once all have been used), and a
+    /// legacy queue allocating at most `legacy_budget_kib` at once.
+    pub fn new(slots: usize, legacy_budget_kib: u32) -> Self {
         let slots = slots.max(1);
-        Self { permits: Semaphore::new(slots), free: Mutex::new(Vec::with_capacity(slots)) }
+        Self {
+            permits: Semaphore::new(slots),
+            free: Mutex::new(Vec::with_capacity(slots)),
+            legacy_jobs: Semaphore::new(slots.div_ceil(2)),
+            legacy_kib: Semaphore::new(legacy_budget_kib as usize),
+            legacy_budget_kib,
+        }
+    }
+
+    /// Runs `job` on the legacy queue, holding `kib` of its memory budget.
+    async fn run_legacy<T: Send + 'static>(&self, kib: u32, job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let _job = self.legacy_jobs.acquire().await.ok()?;
+        let _memory = self.legacy_kib.acquire_many(kib.min(self.legacy_budget_kib)).await.ok()?;
+        tokio::task::spawn_blocking(job).await.ok()
     }
 
     /// Runs `job` on the blocking pool with a slot of working memory.
@@ -58,6 +83,18 @@ impl Hasher {
     /// [`crate::accounts::schemes`]); a malformed hash never matches. Without a hash (an unknown
     /// user) a decoy is verified, so that takes as long as a wrong password.
     pub async fn verify(&self, phc: Option<String>, password: String) -> bool {
+        let slot_kib = params().m_cost();
+        if let Some(stored) = &phc
+            && let Some(oversized) = crate::accounts::schemes::oversized(stored, slot_kib)
+        {
+            let stored = stored.clone();
+            let verified =
+                self.run_legacy(oversized.kib, move || match crate::accounts::schemes::is_imported(&stored) {
+                    true => crate::accounts::schemes::verify(&stored, password.as_bytes()),
+                    false => verify_with(&stored, password.as_bytes(), &mut []),
+                });
+            return verified.await.unwrap_or(false);
+        }
         self.run(move |blocks| match &phc {
             Some(stored) if crate::accounts::schemes::is_imported(stored) => {
                 crate::accounts::schemes::verify(stored, password.as_bytes())
@@ -106,8 +143,8 @@ fn hash_with(password: &str, blocks: &mut [Block]) -> Option<String> {
     Some(hash.to_string())
 }
 
-/// Verifies with the slot's memory; a hash whose memory cost exceeds the slot (one imported
-/// with other parameters) gets its own allocation, still one job per permit.
+/// Verifies with the slot's memory; a hash whose memory cost exceeds it (one imported with
+/// other parameters, on the legacy queue) gets its own allocation.
 fn verify_with(phc: &str, password: &[u8], blocks: &mut [Block]) -> bool {
     let Ok(hash) = PasswordHash::new(phc) else { return false };
     let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(hash.algorithm), Params::try_from(&hash)) else {
@@ -140,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_match_the_reference_implementation() {
-        let hasher = Hasher::new(2);
+        let hasher = Hasher::new(2, 64 * 1024);
         let ours = hasher.hash("correct horse".into()).await.unwrap();
         assert!(ours.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{ours}");
         assert!(is_current(&ours));
@@ -158,7 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn slots_are_reused_and_zeroed() {
-        let hasher = Hasher::new(1);
+        let hasher = Hasher::new(1, 64 * 1024);
         for _ in 0..3 {
             hasher.hash("pw".into()).await.unwrap();
         }

@@ -130,6 +130,9 @@ pub struct AccountSettings {
     pub account_cache_entries: usize,
     /// Logins that may wait for, or be in, a password check at once.
     pub max_pending_logins: usize,
+    /// Threads of the hashing pool, and the legacy queue's memory budget.
+    pub hashing_threads: usize,
+    pub legacy_hash_memory_kib: u32,
     /// SCRAM-SHA-256 credentials are kept beside the hash with this many iterations; `None`:
     /// SCRAM is off and none are kept.
     pub scram_iterations: Option<u32>,
@@ -137,12 +140,11 @@ pub struct AccountSettings {
 
 impl Accounts {
     /// `max_pending_logins` logins may wait for, or be in, a password check; more are refused
-    /// at once rather than queued without limit. Hashing runs one job per core at a time.
+    /// at once rather than queued without limit. Hashing runs `hashing_threads` jobs at a time.
     pub fn new(store: Arc<dyn AccountStore>, settings: &AccountSettings) -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             store,
-            hasher: Arc::new(Hasher::new(cores)),
+            hasher: Arc::new(Hasher::new(settings.hashing_threads, settings.legacy_hash_memory_kib)),
             verified: Arc::new(VerifiedCache::new(settings.credential_cache, settings.credential_cache_entries)),
             records: Arc::new(RecordCache::new(settings.account_cache, settings.account_cache_entries)),
             announcer: Announcer::Local,

@@ -77,12 +77,49 @@ pub fn parse(field: &str, allow_plain: bool) -> Result<Imported, SchemeError> {
 }
 
 /// The most work one imported hash may ask of a login: a hash beyond these (a bcrypt cost of
-/// 31 takes days) would let one account stall the hashing pool. Dovecot's defaults are far
-/// below them.
-const MAX_BCRYPT_COST: u32 = 16;
+/// 31 takes days) would let one account stall the hashing pool. Dovecot's defaults are within
+/// them (its ARGON2ID is 64 MiB, 3 passes). Hashes above the cheap bounds below are verified on
+/// the legacy queue, whose memory budget (`legacy_hash_memory_mib`, at least
+/// [`MAX_ARGON2_KIB`]) bounds what they allocate at once.
+pub const MAX_ARGON2_KIB: u32 = 64 * 1024;
+const MAX_BCRYPT_COST: u32 = 13;
 const MAX_ROUNDS: u32 = 1_000_000;
-const MAX_ARGON2_KIB: u32 = 256 * 1024;
 const MAX_ARGON2_PASSES: u32 = 16;
+
+/// Above these, an imported hash is slow (about 50 ms or more) and goes to the legacy queue.
+const CHEAP_BCRYPT_COST: u32 = 10;
+const CHEAP_ROUNDS: u32 = 100_000;
+
+/// What verifying a stored hash asks beyond a slot of the hashing pool, or `None` when a slot
+/// verifies it in its own memory (`slot_kib`) and in about the time of cloudpop's own hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversized {
+    /// Memory the verification allocates, in KiB (at least 1 MiB, for the CPU it holds).
+    pub kib: u32,
+}
+
+/// See [`Oversized`].
+pub fn oversized(stored: &str, slot_kib: u32) -> Option<Oversized> {
+    const SLOW: Oversized = Oversized { kib: 1024 };
+    if stored.starts_with("$argon2") {
+        let hash = argon2::PasswordHash::new(stored).ok()?;
+        let params = argon2::Params::try_from(&hash).ok()?;
+        let passes_cost = params.t_cost() > 8 || params.p_cost() > 1;
+        return (params.m_cost() > slot_kib || passes_cost).then(|| Oversized { kib: params.m_cost().max(1024) });
+    }
+    if let Some(value) = stored.strip_prefix(BLF_CRYPT) {
+        let cost = value.get(4..6).and_then(|c| c.parse::<u32>().ok())?;
+        return (cost > CHEAP_BCRYPT_COST).then_some(SLOW);
+    }
+    let rounds = if let Some(value) = stored.strip_prefix(SHA512_CRYPT).or_else(|| stored.strip_prefix(SHA256_CRYPT)) {
+        value.split('$').nth(2).and_then(|r| r.strip_prefix("rounds=")).and_then(|r| r.parse::<u32>().ok())
+    } else if let Some(value) = stored.strip_prefix(PBKDF2) {
+        pbkdf2_parts(value).map(|(_, rounds, _)| rounds.get())
+    } else {
+        None
+    };
+    rounds.filter(|r| *r > CHEAP_ROUNDS).map(|_| SLOW)
+}
 
 /// An argon2 PHC string, stored bare (the hasher verifies those natively).
 fn argon2(value: &str) -> Result<Imported, SchemeError> {
@@ -195,6 +232,18 @@ mod tests {
         let argon = "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$yPvNGgmXR+pPkh07kWnULA$Ap4N/SxFtASJ/AaC02ZeITOjwP8tKkoIm6BCUFTvxTg";
         let Ok(Imported::Hash(stored)) = parse(argon, false) else { panic!("argon2id refused") };
         assert!(stored.starts_with("$argon2id$") && !is_imported(&stored), "stored bare for the hasher");
+        assert_eq!(oversized(&stored, 7 * 1024), Some(Oversized { kib: 65536 }), "Dovecot's 64 MiB argon2id");
+    }
+
+    #[test]
+    fn only_hashes_beyond_a_slot_or_slow_ones_are_oversized() {
+        let own = "$argon2id$v=19$m=7168,t=5,p=1$yPvNGgmXR+pPkh07kWnULA$Ap4N/SxFtASJ/AaC02ZeITOjwP8tKkoIm6BCUFTvxTg";
+        assert_eq!(oversized(own, 7 * 1024), None);
+        assert_eq!(oversized("{BLF-CRYPT}$2y$05$Qr1nJz/GDQRf8bQK46lMl.yvcDcmuk1/l6.n/gh9eF2NHbWJlTS.i", 7168), None);
+        let slow = "{BLF-CRYPT}$2y$12$Qr1nJz/GDQRf8bQK46lMl.yvcDcmuk1/l6.n/gh9eF2NHbWJlTS.i";
+        assert_eq!(oversized(slow, 7168), Some(Oversized { kib: 1024 }));
+        assert_eq!(oversized("{SHA512-CRYPT}$6$rounds=500000$salt$hash", 7168), Some(Oversized { kib: 1024 }));
+        assert_eq!(oversized("{SHA512-CRYPT}$6$salt$hash", 7168), None);
     }
 
     #[test]
@@ -208,6 +257,9 @@ mod tests {
         assert!(matches!(parse("{ARGON2ID}$argon2id$v=19$garbage", false), Err(SchemeError::Malformed(_))));
         assert!(matches!(parse("plaintext", false), Err(SchemeError::Unsupported(_))));
         // Hashes that would stall every login behind them.
+        let huge_argon =
+            "$argon2id$v=19$m=131072,t=3,p=1$yPvNGgmXR+pPkh07kWnULA$Ap4N/SxFtASJ/AaC02ZeITOjwP8tKkoIm6BCUFTvxTg";
+        assert_eq!(parse(huge_argon, false), Err(SchemeError::TooCostly), "beyond the legacy queue's memory");
         let slow_bcrypt = "{BLF-CRYPT}$2y$31$Qr1nJz/GDQRf8bQK46lMl.yvcDcmuk1/l6.n/gh9eF2NHbWJlTS.i";
         assert_eq!(parse(slow_bcrypt, false), Err(SchemeError::TooCostly));
         assert_eq!(parse("$6$rounds=999999999$salt$hash", false), Err(SchemeError::TooCostly));

@@ -36,6 +36,13 @@ pub trait Directory: Send + Sync {
     /// LMTP before the user's first login (`protocol` "lmtp"), or for a bearer token's user
     /// ("pop3"). The same answer as a good password would get.
     async fn lookup(&self, login: &str, protocol: &'static str) -> Result<Option<Entry>, DirectoryError>;
+
+    /// Who the directory would be asked about for `login`, for counting failed logins: the
+    /// spellings the directory cannot tell apart must share one budget. By default the login
+    /// name trimmed and case-folded.
+    fn subject(&self, login: &str) -> crate::coord::throttle::Subject {
+        crate::coord::throttle::Subject::of_login(login)
+    }
 }
 
 /// Whether a login name may be sent to a directory at all: no control characters (NUL ends

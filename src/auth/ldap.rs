@@ -168,6 +168,8 @@ pub struct LdapDirectory {
     search: Pool,
     /// Users' binds.
     binds: Pool,
+    /// Where an unknown user's password is bound: a name no entry has.
+    decoy_dn: String,
 }
 
 impl LdapDirectory {
@@ -185,6 +187,7 @@ impl LdapDirectory {
         Self {
             search: Pool::new(&url, conn.clone(), service, size, timeout),
             binds: Pool::new(&url, conn, None, size, timeout),
+            decoy_dn: decoy_dn(&settings.base_dn),
             settings,
         }
     }
@@ -291,6 +294,18 @@ impl Directory for LdapDirectory {
         }
         self.with_retry(|| async { Ok(self.find_user(login).await?.map(|found| self.entry(&found))) }).await
     }
+
+    /// What the search (or the DN template) becomes for the login, trimmed and case-folded as
+    /// LDAP's usual matching rules do: `alice@a1` and `alice@a2` under `(uid=%n)` are one user.
+    fn subject(&self, login: &str) -> crate::coord::throttle::Subject {
+        let normalised = login.trim().to_lowercase();
+        let template = match self.settings.dn_template.is_empty() {
+            true => &self.settings.user_filter,
+            false => &self.settings.dn_template,
+        };
+        let asked = directory::expand(template, &normalised, |v| v.trim().to_owned());
+        crate::coord::throttle::Subject::of_identity(&format!("ldap:{asked}"))
+    }
 }
 
 impl LdapDirectory {
@@ -338,11 +353,29 @@ impl LdapDirectory {
             conn.done();
             return Ok(found.map(|e| self.entry(&e)));
         }
-        let Some(found) = self.find_user(login).await? else { return Ok(None) };
+        let Some(found) = self.find_user(login).await? else {
+            // Unknown users cost a bind too, so the time of the answer does not tell which
+            // logins exist (as the local backend's decoy hash does).
+            let mut conn = self.binds.get().await?;
+            let _ = self.bind(&mut conn, &self.decoy_dn, password).await;
+            conn.done();
+            return Ok(None);
+        };
         let mut conn = self.binds.get().await?;
         let accepted = self.bind(&mut conn, &found.dn, password).await?;
         conn.done();
         Ok(accepted.then(|| self.entry(&found)))
+    }
+}
+
+/// A DN under `base` that no entry has: a random name.
+fn decoy_dn(base: &str) -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("operating system random source");
+    let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match base.is_empty() {
+        true => format!("cn=cloudpop-decoy-{name}"),
+        false => format!("cn=cloudpop-decoy-{name},{base}"),
     }
 }
 

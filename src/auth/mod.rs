@@ -104,6 +104,15 @@ impl Authenticator {
         }
     }
 
+    /// Who failed logins as `user` are counted against: the spellings the configured
+    /// backend cannot tell apart share one subject.
+    pub fn throttle_subject(&self, user: &str) -> crate::coord::throttle::Subject {
+        match &self.directory {
+            Some((directory, _)) => directory.subject(user),
+            None => crate::coord::throttle::Subject::of_login(user),
+        }
+    }
+
     /// Whether SCRAM-SHA-256 can be offered.
     pub fn offers_scram(&self) -> bool {
         self.scram

@@ -30,6 +30,8 @@ impl Default for Config {
             retr_min_bytes_per_sec: 2048,
             retr_grace_secs: 60,
             max_pending_logins: 128,
+            hashing_threads: 0,
+            legacy_hash_memory_mib: 128,
             credential_cache_secs: 60,
             credential_cache_entries: 100_000,
             account_cache_secs: 60,
@@ -126,6 +128,7 @@ impl Default for Config {
             throttle_window_secs: 900,
             throttle_account_failures: 10,
             throttle_address_failures: 30,
+            throttle_known_address_failures: 50,
         }
     }
 }

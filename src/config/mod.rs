@@ -86,6 +86,12 @@ pub struct Config {
     /// Logins that may wait for, or be in, a password check at once; more get `[SYS/TEMP]` at
     /// once instead of queueing without limit behind a login storm.
     pub max_pending_logins: u32,
+    /// Password hashes checked at once (threads of the hashing pool, 7 MiB each); 0: as many as
+    /// the process may use cores (the container's CPU limit where one is set).
+    pub hashing_threads: u32,
+    /// Memory the legacy queue (imported hashes beyond a slot of the pool, such as Dovecot's
+    /// 64 MiB ARGON2ID) may allocate at once, in MiB.
+    pub legacy_hash_memory_mib: u32,
     /// Seconds a successful password check is remembered, so a client that polls every minute
     /// does not pay a full argon2id verification each time; 0 turns the cache off. Entries are
     /// keyed by a keyed hash of user and password (never the password) and die at once when the
@@ -331,6 +337,10 @@ pub struct Config {
     pub throttle_account_failures: u32,
     /// Failed logins per client address within the window before its logins are refused.
     pub throttle_address_failures: u32,
+    /// Failed logins per account within the window from the addresses it logged in from in the
+    /// last 30 days, all together (they count against neither the account's nor the address's
+    /// budget).
+    pub throttle_known_address_failures: u32,
 }
 
 /// A configuration that could not be loaded or is not usable.

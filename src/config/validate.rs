@@ -85,13 +85,15 @@ impl Config {
 
     /// Numbers that must lie within what the service can honour.
     fn validate_ranges(&self) -> Result<(), ConfigError> {
-        let ranges: [(&str, u64, u64, u64); 28] = [
+        let ranges: [(&str, u64, u64, u64); 31] = [
             ("credential_cache_secs", self.credential_cache_secs, 0, 86_400),
             ("credential_cache_entries", self.credential_cache_entries.into(), 1, 10_000_000),
             ("account_cache_secs", self.account_cache_secs, 0, 86_400),
             ("account_cache_entries", self.account_cache_entries.into(), 1, 10_000_000),
             ("retr_grace_secs", self.retr_grace_secs, 1, 3600),
             ("max_pending_logins", self.max_pending_logins.into(), 1, 1_000_000),
+            ("hashing_threads", self.hashing_threads.into(), 0, 1024),
+            ("legacy_hash_memory_mib", self.legacy_hash_memory_mib.into(), 64, 65_536),
             ("retr_min_bytes_per_sec", self.retr_min_bytes_per_sec, 1, 1 << 30),
             ("max_connections_per_address", self.max_connections_per_address.into(), 1, 1_000_000),
             ("login_deadline_secs", self.login_deadline_secs, 1, 3600),
@@ -100,6 +102,7 @@ impl Config {
             ("redis_timeout_ms", self.redis_timeout_ms, 50, 60_000),
             ("throttle_window_secs", self.throttle_window_secs, 1, 86_400),
             ("throttle_account_failures", self.throttle_account_failures.into(), 1, 1_000_000),
+            ("throttle_known_address_failures", self.throttle_known_address_failures.into(), 1, 1_000_000),
             ("throttle_address_failures", self.throttle_address_failures.into(), 1, 1_000_000),
             ("max_bad_commands", self.max_bad_commands.into(), 1, 1000),
             ("max_connections", self.max_connections as u64, 1, 1_000_000),

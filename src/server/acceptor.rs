@@ -34,10 +34,11 @@ pub struct Gate {
     pub refusal: fn(&'static str) -> Option<&'static [u8]>,
 }
 
-/// What an admitted connection holds until it ends.
+/// What an admitted connection holds: its process slot until it ends, and its address slot,
+/// which the protocol may give back earlier (POP3 at login).
 pub struct Admission {
-    _slot: OwnedSemaphorePermit,
-    _address: Option<AddressSlot>,
+    slot: OwnedSemaphorePermit,
+    address: Option<AddressSlot>,
 }
 
 impl Gate {
@@ -63,7 +64,7 @@ impl Gate {
                 }
             },
         };
-        Some(Admission { _slot: slot, _address: address })
+        Some(Admission { slot, address })
     }
 
     /// Turns a connection away as `reason`.
@@ -76,11 +77,11 @@ impl Gate {
     }
 }
 
-/// Accepts connections on `listener` until `stop`, serving each admitted one with `serve` as a
-/// task on `tasks`.
+/// Accepts connections on `listener` until `stop`, serving each admitted one with `serve` (given
+/// the connection's address slot, if the gate takes one) as a task on `tasks`.
 pub async fn run<H, F>(listener: TcpListener, gate: Arc<Gate>, tasks: TaskTracker, stop: CancellationToken, serve: H)
 where
-    H: Fn(TcpStream, SocketAddr) -> F,
+    H: Fn(TcpStream, SocketAddr, Option<AddressSlot>) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let labels = ListenerLabels { listener: gate.listener };
@@ -100,12 +101,12 @@ where
         };
         metrics().connections_accepted.get_or_create(&labels).inc();
         let _ = stream.set_nodelay(true);
-        let Some(admission) = gate.admit(&stream, peer) else { continue };
-        let connection = serve(stream, peer);
+        let Some(Admission { slot, address }) = gate.admit(&stream, peer) else { continue };
+        let connection = serve(stream, peer, address);
         tasks.spawn(async move {
             let _open = GaugeGuard::hold(&metrics().connections_open.get_or_create(&labels));
             connection.await;
-            drop(admission);
+            drop(slot);
         });
     }
 }

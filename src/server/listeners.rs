@@ -3,7 +3,7 @@
 
 use super::ServerSettings;
 use super::acceptor::{self, Gate};
-use crate::limits::AddressSlots;
+use crate::limits::{AddressSlot, AddressSlots};
 use crate::metrics::{RefusedLabels, metrics};
 use crate::protocol::response::{self, Code};
 use crate::session::{self, Context, Listener};
@@ -62,13 +62,13 @@ impl Spawner<'_> {
                 refusal: if role == Listener::Plain { pop3_refusal } else { silent },
             });
             let (ctx, per_address, refuser) = (self.ctx.clone(), per_address.clone(), gate.clone());
-            let serve = move |stream: TcpStream, peer: SocketAddr| {
+            let serve = move |stream: TcpStream, peer: SocketAddr, slot: Option<AddressSlot>| {
                 let (ctx, per_address, refuser) = (ctx.clone(), per_address.clone(), refuser.clone());
                 async move {
                     if proxied {
                         serve_proxied(stream, peer, role, ctx, &per_address, &refuser).await;
                     } else {
-                        Box::pin(session::serve(stream, peer, role, ctx)).await;
+                        Box::pin(session::serve(stream, peer, role, ctx, slot)).await;
                     }
                 }
             };
@@ -87,8 +87,9 @@ impl Spawner<'_> {
             refusal: lmtp_refusal,
         });
         let ctx = self.ctx.clone();
-        let serve =
-            move |stream: TcpStream, peer: SocketAddr| crate::lmtp::serve(stream, peer, ctx.clone(), settings.clone());
+        let serve = move |stream: TcpStream, peer: SocketAddr, _: Option<AddressSlot>| {
+            crate::lmtp::serve(stream, peer, ctx.clone(), settings.clone())
+        };
         self.tasks.spawn(acceptor::run(listener, gate, self.tasks.clone(), self.stop.clone(), serve));
     }
 }
@@ -106,7 +107,7 @@ async fn serve_proxied(
 ) {
     match Box::pin(session::proxied::accept(stream, peer, ctx.settings.login_timeout)).await {
         Ok((stream, client)) => match per_address.try_acquire(client.ip()) {
-            Some(_slot) => Box::pin(session::serve(stream, client, role, ctx)).await,
+            Some(slot) => Box::pin(session::serve(stream, client, role, ctx, Some(slot))).await,
             None => gate.refuse(stream.get_ref(), client, "address_limit"),
         },
         Err(e) => {

@@ -8,7 +8,7 @@ use crate::accounts::LoginError;
 use crate::auth::Proof;
 use crate::coord::lock::LeaseToken;
 use crate::coord::lock::held::HeldLease;
-use crate::coord::throttle::Attempt;
+use crate::coord::throttle::{Admission, Attempt, AttemptId, LoginThrottle, Settlement, Subject};
 use crate::metrics::{GaugeGuard, LoginLabels, OutcomeLabels, ReasonLabels, metrics};
 use crate::names::AccountName;
 use crate::protocol::machine::LoginOutcome;
@@ -16,6 +16,7 @@ use crate::protocol::maildrop::Listing;
 use crate::protocol::sasl::{Credentials, Presented};
 use crate::store::AccountRecord;
 use crate::store::observed::count_calls;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::field::Empty;
 use tracing::{Instrument, info, info_span, warn};
@@ -67,14 +68,13 @@ impl Session<'_> {
         outcome
     }
 
-    /// The login pipeline: throttle, verify, refund, lock, LOGIN-DELAY, open. Each stage
+    /// The login pipeline: throttle, verify, settle, lock, LOGIN-DELAY, open. Each stage
     /// either hands the next one what it needs or ends the login with its refusal.
     async fn login_stages(&mut self, creds: Credentials) -> LoginOutcome {
-        let claimed = AccountName::parse(&creds.user).ok();
         let pipeline = async {
-            let attempt = self.reserve_attempt(&creds, claimed.as_ref()).await?;
+            let attempt = self.admit_attempt(&creds).await?;
             let verified = self.verify(&creds).await;
-            self.settle_attempt(claimed.as_ref(), attempt, &verified).await;
+            attempt.settle(settlement(&verified)).await;
             let account = verified_account(&creds, verified)?;
             let name = AccountName::parse(&account.name)
                 .map_err(|_| LoginOutcome::Unavailable("corrupt account record".into()))?;
@@ -91,30 +91,48 @@ impl Session<'_> {
         pipeline.await.unwrap_or_else(|refusal| refusal)
     }
 
-    /// Reserves a failure slot in the throttle, or refuses the login (too many failures, or
-    /// the throttle cannot be asked).
-    async fn reserve_attempt(
-        &self,
-        creds: &Credentials,
-        claimed: Option<&AccountName>,
-    ) -> Result<Attempt, LoginOutcome> {
+    /// Admits the attempt in the throttle, waiting (up to [`THROTTLE_WAIT`]) while attempts
+    /// in flight from the same address or at the same account fill the budget left; or refuses
+    /// the login (too many failures, still full after the wait, or the throttle cannot be asked).
+    async fn admit_attempt(&self, creds: &Credentials) -> Result<InFlight, LoginOutcome> {
         let current = tracing::Span::current();
-        match self.ctx.backends.throttle.reserve(claimed, self.peer.ip()).await {
-            Ok(Some(attempt)) => {
-                current.record("throttle", "allowed");
-                Ok(attempt)
-            }
-            Ok(None) => {
-                current.record("throttle", "refused");
-                metrics().throttle_refusals.get_or_create(&ReasonLabels { reason: "failures" }).inc();
-                info!(user = %creds.user.escape_debug(), "login refused: too many recent failures");
-                Err(LoginOutcome::Throttled)
-            }
-            Err(e) => {
-                current.record("throttle", "unavailable");
-                warn!(error = %e, "login throttle unavailable");
-                Err(LoginOutcome::Unavailable("coordination service unavailable".into()))
-            }
+        let throttle = &self.ctx.backends.throttle;
+        let subject = self.ctx.backends.auth.throttle_subject(&creds.user);
+        let (id, peer) = (AttemptId::random(), self.peer.ip());
+        let give_up = tokio::time::Instant::now() + THROTTLE_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let refusal = match throttle.admit(&subject, peer, id).await {
+                Ok(Admission::Admitted(attempt)) => {
+                    current.record("throttle", "allowed");
+                    let throttle = throttle.clone();
+                    return Ok(InFlight { unsettled: Some((throttle, subject, peer, attempt)) });
+                }
+                Ok(Admission::Wait) if tokio::time::Instant::now() < give_up => {
+                    // Jittered, growing pauses: waiting logins do not ask in lockstep.
+                    tokio::time::sleep(pause + Duration::from_micros(u64::from(id.0 as u16) % 10_000)).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                    continue;
+                }
+                Ok(Admission::Wait) => {
+                    current.record("throttle", "busy");
+                    metrics().throttle_refusals.get_or_create(&ReasonLabels { reason: "in_flight" }).inc();
+                    info!(user = %creds.user.escape_debug(), "login refused: too many logins in flight");
+                    LoginOutcome::Unavailable("too many logins in progress".into())
+                }
+                Ok(Admission::Refused) => {
+                    current.record("throttle", "refused");
+                    metrics().throttle_refusals.get_or_create(&ReasonLabels { reason: "failures" }).inc();
+                    info!(user = %creds.user.escape_debug(), "login refused: too many recent failures");
+                    LoginOutcome::Throttled
+                }
+                Err(e) => {
+                    current.record("throttle", "unavailable");
+                    warn!(error = %e, "login throttle unavailable");
+                    LoginOutcome::Unavailable("coordination service unavailable".into())
+                }
+            };
+            return Err(refusal);
         }
     }
 
@@ -127,26 +145,6 @@ impl Session<'_> {
             Presented::Token(token) => Proof::Bearer(token),
         };
         self.ctx.backends.auth.login(&creds.user, proof, self.peer.ip()).await
-    }
-
-    /// The reserved attempt already counts as a failure: a success, or a check that could not
-    /// be made, takes it back.
-    async fn settle_attempt(
-        &self,
-        claimed: Option<&AccountName>,
-        attempt: Attempt,
-        verified: &Result<Option<AccountRecord>, LoginError>,
-    ) {
-        let success = match verified {
-            Ok(Some(_)) => true,
-            Ok(None) => return,
-            Err(_) => false,
-        };
-        if let Some(claimed) = claimed
-            && let Err(e) = self.ctx.backends.throttle.refund(claimed, self.peer.ip(), attempt, success).await
-        {
-            warn!(error = %e, "cannot take back a login attempt's count");
-        }
     }
 
     /// RFC 2449 LOGIN-DELAY: too soon after the last login is refused.
@@ -226,6 +224,7 @@ impl Session<'_> {
                 self.span.record("account", name.as_str());
                 info!(user = %name, messages = list.len(), "logged in");
                 self.lease = Some(lease);
+                self.address_slot.release();
                 self.in_transaction = Some(GaugeGuard::hold(&metrics().sessions_in_transaction));
                 self.expire_days = account.expire_days;
                 LoginOutcome::LoggedIn {
@@ -243,6 +242,46 @@ impl Session<'_> {
                 lease.release().await;
                 LoginOutcome::Unavailable("message store unavailable".into())
             }
+        }
+    }
+}
+
+/// How long a login waits for attempts in flight to settle before it is refused as busy.
+const THROTTLE_WAIT: Duration = Duration::from_secs(10);
+
+/// What a check's result means for the throttle.
+fn settlement(verified: &Result<Option<AccountRecord>, LoginError>) -> Settlement {
+    match verified {
+        Ok(Some(_)) => Settlement::Succeeded,
+        Ok(None) => Settlement::Failed,
+        Err(_) => Settlement::Unchecked,
+    }
+}
+
+/// An attempt admitted by the throttle, until settled. Dropped unsettled (the client left, the
+/// login deadline passed), it is settled as unchecked in the background, so it does not hold
+/// its address's budget until [`crate::coord::throttle::IN_FLIGHT_FOR`].
+struct InFlight {
+    unsettled: Option<(Arc<dyn LoginThrottle>, Subject, std::net::IpAddr, Attempt)>,
+}
+
+impl InFlight {
+    async fn settle(mut self, settlement: Settlement) {
+        let Some((throttle, subject, peer, attempt)) = self.unsettled.take() else { return };
+        if let Err(e) = throttle.settle(&subject, peer, attempt, settlement).await {
+            warn!(error = %e, "cannot settle a login attempt in the throttle");
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some((throttle, subject, peer, attempt)) = self.unsettled.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = throttle.settle(&subject, peer, attempt, Settlement::Unchecked).await;
+            });
         }
     }
 }

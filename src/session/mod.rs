@@ -63,9 +63,15 @@ impl Listener {
     }
 }
 
-/// Serves one accepted connection to the end. Errors are logged, never propagated.
-pub async fn serve<S>(stream: S, peer: SocketAddr, listener: Listener, ctx: Arc<Context>)
-where
+/// Serves one accepted connection to the end, giving its address slot back at login. Errors
+/// are logged, never propagated.
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    listener: Listener,
+    ctx: Arc<Context>,
+    address_slot: Option<crate::limits::AddressSlot>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let id = session_id();
@@ -81,7 +87,8 @@ where
     );
     crate::telemetry::record_trace_id(&span);
     let login_deadline = Instant::now() + ctx.settings.login_deadline;
-    let conn = Connection { ctx: &ctx, id: &id, peer, span: span.clone(), listener, login_deadline };
+    let address_slot = crate::limits::UntilLogin::new(address_slot);
+    let conn = Connection { ctx: &ctx, id: &id, peer, span: span.clone(), listener, login_deadline, address_slot };
     async {
         let result = match (listener, ctx.tls.clone()) {
             (Listener::ImplicitTls, Some(tls)) => match Box::pin(conn.handshake(&tls, stream)).await {
@@ -127,6 +134,7 @@ struct Connection<'a> {
     listener: Listener,
     /// The connection must reach TRANSACTION by then (STLS does not restart the clock).
     login_deadline: Instant,
+    address_slot: Arc<crate::limits::UntilLogin>,
 }
 
 impl<'a> Connection<'a> {
@@ -134,6 +142,7 @@ impl<'a> Connection<'a> {
         let mut session = Session::new(self.ctx, self.id, self.peer, tls_active, self.span.clone());
         session.machine.set_channel_binding(channel_binding);
         session.login_deadline = self.login_deadline;
+        session.address_slot = self.address_slot.clone();
         session
     }
 

@@ -12,6 +12,7 @@ use crate::store::Upkeep;
 use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -52,6 +53,8 @@ pub(super) struct Session<'a> {
     pub(super) login_deadline: Instant,
     /// The RETR or TOP reply being sent, whose pace the client must keep up.
     pub(super) transfer: Option<Transfer>,
+    /// The connection's per-address slot, given back at login.
+    pub(super) address_slot: Arc<crate::limits::UntilLogin>,
 }
 
 /// A reply the client must take at `min_rate` octets per second on average, after `grace`.
@@ -114,6 +117,7 @@ impl<'a> Session<'a> {
             deleted: Vec::new(),
             login_deadline: Instant::now() + cfg.login_deadline,
             transfer: None,
+            address_slot: Arc::default(),
         }
     }
 

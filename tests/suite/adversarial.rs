@@ -133,6 +133,140 @@ fn parallel_guesses_get_no_more_checks_than_the_account_limit() {
     assert!(checked <= 3, "{checked} of 20 parallel guesses had their password checked: {replies:#?}");
 }
 
+/// Accounts `prefix0..prefixN` with password `pw-<name>`, created by one `import accounts` run.
+fn add_accounts(server: &Server, prefix: &str, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+    let passwd: String = names.iter().map(|n| format!("{n}:{{PLAIN}}pw-{n}::::::\n")).collect();
+    let file = server.dir.path().join(format!("{prefix}.passwd"));
+    std::fs::write(&file, passwd).unwrap();
+    let args = ["import", "accounts", file.to_str().unwrap(), "--allow-plain"];
+    let (ok, out, err) = cli_env(&server.data_dir(), &server.env, &args, b"");
+    assert!(ok && out.starts_with(&format!("imported: {count} accounts created")), "{out}{err}");
+    names
+}
+
+/// Issue 22 item 1: 200 users behind one address (a NAT, a webmail host) log in at once with
+/// their correct passwords, while someone at another address guesses at one account in the
+/// same burst. Every correct login gets +OK (before the fix, attempts in flight counted as
+/// failures and most got `Too many failed logins`), and the guesses still get no more checks
+/// than the account's budget.
+#[test]
+fn two_hundred_correct_logins_from_one_address_are_all_accepted() {
+    let server = behind_proxy(&[
+        ("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "3"),
+        ("CLOUDPOP_MAX_CONNECTIONS_PER_ADDRESS", "256"),
+        ("CLOUDPOP_MAX_CONNECTIONS", "512"),
+    ]);
+    let users = add_accounts(&server, "nat", 200);
+    server.add_account("target", "the-real-password");
+    let (logins, guesses): (Vec<String>, Vec<String>) = std::thread::scope(|scope| {
+        let server = &server;
+        let logins: Vec<_> = users
+            .iter()
+            .map(|user| scope.spawn(move || login_from(server, [198, 51, 100, 7], user, &format!("pw-{user}"))))
+            .collect();
+        let guesses: Vec<_> = (0..20u8)
+            .map(|i| scope.spawn(move || login_from(server, [203, 0, 113, 200], "target", &format!("guess-{i}"))))
+            .collect();
+        (
+            logins.into_iter().map(|l| l.join().unwrap()).collect(),
+            guesses.into_iter().map(|g| g.join().unwrap()).collect(),
+        )
+    });
+    let refused: Vec<&String> = logins.iter().filter(|r| !r.starts_with("+OK")).collect();
+    assert!(
+        refused.is_empty(),
+        "{} of 200 correct logins refused: {:?}",
+        refused.len(),
+        &refused[..refused.len().min(5)]
+    );
+    let checked = guesses.iter().filter(|r| r.starts_with("-ERR [AUTH]")).count();
+    let throttled = guesses.iter().filter(|r| r.contains("[SYS/TEMP] Too many failed logins")).count();
+    assert_eq!((checked, throttled), (3, 17), "{guesses:#?}");
+}
+
+/// Issue 22 item 1: the per-address connection limit counts connections until they log in, so
+/// the users of one NAT reading mail are not limited by it; unauthenticated ones still are.
+#[test]
+fn the_per_address_limit_counts_connections_until_login() {
+    let server = Server::start(&[("CLOUDPOP_MAX_CONNECTIONS_PER_ADDRESS", "2")]);
+    server.add_account("one", "pw-one");
+    server.add_account("two", "pw-two");
+    let logged_in =
+        [common::Client::login(server.pop3, "one", "pw-one"), common::Client::login(server.pop3, "two", "pw-two")];
+    let waiting: Vec<common::Client> = (0..2).map(|_| common::Client::connect(server.pop3)).collect();
+    assert!(
+        waiting.iter().all(|c| c.greeting.starts_with("+OK")),
+        "logged-in sessions still held their address's slots"
+    );
+    let third = common::Client::connect(server.pop3);
+    assert!(third.greeting.starts_with("-ERR [SYS/TEMP] Too many connections"), "{}", third.greeting);
+    drop((logged_in, waiting));
+}
+
+/// Peak resident memory (`VmHWM`) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Issue 22 item 2: imported hashes bigger than a slot of the hashing pool (Dovecot's ARGON2ID is
+/// 64 MiB) are verified on the legacy queue within its own memory budget. Sixteen wrong passwords
+/// at once against 64 MiB hashes, with a budget of 64 MiB: the server's peak memory grows by about
+/// one hash, not one per hashing thread (before, each thread allocated its own 64 MiB at once).
+#[test]
+fn wrong_passwords_against_big_imported_hashes_stay_within_the_legacy_budget() {
+    let server = Server::start(&[
+        ("CLOUDPOP_LEGACY_HASH_MEMORY_MIB", "64"),
+        ("CLOUDPOP_HASHING_THREADS", "4"),
+        ("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "100"),
+        ("CLOUDPOP_THROTTLE_ADDRESS_FAILURES", "100"),
+        ("CLOUDPOP_AUTH_FAILURE_DELAY_MS", "0"),
+    ]);
+    let params = argon2::Params::new(64 * 1024, 3, 1, None).unwrap();
+    let salt = argon2::password_hash::SaltString::encode_b64(b"sixteen byte slt").unwrap();
+    let hash = argon2::PasswordHasher::hash_password(
+        &argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params),
+        b"the migrated password",
+        &salt,
+    )
+    .unwrap()
+    .to_string();
+    let passwd: String = (0..16).map(|i| format!("migrated{i}:{{ARGON2ID}}{hash}::::::\n")).collect();
+    let file = server.dir.path().join("migrated.passwd");
+    std::fs::write(&file, passwd).unwrap();
+    let (ok, out, err) = cli_env(&server.data_dir(), &server.env, &["import", "accounts", file.to_str().unwrap()], b"");
+    assert!(ok && out.starts_with("imported: 16 accounts created"), "{out}{err}");
+    // One native login first, so the pool's own slot and the threads are in the baseline.
+    server.add_account("native", "pw-native");
+    drop(common::Client::login(server.pop3, "native", "pw-native"));
+    let before = peak_rss_kib(server.pid());
+    let replies: Vec<String> = std::thread::scope(|scope| {
+        let guesses: Vec<_> = (0..16)
+            .map(|i| {
+                let server = &server;
+                scope.spawn(move || {
+                    let mut c = common::Client::connect(server.pop3);
+                    c.cmd(&format!("USER migrated{i}"));
+                    c.cmd("PASS a wrong guess")
+                })
+            })
+            .collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    assert!(replies.iter().all(|r| r.starts_with("-ERR [AUTH]")), "{replies:#?}");
+    let grown = peak_rss_kib(server.pid()).saturating_sub(before);
+    assert!(grown <= (64 + 24) * 1024, "peak memory grew by {} MiB for a 64 MiB legacy budget", grown / 1024);
+    // The right password still logs in (and is re-hashed to cloudpop's own).
+    let mut c = common::Client::connect(server.pop3);
+    c.cmd("USER migrated3");
+    assert!(c.cmd("PASS the migrated password").starts_with("+OK"));
+}
+
 /// Item 7: guesses from elsewhere cannot lock the owner out. The owner logs in from their usual
 /// address; an attacker then uses up the account's failure budget from other addresses and is
 /// refused; the owner still gets in from the usual address (before the fix, the per-account

@@ -159,6 +159,44 @@ fn ldap_search_then_bind_maps_mailboxes_refuses_injection_and_fails_closed() {
     assert_eq!(login(&server, "nobody", "x"), AUTH_FAILED);
 }
 
+/// The users' binds slapd received (the service account's own binds are not counted).
+fn user_binds(slapd: &Slapd) -> usize {
+    slapd.log().lines().filter(|l| l.contains(" BIND dn=\"") && !l.contains(ADMIN_DN)).count()
+}
+
+/// Issue 22 items 3 and 7: failed logins are counted against the user the directory finds,
+/// not the string typed, so `alice@a1`, `alice@a2` and `alice ` (the filter uses the local part;
+/// LDAP ignores the trailing space) share alice's budget; and an unknown user costs a bind too,
+/// so the answer's timing does not tell which users exist.
+#[test]
+fn ldap_spellings_of_one_user_share_a_budget_and_unknown_users_cost_a_bind() {
+    let pki = Pki::new();
+    let slapd = Slapd::start(&pki, &users());
+    let mut env = ldap_env(&pki, format!("ldaps://127.0.0.1:{}", slapd.tls_port));
+    env.push(("CLOUDPOP_LDAP_BIND_DN".into(), ADMIN_DN.into()));
+    env.push(("CLOUDPOP_LDAP_BIND_PASSWORD".into(), ADMIN_PASSWORD.into()));
+    env.push(("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES".into(), "3".into()));
+    env.push(("CLOUDPOP_AUTH_FAILURE_DELAY_MS".into(), "0".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+
+    let before = user_binds(&slapd);
+    assert_eq!(login(&server, "bob", "wrong"), AUTH_FAILED);
+    eventually("slapd logged the bind", || user_binds(&slapd) > before);
+    let known = user_binds(&slapd) - before;
+    let before = user_binds(&slapd);
+    assert_eq!(login(&server, "nobody-here", "wrong"), AUTH_FAILED);
+    eventually("slapd logged a bind for an unknown user", || user_binds(&slapd) > before);
+    assert_eq!(user_binds(&slapd) - before, known, "an unknown user got another number of binds than a known one");
+
+    for spelling in [&b"alice@a1"[..], b"alice@a2", b"alice "] {
+        assert_eq!(login_plain(&server, spelling, b"wrong"), AUTH_FAILED, "{}", String::from_utf8_lossy(spelling));
+    }
+    let reply = login(&server, "alice", "alice-pw");
+    assert!(reply.contains("Too many failed logins"), "three spellings of alice got three budgets: {reply}");
+    // Another user is not affected.
+    assert!(login(&server, "dave", "dave-pw").starts_with("+OK"));
+}
+
 #[test]
 fn ldap_direct_bind_over_starttls_with_a_dn_template() {
     let pki = Pki::new();

@@ -121,6 +121,18 @@ macro_rules! coordination_cases {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn throttle_never_counts_correct_logins() {
+            let (_guard, c) = $make();
+            conformance::throttle_never_counts_correct_logins(c.throttle).await;
+        }
+
+        #[tokio::test]
+        async fn throttle_counts_a_repeated_call_once() {
+            let (_guard, c) = $make();
+            conformance::throttle_counts_a_repeated_call_once(&*c.throttle).await;
+        }
+
+        #[tokio::test]
         async fn throttle_address_limit_holds_in_parallel() {
             let (_guard, c) = $make();
             conformance::throttle_address_limit_holds_in_parallel(c.throttle).await;
@@ -187,8 +199,10 @@ mod redis_cluster {
             let maildrop = AccountName::parse(&format!("spread{i}")).unwrap();
             let token = c.locks.acquire(&maildrop, Duration::from_secs(30)).await.unwrap().expect("free");
             assert!(c.locks.renew(&maildrop, &token, Duration::from_secs(30)).await.unwrap());
-            let attempt = c.throttle.reserve(Some(&maildrop), std::net::IpAddr::from([192, 0, 2, i])).await.unwrap();
-            assert!(attempt.is_some());
+            let who = cloudpop::coord::throttle::Subject::of_login(maildrop.as_str());
+            let id = cloudpop::coord::throttle::AttemptId::random();
+            let attempt = c.throttle.admit(&who, std::net::IpAddr::from([192, 0, 2, i]), id).await.unwrap();
+            assert!(matches!(attempt, cloudpop::coord::throttle::Admission::Admitted(_)));
         }
         for node in &cluster.nodes {
             let mut conn = redis::Client::open(node.url()).unwrap().get_connection().unwrap();

@@ -1,49 +1,74 @@
 //! Failed-login counts in this process only (the embedded default).
 
-use super::{Attempt, Limits, LoginThrottle, TRUSTED_FOR, address_key};
+use super::{
+    Admission, Attempt, AttemptId, IN_FLIGHT_FOR, Limits, LoginThrottle, Settlement, Subject, TRUSTED_FOR, Verdict,
+    address_key, verdict,
+};
 use crate::coord::CoordError;
 use crate::names::AccountName;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Counters beyond this many are pruned of expired windows.
+/// Budgets beyond this many are pruned of spent ones.
 const PRUNE_AT: usize = 100_000;
 
 pub struct MemoryThrottle {
     limits: Limits,
     counts: Mutex<Counts>,
     /// Last login per account and the interval it blocks.
-    logins: Mutex<HashMap<AccountName, (Instant, std::time::Duration)>>,
+    logins: Mutex<HashMap<AccountName, (Instant, Duration)>>,
+}
+
+/// One budget: failures in the current window, and the attempts in flight with when each
+/// stops counting.
+#[derive(Default)]
+struct Budget {
+    failures: u32,
+    window_start: Option<Instant>,
+    in_flight: HashMap<AttemptId, Instant>,
+}
+
+impl Budget {
+    fn refresh(&mut self, window: Duration, now: Instant) {
+        if self.window_start.is_some_and(|start| now.duration_since(start) >= window) {
+            self.failures = 0;
+            self.window_start = None;
+        }
+        self.in_flight.retain(|_, until| *until > now);
+    }
+
+    fn verdict(&self, limit: u32) -> Verdict {
+        verdict(u64::from(self.failures), self.in_flight.len() as u64, limit)
+    }
+
+    fn spent(&self, window: Duration, now: Instant) -> bool {
+        self.in_flight.is_empty() && self.window_start.is_none_or(|start| now.duration_since(start) >= window)
+    }
+
+    /// Ends an attempt; `fail` counts it if it was still in flight (so settling twice counts once).
+    fn settle(&mut self, id: AttemptId, fail: bool, now: Instant) {
+        if self.in_flight.remove(&id).is_some() && fail {
+            self.window_start.get_or_insert(now);
+            self.failures += 1;
+        }
+    }
 }
 
 #[derive(Default)]
 struct Counts {
-    /// Failures per key, with the start of their window.
-    failures: HashMap<String, (u32, Instant)>,
-    /// (account, address key) pairs with a recent successful login, and when it was.
-    trusted: HashMap<(AccountName, String), Instant>,
+    budgets: HashMap<String, Budget>,
+    /// (subject, address key) pairs with a recent successful login, and when it was.
+    known: HashMap<(Subject, String), Instant>,
 }
 
 impl Counts {
-    fn current(&self, key: &str, window: std::time::Duration, now: Instant) -> u32 {
-        self.failures.get(key).filter(|(_, start)| now.duration_since(*start) < window).map_or(0, |(n, _)| *n)
-    }
-
-    fn add(&mut self, key: String, window: std::time::Duration, now: Instant) {
-        let entry = self.failures.entry(key).or_insert((0, now));
-        if now.duration_since(entry.1) >= window {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-    }
-
-    fn take_back(&mut self, key: &str) {
-        if let Some((n, _)) = self.failures.get_mut(key) {
-            *n = n.saturating_sub(1);
-        }
+    fn budget(&mut self, key: String, window: Duration, now: Instant) -> &mut Budget {
+        let budget = self.budgets.entry(key).or_default();
+        budget.refresh(window, now);
+        budget
     }
 }
 
@@ -57,63 +82,81 @@ fn ip_key(addr: IpAddr) -> String {
     format!("ip:{}", address_key(addr))
 }
 
-fn user_key(account: &AccountName) -> String {
-    format!("user:{account}")
+fn account_key(subject: &Subject, known: bool) -> String {
+    format!("{}:{subject}", if known { "known" } else { "user" })
 }
 
 #[async_trait]
 impl LoginThrottle for MemoryThrottle {
-    async fn reserve(&self, account: Option<&AccountName>, addr: IpAddr) -> Result<Option<Attempt>, CoordError> {
+    async fn admit(&self, subject: &Subject, addr: IpAddr, id: AttemptId) -> Result<Admission, CoordError> {
         let mut counts = crate::sync::lock(&self.counts);
         let now = Instant::now();
         let window = self.limits.window;
-        if counts.failures.len() > PRUNE_AT {
-            counts.failures.retain(|_, (_, start)| now.duration_since(*start) < window);
+        if counts.budgets.len() > PRUNE_AT {
+            counts.budgets.retain(|_, budget| !budget.spent(window, now));
         }
-        if counts.trusted.len() > PRUNE_AT {
-            counts.trusted.retain(|_, at| now.duration_since(*at) < TRUSTED_FOR);
+        if counts.known.len() > PRUNE_AT {
+            counts.known.retain(|_, at| now.duration_since(*at) < TRUSTED_FOR);
         }
-        let trusted = account.is_some_and(|account| {
-            let pair = (account.clone(), address_key(addr));
-            counts.trusted.get(&pair).is_some_and(|at| now.duration_since(*at) < TRUSTED_FOR)
-        });
-        if trusted {
-            return Ok(Some(Attempt { counted: false }));
+        let known = counts
+            .known
+            .get(&(subject.clone(), address_key(addr)))
+            .is_some_and(|at| now.duration_since(*at) < TRUSTED_FOR);
+        let mut keys = vec![(account_key(subject, known), self.limit(known))];
+        if !known {
+            keys.push((ip_key(addr), self.limits.per_address));
         }
-        let ip = ip_key(addr);
-        if counts.current(&ip, window, now) >= self.limits.per_address {
-            return Ok(None);
-        }
-        if let Some(account) = account {
-            let key = user_key(account);
-            if counts.current(&key, window, now) >= self.limits.per_account {
-                return Ok(None);
+        let mut worst = Verdict::Admit;
+        for (key, limit) in &keys {
+            let budget = counts.budget(key.clone(), window, now);
+            if budget.in_flight.contains_key(&id) {
+                continue;
             }
-            counts.add(key, window, now);
+            worst = match (worst, budget.verdict(*limit)) {
+                (Verdict::Refused, _) | (_, Verdict::Refused) => Verdict::Refused,
+                (Verdict::Wait, _) | (_, Verdict::Wait) => Verdict::Wait,
+                _ => Verdict::Admit,
+            };
         }
-        counts.add(ip, window, now);
-        Ok(Some(Attempt { counted: true }))
+        Ok(match worst {
+            Verdict::Refused => Admission::Refused,
+            Verdict::Wait => Admission::Wait,
+            Verdict::Admit => {
+                for (key, _) in keys {
+                    counts.budget(key, window, now).in_flight.insert(id, now + IN_FLIGHT_FOR);
+                }
+                Admission::Admitted(Attempt { id, known })
+            }
+        })
     }
 
-    async fn refund(
+    async fn settle(
         &self,
-        account: &AccountName,
+        subject: &Subject,
         addr: IpAddr,
         attempt: Attempt,
-        success: bool,
+        settlement: Settlement,
     ) -> Result<(), CoordError> {
         let mut counts = crate::sync::lock(&self.counts);
-        if attempt.counted {
-            counts.take_back(&ip_key(addr));
-            counts.take_back(&user_key(account));
+        let now = Instant::now();
+        let fail = settlement == Settlement::Failed;
+        let mut keys = vec![account_key(subject, attempt.known)];
+        if !attempt.known {
+            keys.push(ip_key(addr));
         }
-        if success {
-            counts.trusted.insert((account.clone(), address_key(addr)), Instant::now());
+        for key in keys {
+            if let Some(budget) = counts.budgets.get_mut(&key) {
+                budget.refresh(self.limits.window, now);
+                budget.settle(attempt.id, fail, now);
+            }
+        }
+        if settlement == Settlement::Succeeded {
+            counts.known.insert((subject.clone(), address_key(addr)), now);
         }
         Ok(())
     }
 
-    async fn begin_login(&self, account: &AccountName, min_interval: std::time::Duration) -> Result<bool, CoordError> {
+    async fn begin_login(&self, account: &AccountName, min_interval: Duration) -> Result<bool, CoordError> {
         let mut logins = crate::sync::lock(&self.logins);
         let now = Instant::now();
         if logins.len() > PRUNE_AT {
@@ -124,5 +167,11 @@ impl LoginThrottle for MemoryThrottle {
         }
         logins.insert(account.clone(), (now, min_interval));
         Ok(true)
+    }
+}
+
+impl MemoryThrottle {
+    fn limit(&self, known: bool) -> u32 {
+        if known { self.limits.per_known_address } else { self.limits.per_account }
     }
 }

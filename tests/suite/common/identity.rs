@@ -129,7 +129,8 @@ impl Slapd {
         let child = Command::new("/usr/sbin/slapd")
             .arg("-f")
             .arg(root.join("slapd.conf"))
-            .args(["-h", &urls, "-d", "0"])
+            // Level 256 ("stats"): every operation with its filter or DN, which tests read.
+            .args(["-h", &urls, "-d", "256"])
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

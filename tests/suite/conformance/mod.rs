@@ -264,105 +264,219 @@ pub async fn expired_leases_free_themselves(locks: &dyn MaildropLocks) {
 
 /// Limits the throttle cases are written for.
 pub fn throttle_limits() -> cloudpop::coord::throttle::Limits {
-    cloudpop::coord::throttle::Limits { window: Duration::from_secs(60), per_account: 3, per_address: 5 }
+    cloudpop::coord::throttle::Limits {
+        window: Duration::from_secs(60),
+        per_account: 3,
+        per_address: 5,
+        per_known_address: 4,
+    }
 }
 
-pub async fn throttle_counts_per_account_and_address(throttle: &dyn cloudpop::coord::throttle::LoginThrottle) {
-    let victim = name("conf-victim");
-    let other = name("conf-other");
+use cloudpop::coord::throttle::{Admission, Attempt, AttemptId, LoginThrottle, Settlement, Subject};
+
+fn subject(login: &str) -> Subject {
+    Subject::of_login(login)
+}
+
+/// Admits a fresh attempt, or panics with what the throttle said instead.
+async fn admitted(throttle: &dyn LoginThrottle, who: &Subject, addr: std::net::IpAddr) -> Attempt {
+    match throttle.admit(who, addr, AttemptId::random()).await.unwrap() {
+        Admission::Admitted(attempt) => attempt,
+        other => panic!("attempt at {who} from {addr} not admitted: {other:?}"),
+    }
+}
+
+/// One failed guess, admitted and settled.
+async fn fail(throttle: &dyn LoginThrottle, who: &Subject, addr: std::net::IpAddr) {
+    let attempt = admitted(throttle, who, addr).await;
+    throttle.settle(who, addr, attempt, Settlement::Failed).await.unwrap();
+}
+
+async fn answer(throttle: &dyn LoginThrottle, who: &Subject, addr: std::net::IpAddr) -> Admission {
+    throttle.admit(who, addr, AttemptId::random()).await.unwrap()
+}
+
+pub async fn throttle_counts_per_account_and_address(throttle: &dyn LoginThrottle) {
+    let victim = subject("conf-victim");
+    let other = subject("conf-other");
     let ip = |last: u8| std::net::IpAddr::from([192, 0, 2, last]);
-    // Each admitted attempt counts as a failure until refunded.
     for i in 0..3 {
-        assert!(throttle.reserve(Some(&victim), ip(i)).await.unwrap().is_some());
+        fail(throttle, &victim, ip(i)).await;
     }
-    assert!(
-        throttle.reserve(Some(&victim), ip(99)).await.unwrap().is_none(),
-        "account limit not enforced from a new address"
-    );
-    let unrelated = throttle.reserve(Some(&other), ip(99)).await.unwrap().expect("an unrelated account was blocked");
-    throttle.refund(&other, ip(99), unrelated, false).await.unwrap();
-    for _ in 0..5 {
-        assert!(throttle.reserve(None, ip(50)).await.unwrap().is_some());
+    assert_eq!(answer(throttle, &victim, ip(99)).await, Admission::Refused, "account limit not enforced");
+    fail(throttle, &other, ip(99)).await;
+    for i in 0..4 {
+        fail(throttle, &subject(&format!("conf-spread{i}")), ip(50)).await;
     }
-    assert!(throttle.reserve(Some(&other), ip(50)).await.unwrap().is_none(), "address limit not enforced");
-    assert!(throttle.reserve(Some(&other), ip(51)).await.unwrap().is_some());
+    let last = admitted(throttle, &other, ip(50)).await;
+    throttle.settle(&other, ip(50), last, Settlement::Failed).await.unwrap();
+    assert_eq!(answer(throttle, &other, ip(50)).await, Admission::Refused, "address limit not enforced");
+    assert!(matches!(answer(throttle, &subject("conf-third"), ip(51)).await, Admission::Admitted(_)));
+    // A success or an unchecked attempt counts nothing.
+    let fresh = subject("conf-fresh");
+    for (i, settlement) in [Settlement::Succeeded, Settlement::Unchecked].into_iter().cycle().take(10).enumerate() {
+        let addr = ip(100 + i as u8);
+        let attempt = admitted(throttle, &fresh, addr).await;
+        throttle.settle(&fresh, addr, attempt, settlement).await.unwrap();
+    }
 }
 
-/// A success takes its count back, and makes its address trusted for the account: an attacker
-/// elsewhere cannot lock the owner out.
-pub async fn throttle_trusts_the_owners_address(throttle: &dyn cloudpop::coord::throttle::LoginThrottle) {
-    let owner = name("conf-owner");
+/// A success makes its address known for the account: an attacker elsewhere cannot lock the
+/// owner out, and guesses from the owner's address (a shared NAT) are bounded by a budget of
+/// their own.
+pub async fn throttle_trusts_the_owners_address(throttle: &dyn LoginThrottle) {
+    let owner = subject("conf-owner");
     let home = std::net::IpAddr::from([198, 51, 100, 1]);
     let attacker = |i: u8| std::net::IpAddr::from([203, 0, 113, i]);
-    for _ in 0..5 {
-        let attempt = throttle.reserve(Some(&owner), home).await.unwrap().expect("successful logins never pile up");
-        throttle.refund(&owner, home, attempt, true).await.unwrap();
-    }
+    let attempt = admitted(throttle, &owner, home).await;
+    assert!(!attempt.known, "an address was known before any login from it");
+    throttle.settle(&owner, home, attempt, Settlement::Succeeded).await.unwrap();
     for i in 0..3 {
-        assert!(throttle.reserve(Some(&owner), attacker(i)).await.unwrap().is_some());
+        fail(throttle, &owner, attacker(i)).await;
     }
-    assert!(throttle.reserve(Some(&owner), attacker(9)).await.unwrap().is_none(), "the attacker kept guessing");
-    let from_home = throttle.reserve(Some(&owner), home).await.unwrap();
-    assert_eq!(from_home.map(|a| a.counted), Some(false), "the owner was locked out of their account");
-    // Trust is per account: guesses at another account from the owner's address still count.
-    let neighbour = name("conf-neighbour");
-    assert_eq!(throttle.reserve(Some(&neighbour), home).await.unwrap().map(|a| a.counted), Some(true));
+    assert_eq!(answer(throttle, &owner, attacker(9)).await, Admission::Refused, "the attacker kept guessing");
+    let from_home = admitted(throttle, &owner, home).await;
+    assert!(from_home.known, "the owner's address was not known");
+    throttle.settle(&owner, home, from_home, Settlement::Failed).await.unwrap();
+    // Someone behind the owner's NAT gets the known addresses' budget (4), then no more.
+    for _ in 0..3 {
+        fail(throttle, &owner, home).await;
+    }
+    assert_eq!(answer(throttle, &owner, home).await, Admission::Refused, "guessing from a known address is unbounded");
+    // Known is per account: guesses at another account from the owner's address are counted
+    // as from any address.
+    let neighbour = admitted(throttle, &subject("conf-neighbour"), home).await;
+    assert!(!neighbour.known);
 }
 
-/// Parallel attempts cannot all pass the check before any failure is counted.
-pub async fn throttle_admits_no_more_than_the_limit_in_parallel(
-    throttle: std::sync::Arc<dyn cloudpop::coord::throttle::LoginThrottle>,
-) {
-    let target = name("conf-parallel");
+/// Parallel attempts at one account: no more than the budget are in flight at once; the rest
+/// wait, and once the admitted ones fail, they are refused.
+pub async fn throttle_admits_no_more_than_the_limit_in_parallel(throttle: std::sync::Arc<dyn LoginThrottle>) {
+    let target = subject("conf-parallel");
+    let addr = |i: u8| std::net::IpAddr::from([10, 9, 8, i]);
     let attempts: Vec<_> = (0..40u8)
         .map(|i| {
+            let (throttle, target) = (throttle.clone(), target.clone());
+            tokio::spawn(async move { (i, throttle.admit(&target, addr(i), AttemptId::random()).await.unwrap()) })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    let mut waiting = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            (i, Admission::Admitted(attempt)) => admitted.push((i, attempt)),
+            (_, Admission::Wait) => waiting += 1,
+            (_, Admission::Refused) => panic!("refused before any failure was counted"),
+        }
+    }
+    assert_eq!((admitted.len(), waiting), (3, 37), "admitted and waiting of 40 parallel guesses with a limit of 3");
+    for (i, attempt) in admitted {
+        throttle.settle(&target, addr(i), attempt, Settlement::Failed).await.unwrap();
+    }
+    assert_eq!(answer(&*throttle, &target, addr(77)).await, Admission::Refused);
+}
+
+/// Many correct logins at once from one address (a NAT): they wait for each other, none is
+/// refused, and none leaves a failure behind.
+pub async fn throttle_never_counts_correct_logins(throttle: std::sync::Arc<dyn LoginThrottle>) {
+    let address = std::net::IpAddr::from([10, 6, 6, 6]);
+    let logins: Vec<_> = (0..40)
+        .map(|i| {
             let throttle = throttle.clone();
-            let target = target.clone();
             tokio::spawn(async move {
-                throttle.reserve(Some(&target), std::net::IpAddr::from([10, 9, 8, i])).await.unwrap()
+                let who = subject(&format!("conf-nat{i}"));
+                let id = AttemptId::random();
+                let mut waits = 0;
+                loop {
+                    match throttle.admit(&who, address, id).await.unwrap() {
+                        Admission::Admitted(attempt) => {
+                            tokio::task::yield_now().await;
+                            throttle.settle(&who, address, attempt, Settlement::Succeeded).await.unwrap();
+                            return waits;
+                        }
+                        Admission::Wait => {
+                            waits += 1;
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        Admission::Refused => panic!("a correct login was refused"),
+                    }
+                }
             })
         })
         .collect();
-    let mut admitted = 0;
-    for attempt in attempts {
-        admitted += usize::from(attempt.await.unwrap().is_some());
+    let mut waited = 0;
+    for login in logins {
+        waited += login.await.unwrap();
     }
-    assert_eq!(admitted, 3, "{admitted} of 40 parallel guesses were admitted with a limit of 3");
+    assert!(waited > 0, "40 logins from one address with a limit of 5 never had to wait");
+    // The address's whole budget is still there.
+    for i in 0..5 {
+        fail(&*throttle, &subject(&format!("conf-after{i}")), address).await;
+    }
+    assert_eq!(answer(&*throttle, &subject("conf-after9"), address).await, Admission::Refused);
 }
 
 /// Parallel attempts at many accounts from one address: the address limit holds, and the
-/// accounts' counts of the refused attempts are taken back.
-pub async fn throttle_address_limit_holds_in_parallel(
-    throttle: std::sync::Arc<dyn cloudpop::coord::throttle::LoginThrottle>,
-) {
+/// attempts the address turned away are taken back from their accounts.
+pub async fn throttle_address_limit_holds_in_parallel(throttle: std::sync::Arc<dyn LoginThrottle>) {
     let address = std::net::IpAddr::from([10, 7, 7, 7]);
     let attempts: Vec<_> = (0..40)
         .map(|i| {
             let throttle = throttle.clone();
-            tokio::spawn(
-                async move { throttle.reserve(Some(&name(&format!("conf-spray{i}"))), address).await.unwrap() },
-            )
+            tokio::spawn(async move {
+                let who = subject(&format!("conf-spray{i}"));
+                (who.clone(), throttle.admit(&who, address, AttemptId::random()).await.unwrap())
+            })
         })
         .collect();
-    let mut admitted = 0;
+    let mut admitted = Vec::new();
     for attempt in attempts {
-        admitted += usize::from(attempt.await.unwrap().is_some());
+        if let (who, Admission::Admitted(attempt)) = attempt.await.unwrap() {
+            admitted.push((who, attempt));
+        }
     }
-    assert_eq!(admitted, 5, "{admitted} of 40 parallel guesses from one address were admitted with a limit of 5");
-    // An admitted attempt still counts against its account; a refused one was taken back.
+    assert_eq!(
+        admitted.len(),
+        5,
+        "{} of 40 parallel guesses from one address were admitted with a limit of 5",
+        admitted.len()
+    );
+    for (who, attempt) in &admitted {
+        throttle.settle(who, address, *attempt, Settlement::Failed).await.unwrap();
+    }
     let mut budgets = Vec::new();
     for i in 0..40u8 {
-        let account = name(&format!("conf-spray{i}"));
+        let who = subject(&format!("conf-spray{i}"));
         let mut left = 0;
-        while left < 4
-            && throttle.reserve(Some(&account), std::net::IpAddr::from([10, 8, i, left])).await.unwrap().is_some()
-        {
+        while left < 4 {
+            let addr = std::net::IpAddr::from([10, 8, i, left]);
+            match answer(&*throttle, &who, addr).await {
+                Admission::Admitted(attempt) => throttle.settle(&who, addr, attempt, Settlement::Failed).await.unwrap(),
+                _ => break,
+            }
             left += 1;
         }
         budgets.push(left);
     }
     budgets.sort();
     assert_eq!(budgets, [vec![2; 5], vec![3; 35]].concat(), "accounts' budgets after attempts the address refused");
+}
+
+/// The same attempt asked or settled twice (a client retrying after a timeout) counts once.
+pub async fn throttle_counts_a_repeated_call_once(throttle: &dyn LoginThrottle) {
+    let who = subject("conf-retry");
+    let addr = std::net::IpAddr::from([192, 0, 2, 200]);
+    let id = AttemptId::random();
+    let first = throttle.admit(&who, addr, id).await.unwrap();
+    assert_eq!(throttle.admit(&who, addr, id).await.unwrap(), first);
+    let Admission::Admitted(attempt) = first else { panic!("{first:?}") };
+    for _ in 0..3 {
+        throttle.settle(&who, addr, attempt, Settlement::Failed).await.unwrap();
+    }
+    // One failure counted: two more are allowed (limit 3).
+    fail(throttle, &who, addr).await;
+    fail(throttle, &who, addr).await;
+    assert_eq!(answer(throttle, &who, addr).await, Admission::Refused);
 }
 
 fn session(id: &str, started_unix: u64) -> cloudpop::coord::registry::SessionInfo {
