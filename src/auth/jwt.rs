@@ -75,8 +75,12 @@ pub fn parse_jwks(json: &[u8]) -> Result<Vec<Key>, JwksError> {
 pub struct Expectations<'a> {
     pub issuer: &'a str,
     pub audience: &'a str,
-    /// The claim naming the user (`email`, `preferred_username`, `sub`, ...).
+    /// The claim naming the user (`email`, `preferred_username`, `sub`, ...). With `email`,
+    /// the token must also say `email_verified: true`.
     pub user_claim: &'a str,
+    /// Domains the user's identity must be in (after its last `@`, case-insensitive); empty:
+    /// any identity.
+    pub domains: &'a [String],
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway: u64,
     /// Seconds since the Unix epoch.
@@ -96,6 +100,8 @@ pub enum TokenError {
     Signature,
     #[error("claim {0} is missing or wrong")]
     Claim(&'static str),
+    #[error("the user's domain is not one accepted here")]
+    ForeignDomain,
     #[error("expired")]
     Expired,
     #[error("not valid yet")]
@@ -122,12 +128,24 @@ pub fn verify(token: &str, keys: &[Key], expect: &Expectations<'_>) -> Result<St
     check_signature(&json_part(header)?, signed, sig, keys)?;
     let claims = json_part(payload)?;
     check_claims(&claims, expect)?;
-    claims
+    let user = claims
         .get(expect.user_claim)
         .and_then(Value::as_str)
         .filter(|u| !u.is_empty())
-        .map(str::to_owned)
-        .ok_or(TokenError::Claim("user"))
+        .ok_or(TokenError::Claim("user"))?;
+    // An address the provider has not verified may belong to anyone who typed it.
+    let verified = matches!(claims.get("email_verified"), Some(Value::Bool(true)))
+        || claims.get("email_verified").and_then(Value::as_str) == Some("true");
+    if expect.user_claim == "email" && !verified {
+        return Err(TokenError::Claim("email_verified"));
+    }
+    if !expect.domains.is_empty() {
+        let domain = user.rsplit_once('@').map(|(_, d)| d).ok_or(TokenError::ForeignDomain)?;
+        if !expect.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+            return Err(TokenError::ForeignDomain);
+        }
+    }
+    Ok(user.to_owned())
 }
 
 /// The signature over `signed`, by one of `keys` the header allows (RS256 or ES256, by `kid`
@@ -234,11 +252,14 @@ mod tests {
     const NOW: u64 = 1_900_000_000;
 
     fn expect() -> Expectations<'static> {
-        Expectations { issuer: "https://idp", audience: "pop", user_claim: "email", leeway: 30, now: NOW }
+        Expectations { issuer: "https://idp", audience: "pop", user_claim: "email", domains: &[], leeway: 30, now: NOW }
     }
 
     fn claims() -> Value {
-        json!({"iss": "https://idp", "aud": ["other", "pop"], "exp": NOW + 300, "nbf": NOW - 10, "email": "bob@x"})
+        json!({
+            "iss": "https://idp", "aud": ["other", "pop"], "exp": NOW + 300, "nbf": NOW - 10,
+            "email": "bob@x", "email_verified": true
+        })
     }
 
     fn keys(signers: &[&Signer]) -> Vec<Key> {
@@ -266,6 +287,23 @@ mod tests {
         assert!(with("exp", json!(NOW - 29)).is_ok(), "within the leeway");
         assert_eq!(with("nbf", json!(NOW + 60)), Err(TokenError::NotYetValid));
         assert_eq!(with("email", json!("")), Err(TokenError::Claim("user")));
+        assert_eq!(with("email_verified", json!(false)), Err(TokenError::Claim("email_verified")));
+        assert_eq!(with("email_verified", json!("true")).unwrap(), "bob@x", "some providers send a string");
+        let mut unverified = claims();
+        unverified.as_object_mut().unwrap().remove("email_verified");
+        assert_eq!(
+            verify(&signer.sign(unverified.clone()), &keys, &expect()),
+            Err(TokenError::Claim("email_verified"))
+        );
+        let by_sub = Expectations { user_claim: "sub", ..expect() };
+        unverified["sub"] = json!("bob");
+        assert_eq!(verify(&signer.sign(unverified), &keys, &by_sub).unwrap(), "bob", "only the email claim needs it");
+        let domains = ["Example.COM".to_owned()];
+        let in_domains = Expectations { domains: &domains, ..expect() };
+        assert_eq!(verify(&signer.sign(claims()), &keys, &in_domains), Err(TokenError::ForeignDomain));
+        let mut ours = claims();
+        ours["email"] = json!("bob@example.com");
+        assert_eq!(verify(&signer.sign(ours), &keys, &in_domains).unwrap(), "bob@example.com");
         let mut no_exp = claims();
         no_exp.as_object_mut().unwrap().remove("exp");
         assert_eq!(verify(&signer.sign(no_exp), &keys, &expect()), Err(TokenError::Claim("exp")));

@@ -125,6 +125,7 @@ impl Default for Config {
             oauth_jwks_refresh_secs: 3600,
             oauth_leeway_secs: 60,
             oauth_scope: String::new(),
+            oauth_domains: Vec::new(),
             throttle_window_secs: 900,
             throttle_account_failures: 10,
             throttle_address_failures: 30,

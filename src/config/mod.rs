@@ -319,8 +319,14 @@ pub struct Config {
     pub oauth_issuer: String,
     /// The `aud` tokens must carry (one of, if a list).
     pub oauth_audience: String,
-    /// The claim naming the user, mapped to a mailbox by `auth_mailbox_format`.
+    /// The claim naming the user, mapped to a mailbox by `auth_mailbox_format`. With `email`,
+    /// tokens must also carry `email_verified: true`.
     pub oauth_user_claim: String,
+    /// Domains a token's user must be in (the part after its last `@`); empty: any. Required
+    /// when `auth_mailbox_format` drops the domain (uses neither `%u` nor `%d`), or an account
+    /// elsewhere at a shared identity provider with the same local part would open the mailbox.
+    #[serde(deserialize_with = "string_or_list")]
+    pub oauth_domains: Vec<String>,
     /// PEM CA certificate(s) to trust for the JWKS URL instead of the system trust store.
     pub oauth_ca_file: Option<PathBuf>,
     /// Seconds between fetches of the key set (a token signed by an unknown key fetches it

@@ -136,11 +136,19 @@ fn oauth(config: &Config) -> Result<Option<(OAuthSettings, rustls::ClientConfig)
         return Fail::invalid("oauth_jwks_url needs oauth_issuer, oauth_audience and oauth_user_claim");
     }
     readable_file("oauth_ca_file", config.oauth_ca_file.as_deref())?;
+    let format = &config.auth_mailbox_format;
+    if config.oauth_domains.is_empty() && !format.contains("%u") && !format.contains("%d") {
+        return Fail::invalid(
+            "auth_mailbox_format drops the domain (no %u or %d), so bearer tokens need oauth_domains: \
+             otherwise any user of the identity provider with the same local part opens the mailbox",
+        );
+    }
     let settings = OAuthSettings {
         jwks_url: config.oauth_jwks_url.clone(),
         issuer: config.oauth_issuer.clone(),
         audience: config.oauth_audience.clone(),
         user_claim: config.oauth_user_claim.clone(),
+        domains: config.oauth_domains.clone(),
         leeway_secs: config.oauth_leeway_secs,
         refresh: Duration::from_secs(config.oauth_jwks_refresh_secs),
     };

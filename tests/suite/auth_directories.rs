@@ -281,7 +281,7 @@ fn http_directory_over_mutual_tls_with_policy_caching_and_a_circuit_breaker() {
     // A bearer token's user is still the directory's to enable and map: carl's token opens
     // carl.box, and a valid token of a user the directory disabled opens nothing.
     let token = |email: &str| {
-        let claims = serde_json::json!({"iss": "https://idp", "aud": "pop", "email": email, "exp": "+300"});
+        let claims = serde_json::json!({"iss": "https://idp", "aud": "pop", "email": email, "email_verified": true, "exp": "+300"});
         services.mint("k1", claims, None)
     };
     let xoauth2 = |email: &str| {

@@ -132,7 +132,10 @@ fn oauth_env(pki: &Pki, services: &IdentityServices) -> Vec<(String, String)> {
 }
 
 fn claims(email: &str) -> serde_json::Value {
-    serde_json::json!({"iss": "https://idp.example.com", "aud": "cloudpop", "email": email, "exp": "+300", "nbf": "-5"})
+    serde_json::json!({
+        "iss": "https://idp.example.com", "aud": "cloudpop", "email": email, "email_verified": true,
+        "exp": "+300", "nbf": "-5"
+    })
 }
 
 /// curl lists the mailbox with a bearer token (OAUTHBEARER unless `options` asks otherwise).
@@ -172,7 +175,11 @@ fn bearer_tokens_with_curl_jwks_checks_and_rotation() {
     let services = IdentityServices::start(&pki);
     services.new_key("rsa-1", "RS256");
     services.new_key("ec-1", "ES256");
-    let server = Server::start_with(tempfile::tempdir().unwrap(), oauth_env(&pki, &services));
+    // The rotation check below polls a login every 10 ms: that many failures from alice's own
+    // address would use up the budget of her known addresses.
+    let mut env = oauth_env(&pki, &services);
+    env.push(("CLOUDPOP_THROTTLE_KNOWN_ADDRESS_FAILURES".into(), "100000".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
     server.add_account("alice@example.com", "unused-password");
     let message = b"Subject: t\r\n\r\ntoken\r\n";
     server.deliver("alice@example.com", message);
@@ -198,6 +205,7 @@ fn bearer_tokens_with_curl_jwks_checks_and_rotation() {
         ("wrong audience", with("aud", "someone-else".into())),
         ("wrong issuer", with("iss", "https://evil.example.com".into())),
         ("another user", with("email", "bob@example.com".into())),
+        ("an unverified address", with("email_verified", false.into())),
         ("alg none", services.mint("rsa-1", claims("alice@example.com"), Some("none"))),
     ];
     for (what, token) in refused {
@@ -230,4 +238,32 @@ fn bearer_tokens_with_curl_jwks_checks_and_rotation() {
     eventually("the rotated key is accepted", || oauthbearer(&server, &rotated).0.starts_with("+OK"));
     let (_, after) = services.calls(&pki);
     assert!(after > fetches && after <= fetches + 3, "key set fetched {fetches} -> {after} times");
+}
+
+/// Issue 22 item 5: with a mailbox format that drops the domain (`%n`), a token's user must be
+/// in `oauth_domains`: alice at another domain of a shared provider does not open alice's
+/// mailbox (before, any `alice@...` did). Without the list, such a configuration is refused.
+#[test]
+fn bearer_tokens_outside_the_accepted_domains_open_nothing() {
+    let pki = Pki::new();
+    let services = IdentityServices::start(&pki);
+    services.new_key("rsa-1", "RS256");
+    let mut env = oauth_env(&pki, &services);
+    env.push(("CLOUDPOP_AUTH_MAILBOX_FORMAT".into(), "%n".into()));
+    let refused = crate::common::cli_env(tempfile::tempdir().unwrap().path(), &env, &["serve"], b"");
+    assert!(!refused.0 && refused.2.contains("oauth_domains"), "{}", refused.2);
+
+    env.push(("CLOUDPOP_OAUTH_DOMAINS".into(), "example.com, example.net".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    server.add_account("alice", "unused-password");
+    let ours = services.mint("rsa-1", claims("alice@example.com"), None);
+    assert!(oauthbearer(&server, &ours).0.starts_with("+OK Logged in"));
+    for stranger in ["alice@gmail.example", "alice@example.com.evil.example", "alice"] {
+        let token = services.mint("rsa-1", claims(stranger), None);
+        let mut c = Client::connect_tls(server.pop3s, &server.cert());
+        let response = STANDARD.encode(format!("n,,\x01auth=Bearer {token}\x01\x01"));
+        let reply = c.cmd(&format!("AUTH OAUTHBEARER {response}"));
+        let reply = if reply.starts_with("+ ") { c.cmd("AQ==") } else { reply };
+        assert_eq!(reply, "-ERR [AUTH] Authentication failed", "{stranger}");
+    }
 }

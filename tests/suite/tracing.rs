@@ -307,7 +307,7 @@ fn directory_and_token_checks_are_traced_without_secrets() {
     }
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
     Client::login(server.pop3, "dir-user@example.com", "directory pw").cmd("QUIT");
-    let claims = |exp: &str| serde_json::json!({"iss": "https://idp", "aud": "pop", "email": "dir-user@example.com", "exp": exp});
+    let claims = |exp: &str| serde_json::json!({"iss": "https://idp", "aud": "pop", "email": "dir-user@example.com", "email_verified": true, "exp": exp});
     let (good, expired) = (services.mint("k1", claims("+300"), None), services.mint("k1", claims("-300"), None));
     for token in [&good, &expired] {
         let mut c = Client::connect(server.pop3);
