@@ -16,7 +16,7 @@ pub mod verified;
 pub use policy::Policy;
 
 use crate::names::{AccountName, InvalidName};
-use crate::store::{AccountRecord, AccountStore, MessageStore, StoreError};
+use crate::store::{AccountRecord, AccountStore, MessageStore, Precondition, StoreError, Version};
 use cache::{Announcer, RecordCache};
 use hashing::Hasher;
 use std::sync::Arc;
@@ -118,6 +118,15 @@ impl Drop for Pending {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+/// Times a record update is tried when others keep changing the record.
+const UPDATE_ATTEMPTS: usize = 8;
+
+/// How long a login or delivery waits for another frontend to finish creating a record.
+const CREATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A record still `creating` after this was abandoned by a process that died.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the account service is configured with.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,7 +275,10 @@ impl Accounts {
         }
     }
 
-    /// Stores a new account record with `password_hash`.
+    /// Stores a new account record with `password_hash`, in two conditional writes: the record
+    /// is created `creating` (so of two racing creations, only one wins, and logins and
+    /// deliveries wait), then whatever an earlier account of the name left is removed, then the
+    /// record is opened. The loser gets `AlreadyExists` and has removed nothing.
     async fn insert(
         &self,
         name: AccountName,
@@ -283,34 +295,54 @@ impl Accounts {
             Some(_) => return Err(AccountError::AlreadyExists(name)),
             None => {}
         }
-        messages.remove_maildrop(&name).await?;
         let mut incarnation = [0u8; 8];
         getrandom::fill(&mut incarnation).map_err(|e| StoreError::Failed(e.to_string()))?;
-        let created_at = crate::clock::unix_secs();
-        let record = AccountRecord {
+        let mut record = AccountRecord {
             name: name.to_string(),
             password_hash,
             disabled: false,
-            created_at,
+            created_at: crate::clock::unix_secs(),
             quota_bytes: 0,
             quota_messages: 0,
             login_delay_secs: 0,
             expire_days: None,
             deleting: false,
+            creating: true,
             incarnation: u64::from_le_bytes(incarnation),
             scram_sha256,
         };
-        self.store.put(&record).await?;
+        let version = match self.store.put(&record, Precondition::Absent).await {
+            Ok(version) => version,
+            Err(StoreError::Conflict) => return Err(AccountError::AlreadyExists(name)),
+            Err(e) => return Err(e.into()),
+        };
+        self.finish_creation(&name, record.clone(), version, messages).await?;
+        record.creating = false;
         self.changed(&name).await;
         Ok(name)
+    }
+
+    /// Removes what an earlier account of the name left behind (a delivery still being stored
+    /// while it was deleted), then opens the record.
+    async fn finish_creation(
+        &self,
+        name: &AccountName,
+        mut record: AccountRecord,
+        version: Version,
+        messages: &dyn MessageStore,
+    ) -> Result<(), StoreError> {
+        messages.remove_maildrop(name).await?;
+        record.creating = false;
+        self.store.put(&record, Precondition::Unchanged(version)).await?;
+        Ok(())
     }
 
     pub async fn set_password(&self, name: &str, password: &str) -> Result<AccountRecord, AccountError> {
         let hash = self.hash(password).await?;
         let scram = self.scram(password).await;
         self.update(name, |record| {
-            record.password_hash = hash;
-            record.scram_sha256 = scram;
+            record.password_hash.clone_from(&hash);
+            record.scram_sha256.clone_from(&scram);
         })
         .await
     }
@@ -325,18 +357,21 @@ impl Accounts {
         messages: &dyn MessageStore,
     ) -> Result<Option<AccountRecord>, StoreError> {
         let mut record = self.get_cached(name).await?;
-        if record.is_none() {
-            match self.insert(name.clone(), EXTERNAL_HASH.to_owned(), None, messages).await {
-                Ok(_) => tracing::info!(account = %name, "mailbox created for a directory user"),
-                Err(AccountError::AlreadyExists(_) | AccountError::BeingDeleted(_)) => {}
-                Err(AccountError::InvalidName(e)) => {
-                    tracing::warn!(error = %e, "a directory user's mailbox name is reserved; login refused");
-                    return Ok(None);
+        if record.as_ref().is_none_or(|r| r.creating) {
+            if record.is_none() {
+                match self.insert(name.clone(), EXTERNAL_HASH.to_owned(), None, messages).await {
+                    Ok(_) => tracing::info!(account = %name, "mailbox created for a directory user"),
+                    Err(AccountError::AlreadyExists(_) | AccountError::BeingDeleted(_)) => {}
+                    Err(AccountError::InvalidName(e)) => {
+                        tracing::warn!(error = %e, "a directory user's mailbox name is reserved; login refused");
+                        return Ok(None);
+                    }
+                    Err(AccountError::Store(e)) => return Err(e),
+                    Err(e) => return Err(StoreError::Failed(e.to_string())),
                 }
-                Err(AccountError::Store(e)) => return Err(e),
-                Err(e) => return Err(StoreError::Failed(e.to_string())),
             }
-            record = self.store.get(name).await?;
+            // Another frontend (a login, another delivery) may be creating it: wait for it.
+            record = self.created(name, messages).await?;
         }
         let Some(record) = record.filter(AccountRecord::can_log_in) else { return Ok(None) };
         if policy.is_applied(&record) {
@@ -361,23 +396,65 @@ impl Accounts {
         Ok(self.store.list().await?)
     }
 
+    /// A secret shared by every process on this store (see [`AccountStore::pool_secret`]).
+    pub async fn pool_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        self.store.pool_secret(name).await
+    }
+
     /// The stored record, if any.
     pub async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
         self.store.get(name).await
     }
 
-    /// Changes a record with `change` and stores it; `NotFound` if there is none.
-    pub async fn update(
+    /// The record once its creation has finished: a creation still in progress elsewhere is
+    /// waited for (up to [`CREATION_WAIT`]), and one abandoned (its process died between the
+    /// two writes) is finished here. `Unavailable` if it is still being created.
+    async fn created(
         &self,
-        name: &str,
-        change: impl FnOnce(&mut AccountRecord),
-    ) -> Result<AccountRecord, AccountError> {
+        name: &AccountName,
+        messages: &dyn MessageStore,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        let give_up = std::time::Instant::now() + CREATION_WAIT;
+        loop {
+            let Some((record, version)) = self.store.get_versioned(name).await? else { return Ok(None) };
+            if !record.creating {
+                return Ok(Some(record));
+            }
+            let abandoned = crate::clock::unix_secs().saturating_sub(record.created_at) > ABANDONED_AFTER.as_secs();
+            if abandoned {
+                match self.finish_creation(name, record, version, messages).await {
+                    Ok(()) | Err(StoreError::Conflict) => {
+                        self.changed(name).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if std::time::Instant::now() >= give_up {
+                return Err(StoreError::Unavailable(format!("the account {name} is still being created")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Changes a record with `change` and stores it, if nobody changed it meanwhile (else reads
+    /// it again and re-applies `change`, a few times); `NotFound` if there is none.
+    pub async fn update(&self, name: &str, change: impl Fn(&mut AccountRecord)) -> Result<AccountRecord, AccountError> {
         let name = AccountName::parse(name)?;
-        let mut record = self.store.get(&name).await?.ok_or_else(|| AccountError::NotFound(name.clone()))?;
-        change(&mut record);
-        self.store.put(&record).await?;
-        self.changed(&name).await;
-        Ok(record)
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (mut record, version) =
+                self.store.get_versioned(&name).await?.ok_or_else(|| AccountError::NotFound(name.clone()))?;
+            change(&mut record);
+            match self.store.put(&record, Precondition::Unchanged(version)).await {
+                Ok(_) => {
+                    self.changed(&name).await;
+                    return Ok(record);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Unavailable(format!("the account {name} kept changing; try again")).into())
     }
 
     /// Checks a login. `Ok(None)` for any bad credential, unknown or disabled account alike.
@@ -434,8 +511,8 @@ impl Accounts {
         let replaced = self
             .update(name.as_str(), |stored| {
                 if stored.password_hash == old_hash {
-                    stored.password_hash = new_hash;
-                    stored.scram_sha256 = scram;
+                    stored.password_hash.clone_from(&new_hash);
+                    stored.scram_sha256.clone_from(&scram);
                 }
             })
             .await;

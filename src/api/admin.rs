@@ -51,7 +51,7 @@ fn account(record: AccountRecord) -> Account {
 }
 
 impl AdminService {
-    async fn update(&self, raw: &str, change: impl FnOnce(&mut AccountRecord)) -> Result<Response<Account>, Status> {
+    async fn update(&self, raw: &str, change: impl Fn(&mut AccountRecord)) -> Result<Response<Account>, Status> {
         let record = self.backends.accounts.update(raw, change).await.map_err(status::account)?;
         Ok(Response::new(account(record)))
     }

@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 use tracing::field::Empty;
 use tracing::{Instrument, info, warn};
 
+/// The pool secret decoy SCRAM salts are derived from.
+const DECOY_SECRET: &str = "scram-decoy-salts";
+
 /// What a client proved.
 #[derive(Clone, Copy)]
 pub enum Proof<'a> {
@@ -64,9 +67,10 @@ pub struct Authenticator {
     oauth: Option<oauth::OAuth>,
     scram: bool,
     scram_iterations: u32,
-    /// Makes decoy SCRAM salts, the same for a name every time, so salts do not tell which
-    /// users exist.
-    decoy_key: hmac::Key,
+    /// Makes decoy SCRAM salts, the same for a name on every frontend of the pool and after
+    /// every restart (a secret kept in the account store), so salts do not tell which users
+    /// exist.
+    decoy_key: tokio::sync::OnceCell<hmac::Key>,
 }
 
 impl Authenticator {
@@ -85,8 +89,6 @@ impl Authenticator {
             let client = https::HttpsClient::new(tls, Duration::from_secs(10));
             oauth::OAuth::new(oauth, client)
         });
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).expect("operating system random source");
         let cache = || VerifiedCache::new(settings.credential_cache, settings.credential_cache_entries);
         Self {
             accounts,
@@ -100,7 +102,7 @@ impl Authenticator {
             // SCRAM needs stored credentials, which only the local backend has.
             scram: settings.scram && backend == "local",
             scram_iterations: settings.scram_iterations,
-            decoy_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+            decoy_key: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -289,7 +291,14 @@ impl Authenticator {
         {
             return Ok(stored);
         }
-        let salt = hmac::sign(&self.decoy_key, user.as_bytes());
+        let key = self
+            .decoy_key
+            .get_or_try_init(|| async {
+                let secret = self.accounts.pool_secret(DECOY_SECRET).await?;
+                Ok::<_, crate::store::StoreError>(hmac::Key::new(hmac::HMAC_SHA256, &secret))
+            })
+            .await?;
+        let salt = hmac::sign(key, user.as_bytes());
         let mut keys = [0u8; 64];
         getrandom::fill(&mut keys).map_err(|e| LoginError::Directory(e.to_string()))?;
         Ok(scram::StoredCredentials {

@@ -16,6 +16,7 @@ impl Default for Config {
             tls_key: None,
             allow_plaintext_auth: false,
             plaintext_auth_loopback: true,
+            scram_cleartext: false,
             proxy_protocol: false,
             proxy_trusted_networks: Vec::new(),
             max_connections: 1024,

@@ -309,6 +309,10 @@ pub struct Config {
     /// credentials (PBKDF2-SHA256, weaker against offline guessing than argon2id) beside each
     /// password set or used from now on.
     pub scram: bool,
+    /// Also offer SCRAM-SHA-256 on unencrypted connections where plaintext authentication is
+    /// refused. Off by default: an eavesdropper who records the exchange can guess the password
+    /// offline against its salt and iteration count, and an active attacker can strip STLS.
+    pub scram_cleartext: bool,
     /// PBKDF2 iterations of new SCRAM credentials (RFC 7677 asks for 4096 at least); every
     /// client login computes them once.
     pub scram_iterations: u32,

@@ -22,6 +22,8 @@ pub struct Pop3Settings {
     pub allow_plaintext_auth: bool,
     /// ... or from loopback only (`plaintext_auth_loopback`).
     pub plaintext_auth_loopback: bool,
+    /// SCRAM is offered on unencrypted connections only where plaintext is allowed, or with this.
+    pub scram_cleartext: bool,
     /// Named in the RFC 7628 error for a refused bearer token.
     pub oauth_scope: String,
     /// The slowest average pace a client must take a RETR or TOP reply at, after `retr_grace`.

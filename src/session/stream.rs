@@ -81,19 +81,16 @@ impl Transfer {
 impl<'a> Session<'a> {
     pub(super) fn new(ctx: &'a Context, id: &str, peer: SocketAddr, tls_active: bool, span: tracing::Span) -> Self {
         let cfg = &ctx.settings;
+        let plaintext_allowed =
+            plaintext_allowed(peer, tls_active, cfg.allow_plaintext_auth, cfg.plaintext_auth_loopback);
         let settings = Settings {
             tls_active,
             stls_available: ctx.tls.is_some() && !tls_active,
-            plaintext_allowed: plaintext_allowed(
-                peer,
-                tls_active,
-                cfg.allow_plaintext_auth,
-                cfg.plaintext_auth_loopback,
-            ),
+            plaintext_allowed,
             max_auth_failures: cfg.max_auth_failures,
             max_line_violations: cfg.max_line_violations,
             max_bad_commands: cfg.max_bad_commands,
-            scram: ctx.backends.auth.offers_scram(),
+            scram: ctx.backends.auth.offers_scram() && (tls_active || plaintext_allowed || cfg.scram_cleartext),
             channel_binding: None,
             bearer: ctx.backends.auth.offers_bearer(),
             oauth_scope: cfg.oauth_scope.clone(),

@@ -183,6 +183,7 @@ fn pop3(config: &Config) -> Pop3Settings {
         auth_failure_delay: Duration::from_millis(config.auth_failure_delay_ms),
         allow_plaintext_auth: config.allow_plaintext_auth,
         plaintext_auth_loopback: config.plaintext_auth_loopback,
+        scram_cleartext: config.scram_cleartext,
         oauth_scope: config.oauth_scope.clone(),
         retr_min_bytes_per_sec: config.retr_min_bytes_per_sec,
         retr_grace: Duration::from_secs(config.retr_grace_secs),

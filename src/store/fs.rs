@@ -3,6 +3,8 @@
 //! Layout (every name is an [`AccountName`], so nothing can point outside the directory):
 //! ```text
 //! DATA/accounts/<name>.json          account record, replaced atomically
+//! DATA/accounts/.lock                held (flock) while a record is compared and written
+//! DATA/secrets/<name>                secrets shared by every process on this directory
 //! DATA/maildrops/<name>/cur/<id>     committed messages, CRLF line endings
 //! DATA/maildrops/<name>/tmp/<id>     messages being written, invisible to `list`
 //! DATA/maildrops/<name>/markers/<k>  small markers (idempotency keys -> message ids)
@@ -13,8 +15,8 @@
 
 use super::ids::{MessageId, is_message_id, new_message_id};
 use super::{
-    AccountRecord, AccountStore, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError, StoredMessage,
-    TraceParent,
+    AccountRecord, AccountStore, MarkerKey, MessageStore, NewMessage, Opened, Precondition, RemoveReport, StoreError,
+    StoredMessage, TraceParent, Version,
 };
 use crate::names::AccountName;
 use async_trait::async_trait;
@@ -35,7 +37,7 @@ impl FsStore {
     /// private too (directories 0700, files 0600).
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        for dir in ["accounts", "maildrops", "retention"] {
+        for dir in ["accounts", "maildrops", "retention", "secrets"] {
             private_dir(&root.join(dir)).await?;
         }
         use std::os::unix::fs::PermissionsExt;
@@ -359,33 +361,122 @@ async fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(Into::into)
 }
 
+/// The version of a record file: a digest of its bytes.
+fn version_of(bytes: &[u8]) -> Version {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    Version(digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl FsStore {
+    /// Runs `f` holding the exclusive lock of the account records (an flock, so the server
+    /// and command-line tools on the same directory take turns). Record writes are rare.
+    async fn with_records_locked<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let lock_path = self.root.join("accounts").join(".lock");
+        tokio::task::spawn_blocking(move || {
+            let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+            lock.lock()?;
+            let result = f();
+            drop(lock);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Failed(e.to_string()))?
+    }
+}
+
 #[async_trait]
 impl AccountStore for FsStore {
-    async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
+    async fn get_versioned(&self, name: &AccountName) -> Result<Option<(AccountRecord, Version)>, StoreError> {
         match fs::read(self.account_path(name)).await {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
+                .map(|record| Some((record, version_of(&bytes))))
                 .map_err(|e| StoreError::Failed(format!("account record for {name} is corrupt: {e}"))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn put(&self, record: &AccountRecord) -> Result<(), StoreError> {
+    async fn put(&self, record: &AccountRecord, expect: Precondition) -> Result<Version, StoreError> {
         let name = AccountName::parse(&record.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Failed(e.to_string()))?;
-        write_atomically(&self.root.join("accounts"), &format!("{name}.json"), &bytes).await
+        let (dir, path) = (self.root.join("accounts"), self.account_path(&name));
+        let version = version_of(&bytes);
+        self.with_records_locked(move || {
+            let current = match std::fs::read(&path) {
+                Ok(bytes) => Some(version_of(&bytes)),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            };
+            let expected = match expect {
+                Precondition::Absent => None,
+                Precondition::Unchanged(version) => Some(version),
+            };
+            if current != expected {
+                return Err(StoreError::Conflict);
+            }
+            let tmp = dir.join(format!(".{name}.json.{}.tmp", new_message_id()));
+            let written = (|| {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(&dir)?.sync_all()
+            })();
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn pool_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let dir = self.root.join("secrets");
+        let path = dir.join(name);
+        tokio::task::spawn_blocking(move || {
+            if !path.exists() {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret).map_err(|e| StoreError::Failed(e.to_string()))?;
+                let tmp = dir.join(format!(".{}.tmp", new_message_id()));
+                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+                file.write_all(&secret)?;
+                file.sync_all()?;
+                // A hard link never replaces: the first process to make the secret wins.
+                let linked = std::fs::hard_link(&tmp, &path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => std::fs::File::open(&dir)?.sync_all()?,
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            std::fs::read(&path)?
+                .try_into()
+                .map_err(|_| StoreError::Failed(format!("the secret {} is not 32 bytes", path.display())))
+        })
+        .await
+        .map_err(|e| StoreError::Failed(e.to_string()))?
     }
 
     async fn delete(&self, name: &AccountName) -> Result<bool, StoreError> {
-        match fs::remove_file(self.account_path(name)).await {
+        let (dir, path) = (self.root.join("accounts"), self.account_path(name));
+        self.with_records_locked(move || match std::fs::remove_file(&path) {
             Ok(()) => {
-                sync_dir(&self.root.join("accounts")).await?;
+                std::fs::File::open(&dir)?.sync_all()?;
                 Ok(true)
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
-        }
+        })
+        .await
     }
 
     async fn list(&self) -> Result<Vec<AccountName>, StoreError> {

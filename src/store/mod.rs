@@ -66,6 +66,9 @@ pub enum StoreError {
     Failed(String),
     #[error("{0}")]
     Invalid(String),
+    /// A conditional write found the object changed (or created, or gone) since it was read.
+    #[error("changed by someone else meanwhile")]
+    Conflict,
 }
 
 impl StoreError {
@@ -271,6 +274,10 @@ pub struct AccountRecord {
     /// account of that name can be created until the deletion has finished.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+    /// Set between the record's creation and the removal of anything an earlier account of the
+    /// same name left behind: logins and deliveries wait (`[SYS/TEMP]`, 451).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub creating: bool,
     /// Random, fixed at creation: tells a re-created account from the one deleted before it.
     #[serde(default)]
     pub incarnation: u64,
@@ -281,9 +288,10 @@ pub struct AccountRecord {
 }
 
 impl AccountRecord {
-    /// Whether a login to this account may succeed at all (not disabled, not being deleted).
+    /// Whether a login to this account may succeed at all (not disabled, not being deleted or
+    /// created).
     pub fn can_log_in(&self) -> bool {
-        !self.disabled && !self.deleting
+        !self.disabled && !self.deleting && !self.creating
     }
 }
 
@@ -299,19 +307,46 @@ impl fmt::Debug for AccountRecord {
             .field("login_delay_secs", &self.login_delay_secs)
             .field("expire_days", &self.expire_days)
             .field("deleting", &self.deleting)
+            .field("creating", &self.creating)
             .field("incarnation", &self.incarnation)
             .field("scram_sha256", &self.scram_sha256.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
 
-/// Where account records live.
+/// A stored account record's version (an S3 ETag, a digest of the file), for conditional writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
+
+/// What a record write expects to replace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// No record: the write creates it.
+    Absent,
+    /// The record as it was at this version.
+    Unchanged(Version),
+}
+
+/// Where account records live. Every write is conditional, so concurrent read-modify-writes
+/// (a login's hash upgrade and an operator's SetEnabled, two first deliveries to a new
+/// directory user) cannot undo each other: the loser gets [`StoreError::Conflict`] and reads
+/// again.
 #[async_trait]
 pub trait AccountStore: Send + Sync + 'static {
-    async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError>;
+    /// The record and its version.
+    async fn get_versioned(&self, name: &AccountName) -> Result<Option<(AccountRecord, Version)>, StoreError>;
 
-    /// Creates or replaces the record, atomically.
-    async fn put(&self, record: &AccountRecord) -> Result<(), StoreError>;
+    async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
+        Ok(self.get_versioned(name).await?.map(|(record, _)| record))
+    }
+
+    /// Writes the record if what is stored meets `expect` (else [`StoreError::Conflict`]),
+    /// atomically; the new version.
+    async fn put(&self, record: &AccountRecord, expect: Precondition) -> Result<Version, StoreError>;
+
+    /// A random 32-byte secret named `name`, the same for every process on this store (made by
+    /// the first that asks, kept for good).
+    async fn pool_secret(&self, name: &str) -> Result<[u8; 32], StoreError>;
 
     /// Deletes the record; returns whether it existed.
     async fn delete(&self, name: &AccountName) -> Result<bool, StoreError>;

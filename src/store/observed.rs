@@ -4,8 +4,8 @@
 //! S3 operation, HTTP status and attempt of each request) to the span opened here.
 
 use super::{
-    AccountRecord, AccountStore, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError,
-    StoredMessage, TraceParent,
+    AccountRecord, AccountStore, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, Precondition, RemoveReport,
+    StoreError, StoredMessage, TraceParent, Version,
 };
 use crate::metrics::metrics;
 use crate::names::AccountName;
@@ -71,6 +71,7 @@ fn outcome<T>(result: &Result<T, StoreError>) -> &'static str {
         Err(StoreError::Unavailable(_)) => "unavailable",
         Err(StoreError::Failed(_)) => "failed",
         Err(StoreError::Invalid(_)) => "invalid",
+        Err(StoreError::Conflict) => "conflict",
     }
 }
 
@@ -178,12 +179,16 @@ impl<S: MessageStore> MessageStore for Observed<S> {
 
 #[async_trait]
 impl<S: AccountStore> AccountStore for Observed<S> {
-    async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
-        self.observe("account_get", "store.account_get", self.inner.get(name)).await
+    async fn get_versioned(&self, name: &AccountName) -> Result<Option<(AccountRecord, Version)>, StoreError> {
+        self.observe("account_get", "store.account_get", self.inner.get_versioned(name)).await
     }
 
-    async fn put(&self, record: &AccountRecord) -> Result<(), StoreError> {
-        self.observe("account_put", "store.account_put", self.inner.put(record)).await
+    async fn put(&self, record: &AccountRecord, expect: Precondition) -> Result<Version, StoreError> {
+        self.observe("account_put", "store.account_put", self.inner.put(record, expect)).await
+    }
+
+    async fn pool_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        self.observe("secret_get", "store.secret_get", self.inner.pool_secret(name)).await
     }
 
     async fn delete(&self, name: &AccountName) -> Result<bool, StoreError> {

@@ -65,6 +65,7 @@ fn users() -> Vec<LdapUser<'static>> {
         LdapUser { uid: "bob", password: "bob-pw", mail: "bob@example.com", extra: "" },
         LdapUser { uid: "carol", password: "carol-pw", mail: "carol@example.com", extra: "description: disabled\n" },
         LdapUser { uid: "dave", password: "dave-pw", mail: "dave@example.com", extra: "" },
+        LdapUser { uid: "frank", password: "frank-pw", mail: "frank@example.com", extra: "" },
     ]
 }
 
@@ -195,6 +196,36 @@ fn ldap_spellings_of_one_user_share_a_budget_and_unknown_users_cost_a_bind() {
     assert!(reply.contains("Too many failed logins"), "three spellings of alice got three budgets: {reply}");
     // Another user is not affected.
     assert!(login(&server, "dave", "dave-pw").starts_with("+OK"));
+}
+
+/// Issue 22 item 11: a new hire's first mails arrive in parallel LMTP transactions (and a first
+/// login at the same time): the mailbox is created once, every copy is stored, none is
+/// bounced. Before, each transaction wrote its own record (another incarnation), and the
+/// deliveries that lost took their stored copy back and answered 550 5.1.1.
+#[test]
+fn parallel_first_deliveries_to_a_new_directory_user_all_arrive() {
+    let pki = Pki::new();
+    let slapd = Slapd::start(&pki, &users());
+    let mut env = ldap_env(&pki, format!("ldaps://127.0.0.1:{}", slapd.tls_port));
+    env.push(("CLOUDPOP_LDAP_BIND_DN".into(), ADMIN_DN.into()));
+    env.push(("CLOUDPOP_LDAP_BIND_PASSWORD".into(), ADMIN_PASSWORD.into()));
+    env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    let (replies, login) = std::thread::scope(|scope| {
+        let server = &server;
+        let deliveries: Vec<_> =
+            (0..16).map(|_| scope.spawn(move || lmtp_deliver(server, "frank@example.com"))).collect();
+        let login = scope.spawn(move || login(server, "frank", "frank-pw"));
+        (deliveries.into_iter().map(|d| d.join().unwrap()).collect::<Vec<_>>(), login.join().unwrap())
+    });
+    for (rcpt, stored) in &replies {
+        assert!(rcpt.starts_with("250") && stored.as_deref().is_some_and(|s| s.starts_with("250")), "{replies:#?}");
+    }
+    assert!(login.starts_with("+OK") || login.starts_with("-ERR [IN-USE]"), "{login}");
+    let mut c = Client::connect(server.pop3);
+    c.cmd("USER frank");
+    let stat = c.cmd("PASS frank-pw");
+    assert!(stat.starts_with("+OK Logged in, maildrop has 16 messages"), "{stat}");
 }
 
 #[test]

@@ -110,8 +110,19 @@ fn scram_plus_binds_to_the_tls_connection_and_capa_lists_what_works() {
         "-ERR Channel binding mismatch: use SCRAM-SHA-256-PLUS with tls-exporter over TLS 1.3"
     );
 
-    // Where plaintext authentication is refused, only SCRAM is offered and accepted.
+    // Where plaintext authentication is refused on an unencrypted connection, SCRAM is not
+    // offered either (an eavesdropper could guess offline against the exchange)...
     let strict = Server::start(&[("CLOUDPOP_SCRAM", "true"), ("CLOUDPOP_PLAINTEXT_AUTH_LOOPBACK", "false")]);
+    let mut c = Client::connect(strict.pop3);
+    let caps = c.lines("CAPA");
+    assert!(!caps.iter().any(|c| c.contains("SCRAM")) && caps.contains(&"STLS".to_owned()), "{caps:?}");
+    drop(strict);
+    // ... unless the operator says so; then only SCRAM is offered and accepted.
+    let strict = Server::start(&[
+        ("CLOUDPOP_SCRAM", "true"),
+        ("CLOUDPOP_PLAINTEXT_AUTH_LOOPBACK", "false"),
+        ("CLOUDPOP_SCRAM_CLEARTEXT", "true"),
+    ]);
     let mut c = Client::connect(strict.pop3);
     let caps = c.lines("CAPA");
     assert!(caps.contains(&"SASL SCRAM-SHA-256".to_owned()) && !caps.contains(&"USER".to_owned()), "{caps:?}");
@@ -266,4 +277,30 @@ fn bearer_tokens_outside_the_accepted_domains_open_nothing() {
         let reply = if reply.starts_with("+ ") { c.cmd("AQ==") } else { reply };
         assert_eq!(reply, "-ERR [AUTH] Authentication failed", "{stranger}");
     }
+}
+
+/// The salt the server challenges `user` with (a decoy's for an unknown user).
+fn scram_salt(server: &Server, user: &str) -> String {
+    let mut c = Client::connect_tls(server.pop3s, &server.cert());
+    let reply = c.cmd(&format!("AUTH SCRAM-SHA-256 {}", STANDARD.encode(format!("n,,n={user},r=clientnonce"))));
+    let first = String::from_utf8(STANDARD.decode(reply.strip_prefix("+ ").expect("a challenge")).unwrap()).unwrap();
+    first.split(',').find_map(|f| f.strip_prefix("s=")).expect("a salt").to_owned()
+}
+
+/// Issue 22 item 6: an unknown user's decoy salt is the same after a restart (and on every
+/// frontend of a pool: it comes from a secret kept in the store), as a real user's is; before,
+/// it came from a per-process key, so asking twice across a restart told who exists.
+#[test]
+fn decoy_scram_salts_survive_a_restart() {
+    let env = [("CLOUDPOP_SCRAM", "true"), ("CLOUDPOP_SCRAM_ITERATIONS", "4096")];
+    let server = Server::start(&env);
+    server.add_account("alice", "pw");
+    let (alice, nobody) = (scram_salt(&server, "alice"), scram_salt(&server, "nobody"));
+    assert_eq!(scram_salt(&server, "nobody"), nobody);
+    server.signal("-TERM");
+    let (_, dir) = server.wait();
+    let again = Server::start_in(dir, &env);
+    assert_eq!(scram_salt(&again, "alice"), alice);
+    assert_eq!(scram_salt(&again, "nobody"), nobody, "a decoy salt changed across a restart");
+    assert_ne!(scram_salt(&again, "somebody-else"), nobody);
 }

@@ -93,6 +93,11 @@ impl KeyLayout {
         format!("{}health", self.prefix)
     }
 
+    /// A secret shared by the pool.
+    pub fn secret(&self, name: &str) -> String {
+        format!("{}secrets/{name}", self.prefix)
+    }
+
     /// The prefix under which every account record lives.
     pub fn accounts(&self) -> String {
         format!("{}accounts/", self.prefix)

@@ -15,8 +15,8 @@ mod upload;
 pub use keys::KeyLayout;
 
 use super::{
-    AccountRecord, AccountStore, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, RemoveReport, StoreError,
-    StoredMessage, TraceParent,
+    AccountRecord, AccountStore, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, Precondition, RemoveReport,
+    StoreError, StoredMessage, TraceParent, Version,
 };
 use crate::names::AccountName;
 use crate::secret::Secret;
@@ -299,26 +299,68 @@ impl MessageStore for S3Store {
 
 #[async_trait]
 impl AccountStore for S3Store {
-    async fn get(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
-        let Some(bytes) = self.get_small(&self.keys.account(name)).await? else { return Ok(None) };
-        serde_json::from_slice(&bytes)
-            .map(Some)
+    async fn get_versioned(&self, name: &AccountName) -> Result<Option<(AccountRecord, Version)>, StoreError> {
+        let out = match self.client.get_object().bucket(&self.bucket).key(self.keys.account(name)).send().await {
+            Ok(out) => out,
+            Err(e) => {
+                return match sdk_error(e) {
+                    StoreError::NotFound => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        let etag = out.e_tag().map(str::to_owned).ok_or_else(|| StoreError::Failed("no ETag on a record".into()))?;
+        let body = tokio::time::timeout(self.read_timeout, out.body.collect())
+            .await
+            .map_err(|_| StoreError::Unavailable("timed out reading an object".into()))?
+            .map_err(|e| StoreError::Unavailable(format!("reading an object failed: {e}")))?;
+        serde_json::from_slice(&body.into_bytes())
+            .map(|record| Some((record, Version(etag))))
             .map_err(|e| StoreError::Failed(format!("account record for {name} is corrupt: {e}")))
     }
 
-    async fn put(&self, record: &AccountRecord) -> Result<(), StoreError> {
+    /// `If-None-Match: *` to create, `If-Match: <etag>` to replace (S3 since 2024, MinIO, Ceph
+    /// RGW; Garage ignores them, see the cloud-mode docs).
+    async fn put(&self, record: &AccountRecord, expect: Precondition) -> Result<Version, StoreError> {
         let name = AccountName::parse(&record.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let body = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Failed(e.to_string()))?;
-        self.client
+        let request = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.keys.account(&name))
             .content_type("application/json")
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        Ok(())
+            .body(ByteStream::from(body));
+        let request = match expect {
+            Precondition::Absent => request.if_none_match("*"),
+            Precondition::Unchanged(Version(etag)) => request.if_match(etag),
+        };
+        let out = request.send().await.map_err(sdk_error)?;
+        out.e_tag().map(|etag| Version(etag.to_owned())).ok_or_else(|| StoreError::Failed("no ETag on a PUT".into()))
+    }
+
+    async fn pool_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let key = self.keys.secret(name);
+        if self.get_small(&key).await?.is_none() {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let made = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .if_none_match("*")
+                .body(ByteStream::from(secret.to_vec()))
+                .send()
+                .await
+                .map_err(sdk_error);
+            match made {
+                Ok(_) | Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let bytes = self.get_small(&key).await?.ok_or(StoreError::NotFound)?;
+        bytes.try_into().map_err(|_| StoreError::Failed(format!("the secret {key} is not 32 bytes")))
     }
 
     async fn delete(&self, name: &AccountName) -> Result<bool, StoreError> {
@@ -354,6 +396,7 @@ where
             let code = service.err().code().unwrap_or("unknown").to_owned();
             match code.as_str() {
                 "NoSuchKey" | "NotFound" | "NoSuchUpload" => StoreError::NotFound,
+                "PreconditionFailed" | "ConditionalRequestConflict" => StoreError::Conflict,
                 "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" | "Throttling" => {
                     StoreError::Unavailable(format!("object store answered {code}"))
                 }

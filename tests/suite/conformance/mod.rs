@@ -4,7 +4,7 @@
 
 use cloudpop::coord::lock::MaildropLocks;
 use cloudpop::names::AccountName;
-use cloudpop::store::{AccountRecord, AccountStore, MessageStore, StoreError};
+use cloudpop::store::{AccountRecord, AccountStore, MessageStore, Precondition, StoreError};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -211,17 +211,33 @@ pub async fn accounts(store: &dyn AccountStore) {
         login_delay_secs: 5,
         ..AccountRecord::default()
     };
-    store.put(&record).await.unwrap();
+    let first = store.put(&record, Precondition::Absent).await.unwrap();
     assert_eq!(store.get(&n).await.unwrap().as_ref(), Some(&record));
+    // Creating what exists, or replacing a version that is not the stored one, is refused.
+    assert!(matches!(store.put(&record, Precondition::Absent).await, Err(StoreError::Conflict)));
+    let (_, version) = store.get_versioned(&n).await.unwrap().unwrap();
+    assert_eq!(version, first);
     record.disabled = true;
-    store.put(&record).await.unwrap();
+    let second = store.put(&record, Precondition::Unchanged(first.clone())).await.unwrap();
     assert!(store.get(&n).await.unwrap().unwrap().disabled, "put replaces");
+    record.disabled = false;
+    let stale = store.put(&record, Precondition::Unchanged(first)).await;
+    assert!(matches!(stale, Err(StoreError::Conflict)), "a write from a stale read replaced a newer record: {stale:?}");
+    assert!(store.get(&n).await.unwrap().unwrap().disabled, "the stale write went through");
     assert!(store.list().await.unwrap().contains(&n));
     assert!(store.delete(&n).await.unwrap());
     assert!(!store.delete(&n).await.unwrap());
     assert!(store.get(&n).await.unwrap().is_none());
+    // A write from a read before the deletion does not bring the record back.
+    let revived = store.put(&record, Precondition::Unchanged(second)).await;
+    assert!(matches!(revived, Err(StoreError::Conflict)), "{revived:?}");
+    assert!(store.get(&n).await.unwrap().is_none(), "a deleted record came back");
     let bad = AccountRecord { name: "../escape".into(), ..record };
-    assert!(store.put(&bad).await.is_err(), "an invalid name was stored");
+    assert!(store.put(&bad, Precondition::Absent).await.is_err(), "an invalid name was stored");
+    // The pool's secrets: made once, the same for every caller.
+    let secret = store.pool_secret("conformance").await.unwrap();
+    assert_eq!(store.pool_secret("conformance").await.unwrap(), secret);
+    assert_ne!(store.pool_secret("another").await.unwrap(), secret);
 }
 
 pub async fn locks_are_exclusive_leases(locks: &dyn MaildropLocks) {
