@@ -376,7 +376,9 @@ impl FsStore {
     ) -> Result<T, StoreError> {
         let lock_path = self.root.join("accounts").join(".lock");
         tokio::task::spawn_blocking(move || {
-            let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let lock =
+                std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path)?;
             lock.lock()?;
             let result = f();
             drop(lock);
