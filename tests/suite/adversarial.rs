@@ -895,6 +895,7 @@ async fn deletions_work_on_stores_that_need_content_md5_or_have_no_batch_delete(
         match rule {
             BatchDeletes::RequireContentMd5 => assert_eq!((passed, refused), (2, 0), "batches must carry Content-MD5"),
             BatchDeletes::Refuse => assert_eq!((passed, refused), (0, 1), "one refusal, then single deletes"),
+            _ => unreachable!(),
         }
     }
 }

@@ -48,6 +48,25 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// The names of the late-arrival markers s3s-fs holds, in every maildrop.
+    fn late_marker_files(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut dirs = vec![self.s3.root.path().join("data").join(&self.bucket)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.parent().is_some_and(|p| p.ends_with("~late")) {
+                    found.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        found
+    }
+}
+
 fn md(name: &str) -> AccountName {
     AccountName::parse(name).unwrap()
 }
@@ -368,4 +387,73 @@ async fn usage_counter(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u6
         .await
         .unwrap();
     (messages.expect("no counter"), octets.expect("no counter"))
+}
+
+/// Issue 22 item 8: a late delivery whose marker cannot be written (and whose clean-up cannot
+/// delete anything) leaves no message hidden under the index. The marker is written first, so
+/// the failure comes before the message exists; before, the message was stored, the marker
+/// failed, the rollback failed, and the message sat under the watermark where no login saw it
+/// while its retry answered "duplicate".
+#[tokio::test]
+async fn a_late_delivery_whose_marker_fails_hides_nothing() {
+    use crate::common::cloud::{BatchDeletes, S3Gate};
+    let f = fixture().await;
+    let name = md("unmarked");
+    let ids = put_old(&f.store, &name, 120).await;
+    f.store.upkeep(&name, 1, &[]).await.unwrap();
+    let gate = S3Gate::start(f.s3.port, BatchDeletes::FailLateMarkersAndDeletes);
+    let mut settings = s3_settings(&f.s3, &f.bucket, "t");
+    settings.endpoint = gate.endpoint();
+    settings.max_attempts = 1;
+    let failing = S3Store::new(&settings).await;
+    let id = new_message_id_at(now_ms() - 2 * 3600 * 1000);
+    let mut new = failing.create_with_id(&name, &id).await.unwrap();
+    new.write(b"Subject: late\r\n\r\nmigrated\r\n").await.unwrap();
+    assert!(new.commit().await.is_err(), "a late message was stored without its marker");
+    assert!(gate.batches_refused.load(std::sync::atomic::Ordering::SeqCst) > 0, "the gate failed nothing");
+    // Whatever is stored is visible, before and after the next rewrite of the index.
+    let stored = f.store.exists(&name, &id).await.unwrap();
+    f.store.upkeep(&name, 2, &[]).await.unwrap();
+    let seen = listed(&f.store, &name).await;
+    assert_eq!(seen.contains(&id), stored, "stored: {stored}, listed: {}", seen.contains(&id));
+    assert_eq!(seen.len(), ids.len() + usize::from(stored));
+    // The retry through a healthy store delivers it, visibly.
+    let mut again = f.store.create_with_id(&name, &id).await.unwrap();
+    again.write(b"Subject: late\r\n\r\nmigrated\r\n").await.unwrap();
+    again.commit().await.unwrap();
+    f.store.upkeep(&name, 3, &[]).await.unwrap();
+    assert!(listed(&f.store, &name).await.contains(&id), "the retried message is hidden");
+}
+
+/// Issue 22 item 8: a marker whose message has not arrived (a delivery still uploading, or one
+/// cut off after the marker) lists nothing and survives a rewrite of the index; once the
+/// message arrives it is listed.
+#[tokio::test]
+async fn a_marker_without_its_message_lists_nothing_and_waits() {
+    use crate::common::cloud::{BatchDeletes, S3Gate};
+    let f = fixture().await;
+    let name = md("waiting");
+    let ids = put_old(&f.store, &name, 120).await;
+    f.store.upkeep(&name, 1, &[]).await.unwrap();
+    let gate = S3Gate::start(f.s3.port, BatchDeletes::FailMessagesAndDeletes);
+    let mut settings = s3_settings(&f.s3, &f.bucket, "t");
+    settings.endpoint = gate.endpoint();
+    settings.max_attempts = 1;
+    let failing = S3Store::new(&settings).await;
+    let id = new_message_id_at(now_ms() - 2 * 3600 * 1000);
+    let body = b"Subject: late\r\n\r\nstill uploading\r\n";
+    let mut new = failing.create_with_id(&name, &id).await.unwrap();
+    new.write(body).await.unwrap();
+    assert!(new.commit().await.is_err(), "the gate let the message through");
+    assert!(!f.store.exists(&name, &id).await.unwrap());
+    let (view, requests) = count_calls(f.store.view(&name)).await;
+    assert_eq!(view.unwrap().messages.len(), ids.len(), "a marker without its message was listed");
+    assert_eq!(requests, 4, "three requests and one HEAD for the marker");
+    f.store.upkeep(&name, 2, &[]).await.unwrap();
+    assert!(f.late_marker_files().iter().any(|m| m.starts_with(&id)), "the rewrite removed a waiting marker");
+    // The message arrives (the delivery's retry): now it is listed.
+    let mut again = f.store.create_with_id(&name, &id).await.unwrap();
+    again.write(body).await.unwrap();
+    again.commit().await.unwrap();
+    assert!(listed(&f.store, &name).await.contains(&id), "the late message is hidden");
 }

@@ -16,7 +16,12 @@
 //!   message sorts after any watermark, which is taken [`LAG`] before the writer's listing.
 //!   A message committed more than [`LATE`] after its id was made (a slow upload, a migrated
 //!   message keeping its old time) could sort under a watermark written meanwhile, so its
-//!   delivery also leaves a marker after every id (`~late/{id}.{size}`), which step 3 lists.
+//!   delivery leaves a marker after every id (`~late/{id}.{size}`), which step 3 lists. The
+//!   marker is written *before* the message: a delivery cut off between the two (a deadline, a
+//!   reset stream, a crash) leaves a marker, never an unmarked message its retry would call a
+//!   duplicate. A reader lists a marked message only once its object exists (one HEAD per
+//!   marker; markers are rare and live until the next rewrite), and a rewrite keeps markers
+//!   whose message has not arrived yet unless they are older than [`ABANDONED`].
 //!   `LAG` is twice `LATE`, so clocks may disagree by up to `LATE` without losing a message.
 //! - **Removal writes first**: the holder writes an index without the messages it is about to
 //!   remove and with them as tombstones, then removes them; a removal that fails half-way
@@ -41,6 +46,10 @@ pub const LAG: Duration = Duration::from_secs(10 * 60);
 
 /// A commit this long after its id was made leaves a late-arrival marker.
 pub const LATE: Duration = Duration::from_secs(5 * 60);
+
+/// A late-arrival marker whose message has not arrived after this was left by a delivery that
+/// failed for good; its retry, if any, writes it again.
+pub const ABANDONED: Duration = Duration::from_secs(3600);
 
 /// Maildrops with at least this many messages under the watermark get an index.
 pub const INDEX_FROM: usize = 100;
@@ -146,8 +155,10 @@ pub struct Read {
     pub index: Option<(u64, Index)>,
     /// Every index key seen (the newest and any left behind).
     pub index_keys: Vec<String>,
-    /// Late-arrival marker keys seen.
+    /// Late-arrival marker keys whose message is there (a rewrite folds them into the index).
     pub late_keys: Vec<String>,
+    /// Late-arrival marker keys whose message is not there (yet).
+    pub waiting_late_keys: Vec<String>,
     /// Listed messages an index written now would cover.
     pub coverable: usize,
     /// An index key was there but could not be read.
@@ -211,14 +222,27 @@ impl S3Store {
             messages.extend(index.messages.iter().map(|m| (m.id.clone(), m.size)));
             tombstones.extend(index.tombstones.iter().cloned());
         }
+        let mut late = Vec::new();
         for (key, size) in listed {
-            if let Some(late) = key.strip_prefix(&late_prefix) {
-                if let Some(m) = parse_late(late) {
-                    messages.insert(m.id, m.size);
+            if let Some(name) = key.strip_prefix(&late_prefix) {
+                match parse_late(name) {
+                    Some(m) => late.push((key, m)),
+                    None => read.late_keys.push(key),
                 }
-                read.late_keys.push(key);
             } else if let Some(id) = key.strip_prefix(&prefix).and_then(MessageId::parse) {
                 messages.insert(id.into_string(), size);
+            }
+        }
+        // A marker is written before its message: list the message only once it is there.
+        let objects: Vec<String> = late.iter().map(|(_, m)| self.keys.message(maildrop, &m.id)).collect();
+        let arrived = futures::future::join_all(objects.iter().map(|key| self.last_modified(key))).await;
+        for ((key, m), arrived) in late.into_iter().zip(arrived) {
+            match arrived? {
+                Some(_) => {
+                    messages.insert(m.id, m.size);
+                    read.late_keys.push(key);
+                }
+                None => read.waiting_late_keys.push(key),
             }
         }
         let watermark = watermark_at(now);
@@ -270,6 +294,13 @@ impl S3Store {
             .collect();
         let own_key = self.keys.index(maildrop, fence);
         let mut obsolete: Vec<String> = read.late_keys.clone();
+        for key in &read.waiting_late_keys {
+            let written = self.last_modified(key).await?;
+            if written.is_some_and(|at| crate::clock::unix_secs().saturating_sub(at) > ABANDONED.as_secs()) {
+                warn!(maildrop = %maildrop, key = %key, "removing a late-arrival marker whose message never arrived");
+                obsolete.push(key.clone());
+            }
+        }
         if read.index.is_some() || covered.len() >= INDEX_FROM {
             tombstones.extend(removing.iter().cloned());
             let index = Index { watermark, messages: covered, tombstones };
@@ -281,6 +312,16 @@ impl S3Store {
             obsolete.extend(read.index_keys.iter().cloned());
         }
         self.delete_all(&obsolete).await
+    }
+
+    /// When `key` was written (seconds since the epoch, by the store's clock), or `None` if it
+    /// does not exist.
+    async fn last_modified(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await.map_err(sdk_error) {
+            Ok(head) => Ok(Some(head.last_modified().map_or(0, |at| at.secs().max(0) as u64))),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// One page of keys under `prefix`.

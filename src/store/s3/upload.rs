@@ -44,19 +44,17 @@ impl S3NewMessage {
     }
 
     /// A message committed long after its id was made may sort under an index watermark
-    /// written meanwhile: its marker makes logins see it. Without the marker the message must
-    /// not stay (it could be invisible forever), so a failed marker takes the message back.
-    async fn mark_if_late(&self, stored: &StoredMessage) -> Result<(), StoreError> {
-        if !index::is_late(&stored.id, crate::clock::unix_millis()) {
-            return Ok(());
+    /// written meanwhile: its marker makes logins see it. The marker goes first, so no message
+    /// is ever stored without it (readers ignore a marker until its message is there).
+    async fn mark_if_late(&self) -> Result<Option<String>, StoreError> {
+        if !index::is_late(&self.id, crate::clock::unix_millis()) {
+            return Ok(None);
         }
-        let marker = format!("{}{}", self.late_prefix, index::late_name(stored));
+        let stored = StoredMessage { id: self.id.clone(), size: self.size };
+        let marker = format!("{}{}", self.late_prefix, index::late_name(&stored));
         let put = self.client.put_object().bucket(&self.bucket).key(&marker).body(ByteStream::from_static(b"")).send();
-        if let Err(e) = put.await.map_err(sdk_error) {
-            let _ = self.client.delete_object().bucket(&self.bucket).key(&self.key).send().await;
-            return Err(e);
-        }
-        Ok(())
+        put.await.map_err(sdk_error)?;
+        Ok(Some(marker))
     }
 
     /// The object's user metadata: the delivery trace context, when there is one.
@@ -117,6 +115,21 @@ impl NewMessage for S3NewMessage {
 
     async fn commit(mut self: Box<Self>) -> Result<StoredMessage, StoreError> {
         let body = std::mem::take(&mut self.buffer);
+        let marker = self.mark_if_late().await?;
+        let committed = self.commit_object(body).await;
+        if let (Err(_), Some(marker)) = (&committed, marker) {
+            // Harmless if it stays (readers ignore it), but tidier gone.
+            let _ = self.client.delete_object().bucket(&self.bucket).key(marker).send().await;
+        }
+        committed?;
+        self.done = true;
+        Ok(StoredMessage { id: self.id.clone(), size: self.size })
+    }
+}
+
+impl S3NewMessage {
+    /// Writes the object: one PUT, or the rest of the multipart upload and its completion.
+    async fn commit_object(&mut self, body: Vec<u8>) -> Result<(), StoreError> {
         if self.multipart.is_none() {
             self.client
                 .put_object()
@@ -143,10 +156,7 @@ impl NewMessage for S3NewMessage {
                 .await
                 .map_err(sdk_error)?;
         }
-        self.done = true;
-        let stored = StoredMessage { id: self.id.clone(), size: self.size };
-        self.mark_if_late(&stored).await?;
-        Ok(stored)
+        Ok(())
     }
 }
 

@@ -424,17 +424,22 @@ fn relay(mut client: TcpStream, mut server: TcpStream, armed: Armed) {
     });
 }
 
-/// What an [`S3Gate`] refuses of batch deletes (`POST /bucket?delete`).
+/// What an [`S3Gate`] refuses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum BatchDeletes {
-    /// Those without Content-MD5, with 400 InvalidRequest (older MinIO, Ceph RGW).
+    /// Batch deletes (`POST /bucket?delete`) without Content-MD5, with 400 InvalidRequest
+    /// (older MinIO, Ceph RGW).
     RequireContentMd5,
-    /// All of them, with 501 NotImplemented (stores without DeleteObjects).
+    /// All batch deletes, with 501 NotImplemented (stores without DeleteObjects).
     Refuse,
+    /// Writes of late-arrival markers and every DELETE, with 503 (a store failing just there).
+    FailLateMarkersAndDeletes,
+    /// Writes of messages (not of their late-arrival markers) and every DELETE, with 503.
+    FailMessagesAndDeletes,
 }
 
 /// An HTTP relay in front of a real S3 server that plays an older S3-compatible store for
-/// batch deletes. Each request gets its own upstream connection (the relay asks for
+/// batch deletes, or a store failing at chosen requests. Each request gets its own upstream connection (the relay asks for
 /// `Connection: close`), so only request heads need reading.
 pub struct S3Gate {
     pub port: u16,
@@ -486,13 +491,33 @@ fn gate_one(
     let request_line = text.lines().next().unwrap_or_default();
     let batch = request_line.starts_with("POST ") && request_line.contains("?delete");
     let has_md5 = text.lines().any(|l| l.to_ascii_lowercase().starts_with("content-md5:"));
+    let put = request_line.starts_with("PUT ");
+    let fails = match rule {
+        BatchDeletes::FailLateMarkersAndDeletes => put && request_line.contains("~late"),
+        BatchDeletes::FailMessagesAndDeletes => {
+            put && request_line.contains("/mail/") && !request_line.contains("~late")
+        }
+        _ => false,
+    } || (rule != BatchDeletes::Refuse
+        && rule != BatchDeletes::RequireContentMd5
+        && request_line.starts_with("DELETE "));
+    if fails {
+        refused.fetch_add(1, SeqCst);
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ServiceUnavailable</Code></Error>";
+        let reply = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = client.write_all(reply.as_bytes());
+        return;
+    }
     if batch {
         let refusal = match rule {
             BatchDeletes::Refuse => Some(("501 Not Implemented", "NotImplemented", "DeleteObjects is not supported")),
             BatchDeletes::RequireContentMd5 if !has_md5 => {
                 Some(("400 Bad Request", "InvalidRequest", "Missing required header for this request: Content-Md5."))
             }
-            BatchDeletes::RequireContentMd5 => None,
+            _ => None,
         };
         if let Some((status, code, message)) = refusal {
             refused.fetch_add(1, SeqCst);
