@@ -109,10 +109,13 @@ impl Backends {
             ),
             CoordSettings::Redis { link, prefix } => {
                 let conn = redis_link::connect(link)?;
-                let channel = cache::channel(prefix);
-                accounts.announce_through(Announcer::Redis { conn: conn.clone(), channel: channel.clone() });
+                let (channel, changes) = (cache::channel(prefix), cache::changes_key(prefix));
+                let announcer =
+                    Announcer::Redis { conn: conn.clone(), channel: channel.clone(), changes: changes.clone() };
+                accounts.announce_through(announcer);
                 if !settings.accounts.account_cache.is_zero() {
-                    cache::spawn_feed(redis_link::Subscriber::new(link)?, channel, accounts.records());
+                    let feed = cache::Feed { channel, changes, conn: conn.clone() };
+                    cache::spawn_feed(redis_link::Subscriber::new(link)?, feed, accounts.records());
                 }
                 (
                     Arc::new(RedisLocks::new(conn.clone(), prefix)),

@@ -12,6 +12,14 @@
 //! cannot hear changes must not trust what it remembers). A read that raced an invalidation is
 //! not cached. The embedded deployment has no cache (records are local files, and the command
 //! line writes them from another process).
+//!
+//! Pub/sub is fire-and-forget, so staleness is also bounded when a message is lost (a failed
+//! PUBLISH, a message dropped on a Cluster bus): every announcement first counts itself in
+//! `{redis_key_prefix}accounts:changes`, and each feed compares that count with the messages it
+//! heard every [`PING_EVERY`]: a change it missed clears its whole cache. A publish is retried
+//! before it is given up, a write that failed (it may have applied anyway: a timed-out PUT) is
+//! announced all the same, and a remembered absence lives at most [`NEGATIVE_TTL`] (and a
+//! delivery reads the store again before it bounces).
 
 use crate::coord::redis_link::Subscriber;
 use crate::names::AccountName;
@@ -22,6 +30,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+/// Longest time a remembered absence ("no such account") is served.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
 /// Remembered records, with the epoch that tells a racing read from a safe one.
 pub struct RecordCache {
@@ -84,7 +95,8 @@ impl RecordCache {
                 return;
             }
         }
-        entries.insert(name.clone(), (record, now + self.ttl));
+        let ttl = if record.is_some() { self.ttl } else { self.ttl.min(NEGATIVE_TTL) };
+        entries.insert(name.clone(), (record, now + ttl));
     }
 
     /// Forgets one record (its account changed here or elsewhere).
@@ -116,21 +128,37 @@ impl RecordCache {
 pub enum Announcer {
     /// One process: dropping the local entry is all there is to do.
     Local,
-    /// A pool: every frontend's feed hears the name on `channel`.
-    Redis { conn: crate::coord::redis_link::RedisConn, channel: String },
+    /// A pool: every frontend's feed hears the name on `channel`; `changes` counts them.
+    Redis { conn: crate::coord::redis_link::RedisConn, channel: String, changes: String },
 }
 
+/// Attempts at announcing one change.
+const ANNOUNCE_ATTEMPTS: u32 = 3;
+
 impl Announcer {
-    /// Tells the pool that `name`'s record changed. A failure is logged: frontends that
-    /// missed it lost their feed too (the connection is shared by the pool's Redis), so they
-    /// stopped serving from their caches.
+    /// Tells the pool that `name`'s record changed: counts the change, then publishes the name,
+    /// retried a few times. A change that could not be counted or published is logged; feeds
+    /// that missed a counted change clear their caches at their next check.
     pub async fn announce(&self, name: &AccountName) {
-        let Announcer::Redis { conn, channel } = self else { return };
+        let Announcer::Redis { conn, channel, changes } = self else { return };
         let mut conn = conn.clone();
-        let published: Result<i64, _> =
-            redis::cmd("PUBLISH").arg(channel).arg(name.as_str()).query_async(&mut conn).await;
-        if let Err(e) = published {
-            warn!(account = %name, error = %e.category(), "could not announce an account change to the pool");
+        let mut pause = Duration::from_millis(50);
+        for attempt in 1..=ANNOUNCE_ATTEMPTS {
+            let counted: Result<i64, _> = redis::cmd("INCR").arg(changes).query_async(&mut conn).await;
+            let published = match counted {
+                Ok(_) => redis::cmd("PUBLISH").arg(channel).arg(name.as_str()).query_async::<i64>(&mut conn).await,
+                Err(e) => Err(e),
+            };
+            match published {
+                Ok(_) => return,
+                Err(e) if attempt == ANNOUNCE_ATTEMPTS => {
+                    warn!(account = %name, error = %e.category(), "could not announce an account change to the pool");
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
         }
     }
 }
@@ -140,18 +168,30 @@ pub fn channel(key_prefix: &str) -> String {
     format!("{key_prefix}accounts")
 }
 
+/// The counter of announced changes.
+pub fn changes_key(key_prefix: &str) -> String {
+    format!("{key_prefix}accounts:changes")
+}
+
 /// How often the feed proves its connection alive, and how long a ping may take.
 const PING_EVERY: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What a feed listens to: the channel, and the counter it checks against what it heard.
+pub struct Feed {
+    pub channel: String,
+    pub changes: String,
+    pub conn: crate::coord::redis_link::RedisConn,
+}
+
 /// Listens for record changes for as long as the process runs, reconnecting after a failure;
 /// the cache serves entries only while subscribed.
-pub fn spawn_feed(mut nodes: Subscriber, channel: String, cache: Arc<RecordCache>) {
+pub fn spawn_feed(mut nodes: Subscriber, feed: Feed, cache: Arc<RecordCache>) {
     tokio::spawn(async move {
         let mut pause = Duration::from_millis(100);
         loop {
             let listened = match nodes.client().await {
-                Ok(client) => listen(&client, &channel, &cache).await,
+                Ok(client) => listen(&client, &feed, &cache).await,
                 Err(e) => Err(FeedError::Redis(e.category().to_owned())),
             };
             match listened {
@@ -178,10 +218,22 @@ enum FeedError {
     Silent,
 }
 
-async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> Result<(), FeedError> {
+/// The number of announced changes (0 before the first).
+async fn changes(feed: &Feed) -> Result<i64, FeedError> {
+    let mut conn = feed.conn.clone();
+    let mut get = redis::cmd("GET");
+    get.arg(&feed.changes);
+    match tokio::time::timeout(PING_TIMEOUT, get.query_async::<Option<i64>>(&mut conn)).await {
+        Ok(Ok(count)) => Ok(count.unwrap_or(0)),
+        Ok(Err(e)) => Err(FeedError::Redis(e.category().to_owned())),
+        Err(_) => Err(FeedError::Silent),
+    }
+}
+
+async fn listen(client: &redis::Client, feed: &Feed, cache: &RecordCache) -> Result<(), FeedError> {
     let connect = async {
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
+        pubsub.subscribe(&feed.channel).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
     let pubsub = tokio::time::timeout(PING_TIMEOUT * 2, connect)
@@ -189,6 +241,9 @@ async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> R
         .map_err(|_| FeedError::SubscribeTimeout)?
         .map_err(|e| FeedError::Redis(e.category().to_owned()))?;
     let (mut sink, mut messages) = pubsub.split();
+    // Changes counted from here on must each be heard, or the cache is cleared.
+    let mut counted = changes(feed).await?;
+    let mut heard = 0i64;
     cache.set_live(true);
     info!("account change feed subscribed; account records are cached");
     let mut ticks = tokio::time::interval(PING_EVERY);
@@ -197,6 +252,7 @@ async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> R
         tokio::select! {
             message = messages.next() => {
                 let Some(message) = message else { return Err(FeedError::Closed) };
+                heard += 1;
                 let payload: String = message.get_payload().unwrap_or_default();
                 match AccountName::parse(&payload) {
                     Ok(name) => cache.invalidate(&name),
@@ -210,6 +266,16 @@ async fn listen(client: &redis::Client, channel: &str, cache: &RecordCache) -> R
                 if !matches!(ping, Ok(Ok(_))) {
                     return Err(FeedError::Silent);
                 }
+                let now = changes(feed).await?;
+                if now != counted + heard {
+                    // More changes than messages (one was lost), or fewer (Redis lost the
+                    // counter): what is remembered may be stale.
+                    if now > counted + heard {
+                        warn!(missed = now - counted - heard, "account change feed missed changes; cache cleared");
+                    }
+                    cache.set_live(true);
+                }
+                (counted, heard) = (now, 0);
             }
         }
     }

@@ -314,11 +314,15 @@ impl Accounts {
         let version = match self.store.put(&record, Precondition::Absent).await {
             Ok(version) => version,
             Err(StoreError::Conflict) => return Err(AccountError::AlreadyExists(name)),
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                self.changed(&name).await;
+                return Err(e.into());
+            }
         };
-        self.finish_creation(&name, record.clone(), version, messages).await?;
+        let finished = self.finish_creation(&name, record.clone(), version, messages).await;
         record.creating = false;
         self.changed(&name).await;
+        finished?;
         Ok(name)
     }
 
@@ -396,6 +400,15 @@ impl Accounts {
         Ok(self.store.list().await?)
     }
 
+    /// The record for a delivery's verdict: as [`Self::get_cached`], except that a remembered
+    /// absence is checked in the store again, since it would bounce the message for good.
+    pub async fn get_for_delivery(&self, name: &AccountName) -> Result<Option<AccountRecord>, StoreError> {
+        match self.get_cached(name).await? {
+            Some(record) => Ok(Some(record)),
+            None => self.store.get(name).await,
+        }
+    }
+
     /// A secret shared by every process on this store (see [`AccountStore::pool_secret`]).
     pub async fn pool_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
         self.store.pool_secret(name).await
@@ -451,7 +464,11 @@ impl Accounts {
                     return Ok(record);
                 }
                 Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // The write may have applied all the same (a PUT that timed out).
+                    self.changed(&name).await;
+                    return Err(e.into());
+                }
             }
         }
         Err(StoreError::Unavailable(format!("the account {name} kept changing; try again")).into())

@@ -96,7 +96,7 @@ struct Attempt<'a> {
 impl Attempt<'_> {
     async fn run(&self) -> Result<Outcome, StoreError> {
         let (store, key) = (self.parts.store, self.options.idempotency_key.as_ref());
-        let account = match self.parts.accounts.get_cached(self.name).await? {
+        let account = match self.parts.accounts.get_for_delivery(self.name).await? {
             Some(account) if account.creating => {
                 return Err(StoreError::Unavailable(format!("the account {} is being created", self.name)));
             }

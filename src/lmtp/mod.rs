@@ -183,7 +183,7 @@ impl Connection<'_> {
     /// there and gets its mailbox now, as at a first login.
     async fn look_up(&self, address: &str, mailbox: AccountName) -> Lookup {
         let backends = &self.ctx.backends;
-        let found = match backends.accounts.get_cached(&mailbox).await {
+        let found = match backends.accounts.get_for_delivery(&mailbox).await {
             Ok(None) => backends
                 .auth
                 .recipient(&self.settings.rule.without_subaddress(address))

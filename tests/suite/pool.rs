@@ -455,3 +455,59 @@ fn account_records_are_cached_and_changes_reach_every_frontend_at_once() {
     Client::login(b.pop3, "carol", "from-cli").cmd("QUIT");
     assert_eq!(s3_gets(b) - before, 0.0, "the account change feed did not survive its keepalive");
 }
+
+/// Issue 22 item 12: a record change whose announcement was lost (counted, but its PUBLISH
+/// never reached the frontend) still ends the frontend's stale entry within a few seconds, and
+/// a remembered absence never bounces mail for an account created meanwhile. Before, the stale
+/// password kept working, and deliveries got 550, for `account_cache_secs`.
+#[test]
+fn lost_account_announcements_leave_no_stale_records_for_long() {
+    use common::api::{INGEST_TOKEN, token_env};
+    let extra = [token_env().as_slice(), &[("CLOUDPOP_ACCOUNT_CACHE_SECS", "600")]].concat();
+    let pool = pool(1, &extra);
+    let b = &pool.frontends[0];
+    b.add_account("dana", "secret");
+    common::eventually("b never served a record from its cache", || {
+        Client::login(b.pop3, "dana", "secret").cmd("QUIT");
+        b.metrics().get("cloudpop_account_cache_hits_total{}") > 0.0
+    });
+    // A writer that cannot announce (no Redis in its configuration): the change is in the
+    // store, and the pool's change counter moves as if the PUBLISH had been lost.
+    let bucket = pool.s3.bucket("mail");
+    let mut silent = common::cloud::cloud_env_without_redis(&pool.s3, &bucket);
+    silent.push(("CLOUDPOP_LOCKS".into(), "memory".into()));
+    silent.push(("CLOUDPOP_SINGLE_FRONTEND".into(), "true".into()));
+    let args = ["account", "passwd", "dana", "--password-stdin"];
+    let (ok, _, err) = common::cli_env(&b.data_dir(), &silent, &args, b"changed\n");
+    assert!(ok, "{err}");
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", pool.redis.port)).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let _: i64 = redis::cmd("INCR").arg("cloudpop:accounts:changes").query(&mut redis).unwrap();
+    let started = Instant::now();
+    loop {
+        let mut c = Client::connect(b.pop3);
+        c.cmd("USER dana");
+        let reply = c.cmd("PASS secret");
+        c.cmd("QUIT");
+        if reply.starts_with("-ERR [AUTH]") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(12), "the old password still works after 12 s: {reply}");
+        std::thread::sleep(Duration::from_millis(200)); // a client's own retry pace
+    }
+
+    // b remembers that "erin" has no mailbox; the account is then created without a word.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut ingest = runtime.block_on(common::api::ingest(b.api.unwrap(), Some(INGEST_TOKEN)));
+    let first = runtime.block_on(common::api::deliver(&mut ingest, &["erin"], "k1", b"Subject: 1\r\n\r\nx\r\n"));
+    assert_eq!(first.unwrap_err().code(), tonic::Code::NotFound, "a delivery to nobody was accepted");
+    let args = ["account", "add", "erin", "--password-stdin"];
+    let (ok, _, err) = common::cli_env(&b.data_dir(), &silent, &args, b"pw\n");
+    assert!(ok, "{err}");
+    let second = runtime.block_on(common::api::deliver(&mut ingest, &["erin"], "k2", b"Subject: 2\r\n\r\ny\r\n"));
+    assert_eq!(
+        second.unwrap().results[0].status,
+        cloudpop::api::proto::DeliveryStatus::Stored as i32,
+        "mail for a new account bounced on a remembered absence"
+    );
+}
