@@ -178,7 +178,7 @@ impl DeliveryService {
         let parts = store::Parts {
             store: self.store.as_ref(),
             accounts: &self.accounts,
-            claims: self.claims.as_ref(),
+            claims: &self.claims,
             usage: self.usage.as_ref(),
         };
         store::store_for(&parts, message, mailbox, options).await

@@ -19,28 +19,30 @@ const CLAIM_TTL: Duration = Duration::from_secs(15 * 60);
 pub(super) struct Parts<'a> {
     pub store: &'a dyn MessageStore,
     pub accounts: &'a Accounts,
-    pub claims: &'a dyn MaildropLocks,
+    pub claims: &'a std::sync::Arc<dyn MaildropLocks>,
     pub usage: &'a dyn UsageCounters,
 }
 
 /// The claims one attempt holds on its idempotency key and kept UIDL, so that two attempts of
-/// one delivery cannot both find no record and both store.
-struct Claims<'a> {
-    claims: &'a dyn MaildropLocks,
-    name: &'a AccountName,
-    held: Vec<(&'a str, LeaseToken)>,
+/// one delivery cannot both find no record and both store. Dropped without [`Claims::give_up`]
+/// (the delivery was cancelled: a client deadline, a reset stream, a shutdown), they are given
+/// back in the background, so the key is not blocked for [`CLAIM_TTL`].
+struct Claims {
+    claims: std::sync::Arc<dyn MaildropLocks>,
+    name: AccountName,
+    held: Vec<(String, LeaseToken)>,
 }
 
-impl<'a> Claims<'a> {
+impl Claims {
     async fn take(
-        claims: &'a dyn MaildropLocks,
-        name: &'a AccountName,
-        scopes: &[&'a MarkerKey],
-    ) -> Result<Claims<'a>, StoreError> {
-        let mut taken = Claims { claims, name, held: Vec::with_capacity(scopes.len()) };
+        claims: &std::sync::Arc<dyn MaildropLocks>,
+        name: &AccountName,
+        scopes: &[&MarkerKey],
+    ) -> Result<Claims, StoreError> {
+        let mut taken = Claims { claims: claims.clone(), name: name.clone(), held: Vec::with_capacity(scopes.len()) };
         for scope in scopes {
             match claims.claim(name, scope.as_str(), CLAIM_TTL).await {
-                Ok(Some(token)) => taken.held.push((scope.as_str(), token)),
+                Ok(Some(token)) => taken.held.push((scope.as_str().to_owned(), token)),
                 Ok(None) => {
                     taken.give_up().await;
                     return Err(StoreError::Unavailable("another attempt of this delivery is in progress".into()));
@@ -54,11 +56,29 @@ impl<'a> Claims<'a> {
         Ok(taken)
     }
 
-    async fn give_up(self) {
-        for (scope, token) in self.held {
-            if let Err(e) = self.claims.unclaim(self.name, scope, &token).await {
-                tracing::warn!(error = %e, "cannot give up a delivery claim; it expires by itself");
-            }
+    async fn give_up(mut self) {
+        let held = std::mem::take(&mut self.held);
+        release(self.claims.as_ref(), &self.name, held).await;
+    }
+}
+
+async fn release(claims: &dyn MaildropLocks, name: &AccountName, held: Vec<(String, LeaseToken)>) {
+    for (scope, token) in held {
+        if let Err(e) = claims.unclaim(name, &scope, &token).await {
+            tracing::warn!(error = %e, "cannot give up a delivery claim; it expires by itself");
+        }
+    }
+}
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        if held.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (claims, name) = (self.claims.clone(), self.name.clone());
+            runtime.spawn(async move { release(claims.as_ref(), &name, held).await });
         }
     }
 }
@@ -219,4 +239,32 @@ async fn current_usage(
         tracing::warn!(error = %e, "cannot start counting the mailbox's usage");
     }
     Ok(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coord::lock::memory::MemoryLocks;
+    use std::sync::Arc;
+
+    /// Issue 22 item 13: claims of a delivery that was cancelled half-way (its future dropped)
+    /// are given back, not held for the claim's whole lifetime.
+    #[tokio::test]
+    async fn a_cancelled_delivery_gives_its_claims_back() {
+        let locks: Arc<dyn MaildropLocks> = Arc::new(MemoryLocks::new());
+        let name = AccountName::parse("claimed").unwrap();
+        let key = MarkerKey::parse("mta-queue-id-7").unwrap();
+        let held = Claims::take(&locks, &name, &[&key]).await.unwrap();
+        assert!(Claims::take(&locks, &name, &[&key]).await.is_err(), "a claim was taken twice");
+        drop(held);
+        let mut again = None;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            if let Ok(claims) = Claims::take(&locks, &name, &[&key]).await {
+                again = Some(claims);
+                break;
+            }
+        }
+        assert!(again.is_some(), "a dropped attempt kept its claim");
+    }
 }

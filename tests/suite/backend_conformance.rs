@@ -190,6 +190,26 @@ mod redis_cluster {
 
     coordination_cases!(make);
 
+    /// Issue 22 item 13: an acquire the cluster client sends again (after a response timeout)
+    /// answers the lease its first run took, instead of "held" by an orphan that locks the
+    /// owner out for a whole lease.
+    #[tokio::test]
+    async fn an_acquire_sent_twice_gets_its_own_lease() {
+        let cluster = RedisCluster::start();
+        let config = config(&cluster);
+        let conn = cloudpop::coord::redis_link::connect(&cloudpop::settings::redis(&config).unwrap()).unwrap();
+        let locks = RedisLocks::new(conn, "twice:");
+        let maildrop = AccountName::parse("twice").unwrap();
+        let request = cloudpop::coord::lock::LeaseToken::generate();
+        let ttl = Duration::from_secs(30);
+        let first = locks.acquire_as(&maildrop, ttl, request.clone()).await.unwrap().expect("free");
+        let again = locks.acquire_as(&maildrop, ttl, request).await.unwrap();
+        assert_eq!(again.as_ref(), Some(&first), "a repeated acquire was told the lease is held");
+        let other = cloudpop::coord::lock::LeaseToken::generate();
+        assert!(locks.acquire_as(&maildrop, ttl, other).await.unwrap().is_none(), "a lease was taken twice");
+        locks.release(&maildrop, &first).await.unwrap();
+    }
+
     /// The keys of many maildrops, accounts and addresses land on every primary: the layout
     /// spreads load instead of pinning it to one slot.
     #[tokio::test]

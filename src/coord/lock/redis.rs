@@ -26,9 +26,17 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Takes a free lease. Keyed by the request's random part (ARGV[1]): a script the client runs
+/// again after losing its reply (a Redis Cluster client retries on a timeout) finds its own
+/// lease and answers it, rather than "held".
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+        r"local held = redis.call('GET', KEYS[1])
+if held then
+  local mine = '.' .. ARGV[1]
+  if string.sub(held, -string.len(mine)) == mine then return held end
+  return false
+end
 local now = redis.call('TIME')
 local fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -37,6 +45,18 @@ local token = string.format('%.0f', fence) .. '.' .. ARGV[1]
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', ARGV[3])
 return token",
+    )
+});
+
+/// Takes a delivery claim with token ARGV[1]; answers 1 if it is ours (also when this is a
+/// retry of a call that took it), 0 if another attempt holds it.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return 1 end
+if held then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1",
     )
 });
 
@@ -106,6 +126,39 @@ impl RedisLocks {
     }
 }
 
+impl RedisLocks {
+    /// [`MaildropLocks::acquire`] as request `random` (the random part of the token): asking
+    /// again with the same request, after a lost reply, answers the lease it took.
+    pub async fn acquire_as(
+        &self,
+        maildrop: &AccountName,
+        ttl: Duration,
+        random: LeaseToken,
+    ) -> Result<Option<LeaseToken>, CoordError> {
+        let mut conn = self.conn.clone();
+        let set: Result<Option<String>, _> = ACQUIRE
+            .key(self.key(maildrop))
+            .key(self.fence_key(maildrop))
+            .arg(&random.0)
+            .arg(millis(ttl))
+            .arg(millis(FENCE_MEMORY))
+            .invoke_async(&mut conn)
+            .instrument(span("EVALSHA", "lock.acquire"))
+            .await;
+        match set {
+            Ok(token) => Ok(token.map(LeaseToken)),
+            Err(e) => {
+                // The script may have run with only its reply lost (a timeout, a dropped
+                // connection): take back the lease we may hold, or the user would be locked
+                // out for a whole lease by a lock that nobody holds. Our token is the one whose
+                // random part is ours.
+                self.take_back(self.key(maildrop), random);
+                Err(unavailable(e))
+            }
+        }
+    }
+}
+
 fn millis(ttl: Duration) -> u64 {
     ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
@@ -120,17 +173,15 @@ impl MaildropLocks for RedisLocks {
     ) -> Result<Option<LeaseToken>, CoordError> {
         let token = LeaseToken::generate();
         let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.claim_key(maildrop, scope))
+        let ours: i64 = CLAIM
+            .key(self.claim_key(maildrop, scope))
             .arg(&token.0)
-            .arg("NX")
-            .arg("PX")
             .arg(millis(ttl))
-            .query_async(&mut conn)
-            .instrument(span("SET", "delivery.claim"))
+            .invoke_async(&mut conn)
+            .instrument(span("EVALSHA", "delivery.claim"))
             .await
             .map_err(unavailable)?;
-        Ok(set.map(|_| token))
+        Ok((ours == 1).then_some(token))
     }
 
     async fn unclaim(&self, maildrop: &AccountName, scope: &str, token: &LeaseToken) -> Result<(), CoordError> {
@@ -153,28 +204,7 @@ impl MaildropLocks for RedisLocks {
     }
 
     async fn acquire(&self, maildrop: &AccountName, ttl: Duration) -> Result<Option<LeaseToken>, CoordError> {
-        let mut conn = self.conn.clone();
-        let random = LeaseToken::generate();
-        let set: Result<Option<String>, _> = ACQUIRE
-            .key(self.key(maildrop))
-            .key(self.fence_key(maildrop))
-            .arg(&random.0)
-            .arg(millis(ttl))
-            .arg(millis(FENCE_MEMORY))
-            .invoke_async(&mut conn)
-            .instrument(span("EVALSHA", "lock.acquire"))
-            .await;
-        match set {
-            Ok(token) => Ok(token.map(LeaseToken)),
-            Err(e) => {
-                // The script may have run with only its reply lost (a timeout, a dropped
-                // connection): take back the lease we may hold, or the user would be locked
-                // out for a whole lease by a lock that nobody holds. Our token is the one whose
-                // random part is ours.
-                self.take_back(self.key(maildrop), random);
-                Err(unavailable(e))
-            }
-        }
+        self.acquire_as(maildrop, ttl, LeaseToken::generate()).await
     }
 
     async fn renew(&self, maildrop: &AccountName, token: &LeaseToken, ttl: Duration) -> Result<bool, CoordError> {
