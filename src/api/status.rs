@@ -30,7 +30,7 @@ pub fn account(e: AccountError) -> Status {
 
 pub fn delivery(e: DeliveryError) -> Status {
     match e {
-        DeliveryError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
+        DeliveryError::TooLarge(_) | DeliveryError::SpoolFull => Status::resource_exhausted(e.to_string()),
         DeliveryError::Empty | DeliveryError::Malformed(_) => Status::invalid_argument(e.to_string()),
         DeliveryError::Read(_) => Status::cancelled(e.to_string()),
         DeliveryError::Spool(_) => Status::unavailable(e.to_string()),

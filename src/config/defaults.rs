@@ -40,6 +40,7 @@ impl Default for Config {
             max_auth_failures: 3,
             lock_lease_secs: 120,
             max_message_size: 512 * 1024 * 1024,
+            max_spool_mib: 768,
             spool_dir: None,
             sweep_interval_secs: 3600,
             drain_delay_secs: 5,

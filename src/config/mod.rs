@@ -114,6 +114,10 @@ pub struct Config {
     pub max_message_size: u64,
     /// Where incoming messages wait while they are received; default `data_dir/spool`.
     pub spool_dir: Option<PathBuf>,
+    /// Octets all deliveries in progress may hold in the spool at once, in MiB (LMTP and the
+    /// Ingest API together); beyond it a delivery is refused for now (452 4.3.1,
+    /// RESOURCE_EXHAUSTED). Size the spool's volume above it.
+    pub max_spool_mib: u64,
     /// How often the retention sweeper (RFC 2449 EXPIRE policies) runs, in seconds; one frontend
     /// of the pool sweeps per interval.
     pub sweep_interval_secs: u64,

@@ -126,6 +126,15 @@ impl Config {
         if self.max_message_size < 1024 {
             return fail(format!("max_message_size = {} is below 1024 octets", self.max_message_size));
         }
+        if !(1..=1_048_576).contains(&self.max_spool_mib) {
+            return fail(format!("max_spool_mib = {} must be between 1 and 1048576", self.max_spool_mib));
+        }
+        if self.max_spool_mib * 1024 * 1024 < self.max_message_size {
+            return fail(format!(
+                "max_spool_mib = {} cannot hold one message of max_message_size = {} octets",
+                self.max_spool_mib, self.max_message_size
+            ));
+        }
         Ok(())
     }
 

@@ -38,6 +38,8 @@ pub struct DeliverySettings {
     pub spool_dir: PathBuf,
     /// Largest message accepted, in octets after CRLF normalisation.
     pub max_message_size: u64,
+    /// Octets every delivery in progress may hold in the spool together.
+    pub max_spool_bytes: u64,
 }
 
 /// Why a message could not be taken at all. Nothing is stored in any of these cases.
@@ -53,6 +55,8 @@ pub enum DeliveryError {
     Read(std::io::Error),
     #[error("spooling the message failed: {0}")]
     Spool(std::io::Error),
+    #[error("the spool is full with other deliveries; try again later")]
+    SpoolFull,
 }
 
 /// What happened for one recipient.
@@ -132,6 +136,8 @@ pub struct DeliveryService {
     claims: Arc<dyn MaildropLocks>,
     usage: Arc<dyn UsageCounters>,
     settings: Arc<DeliverySettings>,
+    /// The spool's room, in KiB, shared by every delivery of the process.
+    spool_room: Arc<tokio::sync::Semaphore>,
 }
 
 impl DeliveryService {
@@ -143,7 +149,9 @@ impl DeliveryService {
         usage: Arc<dyn UsageCounters>,
         settings: DeliverySettings,
     ) -> Self {
-        Self { store, accounts, claims, usage, settings: Arc::new(settings) }
+        let room_kib = usize::try_from(settings.max_spool_bytes / 1024).unwrap_or(usize::MAX);
+        let spool_room = Arc::new(tokio::sync::Semaphore::new(room_kib.min(tokio::sync::Semaphore::MAX_PERMITS)));
+        Self { store, accounts, claims, usage, settings: Arc::new(settings), spool_room }
     }
 
     pub fn settings(&self) -> &DeliverySettings {
@@ -153,7 +161,8 @@ impl DeliveryService {
     /// An empty spool for one message; `check_headers` refuses input that does not look like
     /// mail (the API insists on it; the operator's tools store what they are given).
     pub async fn spooler(&self, check_headers: bool) -> Result<Spooler, DeliveryError> {
-        Spooler::new(&self.settings.spool_dir, self.settings.max_message_size, check_headers).await
+        let (dir, max) = (&self.settings.spool_dir, self.settings.max_message_size);
+        Spooler::new(dir, max, check_headers, self.spool_room.clone()).await
     }
 
     /// Stores `message` for each recipient in turn, counting and logging each outcome.

@@ -272,7 +272,11 @@ impl Sink {
     pub async fn spooler(&self) -> Result<Spooler, ImportError> {
         Ok(match self {
             Sink::Store { backends } => backends.delivery.spooler(false).await?,
-            Sink::Api { spool, max_size, .. } => Spooler::new(spool, *max_size, false).await?,
+            // One message at a time on this side: the server's own spool is what is bounded.
+            Sink::Api { spool, max_size, .. } => {
+                let room = std::sync::Arc::new(tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS));
+                Spooler::new(spool, *max_size, false, room).await?
+            }
         })
     }
 

@@ -40,13 +40,17 @@ impl Connection<'_> {
                 }
             };
             recorded.record("size", message.size);
-            let outcomes = self.deliver(&message, crate::telemetry::traceparent_of(&recorded)).await;
-            let stored = outcomes.iter().filter(|o| matches!(o, Delivered::Stored(_))).count();
+            let stored = self.deliver(stream, &message, crate::telemetry::traceparent_of(&recorded)).await?;
             recorded.record("stored", stored);
             if stored == 0 {
                 recorded.record("otel.status_code", "ERROR");
             }
-            Ok(self.machine.delivered(&outcomes))
+            self.machine.end_transaction();
+            Ok(if self.ctx.cut.is_cancelled() {
+                Step::Close(crate::protocol::lmtp::shutdown_reply())
+            } else {
+                Step::Reply(Vec::new())
+            })
         }
         .instrument(span)
         .await
@@ -91,8 +95,20 @@ impl Connection<'_> {
         })
     }
 
-    /// Stores `message` for every recipient, with their trace fields when configured.
-    async fn deliver(&self, message: &Spooled, traceparent: Option<crate::store::TraceParent>) -> Vec<Delivered> {
+    /// Stores `message` for every recipient in turn, with their trace fields when configured,
+    /// sending each recipient's reply as soon as its copy is stored: an MTA that gives up, or a
+    /// connection cut later, loses only the replies not sent yet. When the shutdown grace ends
+    /// (`cut`), the copy being stored is abandoned and the recipients left get `451 4.3.2`, so
+    /// the MTA retries only those. The number of copies stored.
+    async fn deliver<S>(
+        &mut self,
+        stream: &mut S,
+        message: &Spooled,
+        traceparent: Option<crate::store::TraceParent>,
+    ) -> io::Result<usize>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let trace = trace::Trace {
             sender: self.machine.sender(),
             helo: self.machine.helo(),
@@ -102,22 +118,33 @@ impl Connection<'_> {
             id: self.id,
             now_secs: crate::clock::unix_secs(),
         };
-        let recipients: Vec<delivery::Recipient<'_>> = self
+        let headers: Vec<Vec<u8>> = self
             .machine
             .recipients()
             .iter()
-            .map(|recipient| delivery::Recipient {
-                mailbox: recipient.mailbox.as_str(),
-                address: &recipient.address,
-                options: delivery::Options {
-                    header: if self.settings.trace_headers { trace.header_for(&recipient.address) } else { Vec::new() },
-                    traceparent: traceparent.clone(),
-                    ..Default::default()
-                },
-            })
+            .map(|r| if self.settings.trace_headers { trace.header_for(&r.address) } else { Vec::new() })
             .collect();
-        let outcomes = self.ctx.backends.delivery.deliver(message, Via::Lmtp, &recipients).await;
-        outcomes.into_iter().map(delivered).collect()
+        let mut stored = 0;
+        for (index, header) in headers.into_iter().enumerate() {
+            let recipient = &self.machine.recipients()[index];
+            let (mailbox, address) = (recipient.mailbox.to_string(), recipient.address.clone());
+            let one = [delivery::Recipient {
+                mailbox: &mailbox,
+                address: &address,
+                options: delivery::Options { header, traceparent: traceparent.clone(), ..Default::default() },
+            }];
+            let outcome = tokio::select! {
+                biased;
+                () = self.ctx.cut.cancelled() => Delivered::NotTried,
+                mut outcomes = self.ctx.backends.delivery.deliver(message, Via::Lmtp, &one) => {
+                    delivered(outcomes.pop().expect("one outcome per recipient"))
+                }
+            };
+            stored += usize::from(matches!(outcome, Delivered::Stored(_)));
+            self.out.extend(self.machine.recipient_reply(index, &outcome));
+            self.flush(stream).await?;
+        }
+        Ok(stored)
     }
 }
 
@@ -140,5 +167,6 @@ fn refusal(error: &DeliveryError) -> DataRefusal {
         DeliveryError::Empty => DataRefusal::Empty,
         DeliveryError::Malformed(_) => DataRefusal::Malformed,
         DeliveryError::Read(_) | DeliveryError::Spool(_) => DataRefusal::Temporary,
+        DeliveryError::SpoolFull => DataRefusal::SpoolFull,
     }
 }

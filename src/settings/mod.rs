@@ -126,7 +126,11 @@ fn backends(config: &Config) -> Result<BackendSettings, ConfigError> {
             scram_iterations: config.scram.then_some(config.scram_iterations),
         },
         auth: auth::resolve(config)?,
-        delivery: DeliverySettings { spool_dir: config.spool_dir(), max_message_size: config.max_message_size },
+        delivery: DeliverySettings {
+            spool_dir: config.spool_dir(),
+            max_message_size: config.max_message_size,
+            max_spool_bytes: config.max_spool_mib * 1024 * 1024,
+        },
     })
 }
 

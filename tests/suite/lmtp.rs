@@ -553,3 +553,96 @@ s.quit()
         "{delivered}"
     );
 }
+
+/// Issue 22 item 14: a delivery to many recipients answers each one as soon as its copy is
+/// stored, and when the shutdown grace ends the recipients not stored yet get `451 4.3.2` (the
+/// MTA retries only those). Before, no reply came until every copy was stored, and a shutdown
+/// in between lost every reply, so the MTA delivered all the copies again.
+#[test]
+fn a_long_delivery_answers_each_recipient_in_turn_and_stops_at_the_shutdown_cut() {
+    let server = start(&[("CLOUDPOP_SHUTDOWN_GRACE_SECS", "1"), ("CLOUDPOP_DRAIN_DELAY_SECS", "0")]);
+    const RECIPIENTS: usize = 40;
+    let passwd: String = (0..RECIPIENTS).map(|i| format!("r{i}@example.com:{{PLAIN}}pw::::::\n")).collect();
+    let file = server.dir.path().join("recipients.passwd");
+    std::fs::write(&file, passwd).unwrap();
+    let args = ["import", "accounts", file.to_str().unwrap(), "--allow-plain"];
+    let (ok, _, err) = crate::common::cli_env(&server.data_dir(), &server.env, &args, b"");
+    assert!(ok, "{err}");
+    let mut c = Client::connect(server.lmtp.unwrap());
+    say(&mut c, "LHLO mx.test");
+    say(&mut c, "MAIL FROM:<s@example.org>");
+    for i in 0..RECIPIENTS {
+        assert_eq!(say(&mut c, &format!("RCPT TO:<r{i}@example.com>")), "250 2.1.5 Recipient OK");
+    }
+    assert!(say(&mut c, "DATA").starts_with("354"));
+    let line = format!("{}\r\n", "x".repeat(998));
+    c.send(b"Subject: big\r\n\r\n");
+    for _ in 0..(24 * 1024 * 1024 / line.len()) {
+        c.send(line.as_bytes());
+    }
+    c.send(b".\r\n");
+    // The first copy's reply comes while the others are still being stored.
+    let first = reply(&mut c).pop().unwrap();
+    assert!(first.starts_with("250 2.0.0 <r0@example.com> Delivered as "), "{first}");
+    server.signal("-TERM");
+    let mut replies = vec![first];
+    while replies.len() < RECIPIENTS {
+        replies.push(reply(&mut c).pop().unwrap());
+    }
+    let delivered = replies.iter().take_while(|r| r.starts_with("250 2.0.0")).count();
+    assert!(delivered < RECIPIENTS, "every copy was stored before the cut: the test proves nothing");
+    for (i, r) in replies.iter().enumerate().skip(delivered) {
+        assert_eq!(r, &format!("451 4.3.2 <r{i}@example.com> Service shutting down, try again later"));
+    }
+    assert_eq!(c.line(), "421 4.3.2 Service shutting down, try again later");
+    let (status, dir) = server.wait();
+    assert!(status.success(), "{status:?}");
+    let stored: usize = (0..RECIPIENTS)
+        .map(|i| {
+            std::fs::read_dir(dir.path().join(format!("data/maildrops/r{i}@example.com/cur"))).map_or(0, |d| d.count())
+        })
+        .sum();
+    assert!(stored == delivered || stored == delivered + 1, "{stored} copies stored, {delivered} answered 250");
+}
+
+/// Issue 22 item 15: deliveries in progress together hold at most `max_spool_mib` in the spool;
+/// one beyond it is refused for now with `452 4.3.1` instead of filling the disk (a pod's spool
+/// volume has a size limit, and past it the pod is evicted). Before, both were spooled.
+#[test]
+fn the_spool_is_bounded_across_deliveries() {
+    let server = start(&[("CLOUDPOP_MAX_SPOOL_MIB", "2"), ("CLOUDPOP_MAX_MESSAGE_SIZE", "2097152")]);
+    server.add_account("a@example.com", "pw");
+    server.add_account("b@example.com", "pw");
+    let line = format!("{}\r\n", "y".repeat(998));
+    let open = |rcpt: &str| {
+        let mut c = Client::connect(server.lmtp.unwrap());
+        say(&mut c, "LHLO mx.test");
+        say(&mut c, "MAIL FROM:<s@example.org>");
+        assert_eq!(say(&mut c, &format!("RCPT TO:<{rcpt}>")), "250 2.1.5 Recipient OK");
+        assert!(say(&mut c, "DATA").starts_with("354"));
+        c.send(b"Subject: large\r\n\r\n");
+        for _ in 0..1200 {
+            c.send(line.as_bytes());
+        }
+        c
+    };
+    // The first delivery holds 1.2 MB of spool, its end not sent yet.
+    let mut first = open("a@example.com");
+    let spool = server.data_dir().join("spool");
+    crate::common::eventually("the first delivery never filled its spool", || {
+        std::fs::read_dir(&spool)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| f.metadata().is_ok_and(|m| m.len() >= 1200 * 1000))
+    });
+    let mut second = open("b@example.com");
+    second.send(b".\r\n");
+    assert_eq!(reply(&mut second).pop().unwrap(), "452 4.3.1 Insufficient system storage, try again later");
+    first.send(b".\r\n");
+    assert!(reply(&mut first).pop().unwrap().starts_with("250 2.0.0 <a@example.com> Delivered as "));
+    // Its room is given back: the second's retry goes through.
+    let mut retry = open("b@example.com");
+    retry.send(b".\r\n");
+    assert!(reply(&mut retry).pop().unwrap().starts_with("250 2.0.0 <b@example.com> Delivered as "));
+}

@@ -94,6 +94,8 @@ pub enum Delivered {
     Disabled,
     OverQuota,
     TemporaryFailure,
+    /// Not tried: the server is shutting down.
+    NotTried,
 }
 
 /// Why the message itself was not taken (the same answer for every recipient).
@@ -104,6 +106,8 @@ pub enum DataRefusal {
     Malformed,
     /// Receiving or spooling failed on our side.
     Temporary,
+    /// The spool is full with other deliveries.
+    SpoolFull,
 }
 
 /// The reply to a line longer than [`MAX_LINE`].
@@ -297,17 +301,27 @@ impl Machine {
     /// Continues after [`Step::ReceiveData`] when the message was stored (or not) for each
     /// recipient, in order: one reply each. The transaction ends.
     pub fn delivered(&mut self, outcomes: &[Delivered]) -> Step {
-        let mut reply = Vec::new();
-        for (recipient, outcome) in self.recipients.iter().zip(outcomes) {
-            let (code, enhanced, text) = self.outcome_reply(outcome);
-            let text = match outcome {
-                Delivered::Stored(id) => format!("<{}> {text} as {id}", recipient.address),
-                _ => format!("<{}> {text}", recipient.address),
-            };
-            reply.extend(line(code, enhanced, &text));
-        }
-        self.reset();
+        let reply = outcomes.iter().enumerate().flat_map(|(i, outcome)| self.recipient_reply(i, outcome)).collect();
+        self.end_transaction();
         Step::Reply(reply)
+    }
+
+    /// The reply for the `index`th accepted recipient, sent as soon as its copy is stored (RFC
+    /// 2033 section 4.2: one reply per recipient, in order); call [`Self::end_transaction`]
+    /// after the last.
+    pub fn recipient_reply(&self, index: usize, outcome: &Delivered) -> Vec<u8> {
+        let Some(recipient) = self.recipients.get(index) else { return Vec::new() };
+        let (code, enhanced, text) = self.outcome_reply(outcome);
+        let text = match outcome {
+            Delivered::Stored(id) => format!("<{}> {text} as {id}", recipient.address),
+            _ => format!("<{}> {text}", recipient.address),
+        };
+        line(code, enhanced, &text)
+    }
+
+    /// Ends the transaction after the last recipient's reply.
+    pub fn end_transaction(&mut self) {
+        self.reset();
     }
 
     /// Continues after [`Step::ReceiveData`] when the message itself was not taken: the same
@@ -318,6 +332,7 @@ impl Machine {
             DataRefusal::Empty => (554, "5.6.0", "Empty message"),
             DataRefusal::Malformed => (554, "5.6.0", "Malformed message"),
             DataRefusal::Temporary => (451, "4.3.0", "Temporary failure receiving the message"),
+            DataRefusal::SpoolFull => (452, "4.3.1", "Insufficient system storage, try again later"),
         };
         let reply = line(code, enhanced, text).repeat(self.recipients.len());
         self.reset();
@@ -332,6 +347,7 @@ impl Machine {
             Delivered::OverQuota if self.settings.quota_tempfail => (452, "4.2.2", "Mailbox full"),
             Delivered::OverQuota => (552, "5.2.2", "Mailbox full"),
             Delivered::TemporaryFailure => (451, "4.3.0", "Temporary failure storing the message, try again later"),
+            Delivered::NotTried => (451, "4.3.2", "Service shutting down, try again later"),
         }
     }
 }
