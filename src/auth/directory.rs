@@ -15,10 +15,17 @@ pub struct Entry {
     pub policy: crate::accounts::Policy,
 }
 
-/// The directory could not give an answer (down, slow, or answering nonsense).
+/// Why the directory gave no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DirectoryError(pub String);
+pub enum DirectoryError {
+    /// Down, slow, or answering nonsense: counts toward the circuit breaker.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Every connection this call may use is busy with others: back-pressure, not a failure of
+    /// the directory (the breaker and the pooled connections are left alone).
+    #[error("every directory connection is busy")]
+    Busy,
+}
 
 /// A place users and passwords are kept.
 #[async_trait::async_trait]
@@ -42,6 +49,35 @@ pub trait Directory: Send + Sync {
     /// name trimmed and case-folded.
     fn subject(&self, login: &str) -> crate::coord::throttle::Subject {
         crate::coord::throttle::Subject::of_login(login)
+    }
+}
+
+/// Names remembered for a while, at most `capacity` at once (the oldest go first when full).
+pub struct Forgetful {
+    ttl: Duration,
+    capacity: usize,
+    seen: Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl Forgetful {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self { ttl, capacity, seen: Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        crate::sync::lock(&self.seen).get(&name.to_ascii_lowercase()).is_some_and(|at| at.elapsed() < self.ttl)
+    }
+
+    pub fn insert(&self, name: &str) {
+        let mut seen = crate::sync::lock(&self.seen);
+        if seen.len() >= self.capacity {
+            let ttl = self.ttl;
+            seen.retain(|_, at| at.elapsed() < ttl);
+            if seen.len() >= self.capacity {
+                return;
+            }
+        }
+        seen.insert(name.to_ascii_lowercase(), Instant::now());
     }
 }
 

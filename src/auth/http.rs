@@ -65,11 +65,11 @@ impl HttpDirectory {
             .client
             .post_json(&self.url, token, body.to_string().into_bytes())
             .await
-            .map_err(|e| DirectoryError(format!("HTTP directory: {e}")))?;
+            .map_err(|e| DirectoryError::Unavailable(format!("HTTP directory: {e}")))?;
         if status != http::StatusCode::OK {
-            return Err(DirectoryError(format!("HTTP directory answered {status}")));
+            return Err(DirectoryError::Unavailable(format!("HTTP directory answered {status}")));
         }
-        answer(&body).map_err(|e| DirectoryError(format!("HTTP directory: {e}")))
+        answer(&body).map_err(|e| DirectoryError::Unavailable(format!("HTTP directory: {e}")))
     }
 }
 

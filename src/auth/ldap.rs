@@ -117,8 +117,8 @@ impl Pool {
     async fn get(&self) -> Result<Conn<'_>, DirectoryError> {
         let permit = tokio::time::timeout(self.timeout, self.permits.acquire())
             .await
-            .map_err(|_| DirectoryError("LDAP: every pooled connection is busy".into()))?
-            .map_err(|_| DirectoryError("LDAP: pool closed".into()))?;
+            .map_err(|_| DirectoryError::Busy)?
+            .map_err(|_| DirectoryError::Unavailable("LDAP: pool closed".into()))?;
         loop {
             let idle = crate::sync::lock(&self.idle).pop();
             match idle {
@@ -133,15 +133,19 @@ impl Pool {
         let (conn, mut ldap) =
             tokio::time::timeout(self.timeout, LdapConnAsync::with_settings(self.settings.clone(), &self.url))
                 .await
-                .map_err(|_| DirectoryError("LDAP: connecting timed out".into()))?
-                .map_err(|e| DirectoryError(format!("LDAP: cannot connect: {e}")))?;
+                .map_err(|_| DirectoryError::Unavailable("LDAP: connecting timed out".into()))?
+                .map_err(|e| DirectoryError::Unavailable(format!("LDAP: cannot connect: {e}")))?;
         ldap3::drive!(conn);
         if let Some((dn, password)) = &self.bind_as {
             let bound = ldap.with_timeout(self.timeout).simple_bind(dn, password).await;
             match bound.map(|r| r.rc) {
                 Ok(0) => {}
-                Ok(rc) => return Err(DirectoryError(format!("LDAP: the service account's bind failed (result {rc})"))),
-                Err(e) => return Err(DirectoryError(format!("LDAP: {e}"))),
+                Ok(rc) => {
+                    return Err(DirectoryError::Unavailable(format!(
+                        "LDAP: the service account's bind failed (result {rc})"
+                    )));
+                }
+                Err(e) => return Err(DirectoryError::Unavailable(format!("LDAP: {e}"))),
             }
         }
         Ok(Conn { ldap, pool: self, _permit: permit })
@@ -170,6 +174,9 @@ pub struct LdapDirectory {
     binds: Pool,
     /// Where an unknown user's password is bound: a name no entry has.
     decoy_dn: String,
+    /// Lookups for LMTP recipients in flight at once: a quarter of the pool, so mail to made-up
+    /// addresses (spam) cannot take the connections logins need.
+    lmtp_lookups: Semaphore,
 }
 
 impl LdapDirectory {
@@ -188,6 +195,7 @@ impl LdapDirectory {
             search: Pool::new(&url, conn.clone(), service, size, timeout),
             binds: Pool::new(&url, conn, None, size, timeout),
             decoy_dn: decoy_dn(&settings.base_dn),
+            lmtp_lookups: Semaphore::new(size.div_ceil(4)),
             settings,
         }
     }
@@ -211,13 +219,14 @@ impl LdapDirectory {
     ) -> Result<Option<SearchEntry>, DirectoryError> {
         let filter = directory::expand(&self.settings.user_filter, login, |v| ldap3::ldap_escape(v).into_owned());
         let found = conn.ldap.with_timeout(self.settings.timeout).search(base, scope, &filter, self.attributes()).await;
-        let ldap3::SearchResult(entries, result) = found.map_err(|e| DirectoryError(format!("LDAP search: {e}")))?;
+        let ldap3::SearchResult(entries, result) =
+            found.map_err(|e| DirectoryError::Unavailable(format!("LDAP search: {e}")))?;
         let entries = match result.rc {
             0 => entries,
             // noSuchObject: the base (or the DN template's entry) does not exist, so nobody is
             // found; an answer, not an outage.
             NO_SUCH_OBJECT => Vec::new(),
-            rc => return Err(DirectoryError(format!("LDAP search: result {rc}"))),
+            rc => return Err(DirectoryError::Unavailable(format!("LDAP search: result {rc}"))),
         };
         match entries.len() {
             1 => Ok(Some(SearchEntry::construct(entries.into_iter().next().expect("one entry")))),
@@ -238,8 +247,8 @@ impl LdapDirectory {
             // 48 inappropriateAuthentication, 50 insufficientAccessRights, 53 unwillingToPerform:
             // answers about this user, not an outage.
             Ok(48 | 50 | 53) => Ok(false),
-            Ok(rc) => Err(DirectoryError(format!("LDAP bind: result {rc}"))),
-            Err(e) => Err(DirectoryError(format!("LDAP bind: {e}"))),
+            Ok(rc) => Err(DirectoryError::Unavailable(format!("LDAP bind: result {rc}"))),
+            Err(e) => Err(DirectoryError::Unavailable(format!("LDAP bind: {e}"))),
         }
     }
 
@@ -288,10 +297,19 @@ impl Directory for LdapDirectory {
         self.with_retry(|| self.check(login, password)).await
     }
 
-    async fn lookup(&self, login: &str, _protocol: &'static str) -> Result<Option<Entry>, DirectoryError> {
+    async fn lookup(&self, login: &str, protocol: &'static str) -> Result<Option<Entry>, DirectoryError> {
         if !directory::sendable(login) {
             return Ok(None);
         }
+        let _lmtp = match protocol {
+            "lmtp" => Some(
+                tokio::time::timeout(self.settings.timeout, self.lmtp_lookups.acquire())
+                    .await
+                    .map_err(|_| DirectoryError::Busy)?
+                    .map_err(|_| DirectoryError::Busy)?,
+            ),
+            _ => None,
+        };
         self.with_retry(|| async { Ok(self.find_user(login).await?.map(|found| self.entry(&found))) }).await
     }
 
@@ -318,6 +336,8 @@ impl LdapDirectory {
     {
         match attempt().await {
             Ok(answer) => Ok(answer),
+            // Busy connections are not dead ones: nothing to clear, nothing to retry.
+            Err(DirectoryError::Busy) => Err(DirectoryError::Busy),
             Err(e) => {
                 warn!(error = %e, "LDAP call failed; retrying on new connections");
                 self.search.clear();
@@ -395,6 +415,15 @@ mod tests {
         let dn = |login: &str| directory::expand("uid=%n,ou=people,dc=%d", login, |v| ldap3::dn_escape(v).into_owned());
         assert_eq!(dn("bob,ou=admins@x"), r"uid=bob\2cou\3dadmins,ou=people,dc=x");
         assert_eq!(dn(" #x@y"), r"uid=\20#x,ou=people,dc=y");
+    }
+
+    /// Issue 22 item 16: a pool whose connections are all in use answers `Busy` (back-pressure,
+    /// which leaves the breaker and the pooled connections alone), not a directory failure.
+    #[tokio::test]
+    async fn an_exhausted_pool_is_busy_not_down() {
+        let pool = Pool::new("ldap://127.0.0.1:9", LdapConnSettings::new(), None, 1, Duration::from_millis(50));
+        let _taken = pool.permits.acquire().await.unwrap();
+        assert_eq!(pool.get().await.err(), Some(DirectoryError::Busy));
     }
 
     #[test]

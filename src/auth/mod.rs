@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 use tracing::field::Empty;
 use tracing::{Instrument, info, warn};
 
+/// How long a directory's "no such user" for a mail recipient is remembered.
+const UNKNOWN_RECIPIENT_TTL: Duration = Duration::from_secs(60);
+
 /// The pool secret decoy SCRAM salts are derived from.
 const DECOY_SECRET: &str = "scram-decoy-salts";
 
@@ -67,6 +70,9 @@ pub struct Authenticator {
     oauth: Option<oauth::OAuth>,
     scram: bool,
     scram_iterations: u32,
+    /// Recipient addresses the directory said it does not know, for a short while: repeated
+    /// mail to made-up addresses costs one lookup each per [`UNKNOWN_RECIPIENT_TTL`].
+    unknown_recipients: directory::Forgetful,
     /// Makes decoy SCRAM salts, the same for a name on every frontend of the pool and after
     /// every restart (a secret kept in the account store), so salts do not tell which users
     /// exist.
@@ -103,6 +109,7 @@ impl Authenticator {
             scram: settings.scram && backend == "local",
             scram_iterations: settings.scram_iterations,
             decoy_key: tokio::sync::OnceCell::new(),
+            unknown_recipients: directory::Forgetful::new(UNKNOWN_RECIPIENT_TTL, 10_000),
         }
     }
 
@@ -160,12 +167,15 @@ impl Authenticator {
         let started = Instant::now();
         let answer = if breaker.admit(started) {
             let answer = query.instrument(span.clone()).await;
-            breaker.record(answer.is_ok(), Instant::now());
+            // Back-pressure (every connection busy) says nothing about the directory's health.
+            if answer != Err(directory::DirectoryError::Busy) {
+                breaker.record(answer.is_ok(), Instant::now());
+            }
             crate::metrics::metrics().directory_duration.observe(started.elapsed().as_secs_f64());
             tracing::Span::current().record("hash_ms", started.elapsed().as_secs_f64() * 1000.0);
-            answer.map_err(|e| e.0)
+            answer
         } else {
-            Err("circuit breaker open after repeated failures".to_owned())
+            Err(directory::DirectoryError::Unavailable("circuit breaker open after repeated failures".to_owned()))
         };
         let outcome = match &answer {
             Ok(Some(_)) => "accepted",
@@ -177,7 +187,10 @@ impl Authenticator {
             span.record("otel.status_code", "ERROR");
             warn!(parent: &span, error = %e, call, "directory unavailable");
         }
-        answer.map_err(LoginError::Directory)
+        answer.map_err(|e| match e {
+            directory::DirectoryError::Busy => LoginError::Busy,
+            directory::DirectoryError::Unavailable(e) => LoginError::Directory(e),
+        })
     }
 
     async fn directory_login(
@@ -212,10 +225,13 @@ impl Authenticator {
     /// `Ok(None)` without a directory, or for an address it does not know.
     pub async fn recipient(&self, address: &str) -> Result<Option<AccountRecord>, LoginError> {
         let Some((directory, _)) = &self.directory else { return Ok(None) };
-        if !directory::sendable(address) {
+        if !directory::sendable(address) || self.unknown_recipients.contains(address) {
             return Ok(None);
         }
-        let Some(entry) = self.ask("lookup", directory.lookup(address, "lmtp")).await? else { return Ok(None) };
+        let Some(entry) = self.ask("lookup", directory.lookup(address, "lmtp")).await? else {
+            self.unknown_recipients.insert(address);
+            return Ok(None);
+        };
         let Some(name) = self.mailbox(address, &entry) else { return Ok(None) };
         Ok(self.accounts.provision(&name, &entry.policy, self.messages.as_ref()).await?)
     }

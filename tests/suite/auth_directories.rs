@@ -228,6 +228,31 @@ fn parallel_first_deliveries_to_a_new_directory_user_all_arrive() {
     assert!(stat.starts_with("+OK Logged in, maildrop has 16 messages"), "{stat}");
 }
 
+/// The searches slapd received for a filter value.
+fn searches_for(slapd: &Slapd, value: &str) -> usize {
+    slapd.log().lines().filter(|l| l.contains(" SRCH ") && l.contains(value)).count()
+}
+
+/// Issue 22 item 16: mail to an address the directory does not know (spam to made-up names)
+/// costs one directory search per minute, not one per message: the answer is remembered.
+#[test]
+fn unknown_lmtp_recipients_are_looked_up_once_a_minute() {
+    let pki = Pki::new();
+    let slapd = Slapd::start(&pki, &users());
+    let mut env = ldap_env(&pki, format!("ldaps://127.0.0.1:{}", slapd.tls_port));
+    env.push(("CLOUDPOP_LDAP_BIND_DN".into(), ADMIN_DN.into()));
+    env.push(("CLOUDPOP_LDAP_BIND_PASSWORD".into(), ADMIN_PASSWORD.into()));
+    env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    for _ in 0..5 {
+        assert!(lmtp_deliver(&server, "made-up-name@example.com").0.starts_with("550 5.1.1"));
+    }
+    eventually("slapd logged the search", || searches_for(&slapd, "made-up-name") > 0);
+    assert_eq!(searches_for(&slapd, "made-up-name"), 1, "each message to a made-up name searched the directory");
+    // A real user is still found.
+    assert!(lmtp_deliver(&server, "bob@example.com").0.starts_with("250"));
+}
+
 #[test]
 fn ldap_direct_bind_over_starttls_with_a_dn_template() {
     let pki = Pki::new();
