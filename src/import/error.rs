@@ -1,6 +1,7 @@
 //! Why an import, one mailbox of it or one item of it could not go on. An item refused for
-//! good (no such account, too large) is not an error but a [`super::Put::Refused`] with its
-//! reason; these are what a later run may get past, or a mistake in the command.
+//! good (too large, not mail) is not an error but a [`super::Put::Refused`] with its reason;
+//! these are what a later run may get past (a missing account), or a mistake in the command or
+//! the source. Any of them makes the import exit non-zero.
 
 use std::path::PathBuf;
 
@@ -37,6 +38,12 @@ pub enum ImportError {
     Api(String),
     #[error("the server sent no result")]
     NoResult,
+    /// The mailbox has no account (yet): create it, then run the import again.
+    #[error("no account {0}: create it, then run the import again")]
+    NoAccount(String),
+    /// The old server lists this UIDL for more than one message; the later ones are not imported.
+    #[error("the old server gives UIDL {0:?} to more than one message; only the first was imported")]
+    RepeatedUidl(String),
 }
 
 impl ImportError {

@@ -10,9 +10,13 @@ use super::{ImportError, Sink, Tally};
 use md5::Digest;
 use std::collections::HashSet;
 use std::path::Path;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-/// One message split out of an mbox.
+/// Longest piece of a line handled at once: a file with a line of gigabytes is read in pieces,
+/// never whole.
+pub const MAX_PIECE: usize = 64 * 1024;
+
+/// One message split out of an mbox, whole (for tests and the fuzz target; imports stream).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Message {
     pub body: Vec<u8>,
@@ -20,48 +24,93 @@ pub struct Message {
     pub received_ms: u64,
 }
 
-/// Assigns UIDLs and receipt times as messages come out of the file.
+/// What the splitter makes of a piece of the file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A message starts.
+    Begin,
+    /// The next bytes of the current message.
+    Data(Vec<u8>),
+    /// The current message ended, with its UIDL and receipt time.
+    End { uidl: String, received_ms: u64 },
+    /// The current message ended empty: nothing to import.
+    Discard,
+}
+
+/// The message being split: its digest and header UIDL so far, and a blank line held back (the
+/// mbox's own if a separator or the end follows).
+struct Current {
+    digest: md5::Md5,
+    header_uidl: Option<String>,
+    in_header: bool,
+    held: Option<Vec<u8>>,
+    size: u64,
+    secs: u64,
+}
+
+/// Splits an mbox piece by piece into messages, assigning UIDLs and receipt times as they end;
+/// memory stays bounded whatever the size of a message or a line.
 #[derive(Default)]
 pub struct Splitter {
-    current: Option<(Vec<u8>, u64)>,
+    current: Option<Current>,
     /// Every UIDL given so far.
     seen: HashSet<String>,
     last_ms: u64,
 }
 
 impl Splitter {
-    /// Feeds one line (with its line ending); returns the message a separator line finished.
-    pub fn line(&mut self, line: &[u8]) -> Option<Message> {
-        if let Some(rest) = line.strip_prefix(b"From ") {
+    /// Feeds one piece of a line (at most [`MAX_PIECE`]; `line_start` when it begins a line).
+    pub fn piece(&mut self, piece: &[u8], line_start: bool, out: &mut Vec<Step>) {
+        if line_start && let Some(rest) = piece.strip_prefix(b"From ") {
             let secs = asctime_secs(&String::from_utf8_lossy(rest)).unwrap_or(0);
-            let finished = self.finish();
-            self.current = Some((Vec::new(), secs));
-            return finished;
+            self.finish(out);
+            self.begin(secs, out);
+            return;
         }
-        let (body, _) = self.current.get_or_insert_with(|| (Vec::new(), 0));
+        if self.current.is_none() {
+            self.begin(0, out);
+        }
+        let current = self.current.as_mut().expect("begun above");
+        if let Some(held) = current.held.take() {
+            Self::data(current, held, out);
+        }
+        if line_start && (piece == b"\n" || piece == b"\r\n") {
+            current.in_header = false;
+            current.held = Some(piece.to_vec());
+            return;
+        }
+        if line_start && current.in_header && piece.ends_with(b"\n") && current.header_uidl.is_none() {
+            current.header_uidl = header_uidl(piece);
+        }
         // mboxrd: one '>' comes off every `>+From ` line.
-        let quoted = line.iter().take_while(|&&b| b == b'>').count();
-        if quoted > 0 && line[quoted..].starts_with(b"From ") {
-            body.extend_from_slice(&line[1..]);
-        } else {
-            body.extend_from_slice(line);
-        }
-        None
+        let quoted = if line_start { piece.iter().take_while(|&&b| b == b'>').count() } else { 0 };
+        let bytes = if quoted > 0 && piece[quoted..].starts_with(b"From ") { &piece[1..] } else { piece };
+        Self::data(current, bytes.to_vec(), out);
     }
 
-    /// The last message, at the end of the file.
-    pub fn finish(&mut self) -> Option<Message> {
-        let (mut body, secs) = self.current.take()?;
-        // The blank line before a separator belongs to the mbox, not the message.
-        if body.ends_with(b"\n\n") || body.ends_with(b"\r\n\r\n") {
-            body.truncate(body.len() - if body.ends_with(b"\r\n") { 2 } else { 1 });
+    fn begin(&mut self, secs: u64, out: &mut Vec<Step>) {
+        let digest = md5::Md5::new();
+        self.current = Some(Current { digest, header_uidl: None, in_header: true, held: None, size: 0, secs });
+        out.push(Step::Begin);
+    }
+
+    fn data(current: &mut Current, bytes: Vec<u8>, out: &mut Vec<Step>) {
+        current.digest.update(&bytes);
+        current.size += bytes.len() as u64;
+        out.push(Step::Data(bytes));
+    }
+
+    /// Ends the current message (at a separator, or at the end of the file).
+    pub fn finish(&mut self, out: &mut Vec<Step>) {
+        let Some(current) = self.current.take() else { return };
+        // A blank line still held belongs to the mbox, not the message.
+        if current.size == 0 {
+            out.push(Step::Discard);
+            return;
         }
-        if body.is_empty() {
-            return None;
-        }
-        let base = match header_uidl(&body) {
+        let base = match current.header_uidl {
             Some(uidl) if !self.seen.contains(&uidl) => uidl,
-            _ => format!("mbox-{}", hex(&md5::Md5::digest(&body))),
+            _ => format!("mbox-{}", hex(&current.digest.finalize())),
         };
         let mut uidl = base.clone();
         for copy in 2.. {
@@ -71,26 +120,45 @@ impl Splitter {
             uidl = format!("{base}-{copy}");
         }
         self.seen.insert(uidl.clone());
-        self.last_ms = (secs * 1000).max(self.last_ms + 1);
-        Some(Message { body, uidl, received_ms: self.last_ms })
+        self.last_ms = (current.secs * 1000).max(self.last_ms + 1);
+        out.push(Step::End { uidl, received_ms: self.last_ms });
     }
+}
+
+/// Splits a whole mbox in memory (tests, the fuzz target): the messages it holds.
+pub fn split_all(data: &[u8]) -> Vec<Message> {
+    let mut splitter = Splitter::default();
+    let mut steps = Vec::new();
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        for (i, piece) in line.chunks(MAX_PIECE).enumerate() {
+            splitter.piece(piece, i == 0, &mut steps);
+        }
+    }
+    splitter.finish(&mut steps);
+    let (mut messages, mut body) = (Vec::new(), Vec::new());
+    for step in steps {
+        match step {
+            Step::Begin | Step::Discard => body.clear(),
+            Step::Data(bytes) => body.extend_from_slice(&bytes),
+            Step::End { uidl, received_ms } => {
+                messages.push(Message { body: std::mem::take(&mut body), uidl, received_ms })
+            }
+        }
+    }
+    messages
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The value of an `X-UIDL:` field in the header section, if it is a valid UIDL.
-fn header_uidl(message: &[u8]) -> Option<String> {
-    for line in message.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return None;
-        }
-        if line.len() > 7 && line[..7].eq_ignore_ascii_case(b"x-uidl:") {
-            let value = String::from_utf8_lossy(&line[7..]).trim().to_owned();
-            return crate::store::ids::is_valid_uidl(&value).then_some(value);
-        }
+/// The value of a header line if it is an `X-UIDL:` field with a valid UIDL.
+fn header_uidl(line: &[u8]) -> Option<String> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > 7 && line[..7].eq_ignore_ascii_case(b"x-uidl:") {
+        let value = String::from_utf8_lossy(&line[7..]).trim().to_owned();
+        return crate::store::ids::is_valid_uidl(&value).then_some(value);
     }
     None
 }
@@ -115,26 +183,50 @@ fn asctime_secs(rest: &str) -> Option<u64> {
     u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()
 }
 
-/// Imports every message of the mbox at `file` into `mailbox`.
+/// Imports every message of the mbox at `file` into `mailbox`, each streamed into the spool
+/// piece by piece (bounded memory for any message or line).
 pub async fn import(sink: &Sink, mailbox: &str, file: &Path, tally: &Tally) -> Result<(), ImportError> {
     let input = tokio::fs::File::open(file).await.map_err(ImportError::file(file))?;
     let mut reader = BufReader::new(input);
     let mut splitter = Splitter::default();
-    let mut line = Vec::new();
-    let mut index = 0;
+    let (mut piece, mut steps) = (Vec::new(), Vec::new());
+    let mut spool = None;
+    let (mut index, mut line_start) = (0, true);
     loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).await.map_err(ImportError::file(file))?;
-        let message = if n == 0 { splitter.finish() } else { splitter.line(&line) };
-        if let Some(message) = message {
-            index += 1;
-            tally.expect(1);
-            let what = format!("{mailbox} {} message {index}", file.display());
-            if sink.known(mailbox, &message.uidl).await {
-                tally.count(&what, Ok(super::Put::AlreadyImported));
-            } else {
-                let put = sink.message(mailbox, &message.uidl, message.received_ms, message.body.as_slice()).await;
-                tally.count(&what, put);
+        piece.clear();
+        let n = (&mut reader)
+            .take(MAX_PIECE as u64)
+            .read_until(b'\n', &mut piece)
+            .await
+            .map_err(ImportError::file(file))?;
+        if n == 0 {
+            splitter.finish(&mut steps);
+        } else {
+            splitter.piece(&piece, line_start, &mut steps);
+            line_start = piece.ends_with(b"\n");
+        }
+        for step in steps.drain(..) {
+            match step {
+                Step::Begin => spool = Some(Ok(sink.spooler().await?)),
+                Step::Data(bytes) => {
+                    if let Some(Ok(spooler)) = &mut spool
+                        && let Err(e) = spooler.push(&bytes).await
+                    {
+                        spool = Some(Err(e));
+                    }
+                }
+                Step::Discard => spool = None,
+                Step::End { uidl, received_ms } => {
+                    index += 1;
+                    tally.expect(1);
+                    let what = format!("{mailbox} {} message {index}", file.display());
+                    let put = match spool.take() {
+                        _ if sink.known(mailbox, &uidl).await => Ok(super::Put::AlreadyImported),
+                        Some(spooled) => sink.finish(mailbox, &uidl, received_ms, spooled).await,
+                        None => Err(ImportError::NoResult),
+                    };
+                    tally.count(&what, put);
+                }
             }
         }
         if n == 0 {
@@ -148,10 +240,7 @@ mod tests {
     use super::*;
 
     fn split(text: &[u8]) -> Vec<Message> {
-        let mut splitter = Splitter::default();
-        let mut out: Vec<Message> = text.split_inclusive(|&b| b == b'\n').filter_map(|l| splitter.line(l)).collect();
-        out.extend(splitter.finish());
-        out
+        split_all(text)
     }
 
     #[test]

@@ -317,7 +317,7 @@ impl Sink {
                     Outcome::Stored(stored) => Ok(Put::Stored(stored.size)),
                     Outcome::Duplicate(_) => Ok(Put::AlreadyImported),
                     Outcome::Failed(e) => Err(e.into()),
-                    Outcome::UnknownMailbox => Ok(Put::Refused(format!("no account {mailbox}"))),
+                    Outcome::UnknownMailbox => Err(ImportError::NoAccount(mailbox.to_owned())),
                     other => Ok(Put::Refused(format!("{other:?}"))),
                 }
             }
@@ -346,6 +346,9 @@ async fn put_through_api(
         Err(status) if status.code() == tonic::Code::Unavailable => {
             return Err(ImportError::Api(status.message().to_owned()));
         }
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            return Err(ImportError::NoAccount(mailbox.to_owned()));
+        }
         Err(status) => return Ok(Put::Refused(status.message().to_owned())),
     };
     let result = reply.results.into_iter().next().ok_or(ImportError::NoResult)?;
@@ -353,6 +356,7 @@ async fn put_through_api(
         DeliveryStatus::Stored => Put::Stored(reply.size),
         DeliveryStatus::Duplicate => Put::AlreadyImported,
         DeliveryStatus::TemporaryFailure => return Err(ImportError::Api(result.detail)),
+        DeliveryStatus::UnknownMailbox => return Err(ImportError::NoAccount(mailbox.to_owned())),
         _ => Put::Refused(result.detail),
     })
 }

@@ -64,6 +64,8 @@ pub enum SourceError {
     Closed,
     #[error("reply line too long")]
     LineTooLong,
+    #[error("the UIDL listing goes past {0} messages")]
+    ListingTooLong(usize),
     #[error("malformed UIDL line {0:?}")]
     MalformedUidl(String),
     #[error("{0}")]
@@ -171,16 +173,24 @@ impl Connection {
         self.expect_ok(verb).await
     }
 
-    /// The lines of a multi-line listing.
-    async fn listing(&mut self, command: &str) -> Result<Vec<String>, SourceError> {
-        self.command(command).await?;
-        let mut lines = Vec::new();
+    /// The UIDL listing, parsed as it is read: (message number, UIDL), at most [`MAX_LISTED`].
+    async fn uidls(&mut self) -> Result<Vec<(u64, String)>, SourceError> {
+        self.command("UIDL").await?;
+        let mut messages = Vec::new();
         loop {
             let line = self.line().await?;
             if line == "." {
-                return Ok(lines);
+                return Ok(messages);
             }
-            lines.push(line.strip_prefix('.').map(str::to_owned).unwrap_or(line));
+            if messages.len() == MAX_LISTED {
+                return Err(SourceError::ListingTooLong(MAX_LISTED));
+            }
+            let line = line.strip_prefix('.').unwrap_or(&line);
+            let mut words = line.split_whitespace();
+            match (words.next().and_then(|n| n.parse().ok()), words.next()) {
+                (Some(n), Some(uidl)) => messages.push((n, uidl.to_owned())),
+                _ => return Err(SourceError::MalformedUidl(line.to_owned())),
+            }
         }
     }
 
@@ -224,23 +234,24 @@ impl Connection {
     }
 }
 
+/// Most messages one mailbox of the old server may list: a listing past it is an error rather
+/// than memory without bound (a hostile or broken server can send UIDL lines forever).
+pub const MAX_LISTED: usize = 1_000_000;
+
 /// Pulls `user`'s mailbox into `user.mailbox`.
 pub async fn import(sink: &Sink, source: &Source, user: &User, tally: &Tally) -> Result<(), ImportError> {
     let mut conn = source.connect(user).await?;
-    let uidls = conn.listing("UIDL").await?;
-    let mut messages: Vec<(u64, String)> = Vec::with_capacity(uidls.len());
-    for line in uidls {
-        let mut words = line.split_whitespace();
-        match (words.next().and_then(|n| n.parse().ok()), words.next()) {
-            (Some(n), Some(uidl)) => messages.push((n, uidl.to_owned())),
-            _ => return Err(SourceError::MalformedUidl(line).into()),
-        }
-    }
+    let mut messages = conn.uidls().await?;
     messages.sort_by_key(|(n, _)| *n);
     tally.expect(messages.len() as u64);
     let start_ms = crate::clock::unix_millis();
+    let mut seen = std::collections::HashSet::with_capacity(messages.len());
     for (index, (n, uidl)) in messages.iter().enumerate() {
         let what = format!("{} message {n} ({uidl})", user.mailbox);
+        if !seen.insert(uidl.as_str()) {
+            tally.count(&what, Err(ImportError::RepeatedUidl(uidl.clone())));
+            continue;
+        }
         if sink.known(&user.mailbox, uidl).await {
             tally.count(&what, Ok(Put::AlreadyImported));
             continue;

@@ -337,3 +337,116 @@ box.flush()
     let (_, last) = pop.multi(&format!("TOP {COUNT} 0"));
     assert!(String::from_utf8_lossy(&last).contains(&format!("X-Order: {}", COUNT - 1)), "the order was lost");
 }
+
+/// An old POP3 server that misbehaves in its UIDL listing: `lines` gives the listing's lines
+/// for one login (it may be very long); every RETR gets a small message. The hostile peer of
+/// the tests below, on loopback.
+fn broken_pop3_source(lines: fn() -> Box<dyn Iterator<Item = String> + Send>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut out = std::io::BufWriter::new(conn.try_clone().unwrap());
+                let mut input = BufReader::new(conn);
+                let _ = out.write_all(b"+OK broken server ready\r\n").and_then(|()| out.flush());
+                let mut line = String::new();
+                while input.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    let command = line.trim_end().to_ascii_uppercase();
+                    let reply = if command == "UIDL" {
+                        let mut listing = String::from("+OK\r\n");
+                        for entry in lines() {
+                            listing.push_str(&entry);
+                            listing.push_str("\r\n");
+                            if listing.len() > 64 * 1024 {
+                                if out.write_all(listing.as_bytes()).is_err() {
+                                    return;
+                                }
+                                listing.clear();
+                            }
+                        }
+                        listing + ".\r\n"
+                    } else if let Some(n) = command.strip_prefix("RETR ") {
+                        format!("+OK\r\nSubject: message {n}\r\n\r\nbody {n}\r\n.\r\n")
+                    } else {
+                        "+OK\r\n".to_owned()
+                    };
+                    if out.write_all(reply.as_bytes()).and_then(|()| out.flush()).is_err() || command == "QUIT" {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Runs `cloudpop import pop3` from `port` for the user `old` into the mailbox `new`.
+fn import_from(server: &Server, port: u16) -> (bool, String) {
+    let users = server.dir.path().join("users");
+    std::fs::write(&users, "old:pw:new\n").unwrap();
+    let args = ["import", "pop3", "--server", &format!("127.0.0.1:{port}"), "--security", "none"];
+    let args = [&args[..], &["--users", users.to_str().unwrap()]].concat();
+    let (ok, out, err) = cli_env(&server.data_dir(), &server.env, &args, b"");
+    (ok, out + &err)
+}
+
+/// Issue 22 item 17: a source that gives one UIDL to two messages has the later one reported
+/// (and the import exits non-zero), not silently dropped as "already imported"; a listing that
+/// never ends is refused at a bound, not collected without limit; and an import into mailboxes
+/// that do not exist yet fails, instead of storing nothing and exiting 0.
+#[test]
+fn a_broken_source_and_missing_accounts_are_reported_not_hidden() {
+    let server = Server::start(&[]);
+    let port = broken_pop3_source(|| Box::new(["1 same", "2 same", "3 other"].into_iter().map(str::to_owned)));
+    let (ok, out) = import_from(&server, port);
+    assert!(!ok && out.contains("no account new"), "an import into a missing account: {out}");
+    server.add_account("new", "pw");
+    let (ok, out) = import_from(&server, port);
+    assert!(!ok, "a repeated UIDL went unreported: {out}");
+    assert!(out.contains("gives UIDL \"same\" to more than one message"), "{out}");
+    assert_eq!(messages_stored(&out), 2, "{out}");
+
+    let endless = broken_pop3_source(|| Box::new((1..=1_200_000u64).map(|n| format!("{n} uidl-{n}"))));
+    let (ok, out) = import_from(&server, endless);
+    assert!(!ok && out.contains("the UIDL listing goes past 1000000 messages"), "{out}");
+}
+
+/// Peak resident memory of the children this test process waited for, in KiB.
+fn children_peak_kib() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) }, 0);
+    usage.ru_maxrss as u64
+}
+
+/// Issue 22 item 17: an mbox message (and a line) is streamed into the spool, never held
+/// whole: importing a 100 MB message, most of it one line, keeps the command under 64 MB.
+#[test]
+fn an_mbox_with_a_huge_message_is_imported_in_bounded_memory() {
+    let server = Server::start(&[]);
+    server.add_account("big", "pw");
+    let file = server.dir.path().join("big.mbox");
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        out.write_all(b"From someone Wed Dec  2 18:00:00 2026\nSubject: huge\n\n").unwrap();
+        let chunk = vec![b'z'; 1024 * 1024];
+        for _ in 0..60 {
+            out.write_all(&chunk).unwrap();
+        }
+        out.write_all(b"\n").unwrap();
+        for _ in 0..40 {
+            out.write_all(&[&chunk[..1000], b"\n"].concat().repeat(1000)).unwrap();
+        }
+    }
+    let args = ["import", "mbox", &format!("big={}", file.display())];
+    let (ok, out, err) = cli_env(&server.data_dir(), &server.env, &args, b"");
+    assert!(ok, "{out}{err}");
+    assert_eq!(messages_stored(&out), 1, "{out}");
+    let peak = children_peak_kib();
+    assert!(peak < 64 * 1024, "importing a 100 MB message took {} MiB", peak / 1024);
+}

@@ -381,7 +381,7 @@ pub mod lmtp {
 
 pub mod import_parsers {
     use cloudpop::accounts::schemes;
-    use cloudpop::import::{maildir::UidlFormat, mbox::Splitter, passwd_entries};
+    use cloudpop::import::{maildir::UidlFormat, mbox, passwd_entries};
     use cloudpop::store::ids;
 
     /// The parsers of `cloudpop import` on arbitrary input: password fields, UIDL formats and
@@ -395,9 +395,7 @@ pub mod import_parsers {
             let _ = UidlFormat::parse(text);
             let _ = passwd_entries(text);
         }
-        let mut splitter = Splitter::default();
-        let mut messages: Vec<_> = data.split_inclusive(|&b| b == b'\n').filter_map(|l| splitter.line(l)).collect();
-        messages.extend(splitter.finish());
+        let messages = mbox::split_all(data);
         let total: usize = messages.iter().map(|m| m.body.len()).sum();
         assert!(total <= data.len());
         let mut uidls: Vec<&str> = messages.iter().map(|m| m.uidl.as_str()).collect();
