@@ -132,6 +132,7 @@ pub struct Metrics {
     pub spans_dropped: Counter,
     pub reloads: Family<ReloadLabels, Counter>,
     pub ready: Gauge,
+    pub backends_reachable: Gauge,
     pub draining: Gauge,
 }
 
@@ -165,6 +166,7 @@ impl Metrics {
             spans_dropped: Counter::default(),
             reloads: Family::default(),
             ready: Gauge::default(),
+            backends_reachable: Gauge::default(),
             draining: Gauge::default(),
         };
         m.register()
@@ -273,6 +275,11 @@ impl Metrics {
         );
         r.register("reloads", "Reloads of certificates and token files, by outcome", self.reloads.clone());
         r.register("ready", "1 while the process reports ready", self.ready.clone());
+        r.register(
+            "backends_reachable",
+            "1 while the last probe of the message store and the lock service succeeded",
+            self.backends_reachable.clone(),
+        );
         r.register("draining", "1 after SIGTERM, while the process drains", self.draining.clone());
         self
     }

@@ -4,6 +4,14 @@
 //! fixed key, a Redis PING) every few seconds. `/readyz`, the gRPC health service and the
 //! `cloudpop_ready` gauge all read the same state, so they never disagree. Draining (after
 //! SIGTERM) turns readiness off at once, whatever the probes say.
+//!
+//! A frontend is ready once its backends have answered a probe at least once (a pod started
+//! with a wrong address or wrong credentials never is, so a rollout stops there). An outage of
+//! a backend after that leaves it ready but *degraded*: the store and Redis are shared by the
+//! whole pool, so taking every pod out of the Service would only turn POP3 clients'
+//! `-ERR [SYS/TEMP]` into connection refused, and mail clients handle the first far better
+//! (they keep the account's settings and try again at the next poll). `/readyz` says
+//! `ready, degraded: ...`, and `cloudpop_backends_reachable` is 0 meanwhile.
 
 use crate::metrics::metrics;
 use std::future::Future;
@@ -22,6 +30,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct State {
     /// When the store and lock service last both answered; `None` before the first success.
     pub last_ok: Option<Instant>,
+    /// When the last probe ended, answered or not (the probe loop is alive).
+    pub last_probe: Option<Instant>,
     /// Why the last probe failed, if it did (no secrets: backend error texts only).
     pub failure: Option<String>,
     /// Set on SIGTERM and never cleared.
@@ -29,19 +39,22 @@ pub struct State {
 }
 
 impl State {
-    /// Ready: not draining, the last probe succeeded, and recently.
+    /// Ready: not draining, the backends answered at least once, and the probes are alive.
     pub fn is_ready(&self) -> bool {
-        !self.draining && self.failure.is_none() && self.last_ok.is_some_and(|t| t.elapsed() < PROBE_INTERVAL * 3)
+        !self.draining && self.last_ok.is_some() && self.last_probe.is_some_and(|t| t.elapsed() < PROBE_INTERVAL * 3)
     }
 
     /// A one-line explanation for `/readyz`.
     pub fn describe(&self) -> String {
-        match (self.draining, &self.failure, self.last_ok) {
-            (true, _, _) => "draining: the server is shutting down".into(),
-            (false, Some(why), _) => format!("not ready: {why}"),
-            (false, None, None) => "not ready: no probe has completed yet".into(),
-            (false, None, Some(t)) if t.elapsed() >= PROBE_INTERVAL * 3 => "not ready: probes are stale".into(),
-            (false, None, Some(_)) => "ready".into(),
+        match (self.draining, &self.failure, self.last_ok, self.last_probe) {
+            (true, ..) => "draining: the server is shutting down".into(),
+            (false, Some(why), None, _) => format!("not ready: {why}"),
+            (false, None, None, _) => "not ready: no probe has completed yet".into(),
+            (false, _, Some(_), probed) if probed.is_none_or(|t| t.elapsed() >= PROBE_INTERVAL * 3) => {
+                "not ready: probes are stale".into()
+            }
+            (false, Some(why), Some(_), _) => format!("ready, degraded: {why}"),
+            (false, None, Some(_), _) => "ready".into(),
         }
     }
 }
@@ -54,7 +67,7 @@ pub struct Readiness {
 
 impl Default for Readiness {
     fn default() -> Self {
-        Self { state: watch::Sender::new(State { last_ok: None, failure: None, draining: false }) }
+        Self { state: watch::Sender::new(State { last_ok: None, last_probe: None, failure: None, draining: false }) }
     }
 }
 
@@ -78,14 +91,21 @@ impl Readiness {
     /// Records one probe: `None` when it succeeded, else why it failed.
     fn record(&self, failure: Option<String>) {
         let was_ready = self.state.borrow().is_ready();
+        let was_reachable = self.state.borrow().failure.is_none();
         self.state.send_modify(|s| {
+            let now = Instant::now();
             if failure.is_none() {
-                s.last_ok = Some(Instant::now());
+                s.last_ok = Some(now);
             }
+            s.last_probe = Some(now);
             s.failure = failure;
         });
         let now = self.state.borrow().clone();
         metrics().ready.set(i64::from(now.is_ready()));
+        metrics().backends_reachable.set(i64::from(now.failure.is_none()));
+        if was_reachable && now.failure.is_some() && now.is_ready() {
+            warn!(reason = %now.describe(), "a backend does not answer; still serving (-ERR [SYS/TEMP] where it is needed)");
+        }
         if was_ready != now.is_ready() {
             match now.is_ready() {
                 true => info!("ready"),
@@ -122,14 +142,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_only_after_a_fresh_successful_probe_and_never_while_draining() {
+    fn ready_only_after_a_successful_probe_degraded_after_and_never_while_draining() {
         let r = Readiness::default();
         assert!(!r.current().is_ready(), "ready before any probe");
+        r.record(Some("lock service: redis: io error".into()));
+        assert!(!r.current().is_ready(), "ready before the backends ever answered");
+        assert_eq!(r.current().describe(), "not ready: lock service: redis: io error");
         r.record(None);
         assert!(r.current().is_ready());
+        // A shared backend's outage later leaves the pod in the Service, degraded.
         r.record(Some("lock service: redis: io error".into()));
-        assert!(!r.current().is_ready());
-        assert!(r.current().describe().contains("redis"));
+        assert!(r.current().is_ready());
+        assert_eq!(r.current().describe(), "ready, degraded: lock service: redis: io error");
         r.record(None);
         assert!(r.current().is_ready());
         r.start_draining();
