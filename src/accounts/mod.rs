@@ -378,6 +378,8 @@ impl Accounts {
             record = self.created(name, messages).await?;
         }
         let Some(record) = record.filter(AccountRecord::can_log_in) else { return Ok(None) };
+        // A directory may say anything: a LOGIN-DELAY of years would overflow Redis's expiry.
+        let policy = &policy.bounded();
         if policy.is_applied(&record) {
             return Ok(Some(record));
         }

@@ -3,6 +3,11 @@
 
 use crate::store::AccountRecord;
 
+/// The longest LOGIN-DELAY an account may have, in seconds (a day).
+pub const MAX_LOGIN_DELAY_SECS: u64 = 86_400;
+/// The longest EXPIRE an account may have, in days (a century).
+pub const MAX_EXPIRE_DAYS: u32 = 36_500;
+
 /// Per-user policy a directory may set; `None` keeps what the mailbox record says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -14,6 +19,15 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy within the bounds every account keeps (a directory may say anything).
+    pub fn bounded(&self) -> Self {
+        Self {
+            login_delay_secs: self.login_delay_secs.map(|v| v.min(MAX_LOGIN_DELAY_SECS)),
+            expire_days: self.expire_days.map(|v| v.map(|d| d.min(MAX_EXPIRE_DAYS))),
+            ..self.clone()
+        }
+    }
+
     /// Whether `record` already says everything this policy sets.
     pub fn is_applied(&self, record: &AccountRecord) -> bool {
         self.login_delay_secs.is_none_or(|v| v == record.login_delay_secs)

@@ -39,6 +39,18 @@ fn name(raw: &str) -> Result<AccountName, Status> {
     AccountName::parse(raw).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// Refuses a policy outside the bounds every account keeps.
+fn check_policy(policy: &Policy) -> Result<(), Status> {
+    use crate::accounts::policy::{MAX_EXPIRE_DAYS, MAX_LOGIN_DELAY_SECS};
+    if policy.login_delay_secs > MAX_LOGIN_DELAY_SECS {
+        return Err(Status::invalid_argument(format!("login_delay_secs must be at most {MAX_LOGIN_DELAY_SECS}")));
+    }
+    if policy.expire_days.is_some_and(|d| d > MAX_EXPIRE_DAYS) {
+        return Err(Status::invalid_argument(format!("expire_days must be at most {MAX_EXPIRE_DAYS}")));
+    }
+    Ok(())
+}
+
 /// The domain record as the API shows it (never with the hash).
 fn account(record: AccountRecord) -> Account {
     Account {
@@ -120,6 +132,8 @@ impl proto::admin_server::Admin for AdminService {
 
     async fn create_account(&self, request: Request<CreateAccountRequest>) -> Result<Response<Account>, Status> {
         let req = request.into_inner();
+        // The same bounds as SetPolicy, checked before anything is created.
+        check_policy(&req.policy.unwrap_or_default())?;
         let accounts = &self.backends.accounts;
         let created = accounts
             .create(&req.name, &req.password, self.backends.messages.as_ref())
@@ -187,12 +201,7 @@ impl proto::admin_server::Admin for AdminService {
     async fn set_policy(&self, request: Request<SetPolicyRequest>) -> Result<Response<Account>, Status> {
         let req = request.into_inner();
         let policy = req.policy.unwrap_or_default();
-        if policy.login_delay_secs > 86_400 {
-            return Err(Status::invalid_argument("login_delay_secs must be at most 86400"));
-        }
-        if policy.expire_days.is_some_and(|d| d > 36_500) {
-            return Err(Status::invalid_argument("expire_days must be at most 36500"));
-        }
+        check_policy(&policy)?;
         self.update(&req.name, |r| {
             r.login_delay_secs = policy.login_delay_secs;
             r.expire_days = policy.expire_days;

@@ -35,8 +35,12 @@ impl proto::ingest_server::Ingest for IngestService {
         };
         let uidl = match envelope.uidl.as_str() {
             "" => None,
-            raw if crate::store::ids::is_valid_uidl(raw) => Some(raw.to_owned()),
-            _ => return Err(Status::invalid_argument("uidl must be 1-70 characters from 0x21-0x7E")),
+            raw if crate::store::ids::is_valid_kept_uidl(raw) => Some(raw.to_owned()),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "uidl must be 1-70 characters from 0x21-0x7E, and not the form of this server's own UIDLs",
+                ));
+            }
         };
         let received_ms = match envelope.received_unix_ms {
             0 => None,

@@ -199,7 +199,7 @@ impl DeliveryService {
 pub struct Options {
     /// Makes retries safe: an earlier delivery with this key is not repeated.
     pub idempotency_key: Option<MarkerKey>,
-    /// A UIDL kept from another server (already validated with [`ids::is_valid_uidl`]).
+    /// A UIDL kept from another server (already validated with [`ids::is_valid_kept_uidl`]).
     pub uidl: Option<String>,
     /// The original receipt time, milliseconds since the epoch.
     pub received_ms: Option<u64>,

@@ -288,8 +288,10 @@ impl Sink {
         received_ms: u64,
         spooled: Result<Spooler, DeliveryError>,
     ) -> Result<Put, ImportError> {
-        if !ids::is_valid_uidl(uidl) {
-            return Ok(Put::Refused(format!("UIDL {uidl:?} is not 1-70 printable characters")));
+        if !ids::is_valid_kept_uidl(uidl) {
+            return Ok(Put::Refused(format!(
+                "UIDL {uidl:?} is not 1-70 printable characters, or has the form of this server's own UIDLs"
+            )));
         }
         let message = match spooled {
             Ok(spooler) => spooler.finish().await,

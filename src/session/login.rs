@@ -86,7 +86,14 @@ impl Session<'_> {
                 lease.release().await;
                 return Err(refusal);
             }
-            Ok(self.open_maildrop(&name, lease, &account).await)
+            let opened = self.open_maildrop(&name, lease, &account).await;
+            if matches!(opened, LoginOutcome::Unavailable(_)) && account.login_delay_secs > 0 {
+                // No login happened: LOGIN-DELAY must not keep the user out for its length.
+                if let Err(e) = self.ctx.backends.throttle.forget_login(&name).await {
+                    warn!(error = %e, "cannot take back a LOGIN-DELAY record");
+                }
+            }
+            Ok(opened)
         };
         pipeline.await.unwrap_or_else(|refusal| refusal)
     }

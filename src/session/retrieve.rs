@@ -119,6 +119,12 @@ impl Session<'_> {
             octets += data.len() as u64;
             stuffer.encode(data, &mut self.out);
             if self.out.len() >= WRITE_CHUNK {
+                // An operator's EndSession, or a lease another frontend may hold by now, stops a
+                // long transfer too: the reply cannot be ended in-band, so the connection is cut.
+                if self.lease.as_ref().is_some_and(|lease| lease.is_lost() || lease.is_ended()) {
+                    info!("transfer stopped: the session was ended or its maildrop lock lost");
+                    return Err(io::Error::other("the session was ended during a transfer"));
+                }
                 self.flush(stream).await?;
             }
             if cut.as_ref().is_some_and(TopCut::is_done) {

@@ -63,6 +63,12 @@ pub fn is_valid_uidl(uidl: &str) -> bool {
     (1..=MAX_UIDL_LEN).contains(&uidl.len()) && uidl.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
+/// Whether `uidl` may be kept for a migrated message: a valid UIDL that cannot be the UIDL of
+/// a message delivered here (those are message ids), so no two messages ever share one.
+pub fn is_valid_kept_uidl(uidl: &str) -> bool {
+    is_valid_uidl(uidl) && !is_message_id(uidl)
+}
+
 /// `uidl` in lowercase hex: safe in any file name, object key or marker name.
 pub fn uidl_hex(uidl: &str) -> String {
     uidl.bytes().map(|b| format!("{b:02x}")).collect()
@@ -132,6 +138,14 @@ pub fn received_ms(id: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_uidl_cannot_be_a_native_one() {
+        let native = new_message_id();
+        assert_eq!(uidl_of(&native), native);
+        assert!(!is_valid_kept_uidl(&native), "a kept UIDL could copy a delivered message's");
+        assert!(is_valid_kept_uidl("00000001aabbccdd"));
+    }
 
     #[test]
     fn kept_uidls_round_trip_and_nothing_else_passes() {

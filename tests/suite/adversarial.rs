@@ -899,3 +899,89 @@ async fn deletions_work_on_stores_that_need_content_md5_or_have_no_batch_delete(
         }
     }
 }
+
+/// Issue 22 item 18: an operator's EndSession stops a long RETR too (at the next renewal of the
+/// lease, the reply cut short), not only a session waiting for its next command; before, the
+/// transfer went on to its end while another frontend could already hold the maildrop.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operators_end_stops_a_long_transfer() {
+    use cloudpop::api::proto::{EndSessionRequest, ListSessionsRequest};
+    use common::api::{ADMIN_TOKEN, token_env};
+    let mut env = vec![("CLOUDPOP_LOCK_LEASE_SECS", "3")];
+    env.extend(token_env());
+    let server = Server::start(&env);
+    server.add_account("reader", "pw");
+    let big = common::message("big", 1_000_000); // about 30 MB
+    server.deliver("reader", &big);
+    let pop3 = server.pop3;
+    let mut c = tokio::task::spawn_blocking(move || {
+        let mut c = common::Client::login(pop3, "reader", "pw");
+        assert!(c.cmd("RETR 1").starts_with("+OK"));
+        c
+    })
+    .await
+    .unwrap();
+    let mut admin = common::api::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let sessions = admin.list_sessions(ListSessionsRequest {}).await.unwrap().into_inner().sessions;
+    admin.end_session(EndSessionRequest { id: sessions[0].id.clone() }).await.unwrap();
+    // A client reading at 5 MB/s would take about 6 s for the whole message.
+    let (read, closed) = tokio::task::spawn_blocking(move || {
+        c.read_slowly(256 * 1024, Duration::from_millis(50), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert!(closed, "the connection stayed open");
+    assert!(read < big.len() as u64, "the whole message was sent after the session was ended");
+}
+
+/// Issue 22 item 18: the smaller ones. CreateAccount keeps SetPolicy's bounds (a LOGIN-DELAY of
+/// years was accepted and then overflowed Redis's expiry); a kept UIDL cannot copy the UIDL of
+/// a message delivered here; and a login whose listing failed does not count for LOGIN-DELAY.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_bounds_kept_uidls_and_login_delay_after_a_failed_listing() {
+    use cloudpop::api::proto::{CreateAccountRequest, Policy};
+    use common::api::{ADMIN_TOKEN, INGEST_TOKEN, token_env};
+    let server = Server::start(&token_env());
+    let mut admin = common::api::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let policy = Policy { login_delay_secs: 1_000_000_000, expire_days: None };
+    let create =
+        CreateAccountRequest { name: "eternal".into(), password: "pw".into(), policy: Some(policy), quota: None };
+    let refused = admin.create_account(create).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(!server.data_dir().join("accounts/eternal.json").exists(), "a refused account was created");
+
+    let policy = Policy { login_delay_secs: 600, expire_days: None };
+    let create =
+        CreateAccountRequest { name: "delayed".into(), password: "pw".into(), policy: Some(policy), quota: None };
+    admin.create_account(create).await.unwrap();
+    let mut ingest = common::api::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
+    let first = common::api::deliver(&mut ingest, &["delayed"], "k1", b"Subject: 1\r\n\r\nx\r\n").await.unwrap();
+    let native_uidl = first.results[0].message_id.clone();
+    let mut frames = common::api::frames(&["delayed"], "k2", b"Subject: 2\r\n\r\ny\r\n", 1000);
+    if let Some(cloudpop::api::proto::deliver_request::Frame::Envelope(envelope)) = &mut frames[0].frame {
+        envelope.uidl = native_uidl.clone();
+    }
+    let copied = ingest.deliver(tokio_stream::iter(frames)).await.unwrap_err();
+    assert_eq!(copied.code(), tonic::Code::InvalidArgument, "a kept UIDL copied a native one: {copied:?}");
+
+    // The maildrop cannot be listed (a file where its directory should be): the login fails,
+    // and once the maildrop is back the user gets in at once, not after LOGIN-DELAY.
+    let maildrop = server.data_dir().join("maildrops/delayed");
+    let aside = server.data_dir().join("maildrops-aside");
+    std::fs::rename(&maildrop, &aside).unwrap();
+    std::fs::write(&maildrop, b"not a directory").unwrap();
+    let pop3 = server.pop3;
+    let login = |pop3| {
+        let mut c = common::Client::connect(pop3);
+        c.cmd("USER delayed");
+        let reply = c.cmd("PASS pw");
+        c.cmd("QUIT");
+        reply
+    };
+    let failed = tokio::task::spawn_blocking(move || login(pop3)).await.unwrap();
+    assert!(failed.starts_with("-ERR [SYS/TEMP]"), "{failed}");
+    std::fs::remove_file(&maildrop).unwrap();
+    std::fs::rename(&aside, &maildrop).unwrap();
+    let again = tokio::task::spawn_blocking(move || login(pop3)).await.unwrap();
+    assert!(again.starts_with("+OK"), "a failed login counted for LOGIN-DELAY: {again}");
+}

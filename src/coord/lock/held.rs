@@ -115,6 +115,11 @@ impl HeldLease {
         self.lost.is_cancelled()
     }
 
+    /// Whether an operator's request to end the session has been seen (no request is made).
+    pub fn is_ended(&self) -> bool {
+        self.ended.is_cancelled()
+    }
+
     /// Renews once more and says whether the lease is still ours and the session was not ended
     /// by an operator; called right before every change to the maildrop.
     pub async fn confirm(&self) -> bool {

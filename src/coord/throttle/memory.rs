@@ -168,6 +168,11 @@ impl LoginThrottle for MemoryThrottle {
         logins.insert(account.clone(), (now, min_interval));
         Ok(true)
     }
+
+    async fn forget_login(&self, account: &AccountName) -> Result<(), CoordError> {
+        crate::sync::lock(&self.logins).remove(account);
+        Ok(())
+    }
 }
 
 impl MemoryThrottle {

@@ -155,6 +155,10 @@ pub trait LoginThrottle: Send + Sync + 'static {
         account: &crate::names::AccountName,
         min_interval: Duration,
     ) -> Result<bool, CoordError>;
+
+    /// Takes back the login [`Self::begin_login`] recorded, when it did not happen after all (the
+    /// maildrop could not be listed): the user may try again at once.
+    async fn forget_login(&self, account: &crate::names::AccountName) -> Result<(), CoordError>;
 }
 
 /// The key a client address is counted under.

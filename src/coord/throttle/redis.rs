@@ -224,4 +224,15 @@ impl LoginThrottle for RedisThrottle {
             .map_err(unavailable)?;
         Ok(set.is_some())
     }
+
+    async fn forget_login(&self, account: &AccountName) -> Result<(), CoordError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{}login:{{{account}}}", self.prefix))
+            .query_async(&mut conn)
+            .instrument(span("DEL", "login_delay"))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
 }

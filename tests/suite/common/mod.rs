@@ -331,6 +331,23 @@ impl Client {
     }
 
     /// Reads the body of a multi-line response, un-dot-stuffed, up to the terminating dot.
+    /// Reads at a client's own pace (`per_read` octets, then `pause`) until the server closes the
+    /// connection or `timeout` passes; the octets read, and whether the connection was closed.
+    pub fn read_slowly(&mut self, per_read: usize, pause: Duration, timeout: Duration) -> (u64, bool) {
+        use std::io::Read;
+        let started = std::time::Instant::now();
+        let mut buf = vec![0u8; per_read];
+        let mut total = 0u64;
+        while started.elapsed() < timeout {
+            match self.reader.read(&mut buf) {
+                Ok(0) | Err(_) => return (total, true),
+                Ok(n) => total += n as u64,
+            }
+            std::thread::sleep(pause);
+        }
+        (total, false)
+    }
+
     pub fn body(&mut self) -> Vec<u8> {
         let mut body = Vec::new();
         loop {
