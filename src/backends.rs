@@ -129,12 +129,22 @@ impl Backends {
 
     /// Checks cheaply that the store and the lock service answer (the readiness probe); the
     /// reason if not, without secrets.
-    pub async fn ping(&self) -> Result<(), Unreachable> {
+    /// Probes the store and the lock service; a warning when both answered but this host's
+    /// clock is far from the pool's.
+    pub async fn ping(&self) -> Result<Option<String>, Unreachable> {
         let (store, locks) = tokio::join!(self.messages.ping(), self.locks.ping());
         store.map_err(Unreachable::Store)?;
-        locks.map_err(Unreachable::Locks)
+        locks.map_err(Unreachable::Locks)?;
+        let offset = crate::clock::pool_offset_millis();
+        crate::metrics::metrics().clock_offset_ms.set(offset);
+        Ok((offset.unsigned_abs() > MAX_CLOCK_OFFSET_MS)
+            .then(|| format!("this host's clock is {offset} ms off the pool's (Redis) clock; synchronise it")))
     }
 }
+
+/// A host clock further than this from the pool's (Redis's) is reported (ids and watermarks
+/// use the pool's clock anyway, but the host's clock also stamps logs, traces and leases' ends).
+const MAX_CLOCK_OFFSET_MS: u64 = 30_000;
 
 /// Which backend a readiness probe could not reach.
 #[derive(Debug, thiserror::Error)]

@@ -132,7 +132,8 @@ pub struct Metrics {
     pub spans_dropped: Counter,
     pub reloads: Family<ReloadLabels, Counter>,
     pub ready: Gauge,
-    pub backends_reachable: Gauge,
+    pub backends_healthy: Gauge,
+    pub clock_offset_ms: Gauge,
     pub draining: Gauge,
 }
 
@@ -166,7 +167,8 @@ impl Metrics {
             spans_dropped: Counter::default(),
             reloads: Family::default(),
             ready: Gauge::default(),
-            backends_reachable: Gauge::default(),
+            backends_healthy: Gauge::default(),
+            clock_offset_ms: Gauge::default(),
             draining: Gauge::default(),
         };
         m.register()
@@ -276,9 +278,14 @@ impl Metrics {
         r.register("reloads", "Reloads of certificates and token files, by outcome", self.reloads.clone());
         r.register("ready", "1 while the process reports ready", self.ready.clone());
         r.register(
-            "backends_reachable",
-            "1 while the last probe of the message store and the lock service succeeded",
-            self.backends_reachable.clone(),
+            "backends_healthy",
+            "1 while the last probe succeeded: the message store and the lock service answered, and the host clock agrees with the pool's",
+            self.backends_healthy.clone(),
+        );
+        r.register(
+            "clock_offset_ms",
+            "How far the pool's clock (Redis TIME) is ahead of this host's, in milliseconds",
+            self.clock_offset_ms.clone(),
         );
         r.register("draining", "1 after SIGTERM, while the process drains", self.draining.clone());
         self

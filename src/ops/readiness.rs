@@ -11,7 +11,7 @@
 //! whole pool, so taking every pod out of the Service would only turn POP3 clients'
 //! `-ERR [SYS/TEMP]` into connection refused, and mail clients handle the first far better
 //! (they keep the account's settings and try again at the next poll). `/readyz` says
-//! `ready, degraded: ...`, and `cloudpop_backends_reachable` is 0 meanwhile.
+//! `ready, degraded: ...`, and `cloudpop_backends_healthy` is 0 meanwhile.
 
 use crate::metrics::metrics;
 use std::future::Future;
@@ -34,6 +34,8 @@ pub struct State {
     pub last_probe: Option<Instant>,
     /// Why the last probe failed, if it did (no secrets: backend error texts only).
     pub failure: Option<String>,
+    /// What the last successful probe warned of (a host clock far from the pool's).
+    pub warning: Option<String>,
     /// Set on SIGTERM and never cleared.
     pub draining: bool,
 }
@@ -54,7 +56,10 @@ impl State {
                 "not ready: probes are stale".into()
             }
             (false, Some(why), Some(_), _) => format!("ready, degraded: {why}"),
-            (false, None, Some(_), _) => "ready".into(),
+            (false, None, Some(_), _) => match &self.warning {
+                Some(warning) => format!("ready, degraded: {warning}"),
+                None => "ready".into(),
+            },
         }
     }
 }
@@ -67,7 +72,15 @@ pub struct Readiness {
 
 impl Default for Readiness {
     fn default() -> Self {
-        Self { state: watch::Sender::new(State { last_ok: None, last_probe: None, failure: None, draining: false }) }
+        Self {
+            state: watch::Sender::new(State {
+                last_ok: None,
+                last_probe: None,
+                failure: None,
+                warning: None,
+                draining: false,
+            }),
+        }
     }
 }
 
@@ -88,23 +101,27 @@ impl Readiness {
         metrics().ready.set(0);
     }
 
-    /// Records one probe: `None` when it succeeded, else why it failed.
-    fn record(&self, failure: Option<String>) {
+    /// Records one probe: `Ok` with what it warned of when it succeeded, else why it failed.
+    fn record(&self, probed: Result<Option<String>, String>) {
         let was_ready = self.state.borrow().is_ready();
-        let was_reachable = self.state.borrow().failure.is_none();
+        let was_healthy = self.state.borrow().failure.is_none() && self.state.borrow().warning.is_none();
         self.state.send_modify(|s| {
             let now = Instant::now();
-            if failure.is_none() {
-                s.last_ok = Some(now);
-            }
             s.last_probe = Some(now);
-            s.failure = failure;
+            match probed {
+                Ok(warning) => {
+                    s.last_ok = Some(now);
+                    (s.failure, s.warning) = (None, warning);
+                }
+                Err(why) => s.failure = Some(why),
+            }
         });
         let now = self.state.borrow().clone();
+        let healthy = now.failure.is_none() && now.warning.is_none();
         metrics().ready.set(i64::from(now.is_ready()));
-        metrics().backends_reachable.set(i64::from(now.failure.is_none()));
-        if was_reachable && now.failure.is_some() && now.is_ready() {
-            warn!(reason = %now.describe(), "a backend does not answer; still serving (-ERR [SYS/TEMP] where it is needed)");
+        metrics().backends_healthy.set(i64::from(healthy));
+        if was_healthy && !healthy && now.is_ready() {
+            warn!(reason = %now.describe(), "degraded; still serving (-ERR [SYS/TEMP] where a backend is needed)");
         }
         if was_ready != now.is_ready() {
             match now.is_ready() {
@@ -119,16 +136,16 @@ impl Readiness {
     pub async fn probe_forever<F, Fut, E>(self, probe: F, stop: CancellationToken)
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<(), E>>,
+        Fut: Future<Output = Result<Option<String>, E>>,
         E: std::fmt::Display,
     {
         loop {
-            let failure = match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some("probe timed out".into()),
+            let probed = match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
+                Ok(Ok(warning)) => Ok(warning),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("probe timed out".into()),
             };
-            self.record(failure);
+            self.record(probed);
             tokio::select! {
                 () = tokio::time::sleep(PROBE_INTERVAL) => {}
                 () = stop.cancelled() => return,
@@ -145,19 +162,21 @@ mod tests {
     fn ready_only_after_a_successful_probe_degraded_after_and_never_while_draining() {
         let r = Readiness::default();
         assert!(!r.current().is_ready(), "ready before any probe");
-        r.record(Some("lock service: redis: io error".into()));
+        r.record(Err("lock service: redis: io error".into()));
         assert!(!r.current().is_ready(), "ready before the backends ever answered");
         assert_eq!(r.current().describe(), "not ready: lock service: redis: io error");
-        r.record(None);
+        r.record(Ok(None));
         assert!(r.current().is_ready());
         // A shared backend's outage later leaves the pod in the Service, degraded.
-        r.record(Some("lock service: redis: io error".into()));
+        r.record(Err("lock service: redis: io error".into()));
         assert!(r.current().is_ready());
         assert_eq!(r.current().describe(), "ready, degraded: lock service: redis: io error");
-        r.record(None);
+        r.record(Ok(Some("clock off".into())));
+        assert_eq!(r.current().describe(), "ready, degraded: clock off");
+        r.record(Ok(None));
         assert!(r.current().is_ready());
         r.start_draining();
-        r.record(None);
+        r.record(Ok(None));
         assert!(!r.current().is_ready());
         assert!(r.current().describe().starts_with("draining"));
     }

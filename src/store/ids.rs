@@ -18,7 +18,7 @@ pub const MAX_UIDL_LEN: usize = 70;
 
 /// A fresh id, greater than every id made before it by this process.
 pub fn new_message_id() -> String {
-    let now = crate::clock::unix_millis();
+    let now = crate::clock::pool_millis();
     id_at(now)
 }
 

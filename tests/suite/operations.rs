@@ -80,7 +80,7 @@ fn readiness_is_degraded_by_backend_outages_and_ends_at_sigterm() {
     redis.stop();
     eventually("the Redis outage never showed", || server.ops_get("/readyz").1.contains("degraded: lock service"));
     assert_eq!(server.ops_get("/readyz").0, 200);
-    assert_eq!(server.metrics().get("cloudpop_backends_reachable{}"), 0.0);
+    assert_eq!(server.metrics().get("cloudpop_backends_healthy{}"), 0.0);
     let mut c = Client::connect(server.pop3);
     c.cmd("USER alice");
     let reply = c.cmd("PASS secret");
@@ -94,7 +94,7 @@ fn readiness_is_degraded_by_backend_outages_and_ends_at_sigterm() {
     assert_eq!(server.ops_get("/readyz").0, 200);
     s3.restart();
     eventually("readiness never recovered", || server.ops_get("/readyz").1.trim() == "ready");
-    assert_eq!(server.metrics().get("cloudpop_backends_reachable{}"), 1.0);
+    assert_eq!(server.metrics().get("cloudpop_backends_healthy{}"), 1.0);
     let probes = server.metrics();
     assert!(probes.get(r#"cloudpop_s3_requests_total{operation="HeadObject",status="4xx"}"#) > 0.0);
     assert_eq!(

@@ -511,3 +511,68 @@ fn lost_account_announcements_leave_no_stale_records_for_long() {
         "mail for a new account bounced on a remembered absence"
     );
 }
+
+/// Issue 22 item 9: a frontend whose host clock is 15 minutes behind delivers into a maildrop
+/// whose index another frontend wrote: the message is listed (ids come from the pool's clock,
+/// Redis's `TIME`), and the skew shows in `cloudpop_clock_offset_ms` and `/readyz`. Before, the
+/// slow frontend's id sorted under the index's watermark with no late-arrival marker (by its
+/// own clock it was not late), and the message was hidden for good.
+#[test]
+fn a_frontend_with_a_slow_clock_hides_no_mail() {
+    use common::api::{INGEST_TOKEN, token_env};
+    let pool = pool(1, &token_env());
+    let a = &pool.frontends[0];
+    let bucket = pool.s3.bucket("mail");
+    let mut slow_env = cloud_env(&pool.s3, &bucket, &pool.redis);
+    slow_env.extend(token_env().iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    // libfaketime (Debian's faketime) moves this process's wall clock only; preloaded into the
+    // server itself, so the PID the test kills is the server's.
+    let library = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketime.so.1"))
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .expect("libfaketime (run scripts/test, which installs faketime)");
+    slow_env.push(("LD_PRELOAD".into(), library));
+    slow_env.push(("FAKETIME".into(), "-15m".into()));
+    slow_env.push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+    let b = Server::start_with(tempfile::tempdir().unwrap(), slow_env);
+    b.wait_ready(200);
+    common::eventually("the slow clock was never measured", || {
+        let offset = b.metrics().get("cloudpop_clock_offset_ms{}");
+        (800_000.0..1_000_000.0).contains(&offset)
+    });
+    assert!(b.ops_get("/readyz").1.contains("clock"), "{}", b.ops_get("/readyz").1);
+
+    // 120 messages received yesterday: the first session's QUIT writes the maildrop's index.
+    a.add_account("ida", "secret");
+    let mbox: String = (0..120)
+        .map(|i| {
+            format!(
+                "From old@example.org Mon Dec  1 10:{:02}:{:02} 2025\nSubject: old {i}\n\nbody {i}\n\n",
+                i / 60,
+                i % 60
+            )
+        })
+        .collect();
+    let file = a.dir.path().join("old.mbox");
+    std::fs::write(&file, mbox).unwrap();
+    let (ok, out, err) =
+        common::cli_env(&a.data_dir(), &a.env, &["import", "mbox", &format!("ida={}", file.display())], b"");
+    assert!(ok, "{out}{err}");
+    let (mut c, _) = login_within(a, "ida", Duration::from_secs(5));
+    assert_eq!(c.cmd("STAT").split(' ').nth(1), Some("120"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+
+    // A delivery through the slow frontend.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut ingest = runtime.block_on(common::api::ingest(b.api.unwrap(), Some(INGEST_TOKEN)));
+    let sent = runtime.block_on(common::api::deliver(
+        &mut ingest,
+        &["ida"],
+        "slow-1",
+        b"Subject: new\r\n\r\nfrom the slow frontend\r\n",
+    ));
+    assert_eq!(sent.unwrap().results[0].status, cloudpop::api::proto::DeliveryStatus::Stored as i32);
+    let (mut c, _) = login_within(a, "ida", Duration::from_secs(5));
+    assert_eq!(c.cmd("STAT").split(' ').nth(1), Some("121"), "the slow frontend's message is hidden");
+}

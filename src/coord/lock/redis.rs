@@ -196,10 +196,18 @@ impl MaildropLocks for RedisLocks {
         Ok(())
     }
 
+    /// Asks Redis for its `TIME` (as cheap as a PING) and records how far the pool's clock is
+    /// from this host's (see [`crate::clock::pool_millis`]).
     async fn ping(&self) -> Result<(), CoordError> {
         let mut conn = self.conn.clone();
-        let _: String =
-            redis::cmd("PING").query_async(&mut conn).instrument(span("PING", "health")).await.map_err(unavailable)?;
+        let sent = crate::clock::unix_millis();
+        let (secs, micros): (u64, u64) =
+            redis::cmd("TIME").query_async(&mut conn).instrument(span("TIME", "health")).await.map_err(unavailable)?;
+        let received = crate::clock::unix_millis();
+        let pool = secs.saturating_mul(1000).saturating_add(micros / 1000);
+        // The reply was made somewhere between sending and receiving: take the middle.
+        let here = sent + (received.saturating_sub(sent)) / 2;
+        crate::clock::set_pool_offset_millis(pool as i64 - here as i64);
         Ok(())
     }
 

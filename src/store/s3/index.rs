@@ -194,7 +194,7 @@ impl S3Store {
     }
 
     async fn try_read(&self, maildrop: &AccountName) -> Result<Option<Read>, StoreError> {
-        let now = crate::clock::unix_millis();
+        let now = crate::clock::pool_millis();
         let index_prefix = self.keys.indexes(maildrop);
         let index_keys: Vec<String> =
             self.list_page(&index_prefix, 100).await?.into_iter().map(|(key, _)| key).collect();
@@ -270,7 +270,7 @@ impl S3Store {
         fence: u64,
         removing: &[String],
     ) -> Result<(), StoreError> {
-        let now = crate::clock::unix_millis();
+        let now = crate::clock::pool_millis();
         let read = self.read_maildrop(maildrop).await?;
         let index_prefix = self.keys.indexes(maildrop);
         if read.index_keys.iter().filter_map(|k| KeyLayout::fence_of(&index_prefix, k)).any(|f| f > fence) {

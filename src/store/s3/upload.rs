@@ -47,7 +47,7 @@ impl S3NewMessage {
     /// written meanwhile: its marker makes logins see it. The marker goes first, so no message
     /// is ever stored without it (readers ignore a marker until its message is there).
     async fn mark_if_late(&self) -> Result<Option<String>, StoreError> {
-        if !index::is_late(&self.id, crate::clock::unix_millis()) {
+        if !index::is_late(&self.id, crate::clock::pool_millis()) {
             return Ok(None);
         }
         let stored = StoredMessage { id: self.id.clone(), size: self.size };
