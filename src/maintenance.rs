@@ -50,6 +50,7 @@ pub async fn delete_messages(
 async fn delete_held(backends: &Backends, held: &HeldLease, which: Which) -> Result<RemoveReport, AccountError> {
     let name = held.maildrop();
     let view = backends.messages.view(name).await?;
+    held.saw(view.index);
     let ids: Vec<String> = match &which {
         Which::All => view.messages.iter().map(|m| m.id.clone()).collect(),
         Which::Ids(wanted) => {

@@ -225,6 +225,7 @@ impl Session<'_> {
             Ok(view) => {
                 let list = view.messages;
                 self.upkeep = view.upkeep;
+                lease.saw(view.index);
                 let octets: u64 = list.iter().map(|m| m.size).sum();
                 span.record("messages", list.len());
                 span.record("octets", octets);

@@ -126,6 +126,20 @@ pub struct MaildropView {
     pub messages: Vec<StoredMessage>,
     /// What the lease holder owes the store's index.
     pub upkeep: Upkeep,
+    /// Which index this view was read through: the holder hands it back to
+    /// [`MessageStore::upkeep`], which so tells an index written since by a holder that had lost
+    /// the maildrop.
+    pub index: IndexSeen,
+}
+
+/// The index a lease holder's view of a maildrop was read through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IndexSeen {
+    /// Not known (a holder that removes without a view of its own, or a store without indexes).
+    #[default]
+    Unknown,
+    /// The fence of the index read, or `None` when there was none (or none readable).
+    At(Option<u64>),
 }
 
 /// When a lease holder calls [`MessageStore::upkeep`].
@@ -175,14 +189,24 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// [`list`](Self::list) for a lease holder, with what the store asks of it.
     async fn view(&self, maildrop: &AccountName) -> Result<MaildropView, StoreError> {
-        Ok(MaildropView { messages: self.list(maildrop).await?, upkeep: Upkeep::None })
+        Ok(MaildropView { messages: self.list(maildrop).await?, upkeep: Upkeep::None, index: IndexSeen::Unknown })
     }
 
     /// Called by the holder of the maildrop's lease (with the lease's fencing number) as
     /// [`MaildropView::upkeep`] says: before it removes `removing`, or before it lets go. After it
     /// returns, nothing lists `removing` again even if removing them then fails half-way. A
     /// store without an index has nothing to do.
-    async fn upkeep(&self, _maildrop: &AccountName, _fence: u64, _removing: &[String]) -> Result<(), StoreError> {
+    ///
+    /// `seen` is the index the holder's view was read through: an index with a lower fence that
+    /// appeared since was written by a holder that had already lost the maildrop (its write was
+    /// delayed past its lease), and is discarded instead of trusted.
+    async fn upkeep(
+        &self,
+        _maildrop: &AccountName,
+        _fence: u64,
+        _removing: &[String],
+        _seen: IndexSeen,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 

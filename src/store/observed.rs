@@ -4,8 +4,8 @@
 //! S3 operation, HTTP status and attempt of each request) to the span opened here.
 
 use super::{
-    AccountRecord, AccountStore, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, Precondition, RemoveReport,
-    StoreError, StoredMessage, TraceParent, Version,
+    AccountRecord, AccountStore, IndexSeen, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, Precondition,
+    RemoveReport, StoreError, StoredMessage, TraceParent, Version,
 };
 use crate::metrics::metrics;
 use crate::names::AccountName;
@@ -123,8 +123,14 @@ impl<S: MessageStore> MessageStore for Observed<S> {
         self.observe("list", "store.list", self.inner.view(maildrop)).await
     }
 
-    async fn upkeep(&self, maildrop: &AccountName, fence: u64, removing: &[String]) -> Result<(), StoreError> {
-        self.observe("upkeep", "store.upkeep", self.inner.upkeep(maildrop, fence, removing)).await
+    async fn upkeep(
+        &self,
+        maildrop: &AccountName,
+        fence: u64,
+        removing: &[String],
+        seen: IndexSeen,
+    ) -> Result<(), StoreError> {
+        self.observe("upkeep", "store.upkeep", self.inner.upkeep(maildrop, fence, removing, seen)).await
     }
 
     async fn open(&self, maildrop: &AccountName, id: &str) -> Result<Opened, StoreError> {

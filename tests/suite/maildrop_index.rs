@@ -9,7 +9,7 @@ use cloudpop::names::AccountName;
 use cloudpop::store::ids::new_message_id_at;
 use cloudpop::store::observed::count_calls;
 use cloudpop::store::s3::S3Store;
-use cloudpop::store::{MessageStore, StoredMessage, Upkeep};
+use cloudpop::store::{IndexSeen, MessageStore, StoredMessage, Upkeep};
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -110,7 +110,7 @@ async fn a_login_costs_three_requests_whatever_the_size_of_the_maildrop() {
     assert_eq!(view.upkeep, Upkeep::Due, "a large maildrop without an index asks for one");
     assert_eq!(view.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), ids);
 
-    f.store.upkeep(&name, 100, &[]).await.unwrap();
+    f.store.upkeep(&name, 100, &[], IndexSeen::Unknown).await.unwrap();
     let (view, requests) = count_calls(f.store.view(&name)).await;
     let view = view.unwrap();
     assert_eq!(requests, 3, "an indexed login");
@@ -133,7 +133,7 @@ async fn an_operators_page_is_one_request_whatever_the_size_of_the_maildrop() {
     let name = md("paged");
     // Old ids: each has a late marker too, which a page must not show as a message.
     let ids = put_old(&f.store, &name, 250).await;
-    f.store.upkeep(&name, 7, &[]).await.unwrap();
+    f.store.upkeep(&name, 7, &[], IndexSeen::Unknown).await.unwrap();
     let (mut seen, mut after, mut pages) = (Vec::new(), String::new(), Vec::new());
     loop {
         let (page, requests) = count_calls(f.store.list_page(&name, &after, 100)).await;
@@ -158,7 +158,7 @@ async fn small_maildrops_get_no_index() {
     let f = fixture().await;
     let name = md("small");
     let ids = put_old(&f.store, &name, 10).await;
-    f.store.upkeep(&name, 1, &[]).await.unwrap();
+    f.store.upkeep(&name, 1, &[], IndexSeen::Unknown).await.unwrap();
     assert!(f.index_files().is_empty(), "an index for ten messages");
     let (view, requests) = count_calls(f.store.view(&name)).await;
     let view = view.unwrap();
@@ -172,14 +172,14 @@ async fn a_removal_hides_messages_before_they_are_gone_and_an_older_index_never_
     let f = fixture().await;
     let name = md("fenced");
     let ids = put_old(&f.store, &name, 150).await;
-    f.store.upkeep(&name, 10, &[]).await.unwrap();
+    f.store.upkeep(&name, 10, &[], IndexSeen::Unknown).await.unwrap();
     let older = f.index_files();
     assert_eq!(older.len(), 1);
     let older_text = std::fs::read(&older[0]).unwrap();
 
     // The holder with fence 20 records the removal, then "crashes" before removing anything.
     let doomed: Vec<String> = ids[..5].to_vec();
-    f.store.upkeep(&name, 20, &doomed).await.unwrap();
+    f.store.upkeep(&name, 20, &doomed, IndexSeen::Unknown).await.unwrap();
     assert_eq!(listed(&f.store, &name).await, ids[5..].to_vec(), "removed messages still listed");
     for id in &doomed {
         assert!(f.store.exists(&name, id).await.unwrap(), "upkeep removed {id} itself");
@@ -191,11 +191,11 @@ async fn a_removal_hides_messages_before_they_are_gone_and_an_older_index_never_
     assert_eq!(f.index_files().len(), 2);
     assert_eq!(listed(&f.store, &name).await, ids[5..].to_vec(), "an older index brought messages back");
     // And such a holder is refused outright when it tries to write again.
-    let stale = f.store.upkeep(&name, 15, &[]).await;
+    let stale = f.store.upkeep(&name, 15, &[], IndexSeen::Unknown).await;
     assert!(stale.is_err(), "a holder with an older fence rewrote the index");
 
     // The next holder removes the tombstones for good and clears the stray index.
-    f.store.upkeep(&name, 30, &[]).await.unwrap();
+    f.store.upkeep(&name, 30, &[], IndexSeen::Unknown).await.unwrap();
     for id in &doomed {
         assert!(!f.store.exists(&name, id).await.unwrap(), "tombstoned {id} was never removed");
     }
@@ -208,7 +208,7 @@ async fn deliveries_racing_index_rewrites_lose_nothing() {
     let f = fixture().await;
     let name = md("racing");
     let mut expected = put_old(&f.store, &name, 120).await;
-    f.store.upkeep(&name, 1, &[]).await.unwrap();
+    f.store.upkeep(&name, 1, &[], IndexSeen::Unknown).await.unwrap();
     let store = &f.store;
     let deliveries = async {
         let start = now_ms();
@@ -225,14 +225,14 @@ async fn deliveries_racing_index_rewrites_lose_nothing() {
     };
     let rewrites = async {
         for fence in 2..=25 {
-            store.upkeep(&name, fence, &[]).await.unwrap();
+            store.upkeep(&name, fence, &[], IndexSeen::Unknown).await.unwrap();
         }
     };
     let (delivered, ()) = tokio::join!(deliveries, rewrites);
     expected.extend(delivered);
     expected.sort();
     assert_eq!(listed(store, &name).await, expected, "a delivery was lost or duplicated");
-    store.upkeep(&name, 26, &[]).await.unwrap();
+    store.upkeep(&name, 26, &[], IndexSeen::Unknown).await.unwrap();
     let (view, requests) = count_calls(store.view(&name)).await;
     assert_eq!(view.unwrap().messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), expected);
     assert_eq!(requests, 3);
@@ -243,7 +243,7 @@ async fn a_damaged_index_is_rebuilt_from_a_full_listing() {
     let f = fixture().await;
     let name = md("damaged");
     let ids = put_old(&f.store, &name, 130).await;
-    f.store.upkeep(&name, 1, &[]).await.unwrap();
+    f.store.upkeep(&name, 1, &[], IndexSeen::Unknown).await.unwrap();
     let file = f.index_files().pop().unwrap();
     let text = std::fs::read(&file).unwrap();
     std::fs::write(&file, &text[..text.len() / 2]).unwrap();
@@ -251,7 +251,7 @@ async fn a_damaged_index_is_rebuilt_from_a_full_listing() {
     let view = f.store.view(&name).await.unwrap();
     assert_eq!(view.messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), ids, "a damaged index hid mail");
     assert_eq!(view.upkeep, Upkeep::Due);
-    f.store.upkeep(&name, 2, &[]).await.unwrap();
+    f.store.upkeep(&name, 2, &[], IndexSeen::Unknown).await.unwrap();
     let (view, requests) = count_calls(f.store.view(&name)).await;
     assert_eq!(requests, 3);
     assert_eq!(view.unwrap().messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), ids);
@@ -400,7 +400,7 @@ async fn a_late_delivery_whose_marker_fails_hides_nothing() {
     let f = fixture().await;
     let name = md("unmarked");
     let ids = put_old(&f.store, &name, 120).await;
-    f.store.upkeep(&name, 1, &[]).await.unwrap();
+    f.store.upkeep(&name, 1, &[], IndexSeen::Unknown).await.unwrap();
     let gate = S3Gate::start(f.s3.port, BatchDeletes::FailLateMarkersAndDeletes);
     let mut settings = s3_settings(&f.s3, &f.bucket, "t");
     settings.endpoint = gate.endpoint();
@@ -413,7 +413,7 @@ async fn a_late_delivery_whose_marker_fails_hides_nothing() {
     assert!(gate.batches_refused.load(std::sync::atomic::Ordering::SeqCst) > 0, "the gate failed nothing");
     // Whatever is stored is visible, before and after the next rewrite of the index.
     let stored = f.store.exists(&name, &id).await.unwrap();
-    f.store.upkeep(&name, 2, &[]).await.unwrap();
+    f.store.upkeep(&name, 2, &[], IndexSeen::Unknown).await.unwrap();
     let seen = listed(&f.store, &name).await;
     assert_eq!(seen.contains(&id), stored, "stored: {stored}, listed: {}", seen.contains(&id));
     assert_eq!(seen.len(), ids.len() + usize::from(stored));
@@ -421,7 +421,7 @@ async fn a_late_delivery_whose_marker_fails_hides_nothing() {
     let mut again = f.store.create_with_id(&name, &id).await.unwrap();
     again.write(b"Subject: late\r\n\r\nmigrated\r\n").await.unwrap();
     again.commit().await.unwrap();
-    f.store.upkeep(&name, 3, &[]).await.unwrap();
+    f.store.upkeep(&name, 3, &[], IndexSeen::Unknown).await.unwrap();
     assert!(listed(&f.store, &name).await.contains(&id), "the retried message is hidden");
 }
 
@@ -434,7 +434,7 @@ async fn a_marker_without_its_message_lists_nothing_and_waits() {
     let f = fixture().await;
     let name = md("waiting");
     let ids = put_old(&f.store, &name, 120).await;
-    f.store.upkeep(&name, 1, &[]).await.unwrap();
+    f.store.upkeep(&name, 1, &[], IndexSeen::Unknown).await.unwrap();
     let gate = S3Gate::start(f.s3.port, BatchDeletes::FailMessagesAndDeletes);
     let mut settings = s3_settings(&f.s3, &f.bucket, "t");
     settings.endpoint = gate.endpoint();
@@ -449,11 +449,55 @@ async fn a_marker_without_its_message_lists_nothing_and_waits() {
     let (view, requests) = count_calls(f.store.view(&name)).await;
     assert_eq!(view.unwrap().messages.len(), ids.len(), "a marker without its message was listed");
     assert_eq!(requests, 4, "three requests and one HEAD for the marker");
-    f.store.upkeep(&name, 2, &[]).await.unwrap();
+    f.store.upkeep(&name, 2, &[], IndexSeen::Unknown).await.unwrap();
     assert!(f.late_marker_files().iter().any(|m| m.starts_with(&id)), "the rewrite removed a waiting marker");
     // The message arrives (the delivery's retry): now it is listed.
     let mut again = f.store.create_with_id(&name, &id).await.unwrap();
     again.write(body).await.unwrap();
     again.commit().await.unwrap();
     assert!(listed(&f.store, &name).await.contains(&id), "the late message is hidden");
+}
+
+/// Issue 22 item 10: a holder that lost the maildrop writes its index late (a pause between its
+/// lease check and its write: here, the write is simply made after the next holder's view).
+/// The next holder discards that index instead of applying its tombstones, so no message of
+/// its view is removed; before, it removed them.
+#[tokio::test]
+async fn an_index_written_after_its_holder_was_fenced_out_is_discarded() {
+    let f = fixture().await;
+    let name = md("fenced-late");
+    let ids = put_old(&f.store, &name, 150).await;
+    f.store.upkeep(&name, 10, &[], IndexSeen::Unknown).await.unwrap();
+    // The next holder (fence 30) takes its view.
+    let view = f.store.view(&name).await.unwrap();
+    assert_eq!(view.index, IndexSeen::At(Some(10)));
+    // The fenced-out holder (fence 20) now lands its index, tombstoning a message.
+    f.store.upkeep(&name, 20, &ids[..1], view.index).await.unwrap();
+    // The next holder's own upkeep (at its QUIT) must not remove what its view lists.
+    f.store.upkeep(&name, 30, &[], view.index).await.unwrap();
+    assert!(f.store.exists(&name, &ids[0]).await.unwrap(), "a fenced-out holder's tombstone removed a message");
+    assert_eq!(listed(&f.store, &name).await, ids, "a message of the holder's view is gone from the listing");
+}
+
+/// Issue 22 item 10: a damaged newest index falls back to the index before it, whose
+/// tombstones still hold: a message whose removal was recorded there (and failed) does not come
+/// back. Before, a damaged index meant a full listing without any tombstones.
+#[tokio::test]
+async fn a_damaged_newest_index_keeps_the_tombstones_before_it() {
+    let f = fixture().await;
+    let name = md("damaged-newest");
+    let ids = put_old(&f.store, &name, 150).await;
+    // The holder with fence 10 records removals, then "crashes" before removing them.
+    f.store.upkeep(&name, 10, &ids[..5], IndexSeen::Unknown).await.unwrap();
+    let good = f.index_files().pop().unwrap();
+    // A newer index (fence 20) that is damaged.
+    let text = std::fs::read(&good).unwrap();
+    // Index keys sort newest first: their names are u64::MAX - fence.
+    assert!(good.ends_with((u64::MAX - 10).to_string()), "{}", good.display());
+    let damaged = good.with_file_name((u64::MAX - 20).to_string());
+    std::fs::write(&damaged, &text[..text.len() / 2]).unwrap();
+    let view = f.store.view(&name).await.unwrap();
+    let seen: Vec<String> = view.messages.into_iter().map(|m| m.id).collect();
+    assert_eq!(seen, ids[5..].to_vec(), "removed messages came back behind a damaged index");
+    assert_eq!(view.upkeep, Upkeep::Due);
 }

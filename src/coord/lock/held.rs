@@ -34,6 +34,8 @@ pub struct HeldLease {
     registration: Option<(Arc<dyn SessionRegistry>, String)>,
     renewer: JoinHandle<()>,
     released: bool,
+    /// The index the holder's view of the maildrop was read through (see [`Self::saw`]).
+    seen: std::sync::Mutex<crate::store::IndexSeen>,
 }
 
 /// Where the session is registered, and as what.
@@ -93,7 +95,18 @@ impl HeldLease {
             )
             .in_current_span(),
         );
-        Self { maildrop, token, locks, ttl, lost, ended, registration: registered, renewer, released: false }
+        Self {
+            maildrop,
+            token,
+            locks,
+            ttl,
+            lost,
+            ended,
+            registration: registered,
+            renewer,
+            released: false,
+            seen: Default::default(),
+        }
     }
 
     /// Resolves when an operator asked this session to end.
@@ -108,6 +121,16 @@ impl HeldLease {
     /// Resolves when the lease could not be renewed: the holder must stop without changes.
     pub fn lost(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.lost.cancelled()
+    }
+
+    /// Records which index the holder's view was read through, so the removals it makes later
+    /// can tell an index written since by a holder that had lost the maildrop.
+    pub fn saw(&self, index: crate::store::IndexSeen) {
+        *crate::sync::lock(&self.seen) = index;
+    }
+
+    fn seen(&self) -> crate::store::IndexSeen {
+        *crate::sync::lock(&self.seen)
     }
 
     /// Whether the lease is known to be lost (no request is made).
@@ -163,7 +186,7 @@ impl HeldLease {
             if !self.confirm().await {
                 return (total, Some(RemoveStopped::Fenced));
             }
-            if let Err(e) = store.upkeep(&self.maildrop, self.token.fence(), ids).await {
+            if let Err(e) = store.upkeep(&self.maildrop, self.token.fence(), ids, self.seen()).await {
                 return (total, Some(RemoveStopped::Store(e)));
             }
         }

@@ -199,13 +199,19 @@ impl S3Store {
         let index_keys: Vec<String> =
             self.list_page(&index_prefix, 100).await?.into_iter().map(|(key, _)| key).collect();
         let mut read = Read { index_keys, ..Default::default() };
-        if let Some(newest) = read.index_keys.first() {
-            let Some(bytes) = self.get_small(newest).await? else { return Ok(None) };
-            let fence = KeyLayout::fence_of(&index_prefix, newest);
+        // The newest readable index. A damaged one is passed over for the one before it, whose
+        // tombstones still hold (a full listing would bring back every message whose removal
+        // failed); the next writer replaces them all.
+        for key in &read.index_keys {
+            let Some(bytes) = self.get_small(key).await? else { return Ok(None) };
+            let fence = KeyLayout::fence_of(&index_prefix, key);
             match std::str::from_utf8(&bytes).ok().and_then(Index::decode) {
-                Some((written, index)) if Some(written) == fence => read.index = Some((written, index)),
+                Some((written, index)) if Some(written) == fence => {
+                    read.index = Some((written, index));
+                    break;
+                }
                 _ => {
-                    warn!(maildrop = %maildrop, key = %newest, "maildrop index is damaged; listing everything");
+                    warn!(maildrop = %maildrop, key = %key, "maildrop index is damaged; using the one before it");
                     read.damaged = true;
                 }
             }
@@ -260,7 +266,8 @@ impl S3Store {
     pub(super) async fn view_maildrop(&self, maildrop: &AccountName) -> Result<MaildropView, StoreError> {
         let read = self.read_maildrop(maildrop).await?;
         let upkeep = read.upkeep();
-        Ok(MaildropView { messages: read.messages, upkeep })
+        let index = crate::store::IndexSeen::At(read.index.as_ref().map(|(fence, _)| *fence));
+        Ok(MaildropView { messages: read.messages, upkeep, index })
     }
 
     /// The lease holder's rewrite: see the module documentation.
@@ -269,12 +276,29 @@ impl S3Store {
         maildrop: &AccountName,
         fence: u64,
         removing: &[String],
+        seen: crate::store::IndexSeen,
     ) -> Result<(), StoreError> {
         let now = crate::clock::pool_millis();
-        let read = self.read_maildrop(maildrop).await?;
         let index_prefix = self.keys.indexes(maildrop);
-        if read.index_keys.iter().filter_map(|k| KeyLayout::fence_of(&index_prefix, k)).any(|f| f > fence) {
-            return Err(StoreError::Failed("a later holder of the maildrop lock has rewritten its index".into()));
+        let mut read = self.read_maildrop(maildrop).await?;
+        for _ in 0..3 {
+            if read.index_keys.iter().filter_map(|k| KeyLayout::fence_of(&index_prefix, k)).any(|f| f > fence) {
+                return Err(StoreError::Failed("a later holder of the maildrop lock has rewritten its index".into()));
+            }
+            // An index with a lower fence than ours that appeared after our view was read was
+            // written by a holder that had lost the maildrop (its write delayed past its
+            // lease): its tombstones would remove messages of our view. It is discarded.
+            let late = match (seen, &read.index) {
+                (crate::store::IndexSeen::At(seen), Some((written, _))) => *written < fence && Some(*written) != seen,
+                _ => false,
+            };
+            if !late {
+                break;
+            }
+            let key = self.keys.index(maildrop, read.index.as_ref().map_or(0, |(f, _)| *f));
+            warn!(maildrop = %maildrop, key = %key, "discarding an index written by a holder that had lost the maildrop");
+            self.delete_all(std::slice::from_ref(&key)).await?;
+            read = self.read_maildrop(maildrop).await?;
         }
         // The previous writer's tombstones: removed again (gone ones count as removed).
         let mut tombstones: Vec<String> = Vec::new();

@@ -15,8 +15,8 @@ mod upload;
 pub use keys::KeyLayout;
 
 use super::{
-    AccountRecord, AccountStore, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, Precondition, RemoveReport,
-    StoreError, StoredMessage, TraceParent, Version,
+    AccountRecord, AccountStore, IndexSeen, MaildropView, MarkerKey, MessageStore, NewMessage, Opened, Precondition,
+    RemoveReport, StoreError, StoredMessage, TraceParent, Version,
 };
 use crate::names::AccountName;
 use crate::secret::Secret;
@@ -203,8 +203,14 @@ impl MessageStore for S3Store {
         Ok((page, more))
     }
 
-    async fn upkeep(&self, maildrop: &AccountName, fence: u64, removing: &[String]) -> Result<(), StoreError> {
-        self.rewrite_index(maildrop, fence, removing).await
+    async fn upkeep(
+        &self,
+        maildrop: &AccountName,
+        fence: u64,
+        removing: &[String],
+        seen: IndexSeen,
+    ) -> Result<(), StoreError> {
+        self.rewrite_index(maildrop, fence, removing, seen).await
     }
 
     async fn open(&self, maildrop: &AccountName, id: &str) -> Result<Opened, StoreError> {
