@@ -57,6 +57,48 @@ impl Secret {
     }
 }
 
+/// A secret given inline, or a file read again at every use: a rotated Kubernetes Secret (a
+/// directory's bind password or token) takes effect without a restart.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Fixed(Secret),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// The secret setting `key`, given inline or as `key_file` (never both); a file must be
+    /// readable now.
+    pub fn resolve(
+        key: &'static str,
+        inline: Option<&Secret>,
+        file: Option<&Path>,
+    ) -> Result<Option<SecretSource>, SecretError> {
+        Secret::resolve(key, inline, file)?;
+        Ok(match (inline, file) {
+            (Some(secret), _) => Some(Self::Fixed(secret.clone())),
+            (None, Some(file)) => Some(Self::File(file.to_path_buf())),
+            (None, None) => None,
+        })
+    }
+
+    /// The secret as it is now (a file is read again).
+    pub fn current(&self) -> std::io::Result<Secret> {
+        match self {
+            Self::Fixed(secret) => Ok(secret.clone()),
+            Self::File(file) => Ok(Secret::inline_or_file(None, Some(file))?.unwrap_or_else(|| Secret::new(""))),
+        }
+    }
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(_) => f.write_str("<redacted>"),
+            Self::File(file) => write!(f, "file {}", file.display()),
+        }
+    }
+}
+
 /// Serialized only as `<redacted>`: a listing of the configuration never shows a secret.
 impl serde::Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -73,6 +115,18 @@ impl fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_file_is_read_again_at_every_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "first\n").unwrap();
+        let source = SecretSource::resolve("t", None, Some(&file)).unwrap().unwrap();
+        assert_eq!(source.current().unwrap().expose(), "first");
+        std::fs::write(&file, "rotated\n").unwrap();
+        assert_eq!(source.current().unwrap().expose(), "rotated");
+        assert_eq!(format!("{source:?}"), format!("file {}", file.display()));
+    }
 
     #[test]
     fn never_printed_and_read_from_files() {

@@ -26,12 +26,12 @@ use serde_json::Value;
 
 pub struct HttpDirectory {
     url: String,
-    token: Option<Secret>,
+    token: Option<crate::secret::SecretSource>,
     client: HttpsClient,
 }
 
 impl HttpDirectory {
-    pub fn new(url: String, token: Option<Secret>, client: HttpsClient) -> Self {
+    pub fn new(url: String, token: Option<crate::secret::SecretSource>, client: HttpsClient) -> Self {
         Self { url, token, client }
     }
 }
@@ -60,10 +60,16 @@ impl Directory for HttpDirectory {
 
 impl HttpDirectory {
     async fn call(&self, body: Value) -> Result<Option<Entry>, DirectoryError> {
-        let token = self.token.as_ref().map(Secret::expose);
+        // A token file is read at every call: a rotated secret applies at once.
+        let token = match &self.token {
+            Some(source) => Some(source.current().map_err(|e| {
+                DirectoryError::Unavailable(format!("HTTP directory: cannot read the token file: {e}"))
+            })?),
+            None => None,
+        };
         let (status, body) = self
             .client
-            .post_json(&self.url, token, body.to_string().into_bytes())
+            .post_json(&self.url, token.as_ref().map(Secret::expose), body.to_string().into_bytes())
             .await
             .map_err(|e| DirectoryError::Unavailable(format!("HTTP directory: {e}")))?;
         if status != http::StatusCode::OK {

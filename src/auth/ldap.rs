@@ -29,7 +29,8 @@ pub struct LdapSettings {
     /// The service account for searches; without one, searches are anonymous (or, with a DN
     /// template, made as the user who just bound).
     pub bind_dn: String,
-    pub bind_password: Option<crate::secret::Secret>,
+    /// Read again for every new pooled connection when it is a file.
+    pub bind_password: Option<crate::secret::SecretSource>,
     pub base_dn: String,
     /// Finds the user (and says who is enabled), with `%u`, `%n`, `%d`.
     pub user_filter: String,
@@ -83,7 +84,7 @@ struct Pool {
     url: String,
     settings: LdapConnSettings,
     /// Bind each new connection as this (DN, password) first.
-    bind_as: Option<(String, String)>,
+    bind_as: Option<(String, crate::secret::SecretSource)>,
     idle: Mutex<Vec<Ldap>>,
     permits: Semaphore,
     timeout: Duration,
@@ -100,7 +101,7 @@ impl Pool {
     fn new(
         url: &str,
         settings: LdapConnSettings,
-        bind_as: Option<(String, String)>,
+        bind_as: Option<(String, crate::secret::SecretSource)>,
         size: usize,
         timeout: Duration,
     ) -> Self {
@@ -137,7 +138,11 @@ impl Pool {
                 .map_err(|e| DirectoryError::Unavailable(format!("LDAP: cannot connect: {e}")))?;
         ldap3::drive!(conn);
         if let Some((dn, password)) = &self.bind_as {
-            let bound = ldap.with_timeout(self.timeout).simple_bind(dn, password).await;
+            // Read at every new connection: a rotated bind password applies without a restart.
+            let password = password
+                .current()
+                .map_err(|e| DirectoryError::Unavailable(format!("LDAP: cannot read the bind password file: {e}")))?;
+            let bound = ldap.with_timeout(self.timeout).simple_bind(dn, password.expose()).await;
             match bound.map(|r| r.rc) {
                 Ok(0) => {}
                 Ok(rc) => {
@@ -189,7 +194,7 @@ impl LdapDirectory {
             .bind_password
             .as_ref()
             .filter(|_| !settings.bind_dn.is_empty())
-            .map(|password| (settings.bind_dn.clone(), password.expose().to_owned()));
+            .map(|password| (settings.bind_dn.clone(), password.clone()));
         let (url, size, timeout) = (settings.url.clone(), settings.pool_size.max(1), settings.timeout);
         Self {
             search: Pool::new(&url, conn.clone(), service, size, timeout),

@@ -3,7 +3,6 @@
 
 use super::ldap::LdapSettings;
 use super::oauth::OAuthSettings;
-use crate::secret::Secret;
 use std::time::Duration;
 
 /// Where passwords are checked besides the local records.
@@ -16,7 +15,8 @@ pub enum DirectorySettings {
 pub struct HttpDirectorySettings {
     pub url: String,
     /// Sent as `Authorization: Bearer`; never logged.
-    pub token: Option<Secret>,
+    /// Read again at every call when it is a file.
+    pub token: Option<crate::secret::SecretSource>,
     pub tls: rustls::ClientConfig,
     pub timeout: Duration,
 }

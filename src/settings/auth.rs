@@ -1,7 +1,7 @@
 //! `auth_*`, `ldap_*`, `scram*` and `oauth_*`, checked and resolved into [`AuthSettings`]:
 //! TLS material and secrets are read here.
 
-use super::{Fail, secret};
+use super::{Fail, secret_source};
 use crate::auth::directory::valid_template;
 use crate::auth::https::check_url;
 use crate::auth::ldap::{LdapSettings, parse_attributes};
@@ -91,8 +91,11 @@ fn ldap(config: &Config) -> Result<LdapSettings, ConfigError> {
     let attributes =
         parse_attributes(&config.ldap_attributes).map_err(|e| ConfigError::Invalid(format!("ldap_attributes: {e}")))?;
     readable_file("ldap_ca_file", config.ldap_ca_file.as_deref())?;
-    let bind_password =
-        secret("ldap_bind_password", config.ldap_bind_password.as_ref(), config.ldap_bind_password_file.as_deref())?;
+    let bind_password = secret_source(
+        "ldap_bind_password",
+        config.ldap_bind_password.as_ref(),
+        config.ldap_bind_password_file.as_deref(),
+    )?;
     Ok(LdapSettings {
         url: url.clone(),
         starttls: config.ldap_starttls,
@@ -121,7 +124,11 @@ fn http(config: &Config) -> Result<HttpDirectorySettings, ConfigError> {
     readable_file("auth_http_token_file", config.auth_http_token_file.as_deref())?;
     Ok(HttpDirectorySettings {
         url: config.auth_http_url.clone(),
-        token: secret("auth_http_token", config.auth_http_token.as_ref(), config.auth_http_token_file.as_deref())?,
+        token: secret_source(
+            "auth_http_token",
+            config.auth_http_token.as_ref(),
+            config.auth_http_token_file.as_deref(),
+        )?,
         tls: client_tls("auth_http TLS settings", config.auth_http_ca_file.as_deref(), client_cert)?,
         timeout: Duration::from_millis(config.auth_http_timeout_ms),
     })

@@ -72,6 +72,15 @@ fn secret(key: &'static str, inline: Option<&Secret>, file: Option<&Path>) -> Re
     Secret::resolve(key, inline, file).map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
+/// A secret read again at every use when it is a file (see [`crate::secret::SecretSource`]).
+fn secret_source(
+    key: &'static str,
+    inline: Option<&Secret>,
+    file: Option<&Path>,
+) -> Result<Option<crate::secret::SecretSource>, ConfigError> {
+    crate::secret::SecretSource::resolve(key, inline, file).map_err(|e| ConfigError::Invalid(e.to_string()))
+}
+
 fn server(config: &Config) -> Result<ServerSettings, ConfigError> {
     Ok(ServerSettings {
         pop3_listen: config.pop3_listen.clone(),

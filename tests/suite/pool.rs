@@ -576,3 +576,30 @@ fn a_frontend_with_a_slow_clock_hides_no_mail() {
     let (mut c, _) = login_within(a, "ida", Duration::from_secs(5));
     assert_eq!(c.cmd("STAT").split(' ').nth(1), Some("121"), "the slow frontend's message is hidden");
 }
+
+/// Issue 22 item 1, pool-wide: 60 users behind one address log in at once, with their right
+/// passwords, spread over three frontends sharing Redis: every login gets +OK (before, the
+/// attempts in flight counted as failures in Redis and many were refused as "Too many failed
+/// logins").
+#[test]
+fn correct_logins_from_one_address_across_the_pool_are_all_accepted() {
+    let pool = pool(3, &[("CLOUDPOP_THROTTLE_ADDRESS_FAILURES", "5")]);
+    let a = &pool.frontends[0];
+    let passwd: String = (0..60).map(|i| format!("nat{i}:{{PLAIN}}secret::::::\n")).collect();
+    let file = a.dir.path().join("nat.passwd");
+    std::fs::write(&file, passwd).unwrap();
+    let args = ["import", "accounts", file.to_str().unwrap(), "--allow-plain"];
+    let (ok, out, err) = common::cli_env(&a.data_dir(), &a.env, &args, b"");
+    assert!(ok, "{out}{err}");
+    let replies: Vec<String> = std::thread::scope(|scope| {
+        let logins: Vec<_> = (0..60)
+            .map(|i| {
+                let server = &pool.frontends[i % 3];
+                scope.spawn(move || try_login(server, &format!("nat{i}")).1)
+            })
+            .collect();
+        logins.into_iter().map(|l| l.join().unwrap()).collect()
+    });
+    let refused: Vec<&String> = replies.iter().filter(|r| !r.starts_with("+OK")).collect();
+    assert!(refused.is_empty(), "{} of 60 correct logins refused: {refused:?}", refused.len());
+}

@@ -71,7 +71,14 @@ pub mod sasl {
         if let Ok(first) = scram::client_first(text.as_bytes(), false, false) {
             assert!(!first.user.is_empty() && !first.user.contains('\0'));
         }
-        let expect = jwt::Expectations { issuer: "i", audience: "a", user_claim: "sub", leeway: 0, now: 1_700_000_000 };
+        let expect = jwt::Expectations {
+            issuer: "i",
+            audience: "a",
+            user_claim: "sub",
+            domains: &[],
+            leeway: 0,
+            now: 1_700_000_000,
+        };
         assert!(jwt::verify(text, &[], &expect).is_err());
         if let Ok(field) = sasl::login_field(text) {
             assert!(!field.contains('\0'));
