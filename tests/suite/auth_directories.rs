@@ -85,12 +85,7 @@ fn ldap_env(pki: &Pki, url: String) -> Vec<(String, String)> {
 
 #[test]
 fn ldap_search_then_bind_maps_mailboxes_refuses_injection_and_fails_closed() {
-    let pki = Pki::new();
-    let mut slapd = Slapd::start(&pki, &users());
-    let mut env = ldap_env(&pki, format!("ldaps://127.0.0.1:{}", slapd.tls_port));
-    env.push(("CLOUDPOP_LDAP_BIND_DN".into(), ADMIN_DN.into()));
-    env.push(("CLOUDPOP_LDAP_BIND_PASSWORD".into(), ADMIN_PASSWORD.into()));
-    env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
+    let (_pki, mut slapd, env) = search_then_bind(&[("CLOUDPOP_LMTP_LISTEN", "127.0.0.1:0")]);
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
 
     // Mail for a directory user who never logged in: the directory is asked at RCPT and the
@@ -160,6 +155,18 @@ fn ldap_search_then_bind_maps_mailboxes_refuses_injection_and_fails_closed() {
     assert_eq!(login(&server, "nobody", "x"), AUTH_FAILED);
 }
 
+/// slapd with the test users, and the environment of a server that searches it as the service
+/// account over LDAPS, with `extra` settings.
+fn search_then_bind(extra: &[(&str, &str)]) -> (Pki, Slapd, Vec<(String, String)>) {
+    let pki = Pki::new();
+    let slapd = Slapd::start(&pki, &users());
+    let mut env = ldap_env(&pki, format!("ldaps://127.0.0.1:{}", slapd.tls_port));
+    env.push(("CLOUDPOP_LDAP_BIND_DN".into(), ADMIN_DN.into()));
+    env.push(("CLOUDPOP_LDAP_BIND_PASSWORD".into(), ADMIN_PASSWORD.into()));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    (pki, slapd, env)
+}
+
 /// The users' binds slapd received (the service account's own binds are not counted).
 fn user_binds(slapd: &Slapd) -> usize {
     slapd.log().lines().filter(|l| l.contains(" BIND dn=\"") && !l.contains(ADMIN_DN)).count()
@@ -171,13 +178,8 @@ fn user_binds(slapd: &Slapd) -> usize {
 /// so the answer's timing does not tell which users exist.
 #[test]
 fn ldap_spellings_of_one_user_share_a_budget_and_unknown_users_cost_a_bind() {
-    let pki = Pki::new();
-    let slapd = Slapd::start(&pki, &users());
-    let mut env = ldap_env(&pki, format!("ldaps://127.0.0.1:{}", slapd.tls_port));
-    env.push(("CLOUDPOP_LDAP_BIND_DN".into(), ADMIN_DN.into()));
-    env.push(("CLOUDPOP_LDAP_BIND_PASSWORD".into(), ADMIN_PASSWORD.into()));
-    env.push(("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES".into(), "3".into()));
-    env.push(("CLOUDPOP_AUTH_FAILURE_DELAY_MS".into(), "0".into()));
+    let (_pki, slapd, env) =
+        search_then_bind(&[("CLOUDPOP_THROTTLE_ACCOUNT_FAILURES", "3"), ("CLOUDPOP_AUTH_FAILURE_DELAY_MS", "0")]);
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
 
     let before = user_binds(&slapd);
@@ -204,12 +206,7 @@ fn ldap_spellings_of_one_user_share_a_budget_and_unknown_users_cost_a_bind() {
 /// deliveries that lost took their stored copy back and answered 550 5.1.1.
 #[test]
 fn parallel_first_deliveries_to_a_new_directory_user_all_arrive() {
-    let pki = Pki::new();
-    let slapd = Slapd::start(&pki, &users());
-    let mut env = ldap_env(&pki, format!("ldaps://127.0.0.1:{}", slapd.tls_port));
-    env.push(("CLOUDPOP_LDAP_BIND_DN".into(), ADMIN_DN.into()));
-    env.push(("CLOUDPOP_LDAP_BIND_PASSWORD".into(), ADMIN_PASSWORD.into()));
-    env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
+    let (_pki, _slapd, env) = search_then_bind(&[("CLOUDPOP_LMTP_LISTEN", "127.0.0.1:0")]);
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
     let (replies, login) = std::thread::scope(|scope| {
         let server = &server;
@@ -237,12 +234,7 @@ fn searches_for(slapd: &Slapd, value: &str) -> usize {
 /// costs one directory search per minute, not one per message: the answer is remembered.
 #[test]
 fn unknown_lmtp_recipients_are_looked_up_once_a_minute() {
-    let pki = Pki::new();
-    let slapd = Slapd::start(&pki, &users());
-    let mut env = ldap_env(&pki, format!("ldaps://127.0.0.1:{}", slapd.tls_port));
-    env.push(("CLOUDPOP_LDAP_BIND_DN".into(), ADMIN_DN.into()));
-    env.push(("CLOUDPOP_LDAP_BIND_PASSWORD".into(), ADMIN_PASSWORD.into()));
-    env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
+    let (_pki, slapd, env) = search_then_bind(&[("CLOUDPOP_LMTP_LISTEN", "127.0.0.1:0")]);
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
     for _ in 0..5 {
         assert!(lmtp_deliver(&server, "made-up-name@example.com").0.starts_with("550 5.1.1"));

@@ -49,6 +49,16 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// A store client of the fixture's bucket through a relay failing as `rule` says, with no
+    /// retries.
+    async fn failing_at(&self, rule: crate::common::cloud::BatchDeletes) -> (crate::common::cloud::S3Gate, S3Store) {
+        let gate = crate::common::cloud::S3Gate::start(self.s3.port, rule);
+        let mut settings = s3_settings(&self.s3, &self.bucket, "t");
+        settings.endpoint = gate.endpoint();
+        settings.max_attempts = 1;
+        (gate, S3Store::new(&settings).await)
+    }
+
     /// The names of the late-arrival markers s3s-fs holds, in every maildrop.
     fn late_marker_files(&self) -> Vec<String> {
         let mut found = Vec::new();
@@ -396,16 +406,12 @@ async fn usage_counter(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u6
 /// while its retry answered "duplicate".
 #[tokio::test]
 async fn a_late_delivery_whose_marker_fails_hides_nothing() {
-    use crate::common::cloud::{BatchDeletes, S3Gate};
+    use crate::common::cloud::BatchDeletes;
     let f = fixture().await;
     let name = md("unmarked");
     let ids = put_old(&f.store, &name, 120).await;
     f.store.upkeep(&name, 1, &[], IndexSeen::Unknown).await.unwrap();
-    let gate = S3Gate::start(f.s3.port, BatchDeletes::FailLateMarkersAndDeletes);
-    let mut settings = s3_settings(&f.s3, &f.bucket, "t");
-    settings.endpoint = gate.endpoint();
-    settings.max_attempts = 1;
-    let failing = S3Store::new(&settings).await;
+    let (gate, failing) = f.failing_at(BatchDeletes::FailLateMarkersAndDeletes).await;
     let id = new_message_id_at(now_ms() - 2 * 3600 * 1000);
     let mut new = failing.create_with_id(&name, &id).await.unwrap();
     new.write(b"Subject: late\r\n\r\nmigrated\r\n").await.unwrap();
@@ -430,16 +436,12 @@ async fn a_late_delivery_whose_marker_fails_hides_nothing() {
 /// message arrives it is listed.
 #[tokio::test]
 async fn a_marker_without_its_message_lists_nothing_and_waits() {
-    use crate::common::cloud::{BatchDeletes, S3Gate};
+    use crate::common::cloud::BatchDeletes;
     let f = fixture().await;
     let name = md("waiting");
     let ids = put_old(&f.store, &name, 120).await;
     f.store.upkeep(&name, 1, &[], IndexSeen::Unknown).await.unwrap();
-    let gate = S3Gate::start(f.s3.port, BatchDeletes::FailMessagesAndDeletes);
-    let mut settings = s3_settings(&f.s3, &f.bucket, "t");
-    settings.endpoint = gate.endpoint();
-    settings.max_attempts = 1;
-    let failing = S3Store::new(&settings).await;
+    let (_gate, failing) = f.failing_at(BatchDeletes::FailMessagesAndDeletes).await;
     let id = new_message_id_at(now_ms() - 2 * 3600 * 1000);
     let body = b"Subject: late\r\n\r\nstill uploading\r\n";
     let mut new = failing.create_with_id(&name, &id).await.unwrap();
