@@ -385,20 +385,61 @@ fn http_directory_over_mutual_tls_with_policy_caching_and_a_circuit_breaker() {
 
 #[test]
 fn directory_settings_are_checked_before_start() {
+    // `serve` with a refused setting exits at once; one that starts is stopped after 20 s and
+    // reported as started, so a missing rule fails the test instead of hanging it.
     let check = |env: &[(&str, &str)]| {
         let dir = tempfile::tempdir().unwrap();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        crate::common::cli_env(dir.path(), &env, &["serve"], b"")
+        let mut child = std::process::Command::new(crate::common::BIN)
+            .args(["serve", "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("CLOUDPOP_OPS_LISTEN", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() >= deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                return (true, String::new(), "the server started".to_owned());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), String::new(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let (ok, _, err) = check(&[("CLOUDPOP_AUTH_BACKEND", "ldap"), ("CLOUDPOP_LDAP_URL", "ldap://ldap.example.com")]);
-    assert!(!ok && err.contains("ldap"), "{err}");
+    // Each case is otherwise complete, and each refusal is asserted word for word: a rule that
+    // went missing would let the next rule's message (which may also say "ldap") pass for it.
+    let refusal = |err: &str| err.lines().next().unwrap_or_default().to_owned();
+    let (ok, _, err) = check(&[
+        ("CLOUDPOP_AUTH_BACKEND", "ldap"),
+        ("CLOUDPOP_LDAP_URL", "ldap://ldap.example.com"),
+        ("CLOUDPOP_LDAP_BASE_DN", BASE),
+    ]);
+    assert!(!ok);
+    assert_eq!(
+        refusal(&err),
+        "cloudpop: invalid configuration: ldap_url is ldap:// to a host other than loopback: passwords would \
+         cross the network in clear; use ldaps:// or ldap_starttls = true"
+    );
     let (ok, _, err) =
         check(&[("CLOUDPOP_AUTH_BACKEND", "http"), ("CLOUDPOP_AUTH_HTTP_URL", "http://auth.example.com/")]);
-    assert!(!ok && err.contains("https"), "{err}");
+    assert!(!ok);
+    assert_eq!(
+        refusal(&err),
+        "cloudpop: invalid configuration: auth_http_url must be https:// (plain http is allowed only to loopback)"
+    );
     let (ok, _, err) = check(&[
         ("CLOUDPOP_AUTH_BACKEND", "http"),
         ("CLOUDPOP_SCRAM", "true"),
         ("CLOUDPOP_AUTH_HTTP_URL", "https://a/"),
     ]);
-    assert!(!ok && err.contains("scram"), "{err}");
+    assert!(!ok);
+    assert_eq!(
+        refusal(&err),
+        "cloudpop: invalid configuration: scram = true needs auth_backend = \"local\": directories keep no SCRAM \
+         credentials"
+    );
 }
