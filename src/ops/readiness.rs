@@ -64,6 +64,15 @@ impl State {
     }
 }
 
+/// How one probe went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Probe {
+    /// The backends answered; with what they warned of (a host clock far from the pool's).
+    Answered { warning: Option<String> },
+    /// Why they did not (no secrets: backend error texts only).
+    Failed(String),
+}
+
 /// The shared readiness state of the process.
 #[derive(Clone)]
 pub struct Readiness {
@@ -101,19 +110,19 @@ impl Readiness {
         metrics().ready.set(0);
     }
 
-    /// Records one probe: `Ok` with what it warned of when it succeeded, else why it failed.
-    fn record(&self, probed: Result<Option<String>, String>) {
+    /// Records one probe.
+    fn record(&self, probed: Probe) {
         let was_ready = self.state.borrow().is_ready();
         let was_healthy = self.state.borrow().failure.is_none() && self.state.borrow().warning.is_none();
         self.state.send_modify(|s| {
             let now = Instant::now();
             s.last_probe = Some(now);
             match probed {
-                Ok(warning) => {
+                Probe::Answered { warning } => {
                     s.last_ok = Some(now);
                     (s.failure, s.warning) = (None, warning);
                 }
-                Err(why) => s.failure = Some(why),
+                Probe::Failed(why) => s.failure = Some(why),
             }
         });
         let now = self.state.borrow().clone();
@@ -141,9 +150,9 @@ impl Readiness {
     {
         loop {
             let probed = match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
-                Ok(Ok(warning)) => Ok(warning),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("probe timed out".into()),
+                Ok(Ok(warning)) => Probe::Answered { warning },
+                Ok(Err(e)) => Probe::Failed(e.to_string()),
+                Err(_) => Probe::Failed("probe timed out".into()),
             };
             self.record(probed);
             tokio::select! {
@@ -162,21 +171,21 @@ mod tests {
     fn ready_only_after_a_successful_probe_degraded_after_and_never_while_draining() {
         let r = Readiness::default();
         assert!(!r.current().is_ready(), "ready before any probe");
-        r.record(Err("lock service: redis: io error".into()));
+        r.record(Probe::Failed("lock service: redis: io error".into()));
         assert!(!r.current().is_ready(), "ready before the backends ever answered");
         assert_eq!(r.current().describe(), "not ready: lock service: redis: io error");
-        r.record(Ok(None));
+        r.record(Probe::Answered { warning: None });
         assert!(r.current().is_ready());
         // A shared backend's outage later leaves the pod in the Service, degraded.
-        r.record(Err("lock service: redis: io error".into()));
+        r.record(Probe::Failed("lock service: redis: io error".into()));
         assert!(r.current().is_ready());
         assert_eq!(r.current().describe(), "ready, degraded: lock service: redis: io error");
-        r.record(Ok(Some("clock off".into())));
+        r.record(Probe::Answered { warning: Some("clock off".into()) });
         assert_eq!(r.current().describe(), "ready, degraded: clock off");
-        r.record(Ok(None));
+        r.record(Probe::Answered { warning: None });
         assert!(r.current().is_ready());
         r.start_draining();
-        r.record(Ok(None));
+        r.record(Probe::Answered { warning: None });
         assert!(!r.current().is_ready());
         assert!(r.current().describe().starts_with("draining"));
     }
