@@ -96,6 +96,57 @@ pub struct ReloadLabels {
     pub outcome: &'static str,
 }
 
+/// The label values of each family. The series they make are created at zero when the process
+/// starts (S3's when the object store is built), so that dashboards and alerts read 0 rather
+/// than "no data" before the first event; the code counts only values listed here.
+pub mod known {
+    /// Listeners that accept connections (`api` counts only its TLS handshakes).
+    pub const CONNECTION_LISTENERS: [&str; 3] = ["pop3", "pop3s", "lmtp"];
+    /// Why each listener turns a connection away.
+    pub const REFUSALS: [(&str, &[&str]); 3] = [
+        ("pop3", &["limit", "address_limit", "proxy_untrusted", "proxy_invalid"]),
+        ("pop3s", &["limit", "address_limit", "proxy_untrusted", "proxy_invalid"]),
+        ("lmtp", &["limit", "untrusted"]),
+    ];
+    pub const TLS_LISTENERS: [&str; 4] = ["pop3", "pop3s", "lmtp", "api"];
+    pub const OK_FAILED: [&str; 2] = ["ok", "failed"];
+    /// Login mechanisms, as named on the wire.
+    pub const MECHANISMS: [&str; 7] =
+        ["USER", "PLAIN", "LOGIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "OAUTHBEARER", "XOAUTH2"];
+    pub const LOGIN_OUTCOMES: [&str; 6] =
+        ["ok", "bad_credentials", "throttled", "in_use", "login_delay", "unavailable"];
+    /// POP3 verbs counted by name; any other word counts as `(unknown)`.
+    pub const VERBS: [&str; 16] = [
+        "USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "UTF8", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP",
+        "UIDL", "QUIT",
+    ];
+    pub const UNKNOWN_VERB: &str = "(unknown)";
+    pub const RETRIEVE_VERBS: [&str; 2] = ["RETR", "TOP"];
+    pub const LOCK_OUTCOMES: [&str; 3] = ["acquired", "in_use", "unavailable"];
+    pub const THROTTLE_REASONS: [&str; 3] = ["failures", "in_flight", "login_delay"];
+    /// Ways mail reaches a serving process (`import` and `cli` count in their own process).
+    pub const INGEST_VIA: [(&str, &str); 2] = [("grpc", "api"), ("lmtp", "lmtp")];
+    pub const INGEST_STATUSES: [&str; 6] =
+        ["stored", "duplicate", "unknown_mailbox", "disabled", "over_quota", "temporary_failure"];
+    pub const RELOADS: [&str; 2] = ["tls", "api_tokens"];
+    /// The S3 operations cloudpop sends; anything else is counted as `other`.
+    pub const S3_OPERATIONS: [&str; 12] = [
+        "GetObject",
+        "HeadObject",
+        "PutObject",
+        "ListObjectsV2",
+        "DeleteObject",
+        "DeleteObjects",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+        "AbortMultipartUpload",
+        "HeadBucket",
+        "other",
+    ];
+    pub const S3_STATUSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 0.5 ms to about 33 s.
@@ -171,7 +222,66 @@ impl Metrics {
             clock_offset_ms: Gauge::default(),
             draining: Gauge::default(),
         };
-        m.register()
+        m.register().with_known_series()
+    }
+
+    /// Creates every series of [`known`] label values at zero (S3's wait for [`Self::with_s3`]).
+    fn with_known_series(self) -> Self {
+        for listener in known::CONNECTION_LISTENERS {
+            zero(&self.connections_accepted, &ListenerLabels { listener });
+            zero(&self.connections_open, &ListenerLabels { listener });
+        }
+        for (listener, reasons) in known::REFUSALS {
+            for &reason in reasons {
+                zero(&self.connections_refused, &RefusedLabels { listener, reason });
+            }
+        }
+        for listener in known::TLS_LISTENERS {
+            for outcome in known::OK_FAILED {
+                zero(&self.tls_handshakes, &TlsLabels { listener, outcome });
+            }
+        }
+        for mechanism in known::MECHANISMS {
+            for outcome in known::LOGIN_OUTCOMES {
+                zero(&self.logins, &LoginLabels { mechanism, outcome });
+            }
+        }
+        for verb in known::VERBS.into_iter().chain([known::UNKNOWN_VERB]) {
+            zero(&self.commands, &VerbLabels { verb });
+        }
+        for verb in known::RETRIEVE_VERBS {
+            zero(&self.retrieved_bytes, &VerbLabels { verb });
+            zero(&self.retrieve_first_byte, &VerbLabels { verb });
+            zero(&self.retrieve_duration, &VerbLabels { verb });
+        }
+        for outcome in known::LOCK_OUTCOMES {
+            zero(&self.lock_acquisitions, &OutcomeLabels { outcome });
+        }
+        for reason in known::THROTTLE_REASONS {
+            zero(&self.throttle_refusals, &ReasonLabels { reason });
+        }
+        for (via, listener) in known::INGEST_VIA {
+            zero(&self.ingest_bytes, &ListenerLabels { listener });
+            for status in known::INGEST_STATUSES {
+                zero(&self.ingest_deliveries, &IngestLabels { via, status });
+            }
+        }
+        for what in known::RELOADS {
+            for outcome in known::OK_FAILED {
+                zero(&self.reloads, &ReloadLabels { what, outcome });
+            }
+        }
+        self
+    }
+
+    /// Creates the object store's request series at zero: called when an S3 store is built,
+    /// so an embedded server shows none.
+    pub fn with_s3(&self) {
+        for operation in known::S3_OPERATIONS {
+            for status in known::S3_STATUSES {
+                zero(&self.s3_requests, &S3Labels { operation, status });
+            }
+        }
     }
 
     fn register(mut self) -> Self {
@@ -305,6 +415,15 @@ impl Metrics {
     }
 }
 
+/// Creates a family's series for `labels` (at zero) if it is not there yet.
+fn zero<L, M, C>(family: &Family<L, M, C>, labels: &L)
+where
+    L: Clone + std::hash::Hash + Eq,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    drop(family.get_or_create(labels));
+}
+
 /// The metrics of this process.
 pub fn metrics() -> &'static Metrics {
     static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -349,5 +468,22 @@ mod tests {
         assert!(text.contains("cloudpop_store_operation_duration_seconds_count{backend=\"s3\",operation=\"open\"} 1"));
         assert!(text.contains("# HELP cloudpop_spans_dropped Trace spans dropped"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn known_series_are_zero_before_the_first_event() {
+        let text = Metrics::new().encode();
+        for series in [
+            "cloudpop_connections_refused_total{listener=\"lmtp\",reason=\"untrusted\"} 0",
+            "cloudpop_throttle_refusals_total{reason=\"in_flight\"} 0",
+            "cloudpop_reloads_total{what=\"api_tokens\",outcome=\"failed\"} 0",
+            "cloudpop_ingest_deliveries_total{via=\"lmtp\",status=\"over_quota\"} 0",
+            "cloudpop_ingest_bytes_total{listener=\"api\"} 0",
+            "cloudpop_logins_total{mechanism=\"XOAUTH2\",outcome=\"throttled\"} 0",
+            "cloudpop_connections_open{listener=\"pop3s\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+        assert!(!text.contains("cloudpop_s3_requests_total{"), "S3 series without an S3 store");
     }
 }

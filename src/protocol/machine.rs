@@ -146,7 +146,6 @@ enum Phase {
 pub struct Machine {
     settings: Settings,
     phase: Phase,
-    utf8: bool,
     auth_failures: u32,
     line_violations: u32,
     bad_commands: u32,
@@ -165,7 +164,6 @@ impl Machine {
         Self {
             settings,
             phase: Phase::Authorization { user: None },
-            utf8: false,
             auth_failures: 0,
             line_violations: 0,
             bad_commands: 0,
@@ -199,11 +197,6 @@ impl Machine {
     /// Whether the next line is a command (not a SASL response, which may be a secret).
     pub fn expects_command(&self) -> bool {
         matches!(self.phase, Phase::Authorization { .. } | Phase::Transaction(_))
-    }
-
-    /// Whether the client switched to UTF-8 mode (RFC 6856).
-    pub fn utf8(&self) -> bool {
-        self.utf8
     }
 
     /// Handles one complete line from the client.
@@ -294,8 +287,9 @@ impl Machine {
             Command::Stls if self.settings.tls_active => Step::Reply(response::err(None, "TLS already active")),
             Command::Stls if !self.settings.stls_available => Step::Reply(response::err(None, "STLS not available")),
             Command::Stls => Step::StartTls(response::ok("Begin TLS negotiation")),
+            // Nothing changes with UTF-8 mode: messages go out as stored either way
+            // (docs/clients.md), and passwords are UTF-8 in both modes.
             Command::Utf8 => {
-                self.utf8 = true;
                 self.phase = Phase::Authorization { user };
                 Step::Reply(response::ok("UTF8 enabled"))
             }

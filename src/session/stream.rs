@@ -424,11 +424,8 @@ async fn lease_lost(lease: Option<&HeldLease>) {
 /// password). Anything else is `(unknown)`, so the metric has a bounded set of labels.
 fn verb_of(line: &[u8]) -> &'static str {
     let word = line.split(|&b| b == b' ').next().unwrap_or_default();
-    const VERBS: [&str; 16] = [
-        "USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "UTF8", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP",
-        "UIDL", "QUIT",
-    ];
-    VERBS.into_iter().find(|v| v.as_bytes().eq_ignore_ascii_case(word)).unwrap_or("(unknown)")
+    let known = crate::metrics::known::VERBS.into_iter().find(|v| v.as_bytes().eq_ignore_ascii_case(word));
+    known.unwrap_or(crate::metrics::known::UNKNOWN_VERB)
 }
 
 /// Passwords may travel only over TLS or loopback, unless the operator explicitly allows more

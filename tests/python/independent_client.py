@@ -9,12 +9,20 @@ import importlib, os, poplib, sys, tempfile
 import grpc
 from grpc_tools import protoc
 
+
+
+def check(condition, what):
+    """An assertion that `python3 -O` cannot remove."""
+    if not condition:
+        raise SystemExit(f"check failed: {what}")
+
+
 proto_dir, api, pop3_port, admin_token, ingest_token = sys.argv[1:6]
 out = tempfile.mkdtemp()
 for name in ("admin", "ingest"):
     rc = protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
                       f"{proto_dir}/cloudpop/v1/{name}.proto"])
-    assert rc == 0, f"protoc failed for {name}.proto"
+    check(rc == 0, f"protoc failed for {name}.proto")
 sys.path.insert(0, out)
 admin_pb = importlib.import_module("cloudpop.v1.admin_pb2")
 admin_grpc = importlib.import_module("cloudpop.v1.admin_pb2_grpc")
@@ -29,18 +37,18 @@ as_ingest = [("authorization", f"Bearer {ingest_token}")]
 
 account = admin.CreateAccount(admin_pb.CreateAccountRequest(name="Py.User", password="py secret",
                               quota=admin_pb.Quota(max_messages=10)), metadata=as_admin)
-assert account.name == "py.user" and account.enabled and account.quota.max_messages == 10, account
+check(account.name == "py.user" and account.enabled and account.quota.max_messages == 10, account)
 
 try:
     admin.CreateAccount(admin_pb.CreateAccountRequest(name="py.user", password="x"), metadata=as_admin)
     raise SystemExit("duplicate account accepted")
 except grpc.RpcError as e:
-    assert e.code() == grpc.StatusCode.ALREADY_EXISTS, e.code()
+    check(e.code() == grpc.StatusCode.ALREADY_EXISTS, e.code())
 try:
     admin.GetServerInfo(admin_pb.GetServerInfoRequest(), metadata=as_ingest)
     raise SystemExit("ingest token accepted by Admin")
 except grpc.RpcError as e:
-    assert e.code() == grpc.StatusCode.PERMISSION_DENIED, e.code()
+    check(e.code() == grpc.StatusCode.PERMISSION_DENIED, e.code())
 
 message = b"From: py@example.com\nSubject: from python\n\n.dotted\n" + b"".join(b"line %d\n" % i for i in range(2000))
 
@@ -51,21 +59,21 @@ def frames():
     yield ingest_pb.DeliverRequest(end=ingest_pb.End(size=len(message)))
 
 reply = ingest.Deliver(frames(), metadata=as_ingest)
-assert reply.results[0].status == ingest_pb.DELIVERY_STATUS_STORED, reply
+check(reply.results[0].status == ingest_pb.DELIVERY_STATUS_STORED, reply)
 again = ingest.Deliver(frames(), metadata=as_ingest)
-assert again.results[0].status == ingest_pb.DELIVERY_STATUS_DUPLICATE, again
-assert again.results[0].message_id == reply.results[0].message_id
+check(again.results[0].status == ingest_pb.DELIVERY_STATUS_DUPLICATE, again)
+check(again.results[0].message_id == reply.results[0].message_id, "the duplicate names the first message")
 
 stats = admin.GetMailboxStats(admin_pb.GetMailboxStatsRequest(name="py.user"), metadata=as_admin)
 want = message.replace(b"\n", b"\r\n")
-assert stats.messages == 1 and stats.bytes == len(want) == reply.size, (stats, len(want), reply.size)
+check(stats.messages == 1 and stats.bytes == len(want) == reply.size, (stats, len(want), reply.size))
 
 pop = poplib.POP3("127.0.0.1", int(pop3_port))
 pop.user("py.user")
 pop.pass_("py secret")
 _, lines, octets = pop.retr(1)
-assert b"\r\n".join(lines) + b"\r\n" == want, "message differs"
+check(b"\r\n".join(lines) + b"\r\n" == want, "message differs")
 uid = pop.uidl(1).split()[2].decode()
-assert uid == reply.results[0].message_id, (uid, reply.results[0].message_id)
+check(uid == reply.results[0].message_id, (uid, reply.results[0].message_id))
 pop.quit()
 print("ok")

@@ -199,11 +199,8 @@ async fn a_hundred_megabyte_delivery_in_bounded_memory() {
     let server = start(&[]);
     create(&server, "alice").await;
     let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
-    let rss = |pid: u32| -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
-    let before = rss(server.pid());
+    common::reset_peak_rss(server.pid());
+    let before = common::peak_rss_kib(server.pid());
     let line = [b'y'; 98];
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counted = sent.clone();
@@ -225,22 +222,9 @@ async fn a_hundred_megabyte_delivery_in_bounded_memory() {
         let size = sent.load(std::sync::atomic::Ordering::Relaxed);
         DeliverRequest { frame: Some(deliver_request::Frame::End(cloudpop::api::proto::End { size })) }
     });
-    let pid = server.pid();
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
-    let sampler_peak = peak.clone();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler_done = done.clone();
-    let sampler = std::thread::spawn(move || {
-        while !sampler_done.load(std::sync::atomic::Ordering::Relaxed) {
-            sampler_peak.fetch_max(rss(pid), std::sync::atomic::Ordering::Relaxed);
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    });
     let reply = ingest.deliver(tokio_stream::iter(envelope.chain(chunks).chain(end))).await.unwrap().into_inner();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    sampler.join().unwrap();
     assert!(reply.size > 100_000_000 && stored(&reply.results[0]));
-    let growth_mib = (peak.load(std::sync::atomic::Ordering::Relaxed) - before) / 1024;
+    let growth_mib = (common::peak_rss_kib(server.pid()) - before) / 1024;
     assert!(growth_mib < 48, "server memory grew by {growth_mib} MiB during a 100 MB delivery");
     let mut c = Client::login(server.pop3, "alice", "secret");
     assert_eq!(c.cmd("LIST 1"), format!("+OK 1 {}", reply.size));

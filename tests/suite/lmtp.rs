@@ -318,7 +318,7 @@ fn a_100_mb_message_is_streamed_in_bounded_memory() {
     c.send(b".\r\n");
     drop(block);
     assert!(reply(&mut c)[0].starts_with("250 2.0.0"));
-    let peak_kb = peak_rss_kb(server.pid());
+    let peak_kb = crate::common::peak_rss_kib(server.pid());
     assert!(peak_kb < 64 * 1024, "peak resident memory {peak_kb} kB for a 100 MB message");
     let mut pop = Client::login(server.pop3, "big@example.com", "pw");
     let (_, head) = pop.multi("TOP 1 0");
@@ -329,14 +329,9 @@ fn a_100_mb_message_is_streamed_in_bounded_memory() {
     assert_eq!(size, trace.len() + "Subject: big\r\n\r\n".len() + sent_lines * (line.len() - 1), "{list}");
 }
 
-fn peak_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// With the store down, a delivery fails temporarily (the MTA keeps the mail and retries),
-/// nothing is half-stored, and the retry succeeds once the store is back.
+/// With the store going down between RCPT and the end of DATA, the delivery fails temporarily
+/// (the MTA keeps the mail and retries), nothing is half-stored, and the retry succeeds once
+/// the store is back.
 #[test]
 fn a_store_outage_is_a_temporary_failure_and_the_retry_stores_once() {
     let mut s3 = S3::start();
@@ -348,26 +343,31 @@ fn a_store_outage_is_a_temporary_failure_and_the_retry_stores_once() {
     env.push(("CLOUDPOP_S3_TIMEOUT_SECS".into(), "2".into()));
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
     server.add_account("alice@example.com", "pw");
-    let attempt = |lmtp: SocketAddr| {
+    // Accepted up to the recipient while the store is up, so that DATA itself meets the outage.
+    let accepted = |lmtp: SocketAddr| {
         let mut c = Client::connect(lmtp);
         say(&mut c, "LHLO mx.test");
         say(&mut c, "MAIL FROM:<s@example.org>");
         let rcpt = say(&mut c, "RCPT TO:<alice@example.com>");
-        if !rcpt.starts_with("250") {
-            return rcpt;
-        }
-        assert!(say(&mut c, "DATA").starts_with("354"));
-        c.send(b"Subject: during an outage\r\n\r\nbody\r\n.\r\n");
-        reply(&mut c).pop().unwrap()
+        assert!(rcpt.starts_with("250"), "{rcpt}");
+        c
     };
+    let data = |c: &mut Client| {
+        assert!(say(c, "DATA").starts_with("354"));
+        c.send(b"Subject: during an outage\r\n\r\nbody\r\n.\r\n");
+        reply(c).pop().unwrap()
+    };
+    let mut during = accepted(server.lmtp.unwrap());
     s3.stop();
-    let failed = attempt(server.lmtp.unwrap());
+    let failed = data(&mut during);
     assert!(failed.starts_with("451 4.3.0"), "{failed}");
     s3.restart();
-    let stored = attempt(server.lmtp.unwrap());
+    assert!(retrieve_all(&server, "alice@example.com", "pw").is_empty(), "the failed delivery left a message behind");
+    let stored = data(&mut accepted(server.lmtp.unwrap()));
     assert!(stored.starts_with("250 2.0.0"), "{stored}");
     let messages = retrieve_all(&server, "alice@example.com", "pw");
     assert_eq!(messages.len(), 1, "the failed attempt left something behind");
+    assert!(split_trace(&messages[0]).1.starts_with(b"Subject: during an outage"));
 }
 
 /// A private Postfix instance (Debian's `postfix`, its own configuration directory, queue and

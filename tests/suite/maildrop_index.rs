@@ -269,13 +269,7 @@ async fn a_damaged_index_is_rebuilt_from_a_full_listing() {
 
 /// S3 requests of one operation so far (2xx and 404 answers alike).
 fn s3_requests(server: &crate::common::Server, operation: &str) -> f64 {
-    let metrics = server.metrics();
-    let wanted = format!("operation=\"{operation}\"");
-    metrics
-        .keys()
-        .filter(|k| k.starts_with("cloudpop_s3_requests_total{") && k.contains(&wanted))
-        .map(|k| metrics.get(k))
-        .sum()
+    server.metrics().sum("cloudpop_s3_requests_total", &format!("operation=\"{operation}\""))
 }
 
 /// Through the real binary in cloud mode: the first session's QUIT writes the index, the next
@@ -292,6 +286,16 @@ async fn pop3_sessions_keep_the_index_and_use_it() {
     // The account record is read at every login here, so the counts below do not depend on
     // when the account cache's feed subscribed.
     env.push(("CLOUDPOP_ACCOUNT_CACHE_SECS".into(), "0".into()));
+    // The server reaches S3 through a relay that counts requests on the wire, so the counts
+    // below do not rest on cloudpop's own request counter alone.
+    let gate = crate::common::cloud::S3Gate::start(s3.port, crate::common::cloud::BatchDeletes::PassAll);
+    env.retain(|(k, _)| k != "CLOUDPOP_S3_ENDPOINT");
+    env.push(("CLOUDPOP_S3_ENDPOINT".into(), gate.endpoint()));
+    let wire = |gate: &crate::common::cloud::S3Gate| {
+        let lists = gate.count("GET", |t| t.contains("list-type=2"));
+        let gets = gate.count("GET", |t| !t.contains("list-type="));
+        (lists as f64, gets as f64)
+    };
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
     // The account first: creating one clears whatever an earlier account of the name left.
     server.add_account("bigbox", "pw");
@@ -309,6 +313,7 @@ async fn pop3_sessions_keep_the_index_and_use_it() {
     assert!(session(vec!["STAT".into()]).await.unwrap()[0].starts_with("+OK 150 "));
 
     let (lists, gets) = (s3_requests(&server, "ListObjectsV2"), s3_requests(&server, "GetObject"));
+    let on_wire = wire(&gate);
     let replies = session((1..=10).map(|i| format!("DELE {i}")).collect()).await.unwrap();
     assert!(replies.iter().all(|r| r.starts_with("+OK")), "{replies:?}");
     // The login: the account record, then the maildrop in three requests (index keys, the
@@ -317,6 +322,8 @@ async fn pop3_sessions_keep_the_index_and_use_it() {
     let session_lists = s3_requests(&server, "ListObjectsV2") - lists;
     let session_gets = s3_requests(&server, "GetObject") - gets;
     assert_eq!((session_lists, session_gets), (4.0, 3.0), "S3 requests of a session with DELE and QUIT");
+    let (wire_lists, wire_gets) = wire(&gate);
+    assert_eq!((wire_lists - on_wire.0, wire_gets - on_wire.1), (4.0, 3.0), "the same requests on the wire");
 
     let uidls = tokio::task::spawn_blocking(move || Client::login(pop3, "bigbox", "pw").lines("UIDL")).await.unwrap();
     let listed: Vec<&str> = uidls.iter().filter_map(|l| l.split_whitespace().nth(1)).collect();

@@ -21,6 +21,10 @@ fn metrics_move_by_exactly_what_a_session_does() {
 
     let mut c = Client::login(server.pop3, "alice", "secret");
     assert!(c.cmd("STAT").starts_with("+OK 2"));
+    // The gauges checked for 0 below move while a session is open.
+    let during = server.metrics();
+    assert_eq!(during.get(r#"cloudpop_connections_open{listener="pop3"}"#), 1.0);
+    assert_eq!(during.get("cloudpop_sessions_in_transaction{}"), 1.0);
     assert_eq!(c.multi("RETR 1").1, msg);
     let top = c.multi("TOP 1 0").1;
     assert!(c.cmd("DELE 2").starts_with("+OK"));

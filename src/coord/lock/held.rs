@@ -330,16 +330,37 @@ mod tests {
         }
     }
 
-    /// Renews `budget` times, then answers that the lease is gone; or fails while `failing`.
+    /// Renews `budget` times, then answers that the lease is gone; renewal calls numbered
+    /// `fail_from..fail_until` (from 0) fail as in an outage. Records when each call came and
+    /// whether it failed.
     struct Scripted {
         inner: MemoryLocks,
         budget: std::sync::atomic::AtomicUsize,
-        failing: std::sync::atomic::AtomicBool,
+        fail_from: std::sync::atomic::AtomicUsize,
+        fail_until: std::sync::atomic::AtomicUsize,
+        calls: std::sync::Mutex<Vec<(Instant, bool)>>,
     }
 
     impl Scripted {
         fn new(budget: usize) -> Self {
-            Self { inner: MemoryLocks::new(), budget: budget.into(), failing: false.into() }
+            Self {
+                inner: MemoryLocks::new(),
+                budget: budget.into(),
+                fail_from: 0.into(),
+                fail_until: 0.into(),
+                calls: Default::default(),
+            }
+        }
+
+        /// Calls `from..until` fail.
+        fn fail(&self, from: usize, until: usize) {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.fail_from.store(from, SeqCst);
+            self.fail_until.store(until, SeqCst);
+        }
+
+        fn calls(&self) -> Vec<(Instant, bool)> {
+            self.calls.lock().unwrap().clone()
         }
     }
 
@@ -350,7 +371,14 @@ mod tests {
         }
         async fn renew(&self, m: &AccountName, t: &LeaseToken, ttl: Duration) -> Result<bool, CoordError> {
             use std::sync::atomic::Ordering::SeqCst;
-            if self.failing.load(SeqCst) {
+            let failing = {
+                let mut calls = self.calls.lock().unwrap();
+                let n = calls.len();
+                let failing = (self.fail_from.load(SeqCst)..self.fail_until.load(SeqCst)).contains(&n);
+                calls.push((Instant::now(), failing));
+                failing
+            };
+            if failing {
                 return Err(CoordError::Unavailable("scripted outage".into()));
             }
             if self.budget.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_err() {
@@ -376,28 +404,39 @@ mod tests {
     }
 
     /// Issue 9 item 16: one failed renewal is retried while the lease still covers us, instead
-    /// of ending the session (before, every session of the pool ended on one Redis hiccup).
-    #[tokio::test]
+    /// of ending the session (before, every session of the pool ended on one Redis hiccup); an
+    /// outage that outlasts the lease ends it before the lease runs out and not much earlier.
+    /// On paused time, so the bounds are exact.
+    #[tokio::test(start_paused = true)]
     async fn a_renewal_hiccup_shorter_than_the_lease_is_survived() {
-        use std::sync::atomic::Ordering::SeqCst;
         let scripted = Arc::new(Scripted::new(usize::MAX));
         let locks: Arc<dyn MaildropLocks> = scripted.clone();
         let name = AccountName::parse("carol").unwrap();
-        let ttl = Duration::from_millis(900);
+        let ttl = Duration::from_secs(3);
+        let retry = ttl / 10;
+        let taken = Instant::now();
+        // Renewals are due every ttl/3: the first one and two retries after it fail.
+        scripted.fail(0, 3);
         let lease = HeldLease::take(locks.clone(), &name, ttl).await.unwrap().unwrap();
-        // Fails the renewal due at ttl/3; retries every ttl/10 until it works again.
-        tokio::time::sleep(ttl / 4).await;
-        scripted.failing.store(true, SeqCst);
-        tokio::time::sleep(ttl / 4).await;
-        scripted.failing.store(false, SeqCst);
         tokio::select! {
-            () = lease.lost() => panic!("a short hiccup ended the lease"),
-            () = tokio::time::sleep(ttl * 2) => {}
+            () = lease.lost() => panic!("a hiccup shorter than the lease ended it"),
+            () = tokio::time::sleep(ttl * 3) => {}
         }
+        let calls = scripted.calls();
+        let failed: Vec<Duration> = calls.iter().filter(|(_, f)| *f).map(|(at, _)| *at - taken).collect();
+        assert_eq!(failed, [ttl / 3, ttl / 3 + retry, ttl / 3 + retry * 2], "the outage was not where it was placed");
+        assert!(!calls[3].1 && calls[3].0 - taken == ttl / 3 + retry * 3, "no retry after the outage: {calls:?}");
+        let (last_success, _) = *calls.last().unwrap();
         assert!(lease.confirm().await);
-        // An outage longer than the lease does end it.
-        scripted.failing.store(true, SeqCst);
+
+        // From the next renewal on (the confirmation was one), every one fails: the lease is
+        // given up within one retry before the last renewal's cover ends, never after it.
+        scripted.fail(calls.len() + 1, usize::MAX);
         tokio::time::timeout(ttl * 2, lease.lost()).await.expect("an outage beyond the lease was not noticed");
+        let given_up = Instant::now();
+        let covered = last_success + ttl;
+        assert!(given_up < covered, "the lease was kept {:?} past its cover", given_up - covered);
+        assert!(covered - given_up <= retry, "given up {:?} before the cover ended", covered - given_up);
         lease.release().await;
     }
 

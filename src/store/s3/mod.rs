@@ -63,6 +63,8 @@ impl S3Store {
         use aws_config::timeout::TimeoutConfig;
         use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 
+        crate::metrics::metrics().with_s3();
+
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .operation_attempt_timeout(settings.timeout)

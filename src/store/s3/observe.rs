@@ -2,27 +2,12 @@
 //! status class (object stores bill per request), and notes the operation, status and attempt
 //! on the `store.*` span the request runs in.
 
-use crate::metrics::{S3Labels, metrics};
+use crate::metrics::{S3Labels, known, metrics};
 use aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
-
-/// The S3 operations cloudpop sends; anything else is counted as `other`.
-const OPERATIONS: [&str; 11] = [
-    "GetObject",
-    "HeadObject",
-    "PutObject",
-    "ListObjectsV2",
-    "DeleteObject",
-    "DeleteObjects",
-    "CreateMultipartUpload",
-    "UploadPart",
-    "CompleteMultipartUpload",
-    "AbortMultipartUpload",
-    "HeadBucket",
-];
 
 #[derive(Debug)]
 pub struct RequestCounter;
@@ -39,7 +24,7 @@ impl Intercept for RequestCounter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let name = cfg.load::<Metadata>().map(Metadata::name).unwrap_or("other");
-        let operation = OPERATIONS.into_iter().find(|op| *op == name).unwrap_or("other");
+        let operation = known::S3_OPERATIONS.into_iter().find(|op| *op == name).unwrap_or("other");
         let status = context.response().map(|r| r.status().as_u16());
         let class = match status {
             Some(200..=299) => "2xx",

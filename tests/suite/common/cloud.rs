@@ -427,6 +427,8 @@ fn relay(mut client: TcpStream, mut server: TcpStream, armed: Armed) {
 /// What an [`S3Gate`] refuses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum BatchDeletes {
+    /// Nothing: the gate only counts requests on the wire.
+    PassAll,
     /// Batch deletes (`POST /bucket?delete`) without Content-MD5, with 400 InvalidRequest
     /// (older MinIO, Ceph RGW).
     RequireContentMd5,
@@ -443,6 +445,8 @@ pub enum BatchDeletes {
 /// `Connection: close`), so only request heads need reading.
 pub struct S3Gate {
     pub port: u16,
+    /// The request line of every request that reached the gate, in order.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub batches_passed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub batches_refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -451,16 +455,33 @@ impl S3Gate {
     pub fn start(upstream: u16, rule: BatchDeletes) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let gate = Self { port, batches_passed: Default::default(), batches_refused: Default::default() };
+        let gate = Self {
+            port,
+            requests: Default::default(),
+            batches_passed: Default::default(),
+            batches_refused: Default::default(),
+        };
         let (passed, refused) = (gate.batches_passed.clone(), gate.batches_refused.clone());
+        let requests = gate.requests.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
-                let (passed, refused) = (passed.clone(), refused.clone());
-                std::thread::spawn(move || gate_one(client, upstream, rule, &passed, &refused));
+                let (passed, refused, requests) = (passed.clone(), refused.clone(), requests.clone());
+                std::thread::spawn(move || gate_one(client, upstream, rule, &passed, &refused, &requests));
             }
         });
         gate
+    }
+
+    /// Requests seen so far whose request line starts with `method` and whose target matches
+    /// `target` (e.g. `"GET"` and `|t| t.contains("list-type=2")`).
+    pub fn count(&self, method: &str, target: impl Fn(&str) -> bool) -> usize {
+        let requests = self.requests.lock().unwrap();
+        requests
+            .iter()
+            .filter_map(|line| line.strip_prefix(method)?.strip_prefix(' ')?.split(' ').next())
+            .filter(|t| target(t))
+            .count()
     }
 
     pub fn endpoint(&self) -> String {
@@ -474,6 +495,7 @@ fn gate_one(
     rule: BatchDeletes,
     passed: &std::sync::atomic::AtomicUsize,
     refused: &std::sync::atomic::AtomicUsize,
+    requests: &std::sync::Mutex<Vec<String>>,
 ) {
     use std::sync::atomic::Ordering::SeqCst;
     let mut head = Vec::new();
@@ -489,6 +511,7 @@ fn gate_one(
     };
     let text = String::from_utf8_lossy(&head[..end]).into_owned();
     let request_line = text.lines().next().unwrap_or_default();
+    requests.lock().unwrap().push(request_line.to_owned());
     let batch = request_line.starts_with("POST ") && request_line.contains("?delete");
     let has_md5 = text.lines().any(|l| l.to_ascii_lowercase().starts_with("content-md5:"));
     let put = request_line.starts_with("PUT ");
@@ -498,8 +521,7 @@ fn gate_one(
             put && request_line.contains("/mail/") && !request_line.contains("~late")
         }
         _ => false,
-    } || (rule != BatchDeletes::Refuse
-        && rule != BatchDeletes::RequireContentMd5
+    } || (matches!(rule, BatchDeletes::FailLateMarkersAndDeletes | BatchDeletes::FailMessagesAndDeletes)
         && request_line.starts_with("DELETE "));
     if fails {
         refused.fetch_add(1, SeqCst);

@@ -324,6 +324,22 @@ impl Client {
         String::from_utf8_lossy(&line).trim_end_matches("\r\n").to_owned()
     }
 
+    /// Logs in with USER/PASS, retrying while the maildrop is still held (`[IN-USE]`) by a
+    /// session the server has not finished ending; fails after 10 s. Returns the last reply.
+    pub fn login_when_free(addr: SocketAddr, user: &str, password: &str) -> (Self, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut c = Self::connect(addr);
+            c.cmd(&format!("USER {user}"));
+            let reply = c.cmd(&format!("PASS {password}"));
+            if !reply.starts_with("-ERR [IN-USE]") {
+                return (c, reply);
+            }
+            assert!(std::time::Instant::now() < deadline, "{user}'s maildrop still in use after 10 s");
+            std::thread::sleep(Duration::from_millis(20)); // a retrying client's pace
+        }
+    }
+
     /// Sends a command and returns the single-line reply.
     pub fn cmd(&mut self, command: &str) -> String {
         self.send(format!("{command}\r\n").as_bytes());
@@ -374,11 +390,43 @@ impl Client {
         String::from_utf8(body).unwrap().lines().map(str::to_owned).collect()
     }
 
-    /// Whether the server closed the connection.
+    /// Whether the server closed the connection: end of stream or a reset before the read
+    /// timeout. A server that keeps the socket open and goes silent is not closed (the read
+    /// times out), nor is one that sends more.
     pub fn is_closed(&mut self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, TimedOut, UnexpectedEof, WouldBlock};
         let mut probe = [0u8; 1];
-        matches!(self.reader.read(&mut probe), Ok(0) | Err(_))
+        match self.reader.read(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) if matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe) => true,
+            Err(e) if matches!(e.kind(), WouldBlock | TimedOut) => false,
+            Err(e) => panic!("reading to see whether the server closed the connection: {e}"),
+        }
     }
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Peak resident memory (`VmHWM`) of a process in KiB: the kernel's own high-water mark since
+/// the start or the last [`reset_peak_rss`], so no peak between two samples is missed.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM")
+}
+
+/// Sets a process's peak resident memory back to its current resident memory (Linux: `5` into
+/// `/proc/PID/clear_refs`), so that [`peak_rss_kib`] afterwards measures one operation.
+pub fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    assert!(peak_rss_kib(pid) <= proc_status_kib(pid, "VmRSS") + 1024, "VmHWM was not reset");
 }
 
 /// A message with CRLF line endings, a given subject and `lines` body lines.
@@ -447,14 +495,32 @@ impl Metrics {
         Self(samples.into_iter().collect())
     }
 
-    /// A sample's value; 0 when absent (a counter not yet incremented).
+    /// A sample's value. A series that is not exported fails the test (a renamed or never
+    /// registered series must not read as 0), naming the family's series that are.
     pub fn get(&self, key: &str) -> f64 {
-        self.0.get(key).copied().unwrap_or(0.0)
+        match self.0.get(key) {
+            Some(value) => *value,
+            None => {
+                let family = key.split('{').next().unwrap_or(key);
+                let near: Vec<&String> = self.0.keys().filter(|k| k.starts_with(family)).collect();
+                panic!("no series {key} in /metrics; of {family}: {near:#?}")
+            }
+        }
     }
 
-    /// How much `key` grew since `before`.
+    /// How much `key` grew since `before`. The series must exist now; in `before` it may be
+    /// missing (store operations get their series at first use) and then counts as 0.
     pub fn delta(&self, before: &Metrics, key: &str) -> f64 {
-        self.get(key) - before.get(key)
+        self.get(key) - before.0.get(key).copied().unwrap_or(0.0)
+    }
+
+    /// The sum of a family's series whose labels include `label` (`operation="GetObject"`);
+    /// fails when the family has no series at all.
+    pub fn sum(&self, family: &str, label: &str) -> f64 {
+        let open = format!("{family}{{");
+        let series: Vec<(&String, &f64)> = self.0.iter().filter(|(k, _)| k.starts_with(&open)).collect();
+        assert!(!series.is_empty(), "no series of {family} in /metrics");
+        series.into_iter().filter(|(k, _)| k.contains(label)).map(|(_, v)| v).sum()
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &String> {
