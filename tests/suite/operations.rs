@@ -68,6 +68,39 @@ fn metrics_move_by_exactly_what_a_session_does() {
     }
 }
 
+/// Issue 23 item 12: a misspelt bucket is not "wrong password" for every user. Logins get
+/// [SYS/TEMP], deliveries a temporary failure (the MTA keeps the mail), the log names the
+/// bucket, and readiness says what is wrong.
+#[test]
+fn a_misspelt_bucket_is_a_temporary_failure_and_readiness_names_it() {
+    let (redis, s3) = (Redis::start(), S3::start());
+    let right = cloud_env(&s3, &s3.bucket("mail"), &redis);
+    let good = Server::start_with(tempfile::tempdir().unwrap(), right);
+    good.add_account("alice@example.com", "secret");
+    drop(good);
+    let mut env = cloud_env(&s3, "mial", &redis);
+    env.push(("CLOUDPOP_LMTP_LISTEN".into(), "127.0.0.1:0".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    let mut c = Client::connect(server.pop3);
+    c.cmd("USER alice@example.com");
+    let reply = c.cmd("PASS secret");
+    assert_eq!(reply, "-ERR [SYS/TEMP] Temporary server failure (account store unavailable), try again later");
+    let mut lmtp = Client::connect(server.lmtp.unwrap());
+    use crate::lmtp::say;
+    say(&mut lmtp, "LHLO mx.test");
+    say(&mut lmtp, "MAIL FROM:<s@example.org>");
+    let rcpt = say(&mut lmtp, "RCPT TO:<alice@example.com>");
+    assert!(rcpt.starts_with("451 "), "{rcpt}");
+    let (status, text) = server.ops_get("/readyz");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains(r#"the bucket "mial" does not exist (s3_bucket)"#), "{text}");
+    let log = server.log();
+    assert!(log.contains("ERROR") && log.contains("the bucket does not exist: check s3_bucket"), "{log}");
+    let args = ["account", "passwd", "alice@example.com", "--password-stdin"];
+    let (ok, _, err) = common::cli_env(&server.data_dir(), &server.env, &args, b"new\n");
+    assert!(!ok && err.contains("does not exist (s3_bucket)"), "{err}");
+}
+
 #[test]
 fn readiness_is_degraded_by_backend_outages_and_ends_at_sigterm() {
     let (mut redis, mut s3) = (Redis::start(), S3::start());
@@ -100,7 +133,7 @@ fn readiness_is_degraded_by_backend_outages_and_ends_at_sigterm() {
     eventually("readiness never recovered", || server.ops_get("/readyz").1.trim() == "ready");
     assert_eq!(server.metrics().get("cloudpop_backends_healthy{}"), 1.0);
     let probes = server.metrics();
-    assert!(probes.get(r#"cloudpop_s3_requests_total{operation="HeadObject",status="4xx"}"#) > 0.0);
+    assert!(probes.get(r#"cloudpop_s3_requests_total{operation="HeadBucket",status="2xx"}"#) > 0.0);
     assert_eq!(
         probes.get(r#"cloudpop_s3_requests_total{operation="ListObjectsV2",status="2xx"}"#),
         0.0,

@@ -88,11 +88,6 @@ impl KeyLayout {
         AccountName::parse(name).ok()
     }
 
-    /// The fixed key the readiness probe asks about (it need not exist).
-    pub fn health(&self) -> String {
-        format!("{}health", self.prefix)
-    }
-
     /// A secret shared by the pool.
     pub fn secret(&self, name: &str) -> String {
         format!("{}secrets/{name}", self.prefix)

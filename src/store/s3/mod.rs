@@ -6,6 +6,7 @@
 //! by one part. Nothing relies on conditional writes, which some stores (Garage) ignore: ids
 //! carry 48 random bits besides the time, so two deliveries never pick the same key.
 
+mod bucket;
 mod delete;
 mod index;
 mod keys;
@@ -54,6 +55,7 @@ pub struct S3Store {
     read_timeout: Duration,
     /// Set once the store has refused a DeleteObjects call: deletions go one key at a time.
     single_deletes: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bucket_seen: std::sync::Arc<bucket::BucketSeen>,
 }
 
 impl S3Store {
@@ -95,6 +97,7 @@ impl S3Store {
             keys: KeyLayout::new(&settings.prefix),
             read_timeout: settings.timeout,
             single_deletes: Default::default(),
+            bucket_seen: Default::default(),
         }
     }
 
@@ -155,11 +158,8 @@ impl S3Store {
 #[async_trait]
 impl MessageStore for S3Store {
     async fn ping(&self) -> Result<(), StoreError> {
-        // A HEAD of a fixed key: one cheap request, whether or not the key exists.
-        match self.client.head_object().bucket(&self.bucket).key(self.keys.health()).send().await.map_err(sdk_error) {
-            Ok(_) | Err(StoreError::NotFound) => Ok(()),
-            Err(e) => Err(e),
-        }
+        // One HeadBucket: a cheap request that also tells a misspelt bucket apart.
+        self.check_bucket().await
     }
 
     async fn list(&self, maildrop: &AccountName) -> Result<Vec<StoredMessage>, StoreError> {
@@ -312,7 +312,7 @@ impl AccountStore for S3Store {
             Ok(out) => out,
             Err(e) => {
                 return match sdk_error(e) {
-                    StoreError::NotFound => Ok(None),
+                    StoreError::NotFound => self.confirm_absent().await.map(|()| None),
                     other => Err(other),
                 };
             }
@@ -408,7 +408,9 @@ where
                 "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" | "Throttling" => {
                     StoreError::Unavailable(format!("object store answered {code}"))
                 }
-                "NoSuchBucket" | "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
+                // Mail waits (4xx to MTAs, [SYS/TEMP] to clients) until the bucket is fixed.
+                "NoSuchBucket" => StoreError::Unavailable("the bucket does not exist (s3_bucket)".into()),
+                "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
                     StoreError::Failed(format!("object store answered {code}"))
                 }
                 _ => StoreError::Unavailable(format!("object store answered {code}")),
