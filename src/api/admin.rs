@@ -51,6 +51,28 @@ fn check_policy(policy: &Policy) -> Result<(), Status> {
     Ok(())
 }
 
+/// The fields an update changes (AIP-134): those its `update_mask` names, or every one when
+/// the mask is unset or empty.
+struct Mask(Option<Vec<String>>);
+
+impl Mask {
+    /// Reads a mask whose paths must be among `known`.
+    fn read(mask: Option<&prost_types::FieldMask>, known: &[&str]) -> Result<Self, Status> {
+        let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
+        if let Some(unknown) = paths.iter().find(|p| !known.contains(&p.as_str())) {
+            return Err(Status::invalid_argument(format!(
+                "update_mask: no field {unknown:?} (known: {})",
+                known.join(", ")
+            )));
+        }
+        Ok(Self((!paths.is_empty()).then(|| paths.to_vec())))
+    }
+
+    fn names(&self, field: &str) -> bool {
+        self.0.as_ref().is_none_or(|paths| paths.iter().any(|p| p == field))
+    }
+}
+
 /// The domain record as the API shows it (never with the hash).
 fn account(record: AccountRecord) -> Account {
     Account {
@@ -191,9 +213,14 @@ impl proto::admin_server::Admin for AdminService {
     async fn set_quota(&self, request: Request<SetQuotaRequest>) -> Result<Response<Account>, Status> {
         let req = request.into_inner();
         let quota = req.quota.unwrap_or_default();
+        let change = Mask::read(req.update_mask.as_ref(), &["max_bytes", "max_messages"])?;
         self.update(&req.name, |r| {
-            r.quota_bytes = quota.max_bytes;
-            r.quota_messages = quota.max_messages;
+            if change.names("max_bytes") {
+                r.quota_bytes = quota.max_bytes;
+            }
+            if change.names("max_messages") {
+                r.quota_messages = quota.max_messages;
+            }
         })
         .await
     }
@@ -202,9 +229,14 @@ impl proto::admin_server::Admin for AdminService {
         let req = request.into_inner();
         let policy = req.policy.unwrap_or_default();
         check_policy(&policy)?;
+        let change = Mask::read(req.update_mask.as_ref(), &["login_delay_secs", "expire_days"])?;
         self.update(&req.name, |r| {
-            r.login_delay_secs = policy.login_delay_secs;
-            r.expire_days = policy.expire_days;
+            if change.names("login_delay_secs") {
+                r.login_delay_secs = policy.login_delay_secs;
+            }
+            if change.names("expire_days") {
+                r.expire_days = policy.expire_days;
+            }
         })
         .await
     }

@@ -31,23 +31,28 @@ pub enum AdminCommand {
     Enable { name: String },
     /// Refuse logins and delivery.
     Disable { name: String },
-    /// Set the quota (0 = unlimited).
+    /// Change the quota (0 = unlimited); only the limits given change.
+    #[command(group(clap::ArgGroup::new("limit").required(true).multiple(true)))]
     Quota {
         name: String,
-        #[arg(long, default_value_t = 0)]
-        max_bytes: u64,
-        #[arg(long, default_value_t = 0)]
-        max_messages: u64,
+        /// Largest total size of the mailbox, in octets.
+        #[arg(long, group = "limit")]
+        max_bytes: Option<u64>,
+        /// Most messages in the mailbox.
+        #[arg(long, group = "limit")]
+        max_messages: Option<u64>,
     },
-    /// Set the POP3 policy.
+    /// Change the POP3 policy; only the settings given change.
+    #[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)))]
     Policy {
         name: String,
         /// Minimum seconds between logins (RFC 2449 LOGIN-DELAY); 0 for none.
-        #[arg(long, default_value_t = 0)]
-        login_delay: u64,
-        /// Delete messages this many days after first retrieval (RFC 2449 EXPIRE); omit to keep.
-        #[arg(long)]
-        expire_days: Option<u32>,
+        #[arg(long, group = "setting")]
+        login_delay: Option<u64>,
+        /// Delete messages this many days after first retrieval (RFC 2449 EXPIRE), or `never`
+        /// to keep them until the client deletes them.
+        #[arg(long, group = "setting", value_parser = expire_days)]
+        expire_days: Option<ExpireDays>,
     },
 }
 
@@ -109,18 +114,41 @@ pub async fn run(command: AdminCommand, common: &CommonArgs) -> anyhow::Result<(
     Ok(())
 }
 
+/// `--expire-days`: a number of days, or `never` (`None`).
+#[derive(Clone, Copy, Debug)]
+pub struct ExpireDays(Option<u32>);
+
+fn expire_days(text: &str) -> Result<ExpireDays, std::num::ParseIntError> {
+    if text.eq_ignore_ascii_case("never") { Ok(ExpireDays(None)) } else { text.parse().map(|d| ExpireDays(Some(d))) }
+}
+
+/// The update mask naming the fields that were given.
+fn mask<const N: usize>(fields: [(&str, bool); N]) -> Option<prost_types::FieldMask> {
+    let paths = fields.into_iter().filter(|(_, given)| *given).map(|(path, _)| path.to_owned()).collect();
+    Some(prost_types::FieldMask { paths })
+}
+
 /// The commands that change an account and show it afterwards.
 async fn change_account(a: &mut AdminClient<Authed>, command: AdminCommand) -> anyhow::Result<proto::Account> {
     let reply = match command {
         AdminCommand::Enable { name } => a.set_enabled(proto::SetEnabledRequest { name, enabled: true }).await,
         AdminCommand::Disable { name } => a.set_enabled(proto::SetEnabledRequest { name, enabled: false }).await,
         AdminCommand::Quota { name, max_bytes, max_messages } => {
-            let quota = Some(proto::Quota { max_bytes, max_messages });
-            a.set_quota(proto::SetQuotaRequest { name, quota }).await
+            let quota = Some(proto::Quota {
+                max_bytes: max_bytes.unwrap_or_default(),
+                max_messages: max_messages.unwrap_or_default(),
+            });
+            let update_mask = mask([("max_bytes", max_bytes.is_some()), ("max_messages", max_messages.is_some())]);
+            a.set_quota(proto::SetQuotaRequest { name, quota, update_mask }).await
         }
         AdminCommand::Policy { name, login_delay, expire_days } => {
-            let policy = Some(proto::Policy { login_delay_secs: login_delay, expire_days });
-            a.set_policy(proto::SetPolicyRequest { name, policy }).await
+            let policy = Some(proto::Policy {
+                login_delay_secs: login_delay.unwrap_or_default(),
+                expire_days: expire_days.and_then(|ExpireDays(days)| days),
+            });
+            let update_mask =
+                mask([("login_delay_secs", login_delay.is_some()), ("expire_days", expire_days.is_some())]);
+            a.set_policy(proto::SetPolicyRequest { name, policy, update_mask }).await
         }
         _ => unreachable!("only account changes are passed here"),
     };

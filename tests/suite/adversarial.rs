@@ -450,7 +450,7 @@ async fn retention_bookkeeping_is_constant_per_session() {
     server.add_account("keeper", "pw");
     let mut admin = common::api::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
     let policy = Some(Policy { login_delay_secs: 0, expire_days: Some(30) });
-    admin.set_policy(SetPolicyRequest { name: "keeper".into(), policy }).await.unwrap();
+    admin.set_policy(SetPolicyRequest { name: "keeper".into(), policy, update_mask: None }).await.unwrap();
     fill(&server, "keeper", 100);
     let marker_calls = |server: &Server| {
         let metrics = server.metrics();
@@ -710,7 +710,7 @@ async fn a_sweep_round_reads_only_retained_mailboxes_and_survives_a_broken_one()
         server.add_account(name, "pw");
         server.deliver(name, b"Subject: read once\r\n\r\nbody\r\n");
         let policy = Some(Policy { login_delay_secs: 0, expire_days: Some(0) });
-        admin.set_policy(SetPolicyRequest { name: name.into(), policy }).await.unwrap();
+        admin.set_policy(SetPolicyRequest { name: name.into(), policy, update_mask: None }).await.unwrap();
     }
     // Thirty accounts without a policy, as plain records beside them.
     let accounts = server.data_dir().join("accounts");

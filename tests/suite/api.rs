@@ -91,8 +91,11 @@ async fn quotas_are_enforced_with_resource_exhausted() {
     create(&server, "alice").await;
     let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
     let quota = Quota { max_bytes: 0, max_messages: 2 };
-    let acct =
-        admin.set_quota(SetQuotaRequest { name: "alice".into(), quota: Some(quota) }).await.unwrap().into_inner();
+    let acct = admin
+        .set_quota(SetQuotaRequest { name: "alice".into(), quota: Some(quota), update_mask: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(acct.quota.unwrap().max_messages, 2);
     let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
     let msg = b"Subject: q\r\n\r\n0123456789\r\n";
@@ -102,7 +105,7 @@ async fn quotas_are_enforced_with_resource_exhausted() {
     let err = grpc::deliver(&mut ingest, &["alice"], "", msg).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     let quota = Quota { max_bytes: 100, max_messages: 0 };
-    admin.set_quota(SetQuotaRequest { name: "alice".into(), quota: Some(quota) }).await.unwrap();
+    admin.set_quota(SetQuotaRequest { name: "alice".into(), quota: Some(quota), update_mask: None }).await.unwrap();
     let err = grpc::deliver(&mut ingest, &["alice"], "", &[msg.as_slice(), &[b'x'; 60]].concat()).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     let stats = admin.get_mailbox_stats(GetMailboxStatsRequest { name: "alice".into() }).await.unwrap().into_inner();
@@ -230,13 +233,38 @@ async fn a_hundred_megabyte_delivery_in_bounded_memory() {
     assert_eq!(c.cmd("LIST 1"), format!("+OK 1 {}", reply.size));
 }
 
+/// Issue 23 item 13: an update mask changes only the fields it names; an unknown one is refused.
+#[tokio::test]
+async fn quota_and_policy_updates_change_only_the_masked_fields() {
+    let server = start(&[]);
+    create(&server, "alice").await;
+    let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
+    let mask = |paths: &[&str]| Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() });
+    let both = Some(Quota { max_bytes: 1000, max_messages: 10 });
+    admin.set_quota(SetQuotaRequest { name: "alice".into(), quota: both, update_mask: None }).await.unwrap();
+    let messages_only = Some(Quota { max_bytes: 0, max_messages: 20 });
+    let request = SetQuotaRequest { name: "alice".into(), quota: messages_only, update_mask: mask(&["max_messages"]) };
+    let account = admin.set_quota(request).await.unwrap().into_inner();
+    assert_eq!(account.quota, Some(Quota { max_bytes: 1000, max_messages: 20 }));
+    let policy = Some(Policy { login_delay_secs: 60, expire_days: Some(30) });
+    admin.set_policy(SetPolicyRequest { name: "alice".into(), policy, update_mask: None }).await.unwrap();
+    let expire_off = Some(Policy { login_delay_secs: 0, expire_days: None });
+    let request = SetPolicyRequest { name: "alice".into(), policy: expire_off, update_mask: mask(&["expire_days"]) };
+    let account = admin.set_policy(request).await.unwrap().into_inner();
+    assert_eq!(account.policy, Some(Policy { login_delay_secs: 60, expire_days: None }));
+    let request = SetPolicyRequest { name: "alice".into(), policy: None, update_mask: mask(&["login_delay"]) };
+    let refused = admin.set_policy(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("\"login_delay\""), "{refused:?}");
+}
+
 #[tokio::test]
 async fn login_delay_policy_is_advertised_and_enforced() {
     let server = start(&[]);
     create(&server, "alice").await;
     let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
     let policy = Some(Policy { login_delay_secs: 300, expire_days: None });
-    admin.set_policy(SetPolicyRequest { name: "alice".into(), policy }).await.unwrap();
+    admin.set_policy(SetPolicyRequest { name: "alice".into(), policy, update_mask: None }).await.unwrap();
     let mut c = Client::connect(server.pop3);
     assert!(c.lines("CAPA").iter().any(|l| l == "LOGIN-DELAY 0 USER"));
     c.cmd("USER alice");
@@ -482,7 +510,11 @@ async fn retention_policy_expires_retrieved_mail_once_and_keeps_the_rest() {
     create(&server, "bob").await;
     let mut admin = grpc::admin(api, Some(ADMIN_TOKEN)).await;
     let policy = Some(Policy { login_delay_secs: 0, expire_days: Some(0) });
-    let acct = admin.set_policy(SetPolicyRequest { name: "alice".into(), policy }).await.unwrap().into_inner();
+    let acct = admin
+        .set_policy(SetPolicyRequest { name: "alice".into(), policy, update_mask: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(acct.policy.unwrap().expire_days, Some(0));
     let mut ingest = grpc::ingest(api, Some(INGEST_TOKEN)).await;
     let mut ids = Vec::new();

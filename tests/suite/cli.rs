@@ -161,8 +161,43 @@ fn the_command_line_as_a_client_of_the_api() {
     assert!(ok && out == "bob\n", "{out}");
     let (ok, out, _) = run(ADMIN_TOKEN, &["admin", "info"], b"");
     assert!(ok && out.contains("store=fs locks=memory"), "{out}");
-    let (ok, out, _) = run(ADMIN_TOKEN, &["admin", "policy", "bob", "--login-delay", "60"], b"");
-    assert!(ok && out.contains("login_delay=60"), "{out}");
+    // Issue 23 item 13: each command changes what it was given and nothing else.
+    let changes: [(&[&str], &str); 7] = [
+        (
+            &["admin", "quota", "bob", "--max-bytes", "5000"],
+            "max_bytes=5000 max_messages=0 login_delay=0 expire_days=never",
+        ),
+        (
+            &["admin", "quota", "bob", "--max-messages", "7"],
+            "max_bytes=5000 max_messages=7 login_delay=0 expire_days=never",
+        ),
+        (
+            &["admin", "policy", "bob", "--expire-days", "30"],
+            "max_bytes=5000 max_messages=7 login_delay=0 expire_days=30",
+        ),
+        (
+            &["admin", "policy", "bob", "--login-delay", "60"],
+            "max_bytes=5000 max_messages=7 login_delay=60 expire_days=30",
+        ),
+        (
+            &["admin", "policy", "bob", "--expire-days", "7"],
+            "max_bytes=5000 max_messages=7 login_delay=60 expire_days=7",
+        ),
+        (
+            &["admin", "policy", "bob", "--expire-days", "never"],
+            "max_bytes=5000 max_messages=7 login_delay=60 expire_days=never",
+        ),
+        (
+            &["admin", "quota", "bob", "--max-bytes", "0", "--max-messages", "0"],
+            "max_bytes=0 max_messages=0 login_delay=60 expire_days=never",
+        ),
+    ];
+    for (args, want) in changes {
+        let (ok, out, err) = run(ADMIN_TOKEN, args, b"");
+        assert!(ok && out.trim_end().ends_with(want), "{args:?}: {out}{err}");
+    }
+    let (ok, _, err) = run(ADMIN_TOKEN, &["admin", "quota", "bob"], b"");
+    assert!(!ok && err.contains("required"), "a quota command that changes nothing: {err}");
     let (ok, _, err) = run(INGEST_TOKEN, &["admin", "info"], b"");
     assert!(!ok && err.contains("PermissionDenied"), "{err}");
     let (ok, _, err) = run("wrong", &["account", "list"], b"");

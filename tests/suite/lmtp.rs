@@ -102,7 +102,7 @@ async fn smtplib_gets_one_reply_per_recipient_and_pop3_retrieves_the_message() {
     let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
     admin.set_enabled(SetEnabledRequest { name: "carol@example.com".into(), enabled: false }).await.unwrap();
     let quota = Some(Quota { max_bytes: 0, max_messages: 1 });
-    admin.set_quota(SetQuotaRequest { name: "bob@example.com".into(), quota }).await.unwrap();
+    admin.set_quota(SetQuotaRequest { name: "bob@example.com".into(), quota, update_mask: None }).await.unwrap();
     server.deliver("bob@example.com", b"Subject: fills the quota\r\n\r\nx\r\n");
 
     let lmtp = server.lmtp.unwrap();
@@ -220,7 +220,7 @@ fn start_full_mailbox(server: &Server) -> &'static str {
     rt.block_on(async {
         let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
         let quota = Some(Quota { max_bytes: 0, max_messages: 1 });
-        admin.set_quota(SetQuotaRequest { name: name.into(), quota }).await.unwrap();
+        admin.set_quota(SetQuotaRequest { name: name.into(), quota, update_mask: None }).await.unwrap();
     });
     name
 }
@@ -524,7 +524,10 @@ async fn postfix_keeps_mail_for_a_full_mailbox_and_delivers_it_after_the_quota_i
     server.deliver("alice@example.com", b"Subject: fills the quota\r\n\r\nx\r\n");
     let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
     let full = Some(Quota { max_bytes: 0, max_messages: 1 });
-    admin.set_quota(SetQuotaRequest { name: "alice@example.com".into(), quota: full }).await.unwrap();
+    admin
+        .set_quota(SetQuotaRequest { name: "alice@example.com".into(), quota: full, update_mask: None })
+        .await
+        .unwrap();
     let postfix = Postfix::start(server.lmtp.unwrap());
     let port = postfix.smtp.to_string();
     let sent = tokio::task::spawn_blocking(move || {
@@ -541,7 +544,10 @@ s.quit()
     assert!(postfix.log().contains("452 4.2.2"), "{}", postfix.log());
 
     let unlimited = Some(Quota { max_bytes: 0, max_messages: 0 });
-    admin.set_quota(SetQuotaRequest { name: "alice@example.com".into(), quota: unlimited }).await.unwrap();
+    admin
+        .set_quota(SetQuotaRequest { name: "alice@example.com".into(), quota: unlimited, update_mask: None })
+        .await
+        .unwrap();
     let flushed = postfix.command("postqueue", &["-f"]);
     assert!(flushed.status.success(), "postqueue -f: {}", String::from_utf8_lossy(&flushed.stderr));
     crate::common::eventually("the queue run delivers it", || postfix.log().contains("status=sent"));

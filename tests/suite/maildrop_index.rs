@@ -349,7 +349,7 @@ async fn quota_checks_count_without_listing_the_mailbox() {
     let seeded = put_old(&S3Store::new(&s3_settings(&s3, &bucket, "pool")).await, &md("quota"), 150).await;
     let mut admin = grpc::admin(server.api.unwrap(), Some(ADMIN_TOKEN)).await;
     let quota = Quota { max_bytes: 0, max_messages: 153 };
-    admin.set_quota(SetQuotaRequest { name: "quota".into(), quota: Some(quota) }).await.unwrap();
+    admin.set_quota(SetQuotaRequest { name: "quota".into(), quota: Some(quota), update_mask: None }).await.unwrap();
     let mut ingest = grpc::ingest(server.api.unwrap(), Some(INGEST_TOKEN)).await;
     let message = b"Subject: q\r\n\r\nbody\r\n";
     let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
