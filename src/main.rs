@@ -11,8 +11,14 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line that says what is wrong, whatever RUST_BACKTRACE says: a configuration
-            // mistake is not a crash.
-            eprintln!("cloudpop: {e:#}");
+            // mistake is not a crash. A cause is added unless the message already quotes it.
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1).map(ToString::to_string) {
+                if !line.contains(&cause) {
+                    line = format!("{line}: {cause}");
+                }
+            }
+            eprintln!("cloudpop: {line}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -35,7 +35,7 @@ pub enum ApiError {
     Tokens(std::io::Error),
     #[error("API TLS configuration rejected: {0}")]
     Tls(String),
-    #[error("cannot listen on {addr} for the API: {source}")]
+    #[error("cannot listen on {addr} for the API (api_listen): {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error(
         "api_listen = {0:?} is reachable from the network without TLS: tokens and passwords would cross it \
@@ -176,21 +176,25 @@ pub async fn serve(
     let ingest = tonic::service::interceptor::InterceptedService::new(ingest, move |req: tonic::Request<()>| {
         ingest_tokens.current().check(&req, Scope::Ingest).map(|()| req)
     });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("descriptor sets are valid");
-    let reflection_tokens = tokens;
-    let reflection = tonic::service::interceptor::InterceptedService::new(reflection, move |req: tonic::Request<()>| {
-        reflection_tokens.current().check_any(&req).map(|()| req)
-    });
+    // Reflection in both versions: grpc.reflection.v1, and v1alpha for the clients that speak
+    // only it (grpcurl before 1.8.8, older Postman). Any valid token may read it.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().expect("descriptor sets are valid");
+    let reflection_v1alpha = reflection().build_v1alpha().expect("descriptor sets are valid");
+    let token_check = move |req: tonic::Request<()>| tokens.current().check_any(&req).map(|()| req);
+    let reflection_v1 = tonic::service::interceptor::InterceptedService::new(reflection_v1, token_check.clone());
+    let reflection_v1alpha = tonic::service::interceptor::InterceptedService::new(reflection_v1alpha, token_check);
 
     let router = Server::builder()
         .timeout(Duration::from_secs(600))
         .layer(crate::telemetry::grpc::TraceLayer)
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(admin)
         .add_service(ingest);
     info!(tls = tls.is_some(), "API serving");

@@ -21,6 +21,9 @@ pub struct ServeArgs {
     /// gRPC API listener, e.g. 127.0.0.1:7110 ("" disables it).
     #[arg(long)]
     api_listen: Option<String>,
+    /// Operations listener (/metrics, /healthz, /readyz), e.g. 0.0.0.0:9110 ("" disables it).
+    #[arg(long)]
+    ops: Option<String>,
     /// PEM certificate chain.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -31,7 +34,11 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (mut config, warnings) = super::load_config(args.config.as_deref())?;
-    let flags = [(args.pop3, &mut config.pop3_listen), (args.pop3s, &mut config.pop3s_listen)];
+    let flags = [
+        (args.pop3, &mut config.pop3_listen),
+        (args.pop3s, &mut config.pop3s_listen),
+        (args.ops, &mut config.ops_listen),
+    ];
     for (flag, setting) in flags {
         if let Some(value) = flag {
             *setting = value;

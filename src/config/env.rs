@@ -30,7 +30,7 @@ const OTEL_VARS: [(&str, &str); 8] = [
 ];
 
 /// Every configuration key, read off the struct itself so the list can never fall behind it.
-fn known_keys() -> Vec<String> {
+pub(super) fn known_keys() -> Vec<String> {
     match serde_json::to_value(Config::default()) {
         Ok(serde_json::Value::Object(fields)) => fields.into_iter().map(|(key, _)| key).collect(),
         _ => Vec::new(),
@@ -57,7 +57,7 @@ pub(super) fn overlay(table: &mut toml::Table, env: Vec<(String, String)>) -> Re
         }
         let key = key.to_ascii_lowercase();
         if !keys.contains(&key) {
-            if let Some(near) = keys.iter().find(|k| edit_distance(k, &key) <= 2) {
+            if let Some(near) = closest_key(&keys, &key) {
                 warnings.push(format!(
                     "ignoring {var}: not a setting; did you mean {ENV_PREFIX}{}?",
                     near.to_ascii_uppercase()
@@ -75,9 +75,7 @@ pub(super) fn overlay(table: &mut toml::Table, env: Vec<(String, String)>) -> Re
         }
         let value = env_value(&raw);
         if let Err(e) = Config::deserialize(toml::Table::from_iter([(key.clone(), value.clone())])) {
-            // serde's text spans lines; one line reads better in a pod's log.
-            let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-            return Err(ConfigError::Env { var, message });
+            return Err(ConfigError::Env { var, message: one_line(&e.to_string()) });
         }
         table.insert(key, value);
     }
@@ -91,6 +89,16 @@ fn env_value(raw: &str) -> toml::Value {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// The known key nearest to a misspelt `key`, if one is near enough to be what was meant.
+pub(super) fn closest_key<'k>(keys: &'k [String], key: &str) -> Option<&'k String> {
+    keys.iter().map(|k| (edit_distance(k, key), k)).filter(|(d, _)| *d <= 2).min_by_key(|(d, _)| *d).map(|(_, k)| k)
+}
+
+/// serde's and toml's texts span lines; one line reads better in a terminal and a pod's log.
+pub(super) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Levenshtein distance, for spotting misspelt keys.

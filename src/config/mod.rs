@@ -387,15 +387,27 @@ impl Config {
         if let Some(path) = file {
             let text =
                 std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-            table = text
-                .parse()
-                .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            let parse_error = |message| ConfigError::Parse { path: path.into(), message };
+            table = text.parse().map_err(|e: toml::de::Error| {
+                let line = e.span().map(|span| text[..span.start].lines().count().max(1));
+                parse_error(match line {
+                    Some(line) => format!("line {line}: {}", env::one_line(e.message())),
+                    None => env::one_line(&e.to_string()),
+                })
+            })?;
             // Unknown keys in a file are mistakes the operator wrote: they stop startup.
-            Self::deserialize(table.clone())
-                .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            let known = env::known_keys();
+            if let Some(unknown) = table.keys().find(|k| !known.contains(k)) {
+                let hint = match env::closest_key(&known, unknown) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => "docs/configuration.md lists every key".into(),
+                };
+                return Err(parse_error(format!("unknown key `{unknown}`; {hint}")));
+            }
+            Self::deserialize(table.clone()).map_err(|e| parse_error(env::one_line(&e.to_string())))?;
         }
         let warnings = env::overlay(&mut table, env.into_iter().collect())?;
-        let config = Self::deserialize(table).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let config = Self::deserialize(table).map_err(|e| ConfigError::Invalid(env::one_line(&e.to_string())))?;
         Ok((config, warnings))
     }
 

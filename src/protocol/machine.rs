@@ -210,7 +210,7 @@ impl Machine {
                 Ok(cmd) => self.on_command(cmd),
                 Err(e) => {
                     self.bad_commands += 1;
-                    if self.bad_commands >= self.settings.max_bad_commands {
+                    if self.bad_commands > self.settings.max_bad_commands {
                         Step::Close(response::err(None, "Too many bad commands, closing connection"))
                     } else {
                         Step::Reply(response::err(None, &e.to_string()))
@@ -231,7 +231,7 @@ impl Machine {
             self.phase = Phase::Authorization { user: None };
         }
         self.line_violations += 1;
-        if self.line_violations >= self.settings.max_line_violations {
+        if self.line_violations > self.settings.max_line_violations {
             Step::Close(response::err(None, "Too many overlong lines, closing connection"))
         } else {
             Step::Reply(response::err(None, "Line too long"))

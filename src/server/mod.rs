@@ -86,8 +86,8 @@ pub enum ServerError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Api(#[from] crate::api::ApiError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    #[error("cannot listen on {addr} ({setting}): {source}{}", in_use_hint(source, setting))]
+    Bind { setting: &'static str, addr: String, source: std::io::Error },
 }
 
 /// What a signal asks for.
@@ -133,8 +133,18 @@ fn certificate(settings: &ServerSettings) -> Result<CertStore, TlsError> {
     CertStore::load(cert, key)
 }
 
-async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), ServerError> {
-    let err = |source| ServerError::Bind { addr: addr.to_owned(), source };
+/// What to try when a port is taken.
+fn in_use_hint(source: &std::io::Error, setting: &str) -> String {
+    if source.kind() != std::io::ErrorKind::AddrInUse {
+        return String::new();
+    }
+    format!(
+        "; another process (another cloudpop on this host?) has it: give each one its own {setting}, or \"\" to turn it off"
+    )
+}
+
+async fn bind(setting: &'static str, addr: &str) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let err = |source| ServerError::Bind { setting, addr: addr.to_owned(), source };
     let listener = TcpListener::bind(addr).await.map_err(err)?;
     let local = listener.local_addr().map_err(err)?;
     Ok((listener, local))
@@ -147,46 +157,47 @@ fn announce(name: &str, local: SocketAddr) {
     println!("cloudpop: {name} listening on {local}");
 }
 
-/// Binds `addr` unless it is empty, and announces it as `name`.
-async fn bind_named(name: &str, addr: &str) -> Result<Option<TcpListener>, ServerError> {
-    if addr.is_empty() {
-        return Ok(None);
-    }
-    let (listener, local) = bind(addr).await?;
-    announce(name, local);
-    Ok(Some(listener))
-}
-
-/// Every listener but the API's, bound and announced.
+/// Every listener but the API's, bound (and announced only once every one is).
 struct Listeners {
     pop3: Option<TcpListener>,
     pop3s: Option<TcpListener>,
     lmtp: Option<(TcpListener, Arc<crate::lmtp::Settings>)>,
     ops: Option<TcpListener>,
+    /// What was bound where, to announce.
+    bound: Vec<(&'static str, SocketAddr)>,
 }
 
 impl Listeners {
     async fn bind(server: &ServerSettings, lmtp: Option<crate::lmtp::Settings>) -> Result<Self, ServerError> {
-        let pop3 = bind_named("pop3", &server.pop3_listen).await?;
-        let pop3s = bind_named("pop3s", &server.pop3s_listen).await?;
+        let mut bound = Vec::new();
+        let mut bind_named =
+            async |name: &'static str, setting, addr: &str| -> Result<Option<TcpListener>, ServerError> {
+                if addr.is_empty() {
+                    return Ok(None);
+                }
+                let (listener, local) = bind(setting, addr).await?;
+                bound.push((name, local));
+                Ok(Some(listener))
+            };
+        let pop3 = bind_named("pop3", "pop3_listen", &server.pop3_listen).await?;
+        let pop3s = bind_named("pop3s", "pop3s_listen", &server.pop3s_listen).await?;
         let lmtp = match lmtp {
-            Some(lmtp) => bind_named("lmtp", &server.lmtp_listen).await?.map(|l| (l, Arc::new(lmtp))),
+            Some(lmtp) => bind_named("lmtp", "lmtp_listen", &server.lmtp_listen).await?.map(|l| (l, Arc::new(lmtp))),
             None => None,
         };
-        let ops_err = |source| ServerError::Bind { addr: server.ops_listen.clone(), source };
+        let ops_err = |source| ServerError::Bind { setting: "ops_listen", addr: server.ops_listen.clone(), source };
         let ops = crate::ops::bind(&server.ops_listen).await.map_err(ops_err)?.map(|(listener, local)| {
-            announce("ops", local);
+            bound.push(("ops", local));
             listener
         });
-        let _ = std::io::stdout().flush();
-        Ok(Self { pop3, pop3s, lmtp, ops })
+        Ok(Self { pop3, pop3s, lmtp, ops, bound })
     }
 }
 
 /// The API, ready to serve: everything that can be wrong with it fails before any listener
 /// reports ready.
 struct Api {
-    listener: Option<TcpListener>,
+    listener: Option<(TcpListener, SocketAddr)>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     tokens: TokenStore,
 }
@@ -195,10 +206,7 @@ impl Api {
     async fn prepare(settings: &crate::api::ApiSettings, certs: &CertStore) -> Result<Self, ServerError> {
         let tls = crate::api::tls_acceptor(settings, certs)?;
         let tokens = TokenStore::load(settings.tokens.clone()).map_err(crate::api::ApiError::Tokens)?;
-        let listener = crate::api::bind(settings, &tokens.current()).await?.map(|(listener, local)| {
-            announce("api", local);
-            listener
-        });
+        let listener = crate::api::bind(settings, &tokens.current()).await?;
         Ok(Self { listener, tls, tokens })
     }
 }
@@ -220,7 +228,12 @@ pub async fn run(settings: ServeSettings, mut signals: mpsc::UnboundedReceiver<S
         cut: CancellationToken::new(),
     });
     let api = Api::prepare(&settings.api, &certs).await?;
-    let Listeners { pop3, pop3s, lmtp, ops } = Listeners::bind(&server, settings.lmtp).await?;
+    let Listeners { pop3, pop3s, lmtp, ops, bound } = Listeners::bind(&server, settings.lmtp).await?;
+    // Every setting was accepted and every port bound: only now is anything announced.
+    for (name, local) in api.listener.iter().map(|(_, local)| ("api", *local)).chain(bound) {
+        announce(name, local);
+    }
+    let _ = std::io::stdout().flush();
 
     let readiness = Readiness::default();
     let (background, stop_background) = (TaskTracker::new(), CancellationToken::new());
@@ -240,7 +253,7 @@ pub async fn run(settings: ServeSettings, mut signals: mpsc::UnboundedReceiver<S
         settings.lock_lease,
         ctx.closing.clone(),
     ));
-    if let Some(listener) = api.listener {
+    if let Some((listener, _)) = api.listener {
         let facts = Arc::new(crate::api::ServerFacts {
             store: server.store,
             locks: server.locks,

@@ -377,26 +377,63 @@ async fn an_operator_can_free_a_stuck_lock() {
 
 #[tokio::test]
 async fn reflection_lists_the_services() {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     let server = start(&[]);
     let channel = grpc::channel(server.api.unwrap()).await;
-    let mut client = ServerReflectionClient::with_interceptor(channel, grpc::Bearer::admin());
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+    // What grpcurl does: list the services by reflection (v1, and v1alpha for grpcurl before
+    // 1.8.8), with the token, then call one of them.
+    let v1 = {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+        let mut client = ServerReflectionClient::with_interceptor(channel.clone(), grpc::Bearer::admin());
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = client.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+        let answer: Option<ServerReflectionResponse> = stream.message().await.unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.unwrap().message_response else {
+            panic!("unexpected reflection answer");
+        };
+        list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
     };
-    let mut stream = client.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = stream.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("unexpected reflection answer");
+    let v1alpha = {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, ServerReflectionResponse};
+        let mut client = ServerReflectionClient::with_interceptor(channel.clone(), grpc::Bearer::admin());
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = client.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+        let answer: Option<ServerReflectionResponse> = stream.message().await.unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.unwrap().message_response else {
+            panic!("unexpected reflection answer");
+        };
+        list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in ["cloudpop.v1.Admin", "cloudpop.v1.Ingest", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    for names in [&v1, &v1alpha] {
+        for want in ["cloudpop.v1.Admin", "cloudpop.v1.Ingest", "grpc.health.v1.Health"] {
+            assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+        }
     }
+    // Without a token, reflection is refused; the health check itself needs none.
+    let mut anonymous =
+        tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let refused = anonymous.server_reflection_info(tokio_stream::iter([req])).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let check = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    assert!(health.check(check).await.is_ok());
 }
 
 /// Polls grpc.health.v1 until it reports `want` (the probe runs every two seconds).

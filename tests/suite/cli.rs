@@ -309,3 +309,89 @@ fn check_reports_what_a_client_sees_and_fails_with_one_line() {
     let (ok, _, err) = check(&[]);
     assert!(!ok && err.contains("--pop3") && err.contains("--api"), "{err}");
 }
+
+/// Runs `serve` with `args` and `env` and waits (at most 20 s) for it to exit: its exit status,
+/// standard output and standard error.
+fn serve_until_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code(), text(out.stdout), text(out.stderr))
+}
+
+/// Issue 23 items 14 and 15: a refused setting or a port in use stops the server before it
+/// announces anything, and the message names the setting.
+#[test]
+fn nothing_is_announced_until_every_setting_is_accepted_and_every_port_is_bound() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 3] = [
+        (
+            &["--pop3", "127.0.0.1:0", "--pop3s", &busy, "--ops", "127.0.0.1:0"],
+            &[],
+            "(pop3s_listen): Address already in use",
+        ),
+        (
+            &["--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--ops", &busy],
+            &[],
+            "(ops_listen): Address already in use",
+        ),
+        (
+            &["--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--api-listen", "0.0.0.0:0"],
+            &[("CLOUDPOP_API_ADMIN_TOKENS", "t")],
+            "api_listen = \"0.0.0.0:0\" is reachable from the network without TLS",
+        ),
+    ];
+    for (args, env, why) in cases {
+        let (code, out, err) = serve_until_exit(args, env);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?} announced listeners before failing");
+        assert!(err.contains(why), "{args:?}: {err}");
+        let said: Vec<&str> = err.lines().filter(|l| l.starts_with("cloudpop: ")).collect();
+        assert_eq!(said.len(), 1, "{args:?}: one line, no backtrace: {err}");
+        assert_eq!(said[0].matches("Address already in use").count().max(1), 1, "said twice: {err}");
+    }
+    let (_, _, err) = serve_until_exit(&["--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--ops", &busy], &[]);
+    assert!(err.contains("another cloudpop on this host?") && err.contains("its own ops_listen"), "{err}");
+}
+
+/// Issue 23 item 18: a wrong key or value in the file is one line naming it (the closest key
+/// for a misspelling, not all of them).
+#[test]
+fn a_bad_config_file_is_one_line_that_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("max_conections = 5\n", "unknown key `max_conections`; did you mean `max_connections`?"),
+        ("frobnicate = 5\n", "unknown key `frobnicate`; docs/configuration.md lists every key"),
+        ("max_connections = \"lots\"\n", "invalid type: string \"lots\", expected usize in `max_connections`"),
+        ("pop3_listen = \"x\"\nmax_connections = lots\n", "line 2: string values must be quoted"),
+    ];
+    for (i, (text, want)) in cases.into_iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let (code, out, err) = serve_until_exit(&["--config", file.to_str().unwrap()], &[]);
+        assert_eq!((code, out.as_str()), (Some(1), ""), "{text}: {err}");
+        let want = format!("cloudpop: config file {}: {want}", file.display());
+        assert!(err.starts_with(&want) && err.ends_with('\n') && err.lines().count() == 1, "{text}: {err:?}");
+    }
+}

@@ -200,6 +200,17 @@ fn pipelined_commands_garbage_and_smuggling_attempts() {
     assert_eq!(say(&mut c, "NOOP"), "250 2.0.0 OK");
     drop(c);
 
+    // Twenty refused commands are answered; the twenty-first closes, as in POP3.
+    let mut c = Client::connect(server.lmtp.unwrap());
+    for _ in 0..20 {
+        assert!(say(&mut c, "FROB").starts_with("500 5.5.1"));
+    }
+    c.send(b"FROB\r\n");
+    let last = reply(&mut c);
+    assert!(last[0].starts_with("500 5.5.1"), "{last:?}");
+    assert_eq!(reply(&mut c), ["421 4.7.0 Too many errors, closing the connection"]);
+    assert!(c.is_closed());
+
     // A disabled-quota account that is full gets the permanent code with lmtp_quota_tempfail off.
     let mut c = Client::connect(server.lmtp.unwrap());
     let full = start_full_mailbox(&server);

@@ -15,6 +15,7 @@ mod backend_conformance;
 mod cli;
 mod clients;
 mod docs;
+mod docs_examples;
 mod kubernetes;
 mod kubernetes_auth;
 mod lmtp;

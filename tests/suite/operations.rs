@@ -101,6 +101,52 @@ fn a_misspelt_bucket_is_a_temporary_failure_and_readiness_names_it() {
     assert!(!ok && err.contains("does not exist (s3_bucket)"), "{err}");
 }
 
+/// Issue 23 item 16: every family is exported from the start, at 0, with its known label
+/// values, so dashboards and alerts read 0 rather than "no data" before the first event.
+#[test]
+fn metric_families_are_exported_at_zero_before_any_event() {
+    let server = Server::start(&[]);
+    let metrics = server.metrics();
+    for series in [
+        r#"cloudpop_connections_refused_total{listener="pop3",reason="limit"}"#,
+        r#"cloudpop_connections_refused_total{listener="lmtp",reason="untrusted"}"#,
+        r#"cloudpop_throttle_refusals_total{reason="failures"}"#,
+        r#"cloudpop_throttle_refusals_total{reason="login_delay"}"#,
+        r#"cloudpop_reloads_total{outcome="failed",what="tls"}"#,
+        r#"cloudpop_ingest_deliveries_total{status="stored",via="grpc"}"#,
+        r#"cloudpop_ingest_deliveries_total{status="temporary_failure",via="lmtp"}"#,
+        r#"cloudpop_ingest_bytes_total{listener="lmtp"}"#,
+        r#"cloudpop_logins_total{mechanism="PLAIN",outcome="bad_credentials"}"#,
+        r#"cloudpop_lock_acquisitions_total{outcome="in_use"}"#,
+        r#"cloudpop_retrieved_bytes_total{verb="TOP"}"#,
+        r#"cloudpop_tls_handshakes_total{listener="api",outcome="failed"}"#,
+    ] {
+        assert_eq!(metrics.get(series), 0.0, "{series}");
+    }
+    // An embedded server sends no S3 requests and shows none.
+    assert!(!metrics.keys().any(|k| k.starts_with("cloudpop_s3_requests_total")));
+}
+
+/// Issue 23 item 18: the reason /readyz gives while Redis cannot be reached is the one the
+/// operations page quotes.
+#[test]
+fn the_documented_readiness_reason_is_the_one_served() {
+    let nobody = common::cloud::free_port();
+    let server = Server::start(&[
+        ("CLOUDPOP_LOCKS", "redis"),
+        ("CLOUDPOP_REDIS_URL", &format!("redis://127.0.0.1:{nobody}")),
+        ("CLOUDPOP_REDIS_TIMEOUT_MS", "200"),
+    ]);
+    let mut reason = String::new();
+    eventually("no readiness reason", || {
+        let (status, text) = server.ops_get("/readyz");
+        reason = text.trim().to_owned();
+        status == 503 && reason.contains("lock service")
+    });
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
+    assert!(page.contains(&format!("`{reason}`")), "docs/operations.md does not quote {reason:?}");
+}
+
 #[test]
 fn readiness_is_degraded_by_backend_outages_and_ends_at_sigterm() {
     let (mut redis, mut s3) = (Redis::start(), S3::start());

@@ -287,10 +287,21 @@ fn overlong_lines_and_garbage_never_hurt_the_server() {
     c.send(b"\r\n");
     assert_eq!(c.line(), "-ERR Line too long");
     assert!(c.cmd("NOOP").starts_with("-ERR"), "connection still usable");
-    c.send(&[vec![b'B'; 3000], b"\r\n".to_vec(), vec![b'C'; 3000], b"\r\n".to_vec()].concat());
+    // max_line_violations (3) are allowed; the fourth closes.
+    let long = |b: u8| [vec![b; 3000], b"\r\n".to_vec()].concat();
+    c.send(&[long(b'B'), long(b'C'), long(b'D')].concat());
+    assert_eq!(c.line(), "-ERR Line too long");
     assert_eq!(c.line(), "-ERR Line too long");
     assert_eq!(c.line(), "-ERR Too many overlong lines, closing connection");
     assert!(c.is_closed());
+
+    // max_bad_commands (20) are answered; the twenty-first closes. LMTP counts the same way.
+    let mut b = Client::connect(server.pop3);
+    for _ in 0..20 {
+        assert_eq!(b.cmd("XYZZY"), "-ERR Unknown command");
+    }
+    assert_eq!(b.cmd("XYZZY"), "-ERR Too many bad commands, closing connection");
+    assert!(b.is_closed());
 
     // Binary garbage, NULs, lone CRs, invalid UTF-8.
     let mut g = Client::connect(server.pop3);
