@@ -91,11 +91,15 @@ fn a_killed_frontend_frees_its_lock_within_the_lease_and_applies_nothing() {
     assert!(reply.starts_with("+OK"));
     let before = uids(&mut doomed);
     assert!(doomed.cmd("DELE 1").starts_with("+OK") && doomed.cmd("DELE 3").starts_with("+OK"));
-    a.signal("-KILL");
     // The bound is the lease's own expiry in Redis: what is left of it when the holder died is
-    // at most one lease, and the maildrop is free as soon as it runs out (and not before).
+    // at most one lease (renewals included: one is seen before the kill), and the maildrop is
+    // free as soon as it runs out (and not before).
     let mut redis = redis::Client::open(pool.redis.url()).unwrap().get_connection().unwrap();
-    let left: i64 = redis::cmd("PTTL").arg("cloudpop:lock:{alice}").query(&mut redis).unwrap();
+    let mut pttl = || -> i64 { redis::cmd("PTTL").arg("cloudpop:lock:{alice}").query(&mut redis).unwrap() };
+    let first = pttl();
+    common::eventually("the session's lease was never renewed", || pttl() > first);
+    a.signal("-KILL");
+    let left = pttl();
     let killed_at = Instant::now();
     assert!(left > 0 && left <= lease.as_millis() as i64, "the lock's time to live was {left} ms");
     let left = Duration::from_millis(left as u64);
