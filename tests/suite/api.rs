@@ -381,40 +381,24 @@ async fn reflection_lists_the_services() {
     let channel = grpc::channel(server.api.unwrap()).await;
     // What grpcurl does: list the services by reflection (v1, and v1alpha for grpcurl before
     // 1.8.8), with the token, then call one of them.
-    let v1 = {
-        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
-        let mut client = ServerReflectionClient::with_interceptor(channel.clone(), grpc::Bearer::admin());
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut stream = client.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
-        let answer: Option<ServerReflectionResponse> = stream.message().await.unwrap();
-        let Some(MessageResponse::ListServicesResponse(list)) = answer.unwrap().message_response else {
-            panic!("unexpected reflection answer");
-        };
-        list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
-    };
-    let v1alpha = {
-        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, ServerReflectionResponse};
-        let mut client = ServerReflectionClient::with_interceptor(channel.clone(), grpc::Bearer::admin());
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut stream = client.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
-        let answer: Option<ServerReflectionResponse> = stream.message().await.unwrap();
-        let Some(MessageResponse::ListServicesResponse(list)) = answer.unwrap().message_response else {
-            panic!("unexpected reflection answer");
-        };
-        list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
-    };
+    macro_rules! services {
+        ($version:ident) => {{
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::$version::{ServerReflectionRequest, ServerReflectionResponse};
+            let mut client = ServerReflectionClient::with_interceptor(channel.clone(), grpc::Bearer::admin());
+            let list = MessageRequest::ListServices(String::new());
+            let req = ServerReflectionRequest { host: String::new(), message_request: Some(list) };
+            let mut stream = client.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+            let answer: Option<ServerReflectionResponse> = stream.message().await.unwrap();
+            let Some(MessageResponse::ListServicesResponse(list)) = answer.unwrap().message_response else {
+                panic!("unexpected reflection answer");
+            };
+            list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
+        }};
+    }
+    let (v1, v1alpha) = (services!(v1), services!(v1alpha));
     for names in [&v1, &v1alpha] {
         for want in ["cloudpop.v1.Admin", "cloudpop.v1.Ingest", "grpc.health.v1.Health"] {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");

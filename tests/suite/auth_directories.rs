@@ -396,27 +396,11 @@ fn directory_settings_are_checked_before_start() {
     // `serve` with a refused setting exits at once; one that starts is stopped after 20 s and
     // reported as started, so a missing rule fails the test instead of hanging it.
     let check = |env: &[(&str, &str)]| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(crate::common::BIN)
-            .args(["serve", "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("CLOUDPOP_OPS_LISTEN", "127.0.0.1:0")
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() >= deadline {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                return (true, String::new(), "the server started".to_owned());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let args = ["--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--ops", "127.0.0.1:0"];
+        match crate::common::serve_until_exit(&args, env) {
+            (None, _, _) => (true, String::new(), "the server started".to_owned()),
+            (Some(code), _, err) => (code == 0, String::new(), err),
         }
-        let out = child.wait_with_output().unwrap();
-        (out.status.success(), String::new(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     // Each case is otherwise complete, and each refusal is asserted word for word: a rule that
     // went missing would let the next rule's message (which may also say "ldap") pass for it.

@@ -1,7 +1,7 @@
 //! The command line: account management, delivery, configuration errors.
 
 use crate::common;
-use common::{BIN, Client, Server, cli, cli_result};
+use common::{BIN, Client, Server, cli, cli_result, serve_until_exit};
 use std::process::Command;
 
 #[test]
@@ -162,39 +162,22 @@ fn the_command_line_as_a_client_of_the_api() {
     let (ok, out, _) = run(ADMIN_TOKEN, &["admin", "info"], b"");
     assert!(ok && out.contains("store=fs locks=memory"), "{out}");
     // Issue 23 item 13: each command changes what it was given and nothing else.
-    let changes: [(&[&str], &str); 7] = [
-        (
-            &["admin", "quota", "bob", "--max-bytes", "5000"],
-            "max_bytes=5000 max_messages=0 login_delay=0 expire_days=never",
-        ),
-        (
-            &["admin", "quota", "bob", "--max-messages", "7"],
-            "max_bytes=5000 max_messages=7 login_delay=0 expire_days=never",
-        ),
-        (
-            &["admin", "policy", "bob", "--expire-days", "30"],
-            "max_bytes=5000 max_messages=7 login_delay=0 expire_days=30",
-        ),
-        (
-            &["admin", "policy", "bob", "--login-delay", "60"],
-            "max_bytes=5000 max_messages=7 login_delay=60 expire_days=30",
-        ),
-        (
-            &["admin", "policy", "bob", "--expire-days", "7"],
-            "max_bytes=5000 max_messages=7 login_delay=60 expire_days=7",
-        ),
-        (
-            &["admin", "policy", "bob", "--expire-days", "never"],
-            "max_bytes=5000 max_messages=7 login_delay=60 expire_days=never",
-        ),
-        (
-            &["admin", "quota", "bob", "--max-bytes", "0", "--max-messages", "0"],
-            "max_bytes=0 max_messages=0 login_delay=60 expire_days=never",
-        ),
+    // (command, then max_bytes max_messages login_delay expire_days as shown afterwards)
+    let changes = [
+        ("quota bob --max-bytes 5000", "5000 0 0 never"),
+        ("quota bob --max-messages 7", "5000 7 0 never"),
+        ("policy bob --expire-days 30", "5000 7 0 30"),
+        ("policy bob --login-delay 60", "5000 7 60 30"),
+        ("policy bob --expire-days 7", "5000 7 60 7"),
+        ("policy bob --expire-days never", "5000 7 60 never"),
+        ("quota bob --max-bytes 0 --max-messages 0", "0 0 60 never"),
     ];
-    for (args, want) in changes {
-        let (ok, out, err) = run(ADMIN_TOKEN, args, b"");
-        assert!(ok && out.trim_end().ends_with(want), "{args:?}: {out}{err}");
+    for (command, after) in changes {
+        let args: Vec<&str> = ["admin"].into_iter().chain(command.split(' ')).collect();
+        let fields = ["max_bytes", "max_messages", "login_delay", "expire_days"];
+        let want: Vec<String> = fields.iter().zip(after.split(' ')).map(|(f, v)| format!("{f}={v}")).collect();
+        let (ok, out, err) = run(ADMIN_TOKEN, &args, b"");
+        assert!(ok && out.trim_end().ends_with(&want.join(" ")), "{command}: {out}{err}");
     }
     let (ok, _, err) = run(ADMIN_TOKEN, &["admin", "quota", "bob"], b"");
     assert!(!ok && err.contains("required"), "a quota command that changes nothing: {err}");
@@ -308,34 +291,6 @@ fn check_reports_what_a_client_sees_and_fails_with_one_line() {
     // Neither target: a usage error.
     let (ok, _, err) = check(&[]);
     assert!(!ok && err.contains("--pop3") && err.contains("--api"), "{err}");
-}
-
-/// Runs `serve` with `args` and `env` and waits (at most 20 s) for it to exit: its exit status,
-/// standard output and standard error.
-fn serve_until_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.code(), text(out.stdout), text(out.stderr))
 }
 
 /// Issue 23 items 14 and 15: a refused setting or a port in use stops the server before it

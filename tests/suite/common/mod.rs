@@ -406,6 +406,36 @@ impl Client {
     }
 }
 
+/// Runs `cloudpop serve` in a fresh data directory with `args` and `env` until it exits, or
+/// kills it after 20 s (it started): its exit code (`None` when killed), standard output and
+/// standard error. For settings that must stop the server before it starts.
+pub fn serve_until_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    drop(dir);
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code(), text(out.stdout), text(out.stderr))
+}
+
 /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
