@@ -4,7 +4,7 @@ Usage: independent_client.py PROTO_DIR API_ADDR POP3_PORT ADMIN_TOKEN INGEST_TOK
 Generates stubs from the .proto files, creates an account and delivers mail over gRPC, then
 retrieves the mail over POP3 and checks it is byte-exact. Prints "ok" on success.
 """
-import importlib, os, poplib, sys, tempfile
+import importlib, importlib.resources, os, poplib, sys, tempfile
 
 import grpc
 from grpc_tools import protoc
@@ -19,9 +19,11 @@ def check(condition, what):
 
 proto_dir, api, pop3_port, admin_token, ingest_token = sys.argv[1:6]
 out = tempfile.mkdtemp()
+# The well-known types (google/protobuf/field_mask.proto) ship inside grpcio-tools.
+well_known = str(importlib.resources.files("grpc_tools") / "_proto")
 for name in ("admin", "ingest"):
-    rc = protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
-                      f"{proto_dir}/cloudpop/v1/{name}.proto"])
+    rc = protoc.main(["protoc", f"-I{proto_dir}", f"-I{well_known}", f"--python_out={out}",
+                      f"--grpc_python_out={out}", f"{proto_dir}/cloudpop/v1/{name}.proto"])
     check(rc == 0, f"protoc failed for {name}.proto")
 sys.path.insert(0, out)
 admin_pb = importlib.import_module("cloudpop.v1.admin_pb2")
