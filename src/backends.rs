@@ -2,6 +2,7 @@
 //! service sees only the traits, so the embedded and the cloud deployment share every other line.
 
 use crate::accounts::cache::{self, Announcer};
+use crate::accounts::pool_verified::SharedVerified;
 use crate::accounts::{AccountSettings, Accounts};
 use crate::auth::{AuthSettings, Authenticator};
 use crate::coord::lock::MaildropLocks;
@@ -15,6 +16,7 @@ use crate::coord::throttle::memory::MemoryThrottle;
 use crate::coord::throttle::redis::RedisThrottle;
 use crate::coord::throttle::{Limits, LoginThrottle};
 use crate::coord::usage::{RedisUsage, Uncounted, UsageCounters};
+use crate::coord::verified::RedisVerified;
 use crate::delivery::{DeliveryService, DeliverySettings};
 use crate::store::fs::FsStore;
 use crate::store::observed::Observed;
@@ -113,6 +115,11 @@ impl Backends {
                 let announcer =
                     Announcer::Redis { conn: conn.clone(), channel: channel.clone(), changes: changes.clone() };
                 accounts.announce_through(announcer);
+                if let Some(key) = &settings.accounts.shared_credential_key {
+                    let tags = Arc::new(RedisVerified::new(conn.clone(), prefix));
+                    let ttl = settings.accounts.shared_credential_cache;
+                    accounts.share_checks_through(SharedVerified::new(key.expose().as_bytes(), ttl, tags));
+                }
                 if !settings.accounts.account_cache.is_zero() {
                     let feed = cache::Feed { channel, changes, conn: conn.clone() };
                     cache::spawn_feed(redis_link::Subscriber::new(link)?, feed, accounts.records());

@@ -175,6 +175,7 @@ pub struct Metrics {
     pub password_hash_duration: Histogram,
     pub directory_duration: Histogram,
     pub credential_cache_hits: Counter,
+    pub credential_cache_shared_hits: Counter,
     pub password_rehashes: Counter,
     pub account_cache_hits: Counter,
     pub sweep_rounds: Counter,
@@ -210,6 +211,7 @@ impl Metrics {
             password_hash_duration: latency(),
             directory_duration: latency(),
             credential_cache_hits: Counter::default(),
+            credential_cache_shared_hits: Counter::default(),
             password_rehashes: Counter::default(),
             account_cache_hits: Counter::default(),
             sweep_rounds: Counter::default(),
@@ -357,6 +359,11 @@ impl Metrics {
             "credential_cache_hits",
             "Logins accepted from the verified-credential cache, without a password hash",
             self.credential_cache_hits.clone(),
+        );
+        r.register(
+            "credential_cache_shared_hits",
+            "Logins accepted from the pool-wide verified-credential cache in Redis, without a password hash",
+            self.credential_cache_shared_hits.clone(),
         );
         r.register(
             "password_rehashes",

@@ -4,12 +4,14 @@
 //! pool so a burst of logins cannot stall the network tasks.
 //!
 //! Layout: [`hashing`] (the argon2id pool), [`schemes`] (password hashes imported from other
-//! servers), [`verified`] (recently verified credentials), [`cache`] (records cached in a pool,
-//! dropped pool-wide on change), [`policy`] (per-user policy from a directory).
+//! servers), [`verified`] (recently verified credentials), [`pool_verified`] (the same across
+//! the pool, opt-in), [`cache`] (records cached in a pool, dropped pool-wide on change),
+//! [`policy`] (per-user policy from a directory).
 
 pub mod cache;
 pub mod hashing;
 pub mod policy;
+pub mod pool_verified;
 mod records;
 pub mod schemes;
 pub mod verified;
@@ -73,6 +75,8 @@ pub struct Accounts {
     /// Hash jobs on a fixed pool of working memory: bounds CPU and memory under a login storm.
     hasher: Arc<Hasher>,
     verified: Arc<VerifiedCache>,
+    /// Checks remembered across the pool, when configured.
+    pool_verified: Option<Arc<pool_verified::SharedVerified>>,
     /// Records for logins and deliveries, and where their changes are announced.
     records: Arc<RecordCache>,
     announcer: Announcer,
@@ -137,6 +141,10 @@ pub struct AccountSettings {
     /// SCRAM-SHA-256 credentials are kept beside the hash with this many iterations; `None`:
     /// SCRAM is off and none are kept.
     pub scram_iterations: Option<u32>,
+    /// How long a successful check is also remembered pool-wide (zero: not at all), and the
+    /// pool's key for those entries (see [`verified::SharedVerified`]).
+    pub shared_credential_cache: Duration,
+    pub shared_credential_key: Option<crate::secret::Secret>,
 }
 
 impl Accounts {
@@ -147,12 +155,18 @@ impl Accounts {
             store,
             hasher: Arc::new(Hasher::new(settings.hashing_threads, settings.legacy_hash_memory_kib)),
             verified: Arc::new(VerifiedCache::new(settings.credential_cache, settings.credential_cache_entries)),
+            pool_verified: None,
             records: Arc::new(RecordCache::new(settings.account_cache, settings.account_cache_entries)),
             announcer: Announcer::Local,
             pending: Arc::new(AtomicUsize::new(0)),
             max_pending: settings.max_pending_logins,
             scram_iterations: settings.scram_iterations,
         }
+    }
+
+    /// Remembers successful checks for the pool as well (`credential_cache_shared_secs`).
+    pub fn share_checks_through(&mut self, shared: pool_verified::SharedVerified) {
+        self.pool_verified = Some(Arc::new(shared));
     }
 
     /// Announces record changes to a pool; the cache serves records while `records()` is
@@ -316,12 +330,21 @@ impl Accounts {
             Some(name) => self.get_cached(name).await?.filter(AccountRecord::can_log_in),
             None => None,
         };
-        if let (Some(name), Some(record)) = (&name, &record)
-            && self.verified.hit(name.as_str(), password, &record.password_hash).is_some()
-        {
-            tracing::Span::current().record("hash_ms", 0.0);
-            crate::metrics::metrics().credential_cache_hits.inc();
-            return Ok(Some(record.clone()));
+        if let (Some(name), Some(record)) = (&name, &record) {
+            let (user, phc) = (name.as_str(), record.password_hash.as_str());
+            if self.verified.hit(user, password, phc).is_some() {
+                tracing::Span::current().record("hash_ms", 0.0);
+                crate::metrics::metrics().credential_cache_hits.inc();
+                return Ok(Some(record.clone()));
+            }
+            if let Some(pool) = &self.pool_verified
+                && pool.hit(user, password, phc).await
+            {
+                tracing::Span::current().record("hash_ms", 0.0);
+                crate::metrics::metrics().credential_cache_shared_hits.inc();
+                self.verified.remember(user, password, phc, ());
+                return Ok(Some(record.clone()));
+            }
         }
         let _pending = self.enter()?;
         let started = std::time::Instant::now();
@@ -336,6 +359,9 @@ impl Accounts {
             (true, Some(name), Some(record)) => {
                 let record = self.upgrade_hash(&name, password, record).await;
                 self.verified.remember(name.as_str(), password, &record.password_hash, ());
+                if let Some(pool) = &self.pool_verified {
+                    pool.remember(name.as_str(), password, &record.password_hash).await;
+                }
                 Ok(Some(record))
             }
             _ => Ok(None),

@@ -25,6 +25,19 @@ type Tag = [u8; 32];
 /// answered, and when the entry ends.
 type Entries<V> = HashMap<Tag, (Tag, V, Instant)>;
 
+/// HMAC-SHA256 under `key` of `parts`, each length-prefixed so ("ab", "c") and ("a", "bc")
+/// differ.
+pub(super) fn tag(key: &hmac::Key, parts: &[&[u8]]) -> Tag {
+    let mut context = hmac::Context::with_key(key);
+    for part in parts {
+        context.update(&(part.len() as u64).to_le_bytes());
+        context.update(part);
+    }
+    let mut tag = [0u8; 32];
+    tag.copy_from_slice(context.sign().as_ref());
+    tag
+}
+
 /// A bounded map of recent successful verifications, each with the value `V` the check gave.
 pub struct VerifiedCache<V = ()> {
     key: hmac::Key,
@@ -42,15 +55,7 @@ impl<V: Clone> VerifiedCache<V> {
     }
 
     fn tag(&self, parts: &[&[u8]]) -> Tag {
-        let mut context = hmac::Context::with_key(&self.key);
-        for part in parts {
-            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
-            context.update(&(part.len() as u64).to_le_bytes());
-            context.update(part);
-        }
-        let mut tag = [0u8; 32];
-        tag.copy_from_slice(context.sign().as_ref());
-        tag
+        tag(&self.key, parts)
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries<V>> {

@@ -99,6 +99,15 @@ pub struct Config {
     pub credential_cache_secs: u64,
     /// Most remembered verifications at once.
     pub credential_cache_entries: u32,
+    /// Seconds a successful password check is also remembered pool-wide, in Redis, so a
+    /// client whose polls a balancer spreads over the pool does not pay a full argon2id check
+    /// on nearly every login; 0 (the default) turns it off. Needs `locks = "redis"` and
+    /// `credential_cache_shared_key`. docs/accounts.md states the trade-off.
+    pub credential_cache_shared_secs: u64,
+    /// The pool's key for the shared cache's entries: at least 32 characters, the same on every
+    /// frontend, kept apart from Redis and the store (a mounted Secret).
+    pub credential_cache_shared_key: Option<Secret>,
+    pub credential_cache_shared_key_file: Option<PathBuf>,
     /// Seconds an account record (or the absence of one) is kept for logins and deliveries in
     /// a pool; changes drop it pool-wide at once through Redis, and nothing is served while
     /// that feed is down. 0 turns the cache off; the embedded deployment never caches.

@@ -85,8 +85,9 @@ impl Config {
 
     /// Numbers that must lie within what the service can honour.
     fn validate_ranges(&self) -> Result<(), ConfigError> {
-        let ranges: [(&str, u64, u64, u64); 31] = [
+        let ranges: [(&str, u64, u64, u64); 32] = [
             ("credential_cache_secs", self.credential_cache_secs, 0, 86_400),
+            ("credential_cache_shared_secs", self.credential_cache_shared_secs, 0, 86_400),
             ("credential_cache_entries", self.credential_cache_entries.into(), 1, 10_000_000),
             ("account_cache_secs", self.account_cache_secs, 0, 86_400),
             ("account_cache_entries", self.account_cache_entries.into(), 1, 10_000_000),
@@ -139,6 +140,20 @@ impl Config {
     }
 
     fn validate_backends(&self) -> Result<(), ConfigError> {
+        if self.credential_cache_shared_secs > 0 {
+            if self.locks != LocksKind::Redis {
+                return fail(
+                    "credential_cache_shared_secs keeps its entries in Redis: it needs locks = \"redis\"".into(),
+                );
+            }
+            if self.credential_cache_shared_key.is_none() && self.credential_cache_shared_key_file.is_none() {
+                return fail(
+                    "credential_cache_shared_secs needs credential_cache_shared_key (or _file), the pool's secret key"
+                        .into(),
+                );
+            }
+            readable_file("credential_cache_shared_key_file", self.credential_cache_shared_key_file.as_deref())?;
+        }
         if self.store == StoreKind::S3 && self.locks == LocksKind::Memory && !self.single_frontend {
             return fail(
                 "store = \"s3\" with locks = \"memory\" gives no maildrop exclusivity across frontends: use \

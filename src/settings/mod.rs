@@ -108,6 +108,26 @@ fn backends(config: &Config) -> Result<BackendSettings, ConfigError> {
         StoreKind::Fs => StoreSettings::Fs(config.data_dir.clone()),
         StoreKind::S3 => StoreSettings::S3(s3(config)?),
     };
+    let shared_credential_key = match config.credential_cache_shared_secs {
+        0 => None,
+        _ => {
+            let key = secret(
+                "credential_cache_shared_key",
+                config.credential_cache_shared_key.as_ref(),
+                config.credential_cache_shared_key_file.as_deref(),
+            )?;
+            match key {
+                Some(key) if key.expose().len() >= 32 => Some(key),
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "credential_cache_shared_key must be at least 32 characters (for example from `openssl rand \
+                         -base64 48`), the same on every frontend"
+                            .into(),
+                    ));
+                }
+            }
+        }
+    };
     let coord = match config.locks {
         LocksKind::Memory => CoordSettings::Memory,
         LocksKind::Redis => CoordSettings::Redis { link: redis(config)?, prefix: config.redis_key_prefix.clone() },
@@ -133,6 +153,8 @@ fn backends(config: &Config) -> Result<BackendSettings, ConfigError> {
             },
             legacy_hash_memory_kib: config.legacy_hash_memory_mib * 1024,
             scram_iterations: config.scram.then_some(config.scram_iterations),
+            shared_credential_cache: Duration::from_secs(config.credential_cache_shared_secs),
+            shared_credential_key,
         },
         auth: auth::resolve(config)?,
         delivery: DeliverySettings {

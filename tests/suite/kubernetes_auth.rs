@@ -99,3 +99,50 @@ fn bad_authentication_values_are_refused_by_name() {
     ];
     assert_refused(cases);
 }
+
+/// Issue 24: the pool-wide verified-credential cache reaches the config with its key as a
+/// mounted file, client-IP affinity reaches the Service, and the cache is refused without its
+/// key or outside cloud mode.
+#[test]
+fn a_pool_wide_credential_cache_and_client_ip_affinity_render_as_asked() {
+    let sets = [
+        "mode=cloud",
+        "s3.bucket=mail",
+        "s3.endpoint=http://minio:9000",
+        "auth.existingSecret=auth",
+        "auth.sharedCredentialCacheSeconds=1800",
+        "pop3.service.clientIPAffinity.enabled=true",
+    ];
+    let objects = render(&[], &sets);
+    validate("shared credential cache", &objects);
+    assert_config_has(
+        &objects,
+        &[
+            "credential_cache_shared_secs = 1800",
+            "credential_cache_shared_key_file = \"/var/run/secrets/cloudpop/auth/credential-cache-key\"",
+        ],
+    );
+    let deployment = find(&objects, "Deployment", "cloudpop");
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    let auth = volumes.iter().find(|v| v["name"] == "auth-secrets").expect("the auth Secret is mounted");
+    let items = auth["secret"]["items"].as_array().unwrap();
+    assert!(items.iter().any(|i| i["key"] == "credential-cache-key"), "{items:?}");
+    let service = find(&objects, "Service", "cloudpop-pop3");
+    assert_eq!(service["spec"]["sessionAffinity"], "ClientIP");
+    assert_eq!(service["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"], 10800);
+    let defaults = render(&[], &[]);
+    assert!(find(&defaults, "Service", "cloudpop-pop3")["spec"].get("sessionAffinity").is_none());
+    assert!(!config(&defaults).contains("credential_cache_shared"));
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["mode=cloud", "s3.bucket=mail", "auth.sharedCredentialCacheSeconds=600"],
+            "auth.sharedCredentialCacheSeconds needs auth.existingSecret with the key credential-cache-key",
+        ),
+        (
+            &["mode=embedded", "auth.existingSecret=auth", "auth.sharedCredentialCacheSeconds=600"],
+            "it needs cloud mode",
+        ),
+        (&["auth.sharedCredentialCacheSeconds=-1"], "/auth/sharedCredentialCacheSeconds"),
+    ];
+    crate::kubernetes::assert_refused(cases);
+}

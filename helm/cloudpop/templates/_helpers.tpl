@@ -181,6 +181,12 @@ ports, and in sentinel mode the data nodes' 6379 unless extra ports say otherwis
 {{- if and .Values.auth.oauth.jwksUrl (or (not .Values.auth.oauth.issuer) (not .Values.auth.oauth.audience)) }}
 {{- fail "auth.oauth.jwksUrl needs auth.oauth.issuer and auth.oauth.audience" }}
 {{- end }}
+{{- if and (gt (int .Values.auth.sharedCredentialCacheSeconds) 0) (not .Values.auth.existingSecret) }}
+{{- fail "auth.sharedCredentialCacheSeconds needs auth.existingSecret with the key credential-cache-key (at least 32 characters)" }}
+{{- end }}
+{{- if and (gt (int .Values.auth.sharedCredentialCacheSeconds) 0) (not (include "cloudpop.cloud" .)) }}
+{{- fail "auth.sharedCredentialCacheSeconds keeps its entries in Redis: it needs cloud mode (s3 and redis)" }}
+{{- end }}
 {{- if and .Values.auth.scram.enabled (ne .Values.auth.backend "local") }}
 {{- fail "auth.scram.enabled needs auth.backend: local (directories keep no SCRAM credentials)" }}
 {{- end }}
