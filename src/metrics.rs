@@ -124,6 +124,7 @@ pub mod known {
     pub const RETRIEVE_VERBS: [&str; 2] = ["RETR", "TOP"];
     pub const LOCK_OUTCOMES: [&str; 3] = ["acquired", "in_use", "unavailable"];
     pub const THROTTLE_REASONS: [&str; 3] = ["failures", "in_flight", "login_delay"];
+    pub const READ_AHEAD_OUTCOMES: [&str; 2] = ["used", "unused"];
     /// Ways mail reaches a serving process (`import` and `cli` count in their own process).
     pub const INGEST_VIA: [(&str, &str); 2] = [("grpc", "api"), ("lmtp", "lmtp")];
     pub const INGEST_STATUSES: [&str; 6] =
@@ -176,6 +177,7 @@ pub struct Metrics {
     pub directory_duration: Histogram,
     pub credential_cache_hits: Counter,
     pub credential_cache_shared_hits: Counter,
+    pub read_ahead: Family<OutcomeLabels, Counter>,
     pub password_rehashes: Counter,
     pub account_cache_hits: Counter,
     pub sweep_rounds: Counter,
@@ -212,6 +214,7 @@ impl Metrics {
             directory_duration: latency(),
             credential_cache_hits: Counter::default(),
             credential_cache_shared_hits: Counter::default(),
+            read_ahead: Family::default(),
             password_rehashes: Counter::default(),
             account_cache_hits: Counter::default(),
             sweep_rounds: Counter::default(),
@@ -258,6 +261,9 @@ impl Metrics {
         }
         for outcome in known::LOCK_OUTCOMES {
             zero(&self.lock_acquisitions, &OutcomeLabels { outcome });
+        }
+        for outcome in known::READ_AHEAD_OUTCOMES {
+            zero(&self.read_ahead, &OutcomeLabels { outcome });
         }
         for reason in known::THROTTLE_REASONS {
             zero(&self.throttle_refusals, &ReasonLabels { reason });
@@ -364,6 +370,11 @@ impl Metrics {
             "credential_cache_shared_hits",
             "Logins accepted from the pool-wide verified-credential cache in Redis, without a password hash",
             self.credential_cache_shared_hits.clone(),
+        );
+        r.register(
+            "read_ahead",
+            "Messages read ahead of RETR from the object store, by whether a RETR used them",
+            self.read_ahead.clone(),
         );
         r.register(
             "password_rehashes",

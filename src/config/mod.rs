@@ -99,6 +99,11 @@ pub struct Config {
     pub credential_cache_secs: u64,
     /// Most remembered verifications at once.
     pub credential_cache_entries: u32,
+    /// KiB of messages one session may fetch ahead of its RETRs from S3 (0: off): a client
+    /// fetching in order then waits for the store's round trip about once, not once a message.
+    pub retr_read_ahead_kib: u64,
+    /// MiB of messages read ahead that the whole process may hold.
+    pub retr_read_ahead_total_mib: u32,
     /// Seconds a successful password check is also remembered pool-wide, in Redis, so a
     /// client whose polls a balancer spreads over the pool does not pay a full argon2id check
     /// on nearly every login; 0 (the default) turns it off. Needs `locks = "redis"` and

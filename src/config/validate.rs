@@ -85,7 +85,9 @@ impl Config {
 
     /// Numbers that must lie within what the service can honour.
     fn validate_ranges(&self) -> Result<(), ConfigError> {
-        let ranges: [(&str, u64, u64, u64); 32] = [
+        let ranges: [(&str, u64, u64, u64); 34] = [
+            ("retr_read_ahead_kib", self.retr_read_ahead_kib, 0, 1 << 20),
+            ("retr_read_ahead_total_mib", self.retr_read_ahead_total_mib.into(), 1, 1 << 20),
             ("credential_cache_secs", self.credential_cache_secs, 0, 86_400),
             ("credential_cache_shared_secs", self.credential_cache_shared_secs, 0, 86_400),
             ("credential_cache_entries", self.credential_cache_entries.into(), 1, 10_000_000),

@@ -57,9 +57,9 @@ pub enum Step {
     ScramLookup { user: String },
     /// Send the reply, discard anything buffered, and run the TLS handshake.
     StartTls(Vec<u8>),
-    /// Send `header`, then the message stored under `key` dot-stuffed, cut after `top` body
-    /// lines when set.
-    Send { header: Vec<u8>, key: String, top: Option<u64> },
+    /// Send `header`, then message `number`, stored under `key`, dot-stuffed, cut after `top`
+    /// body lines when set.
+    Send { header: Vec<u8>, number: u64, key: String, top: Option<u64> },
     /// Send `header`, then the listing's lines piece by piece through
     /// [`Machine::write_listing`], so no reply of a large maildrop is ever whole in memory.
     Listing { header: Vec<u8>, kind: ListKind },
@@ -197,6 +197,18 @@ impl Machine {
     /// Whether the next line is a command (not a SASL response, which may be a secret).
     pub fn expects_command(&self) -> bool {
         matches!(self.phase, Phase::Authorization { .. } | Phase::Transaction(_))
+    }
+
+    /// The messages after message `number` not marked deleted, in order, as (number, key,
+    /// size): what a client fetching in order asks for next (at most `limit`).
+    pub fn live_after(&self, number: u64, limit: usize) -> Vec<(u64, String, u64)> {
+        let Phase::Transaction(view) = &self.phase else { return Vec::new() };
+        view.live_after(number).take(limit).map(|(n, m)| (n, m.key.clone(), m.size)).collect()
+    }
+
+    /// Whether message `number` exists and is not marked deleted.
+    pub fn is_live(&self, number: u64) -> bool {
+        matches!(&self.phase, Phase::Transaction(view) if view.get(number).is_ok())
     }
 
     /// Handles one complete line from the client.
@@ -379,13 +391,15 @@ impl Machine {
             Command::Uidl(Some(n)) => lookup(&view, n, |m| response::ok(&format!("{n} {}", m.uid))),
             Command::Retr(n) => match view.get(n) {
                 Ok(m) => {
-                    Step::Send { header: response::ok(&format!("{} octets", m.size)), key: m.key.clone(), top: None }
+                    let header = response::ok(&format!("{} octets", m.size));
+                    Step::Send { header, number: n, key: m.key.clone(), top: None }
                 }
                 Err(e) => Step::Reply(response::err(None, e.text())),
             },
             Command::Top(n, lines) => match view.get(n) {
                 Ok(m) => {
-                    Step::Send { header: response::ok("Top of message follows"), key: m.key.clone(), top: Some(lines) }
+                    let header = response::ok("Top of message follows");
+                    Step::Send { header, number: n, key: m.key.clone(), top: Some(lines) }
                 }
                 Err(e) => Step::Reply(response::err(None, e.text())),
             },

@@ -78,7 +78,7 @@ fn drive(machine: &mut Machine, mut step: Step, out: &mut Vec<u8>, log: &mut Vec
                 log.push("starttls".into());
                 return false;
             }
-            Step::Send { header, key, top } => {
+            Step::Send { header, key, top, .. } => {
                 out.extend(header);
                 let body = MESSAGES.iter().find(|(u, _)| format!("key-{u}") == key).unwrap().1;
                 let mut stuffer = DotStuffer::new();

@@ -220,12 +220,14 @@ pub async fn run(settings: ServeSettings, mut signals: mpsc::UnboundedReceiver<S
     let embedded = server.embedded_store.then(|| server.data_dir.clone());
     tokio::spawn(remove_leftovers(backends.delivery.settings().spool_dir.clone(), embedded));
     let certs = certificate(&server)?;
+    let read_ahead_pool = Arc::new(tokio::sync::Semaphore::new(settings.pop3.retr_read_ahead_total_kib));
     let ctx = Arc::new(Context {
         settings: settings.pop3,
         backends: backends.clone(),
         tls: Some(certs.acceptor()),
         closing: CancellationToken::new(),
         cut: CancellationToken::new(),
+        read_ahead_pool,
     });
     let api = Api::prepare(&settings.api, &certs).await?;
     let Listeners { pop3, pop3s, lmtp, ops, bound } = Listeners::bind(&server, settings.lmtp).await?;

@@ -11,6 +11,7 @@
 
 mod login;
 pub mod proxied;
+mod read_ahead;
 mod retrieve;
 mod settings;
 mod stream;
@@ -42,6 +43,8 @@ pub struct Context {
     /// Cancelled when the shutdown grace ends (or at once on a fast shutdown): every session
     /// closes now, and none enters UPDATE.
     pub cut: CancellationToken,
+    /// The process's memory for messages read ahead, in KiB permits (`retr_read_ahead_total_mib`).
+    pub read_ahead_pool: Arc<tokio::sync::Semaphore>,
 }
 
 /// How a connection arrived.

@@ -10,8 +10,7 @@ use crate::metrics::{VerbLabels, metrics};
 use crate::protocol::dotstuff::{DotStuffer, TopCut};
 use crate::protocol::machine::UpdateOutcome;
 use crate::protocol::response::{self, Code};
-use crate::store::RemoveReport;
-use crate::store::StoreError;
+use crate::store::{Opened, RemoveReport, StoreError};
 use std::io;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -24,6 +23,7 @@ impl Session<'_> {
         &mut self,
         stream: &mut S,
         header: Vec<u8>,
+        number: u64,
         key: &str,
         top: Option<u64>,
     ) -> io::Result<()>
@@ -43,7 +43,8 @@ impl Session<'_> {
         let started = Instant::now();
         // The client must take the reply at the minimum rate (flush enforces it).
         self.transfer = Some(Transfer::new(&self.ctx.settings));
-        let sent = self.stream_message(stream, header, key, top, &span, started).instrument(span.clone()).await;
+        let sent =
+            self.stream_message(stream, header, (number, key), top, &span, started).instrument(span.clone()).await;
         self.transfer = None;
         let labels = VerbLabels { verb };
         match &sent {
@@ -64,7 +65,7 @@ impl Session<'_> {
         &mut self,
         stream: &mut S,
         header: Vec<u8>,
-        key: &str,
+        (number, key): (u64, &str),
         top: Option<u64>,
         span: &tracing::Span,
         started: Instant,
@@ -73,7 +74,22 @@ impl Session<'_> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let Some(lease) = &self.lease else { return Ok(None) };
-        let opened = match self.ctx.backends.messages.open(lease.maildrop(), key).await {
+        // Held until the message is sent: what was read ahead counts against the process's
+        // read-ahead memory until then.
+        let mut _read_ahead_permit = None;
+        let opened = match self.read_ahead.take(key).await {
+            Some(read) => {
+                _read_ahead_permit = Some(read.permit);
+                Ok(Opened { body: Box::pin(std::io::Cursor::new(read.body)), delivered_by: read.delivered_by })
+            }
+            None => self.ctx.backends.messages.open(lease.maildrop(), key).await,
+        };
+        if top.is_none() {
+            // A RETR: the messages after it are likely next (see `read_ahead`).
+            let next = self.machine.live_after(number, super::read_ahead::MAX_MESSAGES);
+            self.read_ahead.schedule(&self.ctx.backends.messages, lease.maildrop(), next);
+        }
+        let opened = match opened {
             Ok(opened) => opened,
             Err(StoreError::NotFound) => {
                 self.out.extend(response::err(None, "Message was removed by another process"));

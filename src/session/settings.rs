@@ -31,4 +31,8 @@ pub struct Pop3Settings {
     pub retr_grace: Duration,
     /// Lifetime of the maildrop lease a session holds (renewed while it lives).
     pub lock_lease: Duration,
+    /// Octets of messages one session may read ahead of its RETRs (0: none), and KiB the whole
+    /// process may (see `read_ahead`).
+    pub retr_read_ahead: u64,
+    pub retr_read_ahead_total_kib: usize,
 }

@@ -55,6 +55,8 @@ pub(super) struct Session<'a> {
     pub(super) transfer: Option<Transfer>,
     /// The connection's per-address slot, given back at login.
     pub(super) address_slot: Arc<crate::limits::UntilLogin>,
+    /// Messages fetched ahead of the RETRs likely to ask for them.
+    pub(super) read_ahead: super::read_ahead::ReadAhead,
 }
 
 /// A reply the client must take at `min_rate` octets per second on average, after `grace`.
@@ -115,6 +117,7 @@ impl<'a> Session<'a> {
             login_deadline: Instant::now() + cfg.login_deadline,
             transfer: None,
             address_slot: Arc::default(),
+            read_ahead: super::read_ahead::ReadAhead::new(cfg.retr_read_ahead, ctx.read_ahead_pool.clone()),
         }
     }
 
@@ -300,6 +303,9 @@ impl<'a> Session<'a> {
             step = match step {
                 Step::Reply(reply) => {
                     self.out.extend(reply);
+                    // A DELE: what was read ahead for a deleted message is of no use now.
+                    let machine = &self.machine;
+                    self.read_ahead.keep_only(|number| machine.is_live(number));
                     return Ok(Flow::Continue);
                 }
                 Step::Listing { header, kind } => {
@@ -328,8 +334,8 @@ impl<'a> Session<'a> {
                     self.out.extend(reply);
                     return Ok(Flow::StartTls);
                 }
-                Step::Send { header, key, top } => {
-                    Box::pin(self.send_message(stream, header, &key, top)).await?;
+                Step::Send { header, number, key, top } => {
+                    Box::pin(self.send_message(stream, header, number, &key, top)).await?;
                     if top.is_none() && self.expire_days.is_some() {
                         self.retrieved.insert(key);
                     }

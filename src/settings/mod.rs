@@ -223,6 +223,9 @@ fn pop3(config: &Config) -> Pop3Settings {
         retr_min_bytes_per_sec: config.retr_min_bytes_per_sec,
         retr_grace: Duration::from_secs(config.retr_grace_secs),
         lock_lease: config.lock_lease(),
+        // Local files answer at once; reading ahead would only copy them.
+        retr_read_ahead: if config.store == StoreKind::S3 { config.retr_read_ahead_kib * 1024 } else { 0 },
+        retr_read_ahead_total_kib: config.retr_read_ahead_total_mib as usize * 1024,
     }
 }
 

@@ -27,6 +27,7 @@ mod pool;
 mod pop3_commands;
 mod promises;
 mod proxy_protocol;
+mod read_ahead;
 mod redis_topologies;
 mod tls;
 mod tracing;
