@@ -42,6 +42,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import enter_quickack_namespace  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
 BIN = os.path.join(RELEASE, "cloudpop")
@@ -287,20 +290,6 @@ def start_dependencies(servers, work, s3="s3s-fs"):
     wait_port(redis_port, redis, "redis-server")
     return dict(settings, store="s3", locks="redis", s3_bucket="mail", s3_path_style="true",
                 redis_url=f"redis://127.0.0.1:{redis_port}")
-
-
-def enter_quickack_namespace():
-    """Re-runs this script in a network namespace of its own whose loopback routes acknowledge
-    at once (quickack): Garage and s3s-fs do not set TCP_NODELAY, so a reused connection stalls
-    ~40 ms per request on delayed ACKs otherwise, which says nothing about either server."""
-    if os.environ.get("CLOUDPOP_BENCH_NETNS"):
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        for route in ("127.0.0.0/8", "127.0.0.1"):
-            subprocess.run(["ip", "route", "replace", "local", route, "dev", "lo", "table", "local", "proto",
-                            "kernel", "scope", "host", "src", "127.0.0.1", "quickack", "1"], check=True)
-        return
-    env = dict(os.environ, CLOUDPOP_BENCH_NETNS="1")
-    os.execvpe("unshare", ["unshare", "--net", "--", sys.executable, *sys.argv], env)
 
 
 def s3_requests(ops):

@@ -8,8 +8,9 @@ threads, so the Python client is not the bottleneck) for SECONDS each workload:
   logins    USER, PASS, QUIT on a fresh connection, round-robin over the accounts
   sessions  USER, PASS, STAT, UIDL, RETR of every message, QUIT
 
-and prints the rate of each, and the server's resident memory before, at the end of the storm,
-and after 5 s idle. Run it twice to compare, for example with CLOUDPOP_CREDENTIAL_CACHE_SECS=0
+and prints the rate of each, the server's resident memory and threads before, at the end of
+the storm, and after 5 s idle (threads bounded by `blocking_threads`; compare, for example,
+with CLOUDPOP_BLOCKING_THREADS=512, tokio's own default). Run it twice to compare, for example with CLOUDPOP_CREDENTIAL_CACHE_SECS=0
 (every login pays the argon2id verification) and without (repeated logins hit the cache).
 
     cargo build --release && python3 bench/login_storm.py [SECONDS] [CLIENTS] [USERS]
@@ -32,6 +33,11 @@ PROCESSES = 4
 
 def rss_mib(pid):
     return rss_kib(pid) / 1024
+
+
+def threads_of(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
 
 
 class Pop3:
@@ -114,7 +120,7 @@ def storm(port, full, server_pid):
     took = time.monotonic() - started
     done = sum(d for d, _ in results)
     errors = sum(e for _, e in results)
-    return done / took, errors, rss_mib(server_pid)
+    return done / took, errors, rss_mib(server_pid), threads_of(server_pid)
 
 
 def main():
@@ -125,12 +131,13 @@ def main():
     server, port = serve(env)
     try:
         print(f"{CLIENTS} clients, {USERS} accounts, {SECONDS:.0f} s per workload, {BIN}")
-        print(f"server RSS at start: {rss_mib(server.pid):.0f} MiB")
+        print(f"server RSS at start: {rss_mib(server.pid):.0f} MiB, {threads_of(server.pid)} threads")
         for name, full in [("logins", False), ("sessions", True)]:
-            rate, errors, rss = storm(port, full, server.pid)
-            print(f"{name:9} {rate:8.1f}/s  errors {errors}  server RSS at the end {rss:.0f} MiB", flush=True)
+            rate, errors, rss, threads = storm(port, full, server.pid)
+            print(f"{name:9} {rate:8.1f}/s  errors {errors}  server at the end: RSS {rss:.0f} MiB, {threads} threads",
+                  flush=True)
         time.sleep(5)
-        print(f"server RSS after 5 s idle: {rss_mib(server.pid):.0f} MiB")
+        print(f"server after 5 s idle: RSS {rss_mib(server.pid):.0f} MiB, {threads_of(server.pid)} threads")
     finally:
         server.kill()
         server.wait()
