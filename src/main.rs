@@ -5,9 +5,17 @@ mod cli;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match cli::run(cli::Cli::parse()).await {
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    // The blocking pool (file store operations, password hashing) is bounded by configuration:
+    // tokio's default of 512 threads lets a login storm on the file store grow hundreds of
+    // threads that help nothing on a few cores.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(cli.blocking_threads())
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line that says what is wrong, whatever RUST_BACKTRACE says: a configuration

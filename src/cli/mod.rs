@@ -77,6 +77,22 @@ pub struct CommonArgs {
 }
 
 /// Runs one command.
+impl Cli {
+    /// Most threads of the runtime's blocking pool: `serve`'s `blocking_threads`, and tokio's
+    /// own default elsewhere. A configuration that does not load gives the default here and
+    /// its error from the command itself.
+    pub fn blocking_threads(&self) -> usize {
+        const TOKIO_DEFAULT: usize = 512;
+        match &self.command {
+            Command::Serve(args) => match load_config(args.config()) {
+                Ok((config, _)) => config.blocking_threads(),
+                Err(_) => TOKIO_DEFAULT,
+            },
+            _ => TOKIO_DEFAULT,
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,

@@ -32,6 +32,12 @@ pub struct ServeArgs {
     tls_key: Option<PathBuf>,
 }
 
+impl ServeArgs {
+    pub fn config(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (mut config, warnings) = super::load_config(args.config.as_deref())?;
     let flags = [

@@ -36,6 +36,7 @@ impl Default for Config {
             credential_cache_secs: 60,
             credential_cache_entries: 100_000,
             credential_cache_shared_secs: 0,
+            blocking_threads: 0,
             retr_read_ahead_kib: 1024,
             retr_read_ahead_total_mib: 256,
             credential_cache_shared_key: None,

@@ -92,6 +92,10 @@ pub struct Config {
     /// Memory the legacy queue (imported hashes beyond a slot of the pool, such as Dovecot's
     /// 64 MiB ARGON2ID) may allocate at once, in MiB.
     pub legacy_hash_memory_mib: u32,
+    /// Most threads for blocking work (file store operations and password hashing, which has
+    /// its own `hashing_threads`); 0 (the default) means 64 plus `hashing_threads`' worth of
+    /// cores. Operations beyond it wait for a thread.
+    pub blocking_threads: u32,
     /// Seconds a successful password check is remembered, so a client that polls every minute
     /// does not pay a full argon2id verification each time; 0 turns the cache off. Entries are
     /// keyed by a keyed hash of user and password (never the password) and die at once when the
@@ -438,6 +442,22 @@ impl Config {
             ));
         }
         advice
+    }
+
+    /// The blocking pool's size: `blocking_threads`, or 64 plus the hashing pool's threads.
+    pub fn blocking_threads(&self) -> usize {
+        match self.blocking_threads {
+            0 => 64 + self.hashing_threads_or_cores(),
+            n => (n as usize).max(self.hashing_threads_or_cores() + 1),
+        }
+    }
+
+    /// `hashing_threads`, or the cores the process may use when it is 0.
+    pub fn hashing_threads_or_cores(&self) -> usize {
+        match self.hashing_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n as usize,
+        }
     }
 
     pub fn login_timeout(&self) -> Duration {

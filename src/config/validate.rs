@@ -85,7 +85,8 @@ impl Config {
 
     /// Numbers that must lie within what the service can honour.
     fn validate_ranges(&self) -> Result<(), ConfigError> {
-        let ranges: [(&str, u64, u64, u64); 34] = [
+        let ranges: [(&str, u64, u64, u64); 35] = [
+            ("blocking_threads", self.blocking_threads.into(), 0, 4096),
             ("retr_read_ahead_kib", self.retr_read_ahead_kib, 0, 1 << 20),
             ("retr_read_ahead_total_mib", self.retr_read_ahead_total_mib.into(), 1, 1 << 20),
             ("credential_cache_secs", self.credential_cache_secs, 0, 86_400),

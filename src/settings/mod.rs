@@ -147,10 +147,7 @@ fn backends(config: &Config) -> Result<BackendSettings, ConfigError> {
             account_cache: Duration::from_secs(config.account_cache_secs),
             account_cache_entries: config.account_cache_entries as usize,
             max_pending_logins: config.max_pending_logins as usize,
-            hashing_threads: match config.hashing_threads {
-                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-                n => n as usize,
-            },
+            hashing_threads: config.hashing_threads_or_cores(),
             legacy_hash_memory_kib: config.legacy_hash_memory_mib * 1024,
             scram_iterations: config.scram.then_some(config.scram_iterations),
             shared_credential_cache: Duration::from_secs(config.credential_cache_shared_secs),

@@ -335,6 +335,47 @@ fn a_login_storm_beyond_the_hashing_queue_is_refused_not_queued() {
     assert!(busy > 0, "16 simultaneous logins all queued behind 2 places: {replies:#?}");
 }
 
+/// Issue 24 item 5: a storm of deliveries and sessions on the file store (every write, fsync,
+/// listing and read through the blocking pool) keeps the process within `blocking_threads`
+/// plus its fixed threads; tokio's default would let it grow toward 512.
+#[test]
+fn a_storm_on_the_file_store_keeps_the_blocking_pool_within_its_bound() {
+    let server = Server::start(&[
+        ("CLOUDPOP_BLOCKING_THREADS", "8"),
+        ("CLOUDPOP_HASHING_THREADS", "2"),
+        ("CLOUDPOP_LMTP_LISTEN", "127.0.0.1:0"),
+        ("CLOUDPOP_LMTP_MAX_CONNECTIONS", "1000"),
+    ]);
+    let threads = || common::proc_status_kib(server.pid(), "Threads");
+    let users: Vec<String> = (0..64).map(|i| format!("storm{i}@example.com")).collect();
+    for user in &users {
+        server.add_account(user, "pw");
+    }
+    let idle = threads();
+    let lmtp = server.lmtp.unwrap();
+    std::thread::scope(|scope| {
+        for user in &users {
+            scope.spawn(move || {
+                let mut c = common::Client::connect(lmtp);
+                crate::lmtp::say(&mut c, "LHLO storm.test");
+                for i in 0..10 {
+                    crate::lmtp::say(&mut c, "MAIL FROM:<s@example.org>");
+                    assert!(crate::lmtp::say(&mut c, &format!("RCPT TO:<{user}>")).starts_with("250"));
+                    assert!(crate::lmtp::say(&mut c, "DATA").starts_with("354"));
+                    c.send(format!("Subject: {i}\r\n\r\nbody {i}\r\n.\r\n").as_bytes());
+                    let stored = crate::lmtp::reply(&mut c).pop().unwrap();
+                    assert!(stored.starts_with("250 2.0.0"), "{stored}");
+                }
+            });
+        }
+    });
+    // Idle blocking threads stay ten seconds, so the count now is the storm's.
+    let after = threads();
+    println!("threads: {idle} idle, {after} after the storm");
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    assert!(after <= idle + 8 + cores, "{after} threads after the storm ({idle} before) with blocking_threads = 8");
+}
+
 /// Item 3: a client that asks for a large message and stops reading cannot hold the maildrop's
 /// lock until the idle timeout (600 s per write before): it is cut off at the minimum rate and
 /// the lock is free again.
