@@ -63,7 +63,9 @@ impl S3Store {
     pub async fn new(settings: &S3Settings) -> Self {
         use aws_config::retry::RetryConfig;
         use aws_config::timeout::TimeoutConfig;
-        use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+        use aws_sdk_s3::config::{
+            Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+        };
 
         crate::metrics::metrics().with_s3();
 
@@ -87,7 +89,10 @@ impl S3Store {
             .force_path_style(settings.path_style)
             .interceptor(observe::RequestCounter)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Bodies have cloudpop's own per-chunk timeout (`TimedRead`, `s3_timeout_secs`);
+            // the SDK's throughput monitor on every body would only watch them twice.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
         if !settings.endpoint.is_empty() {
             builder = builder.endpoint_url(&settings.endpoint);
         }
