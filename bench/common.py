@@ -65,3 +65,38 @@ def enter_quickack_namespace():
         return
     env = dict(os.environ, CLOUDPOP_BENCH_NETNS="1")
     os.execvpe("unshare", ["unshare", "--net", "--", sys.executable, *sys.argv], env)
+
+
+def wait_port(port):
+    """Returns once something accepts connections on the loopback port (10 s at most)."""
+    import time
+    for _ in range(2000):
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            return
+        except OSError:
+            time.sleep(0.005)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def start_s3_and_redis(s3_dir):
+    """s3s-fs (bucket `mail`, keys bench/bench-secret) on `s3_dir` and a redis-server, both on
+    free loopback ports and answering; returns ([processes], s3 port, redis port)."""
+    s3_port, redis_port = free_port(), free_port()
+    os.makedirs(os.path.join(s3_dir, "mail"))
+    procs = [
+        subprocess.Popen(["s3s-fs", "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", "bench",
+                          "--secret-key", "bench-secret", s3_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no"], stdout=subprocess.DEVNULL),
+    ]
+    wait_port(s3_port)
+    wait_port(redis_port)
+    return procs, s3_port, redis_port
+
+
+def stop(processes):
+    """Stops every process (in the order given) and waits for each."""
+    for p in processes:
+        p.terminate()
+        p.wait()

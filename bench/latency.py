@@ -31,7 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BIN, ROOT, enter_quickack_namespace, free_port  # noqa: E402
+from common import BIN, ROOT, enter_quickack_namespace, free_port, start_s3_and_redis, stop  # noqa: E402
 
 MESSAGES = 20
 
@@ -43,17 +43,6 @@ def wait_line(process, prefix):
             raise RuntimeError(f"process exited before printing {prefix!r}")
         if line.startswith(prefix):
             return line.strip()
-
-
-def wait_port(port):
-    import socket
-    for _ in range(2000):
-        try:
-            socket.create_connection(("127.0.0.1", port)).close()
-            return
-        except OSError:
-            time.sleep(0.005)
-    raise RuntimeError(f"port {port} never opened")
 
 
 def message(n):
@@ -76,21 +65,14 @@ def session(port):
 def run(delay_ms, read_ahead_kib, sessions, work):
     helpers = []
     try:
-        s3_port, relay_port, redis_port = free_port(), free_port(), free_port()
-        s3_dir = os.path.join(work, f"s3-{delay_ms}-{read_ahead_kib}")
-        os.makedirs(os.path.join(s3_dir, "mail"))
-        helpers.append(subprocess.Popen(["s3s-fs", "--host", "127.0.0.1", "--port", str(s3_port), "--access-key",
-                                         "bench", "--secret-key", "bench-secret", s3_dir],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        helpers.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save",
-                                         "", "--appendonly", "no"], stdout=subprocess.DEVNULL))
+        started, s3_port, redis_port = start_s3_and_redis(os.path.join(work, f"s3-{delay_ms}-{read_ahead_kib}"))
+        helpers += started
+        relay_port = free_port()
         relay = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "s3_latency.py"), "--listen",
                                   f"127.0.0.1:{relay_port}", "--upstream", f"127.0.0.1:{s3_port}", "--delay-ms",
                                   str(delay_ms)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         helpers.append(relay)
         wait_line(relay, "s3-latency listening")
-        wait_port(s3_port)
-        wait_port(redis_port)
         env = dict(os.environ, CLOUDPOP_STORE="s3", CLOUDPOP_LOCKS="redis", CLOUDPOP_S3_BUCKET="mail",
                    CLOUDPOP_S3_ENDPOINT=f"http://127.0.0.1:{relay_port}", CLOUDPOP_S3_PATH_STYLE="true",
                    CLOUDPOP_S3_ACCESS_KEY_ID="bench", CLOUDPOP_S3_SECRET_ACCESS_KEY="bench-secret",
@@ -118,9 +100,7 @@ def run(delay_ms, read_ahead_kib, sessions, work):
                 raise SystemExit(f"the session saw {assert_count} messages, not {MESSAGES}")
         return statistics.median(times)
     finally:
-        for p in helpers:
-            p.terminate()
-            p.wait()
+        stop(helpers)
 
 
 def main():

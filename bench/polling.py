@@ -32,7 +32,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BIN, enter_quickack_namespace, free_port  # noqa: E402
+from common import BIN, enter_quickack_namespace, free_port, start_s3_and_redis, stop  # noqa: E402
 
 FRONTENDS = 3
 POOL_KEY = "benchmark pool key: at least thirty-two characters"
@@ -52,30 +52,9 @@ def hash_checks(ops_port):
     raise RuntimeError("no password_hash_duration_seconds_count in /metrics")
 
 
-def wait_port(port):
-    import socket
-    for _ in range(2000):
-        try:
-            socket.create_connection(("127.0.0.1", port)).close()
-            return
-        except OSError:
-            time.sleep(0.005)
-    raise RuntimeError(f"port {port} never opened")
-
-
 def start_pool(work, shared_secs, local_secs, users):
     """s3s-fs, Redis and three frontends; returns (processes, [(pop3, ops, pid)])."""
-    procs = []
-    s3_port, redis_port = free_port(), free_port()
-    s3_dir = os.path.join(work, f"s3-{shared_secs}")
-    os.makedirs(os.path.join(s3_dir, "mail"))
-    procs.append(subprocess.Popen(["s3s-fs", "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", "bench",
-                                   "--secret-key", "bench-secret", s3_dir],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no"], stdout=subprocess.DEVNULL))
-    wait_port(s3_port)
-    wait_port(redis_port)
+    procs, s3_port, redis_port = start_s3_and_redis(os.path.join(work, f"s3-{shared_secs}"))
     key_file = os.path.join(work, "pool-key")
     with open(key_file, "w") as f:
         f.write(POOL_KEY)
@@ -149,9 +128,7 @@ def measure(work, users, interval, scale, shared):
         cpu = sum(cpu_seconds(pid) for _, _, pid in frontends) - cpu
         return checks / logins, cpu * 1000 / logins
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait()
+        stop(procs)
 
 
 def main():

@@ -1,7 +1,7 @@
 //! Password checks remembered across the pool: a set of opaque tags with an expiry each.
 //!
-//! A tag is made by the caller ([`crate::accounts::verified::SharedVerified`]) as an HMAC under
-//! a key Redis never sees, so what Redis holds cannot be checked against a password without
+//! A tag is made by the caller (the accounts' pool-wide verified-credential cache) as an HMAC
+//! under a key Redis never sees, so what Redis holds cannot be checked against a password without
 //! that key. An entry is the key `{prefix}verified:{tag}` with a PX expiry and no value worth
 //! reading. Losing entries (a Redis restart, eviction) costs full checks, nothing else.
 
