@@ -658,7 +658,7 @@ fn a_rendered_pod_runs_answers_on_every_port_and_drains_in_time() {
             "not started within the startup probe's {budget} s:\n{}",
             pod.log()
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100)); // the kubelet's probes poll too
     }
     for probe in ["livenessProbe", "readinessProbe"] {
         let get = &container[probe]["httpGet"];

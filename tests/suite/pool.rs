@@ -58,7 +58,7 @@ pub(crate) fn login_within(server: &Server, user: &str, within: Duration) -> (Cl
             return (c, started.elapsed());
         }
         assert!(started.elapsed() < within, "no login within {within:?}; last reply: {reply}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100)); // a retrying client's pace
     }
 }
 
