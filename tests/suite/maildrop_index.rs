@@ -1,5 +1,5 @@
-//! The S3 backend's maildrop index against a real S3 server (s3s-fs): a login costs three
-//! requests whatever the maildrop's size, deliveries racing index rewrites lose nothing, a
+//! The S3 backend's maildrop index against a real S3 server (s3s-fs): a login costs three or
+//! four requests whatever the maildrop's size, in one or two round trips when it is small, deliveries racing index rewrites lose nothing, a
 //! removal hides messages before they are gone, an older index never wins, and a damaged one is
 //! rebuilt. Old message ids (as slow uploads and migrations make) are used on purpose: they are
 //! the ones an index could hide.
@@ -109,7 +109,7 @@ async fn listed(store: &S3Store, maildrop: &AccountName) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_login_costs_three_requests_whatever_the_size_of_the_maildrop() {
+async fn a_login_costs_four_requests_at_most_whatever_the_size_of_the_maildrop() {
     let f = fixture().await;
     let name = md("big");
     let mut ids = put_old(&f.store, &name, 1100).await;
@@ -123,17 +123,19 @@ async fn a_login_costs_three_requests_whatever_the_size_of_the_maildrop() {
     f.store.upkeep(&name, 100, &[], IndexSeen::Unknown).await.unwrap();
     let (view, requests) = count_calls(f.store.view(&name)).await;
     let view = view.unwrap();
-    assert_eq!(requests, 3, "an indexed login");
+    // The index keys and the first page of the maildrop at once, the index, then the keys after
+    // its watermark: the first page (1,000 keys) does not reach past the watermark here.
+    assert_eq!(requests, 4, "an indexed login of more than 1,000 keys");
     assert_eq!(view.upkeep, Upkeep::BeforeRemoval);
     assert_eq!(view.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), ids);
     assert!(view.messages.iter().all(|m| m.size > 0));
 
-    // New mail is found by the listing after the watermark: still three requests.
+    // New mail is found by the listing after the watermark: still four requests.
     for _ in 0..5 {
         ids.push(put_at(&f.store, &name, now_ms()).await.id);
     }
     let (view, requests) = count_calls(f.store.view(&name)).await;
-    assert_eq!(requests, 3);
+    assert_eq!(requests, 4);
     assert_eq!(view.unwrap().messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), ids);
 }
 
@@ -265,6 +267,56 @@ async fn a_damaged_index_is_rebuilt_from_a_full_listing() {
     let (view, requests) = count_calls(f.store.view(&name)).await;
     assert_eq!(requests, 3);
     assert_eq!(view.unwrap().messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+}
+
+/// Issue 24: a login does not wait for one listing before it sends the next. Through a gate
+/// that holds every request 300 ms, the index keys and the maildrop's keys are asked for at
+/// once (their requests arrive together, not a hold apart), and on a maildrop of up to 1,000
+/// keys the first page of its listing stands in for the listing after the index's watermark.
+#[tokio::test]
+async fn a_login_lists_the_index_keys_and_the_maildrop_at_once() {
+    use crate::common::cloud::{BatchDeletes, S3Gate};
+    use std::time::Duration;
+    let f = fixture().await;
+    let hold = Duration::from_millis(300);
+    let gate = S3Gate::holding(f.s3.port, BatchDeletes::PassAll, hold);
+    let mut settings = s3_settings(&f.s3, &f.bucket, "t");
+    settings.endpoint = gate.endpoint();
+    let far = S3Store::new(&settings).await;
+    // The gate notes a request once it is done relaying it, a moment after the client has
+    // its answer.
+    let lists = |gate: &S3Gate, want: usize| {
+        crate::common::eventually("the gate did not note the listings", || gate.spans_of("list-type=2").len() >= want);
+        gate.spans_of("list-type=2")
+    };
+
+    // A small maildrop, no index: two listings, sent together.
+    let small = md("small");
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(put_at(&f.store, &small, now_ms()).await.id);
+    }
+    assert_eq!(listed(&far, &small).await, ids);
+    let spans = lists(&gate, 2);
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert!(spans[0].apart(&spans[1]) < hold / 2, "the two listings went one after the other: {spans:?}");
+
+    // An indexed maildrop of 150 messages and 3 new ones: the two listings together, then the
+    // index; no listing after the watermark.
+    let big = md("indexed");
+    let mut ids = put_old(&f.store, &big, 150).await;
+    f.store.upkeep(&big, 1, &[], IndexSeen::Unknown).await.unwrap();
+    for _ in 0..3 {
+        ids.push(put_at(&f.store, &big, now_ms()).await.id);
+    }
+    gate.spans.lock().unwrap().clear();
+    let (view, requests) = count_calls(far.view(&big)).await;
+    assert_eq!(view.unwrap().messages.into_iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    assert_eq!(requests, 3, "an indexed login of up to 1,000 keys");
+    let spans = lists(&gate, 2);
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert!(spans[0].apart(&spans[1]) < hold / 2, "the two listings went one after the other: {spans:?}");
+    assert!(spans.iter().all(|s| !s.line.contains("start-after")), "a listing after the watermark: {spans:?}");
 }
 
 /// S3 requests of one operation so far (2xx and 404 answers alike).

@@ -7,7 +7,11 @@
 //! 2. that index: every message whose id is at most its watermark, with sizes, and
 //! 3. the maildrop's keys after the watermark: what arrived since, plus late-arrival markers.
 //!
-//! Three requests, whatever the size of the maildrop. The rules that keep this exact:
+//! Three requests, whatever the size of the maildrop. Step 1 goes out together with the first
+//! page of the maildrop's own listing, which is all a maildrop without an index needs, and
+//! which stands in for step 3 when it holds every key (up to 1,000): a login waits one round
+//! trip of the store without an index, two with one, and three (four requests, one of them
+//! spent) only on an indexed maildrop of more than 1,000 keys. The rules that keep this exact:
 //!
 //! - **Only the lease holder writes an index**, stamped with its lease's fence in the key. A
 //!   holder that lost its lease without noticing can at worst write an index with a smaller
@@ -181,8 +185,16 @@ impl Read {
     }
 }
 
+/// The first page of a maildrop's listing.
+struct FirstPage {
+    keys: Vec<(String, u64)>,
+    /// The last key of the page when more follow it.
+    truncated_after: Option<String>,
+}
+
 impl S3Store {
-    /// Reads the maildrop through its index (three requests) or, without one, a full listing.
+    /// Reads the maildrop through its index (three or four requests) or, without one, a full
+    /// listing.
     pub(super) async fn read_maildrop(&self, maildrop: &AccountName) -> Result<Read, StoreError> {
         // An index removed between our listing and our read was replaced by a newer one.
         for _ in 0..3 {
@@ -196,8 +208,11 @@ impl S3Store {
     async fn try_read(&self, maildrop: &AccountName) -> Result<Option<Read>, StoreError> {
         let now = crate::clock::pool_millis();
         let index_prefix = self.keys.indexes(maildrop);
-        let index_keys: Vec<String> =
-            self.list_page(&index_prefix, 100).await?.into_iter().map(|(key, _)| key).collect();
+        let prefix = self.keys.maildrop(maildrop);
+        // Both at once: the index keys, and the maildrop's first page of keys.
+        let (index_keys, first) = tokio::join!(self.list_page(&index_prefix, 100), self.first_page(&prefix));
+        let index_keys: Vec<String> = index_keys?.into_iter().map(|(key, _)| key).collect();
+        let first = first?;
         let mut read = Read { index_keys, ..Default::default() };
         // The newest readable index. A damaged one is passed over for the one before it, whose
         // tombstones still hold (a full listing would bring back every message whose removal
@@ -216,11 +231,14 @@ impl S3Store {
                 }
             }
         }
-        let prefix = self.keys.maildrop(maildrop);
-        let listed = match &read.index {
-            Some((_, index)) => self.list_after(&prefix, &format!("{prefix}{}", index.watermark)).await?,
-            None => self.list_prefix(&prefix).await?,
-        };
+        // What step 3 lists: the keys after the index's watermark (every key without an index).
+        let after = read.index.as_ref().map(|(_, index)| format!("{prefix}{}", index.watermark)).unwrap_or_default();
+        let mut listed: Vec<(String, u64)> = first.keys.into_iter().filter(|(key, _)| *key > after).collect();
+        if let Some(last) = first.truncated_after {
+            // The first page did not hold every key: list on from where it, or the watermark,
+            // ended (whichever is later).
+            listed.extend(self.list_after(&prefix, last.max(after).as_str()).await?);
+        }
         let late_prefix = self.keys.late_prefix(maildrop);
         let mut messages: BTreeMap<String, u64> = BTreeMap::new();
         let mut tombstones = BTreeSet::new();
@@ -346,6 +364,21 @@ impl S3Store {
             Err(StoreError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The first page (up to 1,000) of keys under `prefix`, and whether more follow.
+    async fn first_page(&self, prefix: &str) -> Result<FirstPage, StoreError> {
+        let page = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).send().await.map_err(sdk_error)?;
+        let keys: Vec<(String, u64)> = page
+            .contents()
+            .iter()
+            .filter_map(|o| Some((o.key()?.to_owned(), o.size().unwrap_or(0).max(0) as u64)))
+            .collect();
+        let truncated_after = match page.is_truncated() {
+            Some(true) => Some(keys.last().map(|(key, _)| key.clone()).unwrap_or_default()),
+            _ => None,
+        };
+        Ok(FirstPage { keys, truncated_after })
     }
 
     /// One page of keys under `prefix`.

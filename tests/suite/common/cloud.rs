@@ -449,10 +449,35 @@ pub struct S3Gate {
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub batches_passed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub batches_refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Every relayed request's line, when its head arrived and when the relay was done with it
+    /// (after the client may have read the answer).
+    pub spans: std::sync::Arc<std::sync::Mutex<Vec<RequestSpan>>>,
+}
+
+/// One request through an [`S3Gate`].
+#[derive(Clone, Debug)]
+pub struct RequestSpan {
+    pub line: String,
+    pub arrived: std::time::Instant,
+    pub answered: std::time::Instant,
+}
+
+impl RequestSpan {
+    /// How far apart the two requests arrived. Through a gate that holds each request, two
+    /// sent one after the other arrive at least the hold apart; two sent together, far less.
+    pub fn apart(&self, other: &RequestSpan) -> Duration {
+        self.arrived.max(other.arrived) - self.arrived.min(other.arrived)
+    }
 }
 
 impl S3Gate {
     pub fn start(upstream: u16, rule: BatchDeletes) -> Self {
+        Self::holding(upstream, rule, Duration::ZERO)
+    }
+
+    /// A gate that holds every request for `hold` before passing it on, as a distant store
+    /// would: requests sent one after another then never overlap, concurrent ones always do.
+    pub fn holding(upstream: u16, rule: BatchDeletes, hold: Duration) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let gate = Self {
@@ -460,17 +485,31 @@ impl S3Gate {
             requests: Default::default(),
             batches_passed: Default::default(),
             batches_refused: Default::default(),
+            spans: Default::default(),
         };
         let (passed, refused) = (gate.batches_passed.clone(), gate.batches_refused.clone());
-        let requests = gate.requests.clone();
+        let (requests, spans) = (gate.requests.clone(), gate.spans.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
-                let (passed, refused, requests) = (passed.clone(), refused.clone(), requests.clone());
-                std::thread::spawn(move || gate_one(client, upstream, rule, &passed, &refused, &requests));
+                let (passed, refused, requests, spans) =
+                    (passed.clone(), refused.clone(), requests.clone(), spans.clone());
+                std::thread::spawn(move || {
+                    let arrived = std::time::Instant::now();
+                    let line = gate_one(client, upstream, rule, hold, &passed, &refused, &requests);
+                    if let Some(line) = line {
+                        let answered = std::time::Instant::now();
+                        spans.lock().unwrap().push(RequestSpan { line, arrived, answered });
+                    }
+                });
             }
         });
         gate
+    }
+
+    /// The spans of the requests whose line contains `part`, in the order they were answered.
+    pub fn spans_of(&self, part: &str) -> Vec<RequestSpan> {
+        self.spans.lock().unwrap().iter().filter(|s| s.line.contains(part)).cloned().collect()
     }
 
     /// Requests seen so far whose request line starts with `method` and whose target matches
@@ -489,20 +528,22 @@ impl S3Gate {
     }
 }
 
+/// Relays one request; its request line once it was relayed whole.
 fn gate_one(
     mut client: TcpStream,
     upstream: u16,
     rule: BatchDeletes,
+    hold: Duration,
     passed: &std::sync::atomic::AtomicUsize,
     refused: &std::sync::atomic::AtomicUsize,
     requests: &std::sync::Mutex<Vec<String>>,
-) {
+) -> Option<String> {
     use std::sync::atomic::Ordering::SeqCst;
     let mut head = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     let end = loop {
         match client.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
         if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -531,7 +572,7 @@ fn gate_one(
             body.len()
         );
         let _ = client.write_all(reply.as_bytes());
-        return;
+        return None;
     }
     if batch {
         let refusal = match rule {
@@ -551,7 +592,7 @@ fn gate_one(
                 body.len()
             );
             let _ = client.write_all(reply.as_bytes());
-            return;
+            return None;
         }
         passed.fetch_add(1, SeqCst);
     }
@@ -561,9 +602,11 @@ fn gate_one(
         .map(|l| format!("{l}\r\n"))
         .collect();
     rewritten.push_str("Connection: close\r\n\r\n");
-    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+    // Playing distance, not a timeout: the test asks for it (`S3Gate::holding`).
+    std::thread::sleep(hold);
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else { return None };
     if server.write_all(rewritten.as_bytes()).is_err() || server.write_all(&head[end..]).is_err() {
-        return;
+        return None;
     }
     let (mut client_r, mut server_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let upload = std::thread::spawn(move || {
@@ -573,6 +616,7 @@ fn gate_one(
     let _ = client.shutdown(std::net::Shutdown::Both);
     let _ = server.shutdown(std::net::Shutdown::Both);
     let _ = upload.join();
+    Some(request_line.to_owned())
 }
 
 /// Settings for a store client of the library itself against `s3`, under `prefix`.
