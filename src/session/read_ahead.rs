@@ -4,7 +4,9 @@
 //! an object store each RETR is a GET whose first byte takes a round trip (tens of milliseconds
 //! against a real store), and fetched one after another a 20-message download waits 20 of
 //! them. So when a RETR starts, the messages that follow it are fetched at once, concurrently,
-//! into memory, and the RETRs that come for them are answered from there.
+//! into memory, and the RETRs that come for them are answered from there. A TOP scan (TOP 1 0,
+//! TOP 2 0, ..., as some clients do to show headers first) reads ahead the same way, but only
+//! messages up to [`LARGEST_FOR_TOP`]: a TOP of a large message sends a fraction of it.
 //!
 //! Memory stays bounded: a session holds at most `retr_read_ahead_kib` of messages read ahead
 //! (a message bigger than that is never read ahead and streams as before), and the whole
@@ -21,6 +23,10 @@ use tokio::task::JoinHandle;
 
 /// Messages read ahead at most at once, however small.
 pub(super) const MAX_MESSAGES: usize = 64;
+
+/// The largest message a TOP reads ahead: a TOP needs only the head of a message, and a GET of
+/// up to this much takes about as long as one of its first few kilobytes.
+pub(super) const LARGEST_FOR_TOP: u64 = 64 * 1024;
 
 /// A message read ahead, whole.
 pub(super) struct Prefetched {
@@ -62,19 +68,21 @@ impl ReadAhead {
     }
 
     /// Starts fetching `next` (the messages after the one being sent, in order) as far as the
-    /// session's budget and the process's allow; what is already read ahead stays.
+    /// session's budget and the process's allow, stopping at the first message larger than
+    /// `largest`; what is already read ahead stays.
     pub fn schedule(
         &mut self,
         store: &Arc<dyn MessageStore>,
         maildrop: &AccountName,
         next: impl IntoIterator<Item = (u64, String, u64)>,
+        largest: u64,
     ) {
         if self.budget == 0 {
             return;
         }
         let mut held: u64 = self.ahead.iter().map(|a| a.size).sum();
         for (number, key, size) in next {
-            if self.ahead.len() >= MAX_MESSAGES || held + size > self.budget {
+            if self.ahead.len() >= MAX_MESSAGES || held + size > self.budget || size > largest {
                 return;
             }
             if self.ahead.iter().any(|a| a.key == key) {

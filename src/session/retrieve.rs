@@ -84,11 +84,12 @@ impl Session<'_> {
             }
             None => self.ctx.backends.messages.open(lease.maildrop(), key).await,
         };
-        if top.is_none() {
-            // A RETR: the messages after it are likely next (see `read_ahead`).
-            let next = self.machine.live_after(number, super::read_ahead::MAX_MESSAGES);
-            self.read_ahead.schedule(&self.ctx.backends.messages, lease.maildrop(), next);
-        }
+        // The messages after this one are likely next (see `read_ahead`): after a RETR any that
+        // fit the budget, after a TOP (a scan of headers) only those small enough that reading
+        // them whole costs no more than the TOP itself would.
+        let largest = if top.is_some() { super::read_ahead::LARGEST_FOR_TOP } else { u64::MAX };
+        let next = self.machine.live_after(number, super::read_ahead::MAX_MESSAGES);
+        self.read_ahead.schedule(&self.ctx.backends.messages, lease.maildrop(), next, largest);
         let opened = match opened {
             Ok(opened) => opened,
             Err(StoreError::NotFound) => {

@@ -59,3 +59,41 @@ fn a_client_fetching_in_order_finds_the_next_messages_already_read() {
     assert!(c.cmd("QUIT").starts_with("+OK"));
     eventually("the session's remaining read-ahead was not dropped", || unused() == 8.0);
 }
+
+/// A client that scans headers first (TOP 1 0, TOP 2 0, ...) gets the small messages read
+/// ahead, but a message above 64 KiB is neither read ahead nor in the way of those after it.
+#[test]
+fn a_scan_of_headers_reads_small_messages_ahead_and_large_ones_never() {
+    let (redis, s3) = (Redis::start(), S3::start());
+    let gate = S3Gate::start(s3.port, BatchDeletes::PassAll);
+    let mut env = cloud_env(&s3, &s3.bucket("mail"), &redis);
+    env.retain(|(k, _)| k != "CLOUDPOP_S3_ENDPOINT");
+    env.push(("CLOUDPOP_S3_ENDPOINT".into(), gate.endpoint()));
+    env.push(("CLOUDPOP_RETR_READ_AHEAD_KIB".into(), "1024".into()));
+    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    server.add_account("scanner", "pw");
+    // Six small messages, one of 100 KB (above what a TOP reads ahead), two small ones.
+    let sizes = [512, 512, 512, 512, 512, 512, 100_000, 512, 512];
+    for (n, size) in sizes.iter().enumerate() {
+        server.deliver("scanner", &message(n + 1, *size));
+    }
+    let message_gets = || gate.count("GET", |t| t.contains("/pool/mail/") && !t.contains("list-type="));
+    let used = || server.metrics().get(r#"cloudpop_read_ahead_total{outcome="used"}"#);
+
+    let mut c = Client::login(server.pop3, "scanner", "pw");
+    let before = message_gets();
+    let head = |n: usize| format!("Subject: message {n}\r\n\r\n").into_bytes();
+    assert_eq!(c.multi("TOP 1 0").1, head(1));
+    // Messages 2 to 6 are fetched before they are asked for; the large seventh is not.
+    eventually("the messages after TOP 1 were not read ahead", || message_gets() == before + 6);
+    for n in 2..=7 {
+        assert_eq!(c.multi(&format!("TOP {n} 0")).1, head(n), "message {n}");
+    }
+    eventually("the messages after the large one were not read ahead", || message_gets() == before + 9);
+    for n in 8..=9 {
+        assert_eq!(c.multi(&format!("TOP {n} 0")).1, head(n), "message {n}");
+    }
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert_eq!(message_gets() - before, 9, "each message was fetched from the store exactly once");
+    assert_eq!(used(), 7.0, "messages 2 to 6, 8 and 9 came from the read-ahead");
+}
