@@ -8,6 +8,7 @@
 
 mod bucket;
 mod delete;
+mod endpoint;
 mod index;
 mod keys;
 mod observe;
@@ -92,7 +93,9 @@ impl S3Store {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             // Bodies have cloudpop's own per-chunk timeout (`TimedRead`, `s3_timeout_secs`);
             // the SDK's throughput monitor on every body would only watch them twice.
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            // The endpoint once per bucket, not once per key (see `endpoint`).
+            .endpoint_resolver(endpoint::CachedEndpoint::default());
         if !settings.endpoint.is_empty() {
             builder = builder.endpoint_url(&settings.endpoint);
         }
