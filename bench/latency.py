@@ -128,7 +128,7 @@ def main():
                 print(f"delay {delay} ms, read-ahead {'on' if read_ahead else 'off'}: "
                       f"median session {results[delay, read_ahead] * 1000:.0f} ms", flush=True)
         print()
-        print(f"| S3 delay per request | session, read-ahead on | round trips | session, read-ahead off | round trips |")
+        print("| S3 delay per request | session, read-ahead on | round trips | session, read-ahead off | round trips |")
         print("|---|---|---|---|---|")
         for delay in delays:
             row = [f"{delay} ms"]

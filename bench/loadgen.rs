@@ -8,8 +8,10 @@
 //!   cloudpop's gRPC API (so every message takes the real ingest path, for any store), or as
 //!   Dovecot maildirs with a passwd-file.
 //! * `run` runs one workload for a number of seconds with a number of concurrent clients and
-//!   prints one JSON line: operations, rate, octets, and the CPU time the server's process tree
-//!   spent meanwhile (`--pid`).
+//!   prints one JSON line: operations, rate, octets, session times, and the CPU time the
+//!   server's process tree spent meanwhile (`--pid`, several for a pool). With `--period-ms` it
+//!   paces instead: each user runs one session every period, as a polling mail client does,
+//!   and `--addr` may list a pool, taken in turn as a round-robin balancer would.
 //! * `idle` opens idle sessions from many loopback source addresses and prints the growth of the
 //!   server tree's memory (PSS, so Dovecot's shared pages are not counted once per process).
 
@@ -30,8 +32,9 @@ usage: loadgen <command> [--option value]...
 
   corpus-cloudpop --api URL --token ADMIN --ingest-token INGEST [--users 1000 --messages 20 --median 11000 --big 16 --big-messages 4]
   corpus-dovecot  --dir DIR --scheme plain|argon2id --prefix p [same sizes]
-  run   --workload sessions|logins|tls|retr --addr HOST:PORT --prefix u [--clients 64 --seconds 10
-        --users 1000 --password pw --pid PID --max-ops N]
+  run   --workload sessions|logins|tls|retr --addr HOST:PORT[,HOST:PORT...] --prefix u [--clients 64
+        --seconds 10 --users 1000 --password pw --pid PID[,PID...] --max-ops N]
+        [--period-ms P --rounds R: every user once per P ms, R times, instead of --clients/--seconds]
   idle  --addr HOST:PORT --sessions N [--login --prefix u --users N --password pw --pid PID]
 
 Users are {prefix}0..{prefix}N-1 with password pw; the 1 MiB corpus is big0..big{B-1}.";
@@ -350,7 +353,8 @@ enum Workload {
 }
 
 struct Target {
-    addr: SocketAddr,
+    /// The server, or a pool taken in turn.
+    addrs: Vec<SocketAddr>,
     prefix: String,
     users: u64,
     password: String,
@@ -363,6 +367,9 @@ struct Counters {
     octets: AtomicU64,
     errors: AtomicU64,
     next_user: AtomicU64,
+    next_addr: AtomicU64,
+    /// How long each session took, in milliseconds.
+    session_ms: std::sync::Mutex<Vec<f64>>,
 }
 
 async fn run(options: &Options) -> Result<(), String> {
@@ -376,27 +383,53 @@ async fn run(options: &Options) -> Result<(), String> {
     let clients = options.number("clients", 64)?;
     let seconds = options.number("seconds", 10)?;
     let target = Arc::new(Target {
-        addr: address(&options.text("addr", None)?)?,
+        addrs: options.text("addr", None)?.split(',').map(address).collect::<Result<_, _>>()?,
         prefix: options.text("prefix", Some("u"))?,
         users: options.number("users", 1000)?.max(1),
         password: options.text("password", Some("pw"))?,
         tls: (workload == Workload::Tls).then(tls_connector),
     });
-    let server = options.number("pid", 0)? as u32;
+    let servers: Vec<u32> = options
+        .text("pid", Some("0"))?
+        .split(',')
+        .map(|pid| pid.parse().map_err(|_| format!("--pid {pid:?} is not a process id")))
+        .collect::<Result<_, _>>()?;
+    let period = Duration::from_millis(options.number("period-ms", 0)?);
+    let rounds = options.number("rounds", 1)?;
     // A warm-up stops after this many sessions (one per user), whatever the time.
     let max_ops = options.number("max-ops", u64::MAX)?;
     let counters = Arc::new(Counters::default());
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let cpu_before = tree_cpu_ms(server);
+    let cpu_before: f64 = servers.iter().map(|&pid| tree_cpu_ms(pid)).sum();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for client in 0..clients {
+    if !period.is_zero() {
+        // Paced: user u starts its sessions at (r + u / users) periods, spread evenly.
+        for round in 0..rounds {
+            for user in 0..target.users {
+                let at = started + period.mul_f64(round as f64 + user as f64 / target.users as f64);
+                tokio::time::sleep_until(at.into()).await;
+                let (target, counters) = (target.clone(), counters.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = one_session(&target, user, user, workload, &counters).await
+                        && counters.errors.fetch_add(1, Ordering::Relaxed) < 5
+                    {
+                        eprintln!("loadgen: {e}");
+                    }
+                });
+            }
+        }
+    }
+    for client in (0..clients).filter(|_| period.is_zero()) {
         let (target, counters) = (target.clone(), counters.clone());
         tasks.spawn(async move {
             while Instant::now() < deadline && counters.next_user.load(Ordering::Relaxed) < max_ops {
                 let outcome = match workload {
                     Workload::Retr => retr_loop(&target, client, deadline, &counters).await,
-                    _ => one_session(&target, client, workload, &counters).await,
+                    _ => {
+                        let user = counters.next_user.fetch_add(1, Ordering::Relaxed) % target.users;
+                        one_session(&target, client, user, workload, &counters).await
+                    }
                 };
                 if let Err(e) = outcome
                     && counters.errors.fetch_add(1, Ordering::Relaxed) < 5
@@ -408,18 +441,24 @@ async fn run(options: &Options) -> Result<(), String> {
     }
     while tasks.join_next().await.is_some() {}
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = tree_cpu_ms(server) - cpu_before;
+    let cpu = servers.iter().map(|&pid| tree_cpu_ms(pid)).sum::<f64>() - cpu_before;
     let ops = counters.ops.load(Ordering::Relaxed);
+    let mut times = std::mem::take(&mut *counters.session_ms.lock().unwrap());
+    times.sort_by(f64::total_cmp);
+    let percentile = |p: f64| times.get(((times.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
     let octets = counters.octets.load(Ordering::Relaxed);
     let mb = octets as f64 / 1e6;
     println!(
         "{{\"ops\": {ops}, \"seconds\": {elapsed:.2}, \"rate\": {:.1}, \"octets\": {octets}, \"mb_per_s\": {:.1}, \
-         \"server_cpu_ms\": {cpu:.0}, \"cpu_ms_per_op\": {:.3}, \"cpu_ms_per_mb\": {:.3}, \"errors\": {}}}",
+         \"server_cpu_ms\": {cpu:.0}, \"cpu_ms_per_op\": {:.3}, \"cpu_ms_per_mb\": {:.3}, \"errors\": {}, \
+         \"session_ms_median\": {:.2}, \"session_ms_p90\": {:.2}}}",
         ops as f64 / elapsed,
         mb / elapsed,
         cpu / (ops.max(1) as f64),
         if mb > 0.0 { cpu / mb } else { 0.0 },
         counters.errors.load(Ordering::Relaxed),
+        percentile(0.5),
+        percentile(0.9),
     );
     Ok(())
 }
@@ -428,17 +467,27 @@ fn address(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:110"))
 }
 
-async fn one_session(target: &Target, client: u64, workload: Workload, counters: &Counters) -> Result<(), String> {
-    let user = counters.next_user.fetch_add(1, Ordering::Relaxed) % target.users;
-    let tcp = connect(target.addr, Some(source(client))).await?;
+async fn one_session(
+    target: &Target,
+    client: u64,
+    user: u64,
+    workload: Workload,
+    counters: &Counters,
+) -> Result<(), String> {
+    let turn = counters.next_addr.fetch_add(1, Ordering::Relaxed) as usize;
+    let addr = target.addrs[turn % target.addrs.len()];
+    let started = Instant::now();
+    let tcp = connect(addr, Some(source(client))).await?;
     match &target.tls {
         Some(tls) => {
-            let name = rustls_pki_types::ServerName::IpAddress(target.addr.ip().into());
+            let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
             let stream = tls.connect(name, tcp).await.map_err(|e| format!("TLS handshake: {e}"))?;
             session(Pop3::new(stream), target, user, workload, counters).await
         }
         None => session(Pop3::new(tcp), target, user, workload, counters).await,
-    }
+    }?;
+    counters.session_ms.lock().unwrap().push(started.elapsed().as_secs_f64() * 1000.0);
+    Ok(())
 }
 
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
@@ -468,7 +517,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 /// Client `client` logs in to `big{client}` and retrieves its messages in turn until the
 /// deadline; every complete RETR is one operation.
 async fn retr_loop(target: &Target, client: u64, deadline: Instant, counters: &Counters) -> Result<(), String> {
-    let mut pop = Pop3::new(connect(target.addr, Some(source(client))).await?);
+    let mut pop = Pop3::new(connect(target.addrs[0], Some(source(client))).await?);
     pop.status().await?;
     pop.login(&format!("big{client}"), &target.password).await?;
     let stat = pop.command("STAT").await?;
