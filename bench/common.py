@@ -95,6 +95,23 @@ def start_s3_and_redis(s3_dir):
     return procs, s3_port, redis_port
 
 
+def cloud_env(s3_endpoint, redis_port, data, **settings):
+    """The environment of a `cloudpop` in cloud mode on an s3s-fs of start_s3_and_redis() (or a
+    relay in front of it) and its Redis, without API or ops listeners, with `settings` added."""
+    return dict(os.environ, CLOUDPOP_STORE="s3", CLOUDPOP_LOCKS="redis", CLOUDPOP_S3_BUCKET="mail",
+                CLOUDPOP_S3_ENDPOINT=s3_endpoint, CLOUDPOP_S3_PATH_STYLE="true", CLOUDPOP_S3_ACCESS_KEY_ID="bench",
+                CLOUDPOP_S3_SECRET_ACCESS_KEY="bench-secret", CLOUDPOP_REDIS_URL=f"redis://127.0.0.1:{redis_port}",
+                CLOUDPOP_LOG="warn", CLOUDPOP_DATA_DIR=data, CLOUDPOP_API_LISTEN="", CLOUDPOP_OPS_LISTEN="",
+                **{f"CLOUDPOP_{k.upper()}": str(v) for k, v in settings.items()})
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(processes):
     """Stops every process (in the order given) and waits for each."""
     for p in processes:

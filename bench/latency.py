@@ -31,7 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BIN, ROOT, enter_quickack_namespace, free_port, start_s3_and_redis, stop  # noqa: E402
+from common import BIN, ROOT, cloud_env, enter_quickack_namespace, free_port, start_s3_and_redis, stop  # noqa: E402
 
 MESSAGES = 20
 
@@ -62,6 +62,24 @@ def session(port):
     return count
 
 
+def reader_server(env):
+    """Account `reader` with MESSAGES messages, and `cloudpop serve` on a free port once it
+    listens; returns (process, port)."""
+    subprocess.run([BIN, "account", "add", "reader", "--password-stdin"], input=b"pw\n", env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    for n in range(1, MESSAGES + 1):
+        subprocess.run([BIN, "deliver", "reader"], input=message(n), env=env, check=True, stdout=subprocess.DEVNULL)
+    pop3 = free_port()
+    server = subprocess.Popen([BIN, "serve", "--pop3", f"127.0.0.1:{pop3}", "--pop3s", ""], env=env,
+                              stdout=subprocess.PIPE)
+    try:
+        wait_line(server, "cloudpop: pop3 listening")
+    except BaseException:
+        server.kill()
+        raise
+    return server, pop3
+
+
 def run(delay_ms, read_ahead_kib, sessions, work):
     helpers = []
     try:
@@ -73,23 +91,10 @@ def run(delay_ms, read_ahead_kib, sessions, work):
                                   str(delay_ms)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         helpers.append(relay)
         wait_line(relay, "s3-latency listening")
-        env = dict(os.environ, CLOUDPOP_STORE="s3", CLOUDPOP_LOCKS="redis", CLOUDPOP_S3_BUCKET="mail",
-                   CLOUDPOP_S3_ENDPOINT=f"http://127.0.0.1:{relay_port}", CLOUDPOP_S3_PATH_STYLE="true",
-                   CLOUDPOP_S3_ACCESS_KEY_ID="bench", CLOUDPOP_S3_SECRET_ACCESS_KEY="bench-secret",
-                   CLOUDPOP_REDIS_URL=f"redis://127.0.0.1:{redis_port}", CLOUDPOP_LOG="warn",
-                   CLOUDPOP_DATA_DIR=os.path.join(work, "data"), CLOUDPOP_API_LISTEN="", CLOUDPOP_OPS_LISTEN="",
-                   CLOUDPOP_RETR_READ_AHEAD_KIB=str(read_ahead_kib))
-        subprocess.run([BIN, "account", "add", "reader", "--password-stdin"], input=b"pw\n", env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        for n in range(1, MESSAGES + 1):
-            subprocess.run([BIN, "deliver", "reader"], input=message(n), env=env, check=True,
-                           stdout=subprocess.DEVNULL)
-        pop3 = free_port()
-        server = subprocess.Popen([BIN, "serve", "--pop3", f"127.0.0.1:{pop3}", "--pop3s", ""], env=env,
-                                  stdout=subprocess.PIPE)
-        helpers.append(server)
-        helpers.insert(0, helpers.pop())  # stopped first, before what it uses
-        wait_line(server, "cloudpop: pop3 listening")
+        env = cloud_env(f"http://127.0.0.1:{relay_port}", redis_port, os.path.join(work, "data"),
+                        retr_read_ahead_kib=read_ahead_kib)
+        server, pop3 = reader_server(env)
+        helpers.insert(0, server)  # stopped first, before what it uses
         session(pop3)  # warm-up: the account cache, connections to the store and Redis
         times = []
         for _ in range(sessions):

@@ -32,16 +32,10 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BIN, enter_quickack_namespace, free_port, start_s3_and_redis, stop  # noqa: E402
+from common import BIN, cloud_env, cpu_seconds, enter_quickack_namespace, free_port, start_s3_and_redis, stop  # noqa: E402
 
 FRONTENDS = 3
 POOL_KEY = "benchmark pool key: at least thirty-two characters"
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def hash_checks(ops_port):
@@ -58,13 +52,9 @@ def start_pool(work, shared_secs, local_secs, users):
     key_file = os.path.join(work, "pool-key")
     with open(key_file, "w") as f:
         f.write(POOL_KEY)
-    env = dict(os.environ, CLOUDPOP_STORE="s3", CLOUDPOP_LOCKS="redis", CLOUDPOP_S3_BUCKET="mail",
-               CLOUDPOP_S3_ENDPOINT=f"http://127.0.0.1:{s3_port}", CLOUDPOP_S3_PATH_STYLE="true",
-               CLOUDPOP_S3_ACCESS_KEY_ID="bench", CLOUDPOP_S3_SECRET_ACCESS_KEY="bench-secret",
-               CLOUDPOP_REDIS_URL=f"redis://127.0.0.1:{redis_port}", CLOUDPOP_LOG="warn", CLOUDPOP_API_LISTEN="",
-               CLOUDPOP_DATA_DIR=os.path.join(work, "data"), CLOUDPOP_CREDENTIAL_CACHE_SECS=str(local_secs),
-               CLOUDPOP_CREDENTIAL_CACHE_SHARED_SECS=str(shared_secs),
-               CLOUDPOP_CREDENTIAL_CACHE_SHARED_KEY_FILE=key_file, CLOUDPOP_AUTH_FAILURE_DELAY_MS="0")
+    env = cloud_env(f"http://127.0.0.1:{s3_port}", redis_port, os.path.join(work, "data"),
+                    credential_cache_secs=local_secs, credential_cache_shared_secs=shared_secs,
+                    credential_cache_shared_key_file=key_file, auth_failure_delay_ms=0)
     for u in range(users):
         subprocess.run([BIN, "account", "add", f"u{u}", "--password-stdin"], input=b"pw\n", env=env, check=True,
                        stdout=subprocess.DEVNULL)

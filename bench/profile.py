@@ -25,16 +25,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BIN, enter_quickack_namespace, free_port, start_s3_and_redis, stop  # noqa: E402
-from latency import MESSAGES, message, session, wait_line  # noqa: E402
+from common import BIN, cloud_env, cpu_seconds, enter_quickack_namespace, start_s3_and_redis, stop  # noqa: E402
+from latency import reader_server, session  # noqa: E402
 
 INFERNO_VERSION = "0.12.8"
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def inferno(tool):
@@ -57,7 +51,7 @@ def flame_graph(data, svg):
                             stdout=subprocess.PIPE).stdout
     with open(svg, "wb") as out:
         subprocess.run([inferno("inferno-flamegraph"), "--title", "cloudpop, cloud-mode sessions (20 x RETR)",
-                        "--width", "1600"], input=folded, check=True, stdout=out)
+                        "--width", "1600", "--minwidth", "2"], input=folded, check=True, stdout=out)
 
 
 def main():
@@ -77,21 +71,9 @@ def main():
     try:
         started, s3_port, redis_port = start_s3_and_redis(os.path.join(work, "s3"))
         helpers += started
-        env = dict(os.environ, CLOUDPOP_STORE=args.store, CLOUDPOP_LOCKS="redis", CLOUDPOP_S3_BUCKET="mail",
-                   CLOUDPOP_S3_ENDPOINT=f"http://127.0.0.1:{s3_port}", CLOUDPOP_S3_PATH_STYLE="true",
-                   CLOUDPOP_S3_ACCESS_KEY_ID="bench", CLOUDPOP_S3_SECRET_ACCESS_KEY="bench-secret",
-                   CLOUDPOP_REDIS_URL=f"redis://127.0.0.1:{redis_port}", CLOUDPOP_LOG="warn",
-                   CLOUDPOP_DATA_DIR=os.path.join(work, "data"), CLOUDPOP_API_LISTEN="", CLOUDPOP_OPS_LISTEN="")
-        subprocess.run([BIN, "account", "add", "reader", "--password-stdin"], input=b"pw\n", env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        for n in range(1, MESSAGES + 1):
-            subprocess.run([BIN, "deliver", "reader"], input=message(n), env=env, check=True,
-                           stdout=subprocess.DEVNULL)
-        pop3 = free_port()
-        server = subprocess.Popen([BIN, "serve", "--pop3", f"127.0.0.1:{pop3}", "--pop3s", ""], env=env,
-                                  stdout=subprocess.PIPE)
+        env = cloud_env(f"http://127.0.0.1:{s3_port}", redis_port, os.path.join(work, "data"), store=args.store)
+        server, pop3 = reader_server(env)
         helpers.insert(0, server)
-        wait_line(server, "cloudpop: pop3 listening")
         session(pop3)  # warm: the account cache, the credential cache, connections
         perf = None
         data = os.path.join(work, "perf.data")

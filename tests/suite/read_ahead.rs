@@ -15,15 +15,23 @@ fn message(n: usize, size: usize) -> Vec<u8> {
     m
 }
 
-#[test]
-fn a_client_fetching_in_order_finds_the_next_messages_already_read() {
+/// A cloud-mode server whose S3 requests pass a gate that counts them, reading ahead at most
+/// `budget_kib` per session; after the Redis and S3 it uses, which are bound first so that they
+/// are dropped last.
+fn behind_a_gate(budget_kib: u64) -> (Redis, S3, S3Gate, Server) {
     let (redis, s3) = (Redis::start(), S3::start());
     let gate = S3Gate::start(s3.port, BatchDeletes::PassAll);
     let mut env = cloud_env(&s3, &s3.bucket("mail"), &redis);
     env.retain(|(k, _)| k != "CLOUDPOP_S3_ENDPOINT");
     env.push(("CLOUDPOP_S3_ENDPOINT".into(), gate.endpoint()));
-    env.push(("CLOUDPOP_RETR_READ_AHEAD_KIB".into(), "4".into()));
+    env.push(("CLOUDPOP_RETR_READ_AHEAD_KIB".into(), budget_kib.to_string()));
     let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    (redis, s3, gate, server)
+}
+
+#[test]
+fn a_client_fetching_in_order_finds_the_next_messages_already_read() {
+    let (_redis, _s3, gate, server) = behind_a_gate(4);
     server.add_account("reader", "pw");
     // Ten messages of 512 octets (eight fit the 4 KiB budget), then one of 10 KB (never read
     // ahead: bigger than the budget).
@@ -64,13 +72,7 @@ fn a_client_fetching_in_order_finds_the_next_messages_already_read() {
 /// ahead, but a message above 64 KiB is neither read ahead nor in the way of those after it.
 #[test]
 fn a_scan_of_headers_reads_small_messages_ahead_and_large_ones_never() {
-    let (redis, s3) = (Redis::start(), S3::start());
-    let gate = S3Gate::start(s3.port, BatchDeletes::PassAll);
-    let mut env = cloud_env(&s3, &s3.bucket("mail"), &redis);
-    env.retain(|(k, _)| k != "CLOUDPOP_S3_ENDPOINT");
-    env.push(("CLOUDPOP_S3_ENDPOINT".into(), gate.endpoint()));
-    env.push(("CLOUDPOP_RETR_READ_AHEAD_KIB".into(), "1024".into()));
-    let server = Server::start_with(tempfile::tempdir().unwrap(), env);
+    let (_redis, _s3, gate, server) = behind_a_gate(1024);
     server.add_account("scanner", "pw");
     // Six small messages, one of 100 KB (above what a TOP reads ahead), two small ones.
     let sizes = [512, 512, 512, 512, 512, 512, 100_000, 512, 512];
