@@ -84,12 +84,6 @@ impl Session<'_> {
             }
             None => self.ctx.backends.messages.open(lease.maildrop(), key).await,
         };
-        // The messages after this one are likely next (see `read_ahead`): after a RETR any that
-        // fit the budget, after a TOP (a scan of headers) only those small enough that reading
-        // them whole costs no more than the TOP itself would.
-        let largest = if top.is_some() { super::read_ahead::LARGEST_FOR_TOP } else { u64::MAX };
-        let next = self.machine.live_after(number, super::read_ahead::MAX_MESSAGES);
-        self.read_ahead.schedule(&self.ctx.backends.messages, lease.maildrop(), next, largest);
         let opened = match opened {
             Ok(opened) => opened,
             Err(StoreError::NotFound) => {
@@ -103,6 +97,12 @@ impl Session<'_> {
                 return Ok(None);
             }
         };
+        // The messages after this one are likely next (see `read_ahead`), once this one opened:
+        // after a RETR any that fit the budget, after a TOP (a scan of headers) only those
+        // small enough that reading them whole costs no more than the TOP itself would.
+        let largest = if top.is_some() { super::read_ahead::LARGEST_FOR_TOP } else { u64::MAX };
+        let next = self.machine.live_after(number, super::read_ahead::MAX_MESSAGES);
+        self.read_ahead.schedule(&self.ctx.backends.messages, lease.maildrop(), next, largest);
         if let Some(traceparent) = &opened.delivered_by {
             crate::telemetry::link_to_delivery(span, traceparent);
         }
